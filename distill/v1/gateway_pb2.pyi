@@ -1,0 +1,445 @@
+import datetime
+
+from distill.v1 import common_pb2 as _common_pb2
+from distill.v1 import judge_pb2 as _judge_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TaskType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_TYPE_UNSPECIFIED: _ClassVar[TaskType]
+    TASK_TYPE_CLASSIFICATION: _ClassVar[TaskType]
+    TASK_TYPE_JSON_EXTRACTION: _ClassVar[TaskType]
+    TASK_TYPE_SHORT_GENERATION: _ClassVar[TaskType]
+    TASK_TYPE_LONG_FORM: _ClassVar[TaskType]
+    TASK_TYPE_REASONING: _ClassVar[TaskType]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_PENDING: _ClassVar[JobState]
+    JOB_STATE_GENERATING: _ClassVar[JobState]
+    JOB_STATE_JUDGING: _ClassVar[JobState]
+    JOB_STATE_TRAINING: _ClassVar[JobState]
+    JOB_STATE_EXPORTING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLING: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
+    JOB_STATE_EVALUATING: _ClassVar[JobState]
+TASK_TYPE_UNSPECIFIED: TaskType
+TASK_TYPE_CLASSIFICATION: TaskType
+TASK_TYPE_JSON_EXTRACTION: TaskType
+TASK_TYPE_SHORT_GENERATION: TaskType
+TASK_TYPE_LONG_FORM: TaskType
+TASK_TYPE_REASONING: TaskType
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_PENDING: JobState
+JOB_STATE_GENERATING: JobState
+JOB_STATE_JUDGING: JobState
+JOB_STATE_TRAINING: JobState
+JOB_STATE_EXPORTING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLING: JobState
+JOB_STATE_CANCELLED: JobState
+JOB_STATE_EVALUATING: JobState
+
+class EvalSettings(_message.Message):
+    __slots__ = ("held_out", "holdout_fraction", "promote_min_ratio", "seed")
+    HELD_OUT_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_MIN_RATIO_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    held_out: _common_pb2.ArtifactRef
+    holdout_fraction: float
+    promote_min_ratio: float
+    seed: int
+    def __init__(self, held_out: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., holdout_fraction: _Optional[float] = ..., promote_min_ratio: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class DistillSpec(_message.Message):
+    __slots__ = ("display_name", "dataset", "task_type", "teacher", "n_samples", "system_prompt", "limits", "judge", "student_model", "lora", "bond", "training", "export", "eval", "budget_usd", "promote_alias")
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    LORA_FIELD_NUMBER: _ClassVar[int]
+    BOND_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
+    EVAL_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_ALIAS_FIELD_NUMBER: _ClassVar[int]
+    display_name: str
+    dataset: _common_pb2.ArtifactRef
+    task_type: TaskType
+    teacher: _common_pb2.ModelSpec
+    n_samples: int
+    system_prompt: str
+    limits: _common_pb2.RateLimits
+    judge: _judge_pb2.JudgeConfig
+    student_model: str
+    lora: _common_pb2.LoraSettings
+    bond: _common_pb2.BondSettings
+    training: _common_pb2.TrainingSettings
+    export: _common_pb2.ExportSettings
+    eval: EvalSettings
+    budget_usd: float
+    promote_alias: str
+    def __init__(self, display_name: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., n_samples: _Optional[int] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[_common_pb2.RateLimits, _Mapping]] = ..., judge: _Optional[_Union[_judge_pb2.JudgeConfig, _Mapping]] = ..., student_model: _Optional[str] = ..., lora: _Optional[_Union[_common_pb2.LoraSettings, _Mapping]] = ..., bond: _Optional[_Union[_common_pb2.BondSettings, _Mapping]] = ..., training: _Optional[_Union[_common_pb2.TrainingSettings, _Mapping]] = ..., export: _Optional[_Union[_common_pb2.ExportSettings, _Mapping]] = ..., eval: _Optional[_Union[EvalSettings, _Mapping]] = ..., budget_usd: _Optional[float] = ..., promote_alias: _Optional[str] = ...) -> None: ...
+
+class EstimateRequest(_message.Message):
+    __slots__ = ("spec", "batch_api")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    BATCH_API_FIELD_NUMBER: _ClassVar[int]
+    spec: DistillSpec
+    batch_api: bool
+    def __init__(self, spec: _Optional[_Union[DistillSpec, _Mapping]] = ..., batch_api: _Optional[bool] = ...) -> None: ...
+
+class CostLine(_message.Message):
+    __slots__ = ("item", "quantity", "unit", "usd_low", "usd_high")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    USD_LOW_FIELD_NUMBER: _ClassVar[int]
+    USD_HIGH_FIELD_NUMBER: _ClassVar[int]
+    item: str
+    quantity: float
+    unit: str
+    usd_low: float
+    usd_high: float
+    def __init__(self, item: _Optional[str] = ..., quantity: _Optional[float] = ..., unit: _Optional[str] = ..., usd_low: _Optional[float] = ..., usd_high: _Optional[float] = ...) -> None: ...
+
+class EstimateResponse(_message.Message):
+    __slots__ = ("breakdown", "total_usd_low", "total_usd_high", "prompts", "teacher_input_tokens", "teacher_output_tokens", "judge_calls", "judge_tokens", "training_tokens", "gpu_hours_low", "gpu_hours_high", "peak_vram_gb", "assumptions", "warnings")
+    BREAKDOWN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_USD_LOW_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_USD_HIGH_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_CALLS_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOURS_LOW_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOURS_HIGH_FIELD_NUMBER: _ClassVar[int]
+    PEAK_VRAM_GB_FIELD_NUMBER: _ClassVar[int]
+    ASSUMPTIONS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    breakdown: _containers.RepeatedCompositeFieldContainer[CostLine]
+    total_usd_low: float
+    total_usd_high: float
+    prompts: int
+    teacher_input_tokens: int
+    teacher_output_tokens: int
+    judge_calls: int
+    judge_tokens: int
+    training_tokens: int
+    gpu_hours_low: float
+    gpu_hours_high: float
+    peak_vram_gb: float
+    assumptions: _containers.RepeatedScalarFieldContainer[str]
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, breakdown: _Optional[_Iterable[_Union[CostLine, _Mapping]]] = ..., total_usd_low: _Optional[float] = ..., total_usd_high: _Optional[float] = ..., prompts: _Optional[int] = ..., teacher_input_tokens: _Optional[int] = ..., teacher_output_tokens: _Optional[int] = ..., judge_calls: _Optional[int] = ..., judge_tokens: _Optional[int] = ..., training_tokens: _Optional[int] = ..., gpu_hours_low: _Optional[float] = ..., gpu_hours_high: _Optional[float] = ..., peak_vram_gb: _Optional[float] = ..., assumptions: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class JobOutputs(_message.Message):
+    __slots__ = ("dataset", "candidates", "curated", "checkpoint", "adapter", "export_manifest", "student_gguf", "report")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    CURATED_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_GGUF_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    dataset: _common_pb2.ArtifactRef
+    candidates: _common_pb2.ArtifactRef
+    curated: _common_pb2.ArtifactRef
+    checkpoint: _common_pb2.ArtifactRef
+    adapter: _common_pb2.ArtifactRef
+    export_manifest: _common_pb2.ArtifactRef
+    student_gguf: _common_pb2.ArtifactRef
+    report: _common_pb2.ArtifactRef
+    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., candidates: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., curated: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., checkpoint: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., adapter: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., export_manifest: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., student_gguf: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., report: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
+
+class ModelEvaluation(_message.Message):
+    __slots__ = ("model", "mean_score", "pass_rate", "latency_seconds_mean", "cost_per_1k_requests_usd")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    PASS_RATE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_SECONDS_MEAN_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_1K_REQUESTS_USD_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    mean_score: float
+    pass_rate: float
+    latency_seconds_mean: float
+    cost_per_1k_requests_usd: float
+    def __init__(self, model: _Optional[str] = ..., mean_score: _Optional[float] = ..., pass_rate: _Optional[float] = ..., latency_seconds_mean: _Optional[float] = ..., cost_per_1k_requests_usd: _Optional[float] = ...) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("prompts", "models", "student_wins", "student_ties", "student_losses", "student_win_rate", "promoted", "promotion_reason")
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_WINS_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_TIES_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_LOSSES_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_WIN_RATE_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    prompts: int
+    models: _containers.RepeatedCompositeFieldContainer[ModelEvaluation]
+    student_wins: int
+    student_ties: int
+    student_losses: int
+    student_win_rate: float
+    promoted: bool
+    promotion_reason: str
+    def __init__(self, prompts: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelEvaluation, _Mapping]]] = ..., student_wins: _Optional[int] = ..., student_ties: _Optional[int] = ..., student_losses: _Optional[int] = ..., student_win_rate: _Optional[float] = ..., promoted: _Optional[bool] = ..., promotion_reason: _Optional[str] = ...) -> None: ...
+
+class JobError(_message.Message):
+    __slots__ = ("code", "message", "stage")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    stage: JobState
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., stage: _Optional[_Union[JobState, str]] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("name", "request_id", "spec", "state", "progress", "teacher_usage", "judge_usage", "cost_usd", "outputs", "judge_statistics", "evaluation", "error", "create_time", "update_time", "promoted_alias_version", "train_loss")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_USAGE_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_USAGE_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_ALIAS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    request_id: str
+    spec: DistillSpec
+    state: JobState
+    progress: _common_pb2.Progress
+    teacher_usage: _common_pb2.Usage
+    judge_usage: _common_pb2.Usage
+    cost_usd: float
+    outputs: JobOutputs
+    judge_statistics: _judge_pb2.JudgeStatistics
+    evaluation: Evaluation
+    error: JobError
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    promoted_alias_version: int
+    train_loss: float
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[DistillSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., teacher_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., judge_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., outputs: _Optional[_Union[JobOutputs, _Mapping]] = ..., judge_statistics: _Optional[_Union[_judge_pb2.JudgeStatistics, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promoted_alias_version: _Optional[int] = ..., train_loss: _Optional[float] = ...) -> None: ...
+
+class DistillRequest(_message.Message):
+    __slots__ = ("spec", "request_id")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    spec: DistillSpec
+    request_id: str
+    def __init__(self, spec: _Optional[_Union[DistillSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DistillResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "states")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    states: _containers.RepeatedScalarFieldContainer[JobState]
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., states: _Optional[_Iterable[_Union[JobState, str]]] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class WatchJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class UploadMetadata(_message.Message):
+    __slots__ = ("filename", "sha256")
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    filename: str
+    sha256: str
+    def __init__(self, filename: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class UploadDatasetRequest(_message.Message):
+    __slots__ = ("metadata", "chunk")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    metadata: UploadMetadata
+    chunk: bytes
+    def __init__(self, metadata: _Optional[_Union[UploadMetadata, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadDatasetResponse(_message.Message):
+    __slots__ = ("dataset", "deduplicated", "prompts")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    DEDUPLICATED_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    dataset: _common_pb2.ArtifactRef
+    deduplicated: bool
+    prompts: int
+    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., deduplicated: _Optional[bool] = ..., prompts: _Optional[int] = ...) -> None: ...
+
+class AliasTarget(_message.Message):
+    __slots__ = ("job", "teacher", "gguf", "description")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_FIELD_NUMBER: _ClassVar[int]
+    GGUF_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    teacher: _common_pb2.ModelSpec
+    gguf: _common_pb2.ArtifactRef
+    description: str
+    def __init__(self, job: _Optional[str] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., gguf: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class AliasVersion(_message.Message):
+    __slots__ = ("version", "target", "create_time")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    target: AliasTarget
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, version: _Optional[int] = ..., target: _Optional[_Union[AliasTarget, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Alias(_message.Message):
+    __slots__ = ("name", "version", "target", "history", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    target: AliasTarget
+    history: _containers.RepeatedCompositeFieldContainer[AliasVersion]
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., target: _Optional[_Union[AliasTarget, _Mapping]] = ..., history: _Optional[_Iterable[_Union[AliasVersion, _Mapping]]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SetAliasRequest(_message.Message):
+    __slots__ = ("name", "target", "expected_version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    target: AliasTarget
+    expected_version: int
+    def __init__(self, name: _Optional[str] = ..., target: _Optional[_Union[AliasTarget, _Mapping]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class SetAliasResponse(_message.Message):
+    __slots__ = ("alias",)
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    alias: Alias
+    def __init__(self, alias: _Optional[_Union[Alias, _Mapping]] = ...) -> None: ...
+
+class GetAliasRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetAliasResponse(_message.Message):
+    __slots__ = ("alias",)
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    alias: Alias
+    def __init__(self, alias: _Optional[_Union[Alias, _Mapping]] = ...) -> None: ...
+
+class ListAliasesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAliasesResponse(_message.Message):
+    __slots__ = ("aliases", "next_page_token")
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    aliases: _containers.RepeatedCompositeFieldContainer[Alias]
+    next_page_token: str
+    def __init__(self, aliases: _Optional[_Iterable[_Union[Alias, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RollbackAliasRequest(_message.Message):
+    __slots__ = ("name", "to_version", "expected_version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    to_version: int
+    expected_version: int
+    def __init__(self, name: _Optional[str] = ..., to_version: _Optional[int] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class RollbackAliasResponse(_message.Message):
+    __slots__ = ("alias",)
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    alias: Alias
+    def __init__(self, alias: _Optional[_Union[Alias, _Mapping]] = ...) -> None: ...

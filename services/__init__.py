@@ -1,0 +1,1 @@
+"""The five distill services and what they share (services.common)."""

@@ -1,0 +1,1 @@
+"""What every distill server shares: bootstrap, settings, errors, artifact store, model registry."""

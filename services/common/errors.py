@@ -1,0 +1,80 @@
+"""Domain errors that carry their gRPC status.
+
+Plain code raises these; the server's error interceptor turns them into the matching status code
+(DESIGN.md "Status codes"). Anything else escaping a servicer becomes INTERNAL with a generic
+message, never UNKNOWN, and its details stay in the server log.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class DistillError(Exception):
+    """Base class: an error whose message is safe to show to the caller."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(DistillError, ValueError):
+    """Bad input; the message names the field, line or allowed values."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(DistillError, LookupError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(DistillError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(DistillError):
+    """The request is valid but the system is in the wrong state for it (or lacks a resource)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Aborted(DistillError):
+    """A compare-and-swap lost: the caller should re-read and retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class ResourceExhausted(DistillError):
+    """Busy (e.g. a trainer at capacity) or over budget."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unauthenticated(DistillError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(DistillError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unavailable(DistillError):
+    """A dependency (teacher API, artifact store, another service) is down; retrying may help."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(DistillError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Cancelled(DistillError):
+    code = grpc.StatusCode.CANCELLED
+
+
+class Unimplemented(DistillError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class DataLoss(DistillError):
+    """Stored bytes no longer match the sha256 recorded when they were written."""
+
+    code = grpc.StatusCode.DATA_LOSS

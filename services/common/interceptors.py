@@ -1,0 +1,151 @@
+"""One server interceptor: request id, bearer-token auth, error → status mapping, an RPC log line.
+
+grpc.aio interceptors see only the method name, so the work happens in a wrapper around the
+method's behaviour, where the metadata and the context are available.
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health
+
+from services.common.errors import DistillError
+from services.common.logs import request_id_var
+
+log = logging.getLogger("distill.rpc")
+
+REQUEST_ID_KEY = "x-request-id"
+# Probes (Kubernetes, compose, load balancers) carry no token.
+_NO_AUTH_PREFIXES = (f"/{health.SERVICE_NAME}/",)
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, auth_token: str | None = None) -> None:
+        self._token = auth_token
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+        needs_auth = self._token is not None and not method.startswith(_NO_AUTH_PREFIXES)
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_stream(handler.stream_stream, method, needs_auth),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method, needs_auth),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(handler.stream_unary, method, needs_auth),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap_unary(handler.unary_unary, method, needs_auth),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    def _wrap_unary(self, behavior: Callable, method: str, needs_auth: bool) -> Callable:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = self._begin(context)
+            try:
+                await self._authenticate(context, needs_auth)
+                result = behavior(request, context)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result
+            except BaseException as exc:  # noqa: BLE001 - mapped, logged and re-raised as status
+                await _abort_for(exc, context, method)
+            finally:
+                _log_rpc(method, context, started)
+
+        return wrapper
+
+    def _wrap_stream(self, behavior: Callable, method: str, needs_auth: bool) -> Callable:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = self._begin(context)
+            try:
+                await self._authenticate(context, needs_auth)
+                result = behavior(request, context)
+                if inspect.isasyncgen(result):
+                    async for response in result:
+                        yield response
+                elif inspect.isawaitable(result):  # a coroutine that uses context.write()
+                    await result
+                elif result is not None:
+                    for response in result:
+                        yield response
+            except BaseException as exc:  # noqa: BLE001 - mapped, logged and re-raised as status
+                await _abort_for(exc, context, method)
+            finally:
+                _log_rpc(method, context, started)
+
+        return wrapper
+
+    @staticmethod
+    def _begin(context: grpc.aio.ServicerContext) -> float:
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
+        request_id_var.set(request_id)
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+        return time.perf_counter()
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext, needs_auth: bool) -> None:
+        if not needs_auth:
+            return
+        metadata = dict(context.invocation_metadata() or ())
+        scheme, _, token = metadata.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.encode(), self._token.encode()
+        ):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization)"
+            )
+
+
+async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    """Turns an exception escaping a servicer into the status DESIGN.md assigns; never UNKNOWN."""
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc  # context.abort() already set the status
+    if isinstance(exc, DistillError):
+        await context.abort(exc.code, str(exc))
+    if isinstance(exc, NotImplementedError):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+    if not isinstance(exc, Exception):
+        raise exc  # cancellation and interpreter exits pass through untouched
+    log.error("unhandled error in %s", method, exc_info=exc)
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"internal error (request id {request_id_var.get()})"
+    )
+
+
+def _log_rpc(method: str, context: grpc.aio.ServicerContext, started: float) -> None:
+    code = context.code()
+    log.info(
+        "rpc",
+        extra={
+            "method": method,
+            "code": (code or grpc.StatusCode.OK).name,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )

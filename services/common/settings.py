@@ -1,0 +1,71 @@
+"""Settings shared by every service; each service subclasses with its own env prefix.
+
+A field is read from `DISTILL_<SERVICE>_<FIELD>` first, then from `DISTILL_<FIELD>`, so values
+every service needs (store URL, auth token) can be set once for the whole suite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+MiB = 1024 * 1024
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "distill"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTILL_", extra="ignore")
+
+    # Set by subclasses: the service's short name ("generator", ...) and its default port.
+    service_name: ClassVar[str] = ""
+    default_port: ClassVar[int] = 0
+
+    host: str = "127.0.0.1"
+    # None means the service's default port; 0 picks a free port (logged at start).
+    port: int | None = None
+    # When set, every RPC but health checks needs `authorization: Bearer <token>`.
+    auth_token: SecretStr | None = None
+    # Seconds in-flight RPCs get to finish after SIGTERM.
+    grace_seconds: float = Field(default=30.0, ge=0)
+    max_message_bytes: int = Field(default=16 * MiB, ge=4 * MiB)
+    keepalive_seconds: float = Field(default=30.0, gt=0)
+    log_level: str = "INFO"
+    # Artifact store: file:// (embedded default) or s3://bucket[/prefix].
+    store_url: str = "file://./.distill/artifacts"
+    s3_endpoint: str = ""
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_secure: bool = False
+    # Heavy local products (dequantised models, converter) shared across clones.
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+
+    @property
+    def bind_port(self) -> int:
+        return self.default_port if self.port is None else self.port
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings]
+        if cls.service_name:
+            prefix = f"DISTILL_{cls.service_name.upper()}_"
+            sources.append(EnvSettingsSource(settings_cls, env_prefix=prefix))
+        sources.append(env_settings)  # DISTILL_<FIELD>, the suite-wide fallback
+        return tuple(sources)

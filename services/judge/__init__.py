@@ -1,0 +1,1 @@
+"""The judge service: scores candidates and keeps the best k as chosen, the rest as rejected."""

