@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from distill.v1 import generator_pb2, generator_pb2_grpc, trainer_pb2, trainer_p
 from services.common import errors
 from services.common.server import Service, start
 from services.common.settings import ServiceSettings
-from tests.fixtures.processes import free_port, start_module
+from tests.fixtures.processes import REPO, ServiceProcess, free_port, start_module
 from tests.fixtures.slow_generator import EVENTS
 
 SERVICES = {
@@ -57,13 +58,18 @@ def test_each_service_serves_health_and_reflection(name, tmp_path):
 
 def test_port_from_environment(tmp_path):
     port = free_port()
-    service = start_module("services.judge", env={"DISTILL_JUDGE_PORT": str(port)},
-                           port=port, log_dir=tmp_path)
+    log_path = tmp_path / "judge.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.judge"], cwd=REPO, stdout=log,
+            stderr=subprocess.STDOUT, env={**os.environ, "DISTILL_JUDGE_PORT": str(port)},
+        )
+    service = ServiceProcess("judge", proc, f"127.0.0.1:{port}", log_path)
     try:
-        assert service.address.endswith(f":{port}")
+        service.wait_healthy(timeout=60)
         assert json.loads(grpcurl(service.address, "grpc.health.v1.Health/Check"))["status"]
     finally:
-        service.stop()
+        assert service.stop() == 0
 
 
 def test_unimplemented_rpc_answers_unimplemented(tmp_path):

@@ -1,0 +1,133 @@
+"""The embedded suite: the five services as local processes on loopback (`distill up`).
+
+Also what the tests use to start real service processes, so there is one way to do it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# Start order: the gateway last, since it calls the others.
+SERVICES = ("generator", "judge", "trainer", "exporter", "gateway")
+DEFAULT_PORTS = {"gateway": 50051, "generator": 50052, "judge": 50053, "trainer": 50054,
+                 "exporter": 50055}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_health(address: str, timeout: float = 2.0) -> str:
+    """The overall health status name ("SERVING", ...), or "UNREACHABLE"."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout
+            )
+        except grpc.RpcError:
+            return "UNREACHABLE"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    proc: subprocess.Popen
+    address: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
+                )
+            if check_health(self.address, timeout=1.0) == "SERVING":
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} at {self.address} not SERVING after {timeout:.0f}s")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM (graceful), then SIGKILL after `timeout`; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_service(
+    module: str,
+    port: int,
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    cwd: Path | None = None,
+) -> ServiceProcess:
+    """Starts `python -m module --port P` without waiting; call wait_healthy() next."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    name = module.rsplit(".", 1)[-1]
+    log_path = log_dir / f"{name}-{port}.log"
+    cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,  # Ctrl-C reaches us, not them
+        )
+    return ServiceProcess(name, proc, f"127.0.0.1:{port}", log_path)
+
+
+@dataclass
+class LocalSuite:
+    """All five services on loopback, sharing one environment (store URL, cache, auth)."""
+
+    log_dir: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        # The gateway finds the others through these (DISTILL_GATEWAY_<NAME>_ADDRESS).
+        env = dict(self.env)
+        for name in SERVICES:
+            env.setdefault(f"DISTILL_GATEWAY_{name.upper()}_ADDRESS", self.address(name))
+        try:
+            for name in SERVICES:
+                self.processes[name] = start_service(
+                    f"services.{name}", self.ports[name], self.log_dir, env
+                )
+            for process in self.processes.values():
+                process.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def health(self) -> dict[str, str]:
+        return {name: check_health(self.address(name)) for name in self.processes}
+
+    def stop(self) -> dict[str, int]:
+        # Gateway first: it stops handing out work before its dependencies go away.
+        return {name: self.processes[name].stop() for name in reversed(list(self.processes))}
