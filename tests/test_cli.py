@@ -15,7 +15,7 @@ def test_demo_starts_the_whole_suite_healthy_and_stops_it(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "distill.cli", "--home", str(tmp_path), "--base-port", str(base),
          "demo"],
-        cwd=REPO, capture_output=True, text=True, timeout=180,
+        cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("SERVING") == 5
@@ -26,6 +26,7 @@ def test_demo_starts_the_whole_suite_healthy_and_stops_it(tmp_path):
 
 def test_unknown_command_is_a_usage_error():
     result = subprocess.run([sys.executable, "-m", "distill.cli", "frobnicate"],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+                            cwd=REPO, capture_output=True, text=True, timeout=60,
+                            check=False)
     assert result.returncode == 2
     assert "invalid choice" in result.stderr and "Traceback" not in result.stderr

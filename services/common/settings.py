@@ -17,6 +17,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from services.common.storage import ArtifactStore, open_store
+
 MiB = 1024 * 1024
 
 
@@ -42,7 +44,7 @@ class ServiceSettings(BaseSettings):
     keepalive_seconds: float = Field(default=30.0, gt=0)
     log_level: str = "INFO"
     # Artifact store: file:// (embedded default) or s3://bucket[/prefix].
-    store_url: str = "file://./.distill/artifacts"
+    store_url: str = "file:.distill/artifacts"
     s3_endpoint: str = ""
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
@@ -53,6 +55,16 @@ class ServiceSettings(BaseSettings):
     @property
     def bind_port(self) -> int:
         return self.default_port if self.port is None else self.port
+
+    def open_store(self) -> ArtifactStore:
+        """The artifact store these settings name (one per service process)."""
+        return open_store(
+            self.store_url,
+            endpoint=self.s3_endpoint or None,
+            access_key=self.s3_access_key.get_secret_value() if self.s3_access_key else None,
+            secret_key=self.s3_secret_key.get_secret_value() if self.s3_secret_key else None,
+            secure=self.s3_secure,
+        )
 
     @classmethod
     def settings_customise_sources(

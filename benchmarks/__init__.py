@@ -1,0 +1,1 @@
+"""One script per measured claim; each ends by printing `RESULT {json}`."""
