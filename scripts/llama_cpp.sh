@@ -8,7 +8,7 @@ VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 PY="${PYTHON:-python3}"
 KEY="$(printf '%s %s' "$VERSION" "$FLAGS" | sha256sum | cut -c1-12)"
-CACHE="${DISTILL_CACHE:-$HOME/.cache/distill}/llama-cpp-python-$VERSION-$KEY"
+CACHE="${DISTILL_CACHE_DIR:-$HOME/.cache/distill}/llama-cpp-python-$VERSION-$KEY"
 WHEELS="$CACHE/wheels"
 CONVERTER="$CACHE/converter"
 
