@@ -1,17 +1,80 @@
-"""gRPC servicer of the judge service: thin, the logic lives in plain modules beside it."""
+"""gRPC servicer of the judge: config first, then groups judged while they stream in."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 
 from distill.v1 import judge_pb2, judge_pb2_grpc
+from services.common.errors import InvalidArgument
 from services.common.server import Service
+from services.common.storage import ArtifactStore
+from services.judge.session import Config, JudgeSession
 from services.judge.settings import JudgeSettings
+from services.judge.spec import CompleteFactory, build_judge
+
+_DONE = object()
 
 
 class JudgeService(judge_pb2_grpc.JudgeServiceServicer):
-    """Every RPC answers UNIMPLEMENTED until issue 4 lands (inherited from the base class)."""
+    def __init__(self, store: ArtifactStore, make_complete: CompleteFactory | None,
+                 max_concurrent_groups: int) -> None:
+        self.store = store
+        self.make_complete = make_complete
+        self.max_concurrent_groups = max_concurrent_groups
+
+    async def Judge(self, request_iterator: AsyncIterator[judge_pb2.JudgeRequest], context):  # noqa: N802
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("config"):
+            raise InvalidArgument("the first message must be a config (judge spec, top_k, ...)")
+        config = Config.from_proto(first.config)
+        session = JudgeSession(build_judge(first.config.judge, self.make_complete), config,
+                               self.store)
+        results: asyncio.Queue = asyncio.Queue()
+        reader = asyncio.create_task(self._judge_all(request_iterator, session, results))
+        try:
+            while (item := await results.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield judge_pb2.JudgeResponse(group=item)
+            await reader
+            summary = await asyncio.to_thread(session.finish)
+            yield judge_pb2.JudgeResponse(summary=summary)
+        finally:
+            reader.cancel()  # a client that goes away stops the judging it paid for
+
+    async def _judge_all(self, requests: AsyncIterator[judge_pb2.JudgeRequest],
+                         session: JudgeSession, results: asyncio.Queue) -> None:
+        """Reads groups and judges up to max_concurrent_groups at once, results in any order."""
+        slots = asyncio.Semaphore(self.max_concurrent_groups)
+        tasks: set[asyncio.Task] = set()
+
+        async def one(group):
+            try:
+                await results.put(await session.judge_group(group))
+            except Exception as exc:  # noqa: BLE001 - surfaced on the stream by the consumer
+                await results.put(exc)
+            finally:
+                slots.release()
+
+        try:
+            async for request in requests:
+                if not request.HasField("group"):
+                    raise InvalidArgument("only candidate groups may follow the config")
+                await slots.acquire()
+                task = asyncio.create_task(one(request.group))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.gather(*tasks)
+            await results.put(_DONE)
+        except Exception as exc:  # noqa: BLE001 - surfaced on the stream by the consumer
+            await results.put(exc)
+        finally:
+            for task in tasks:
+                task.cancel()
 
 
 def build(settings: JudgeSettings) -> Sequence[Service]:
-    return [Service.of(judge_pb2, judge_pb2_grpc, JudgeService())]
+    # The LLM judge's model calls come from the provider layer (issue 3) once it lands.
+    servicer = JudgeService(settings.open_store(), None, settings.max_concurrent_groups)
+    return [Service.of(judge_pb2, judge_pb2_grpc, servicer)]

@@ -8,8 +8,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
+from contextlib import ExitStack
 from typing import ClassVar
 
 import grpc
@@ -18,8 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from distill.v1 import generator_pb2, generator_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from services.common import errors
-from services.common.server import Service, start
+from services.common.server import Service
 from services.common.settings import ServiceSettings
+from tests.fixtures.inprocess import serve_in_thread
 from tests.fixtures.processes import REPO, ServiceProcess, free_port, start_module
 from tests.fixtures.slow_generator import EVENTS
 
@@ -125,26 +126,14 @@ class _FailingGenerator(generator_pb2_grpc.GeneratorServiceServicer):
 
 @pytest.fixture
 def in_process_server():
-    """A real server on loopback in a background event loop thread, stopped after the test."""
-    import asyncio
+    """Starts servers with the failing generator; all are stopped after the test."""
+    with ExitStack() as stack:
+        def launch(**settings):
+            services = [Service.of(generator_pb2, generator_pb2_grpc, _FailingGenerator())]
+            settings = _Settings(port=0, grace_seconds=0, **settings)
+            return stack.enter_context(serve_in_thread(settings, services))
 
-    servers = []
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def launch(**settings):
-        settings = _Settings(port=0, grace_seconds=0, **settings)
-        services = [Service.of(generator_pb2, generator_pb2_grpc, _FailingGenerator())]
-        running = asyncio.run_coroutine_threadsafe(start(settings, services), loop).result(10)
-        servers.append(running)
-        return f"127.0.0.1:{running.port}"
-
-    yield launch
-    for running in servers:
-        asyncio.run_coroutine_threadsafe(running.stop(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+        yield launch
 
 
 def _generate(address, job_id="", metadata=(), max_send=None):

@@ -1,0 +1,53 @@
+"""A weighted blend of judges with hard gates (e.g. invalid JSON scores 0 whatever the LLM says)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+from distill.v1.common_pb2 import Prompt
+from services.judge.scores import Score
+
+
+class Judge(Protocol):
+    async def score(self, prompt: Prompt, text: str) -> Score: ...
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    judge: Judge
+    weight: float
+    gate: bool = False
+    gate_min_score: float = 0.0
+
+
+@dataclass(frozen=True)
+class CompositeJudge:
+    components: tuple[Component, ...]
+
+    async def score(self, prompt: Prompt, text: str) -> Score:
+        scores = await asyncio.gather(*(c.judge.score(prompt, text) for c in self.components))
+        usage = {
+            "input_tokens": sum(s.input_tokens for s in scores),
+            "output_tokens": sum(s.output_tokens for s in scores),
+            "cost_usd": sum(s.cost_usd for s in scores),
+            "requests": sum(s.requests for s in scores),
+        }
+        per_component = {c.name: s.value for c, s in zip(self.components, scores, strict=True)
+                         if s.ok}
+        # A failed gate decides alone, even when another component could not score.
+        for component, score in zip(self.components, scores, strict=True):
+            if component.gate and score.ok and score.value < component.gate_min_score:
+                return Score(0.0, per_component,
+                             f"gate {component.name} failed: {score.rationale}", **usage)
+        errors = [f"{c.name}: {s.error}" for c, s in zip(self.components, scores, strict=True)
+                  if not s.ok]
+        if errors:
+            return Score.failed("; ".join(errors), **usage)
+        total_weight = sum(c.weight for c in self.components)
+        blended = sum(c.weight * s.value for c, s in zip(self.components, scores, strict=True))
+        rationale = "; ".join(f"{c.name}: {s.rationale}"
+                              for c, s in zip(self.components, scores, strict=True) if s.rationale)
+        return Score(blended / total_weight, per_component, rationale, **usage)

@@ -1,0 +1,33 @@
+"""What a judge says about one candidate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_SCORE = 10.0
+
+
+@dataclass(frozen=True)
+class Score:
+    """0..10 overall (None when the judge could not score: `error` says why)."""
+
+    value: float | None
+    criteria: dict[str, float] = field(default_factory=dict)
+    rationale: str = ""
+    error: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    requests: int = 0
+
+    @classmethod
+    def failed(cls, error: str, **usage: float) -> Score:
+        return cls(None, error=error, **usage)
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None
+
+
+def binary(passed: bool, rationale: str) -> Score:
+    return Score(MAX_SCORE if passed else 0.0, rationale=rationale)

@@ -1,0 +1,155 @@
+"""One Judge stream: score groups as they arrive (concurrently), then write the curated dataset."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass, field
+
+from google.protobuf import json_format
+
+from distill.v1 import common_pb2, judge_pb2
+from services.common.errors import InvalidArgument
+from services.common.storage import ArtifactStore
+from services.judge.composite import Judge
+from services.judge.scores import MAX_SCORE, Score
+from services.judge.selection import Selection, select
+
+DEFAULT_TOP_K = 2
+DEFAULT_MIN_MARGIN = 1.0
+HISTOGRAM_BINS = 11  # [0,1), ..., [9,10), [10]
+
+
+@dataclass(frozen=True)
+class Config:
+    top_k: int
+    min_score: float | None
+    min_margin: float
+    job_id: str
+
+    @classmethod
+    def from_proto(cls, config: judge_pb2.JudgeConfig) -> Config:
+        top_k = config.top_k or DEFAULT_TOP_K
+        if not 1 <= top_k <= 16:
+            raise InvalidArgument(f"config.top_k: 1..16, got {config.top_k}")
+        min_score = config.min_score if config.HasField("min_score") else None
+        if min_score is not None and not 0 <= min_score <= MAX_SCORE:
+            raise InvalidArgument(f"config.min_score: 0..10, got {min_score}")
+        margin = config.min_margin if config.HasField("min_margin") else DEFAULT_MIN_MARGIN
+        if not 0 <= margin <= MAX_SCORE:
+            raise InvalidArgument(f"config.min_margin: 0..10, got {margin}")
+        job_id = config.job_id or f"run-{uuid.uuid4().hex[:12]}"
+        if not job_id.replace("-", "").replace("_", "").isalnum():
+            raise InvalidArgument(f"config.job_id: letters, digits, '-' and '_' only, got "
+                                  f"{config.job_id!r}")
+        return cls(top_k, min_score, margin, job_id)
+
+
+@dataclass
+class Statistics:
+    histogram: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_BINS)
+    prompts_total: int = 0
+    prompts_kept: int = 0
+    prompts_dropped: int = 0
+    candidates_scored: int = 0
+    judge_errors: int = 0
+    preference_pairs: int = 0
+    usage: common_pb2.Usage = field(default_factory=common_pb2.Usage)
+
+    def add(self, scores: list[Score], selection: Selection) -> None:
+        self.prompts_total += 1
+        self.prompts_dropped += selection.dropped
+        self.prompts_kept += not selection.dropped
+        self.preference_pairs += len(selection.pairs)
+        for score in scores:
+            if score.ok:
+                self.candidates_scored += 1
+                self.histogram[min(int(score.value), HISTOGRAM_BINS - 1)] += 1
+            else:
+                self.judge_errors += 1
+            self.usage.requests += score.requests
+            self.usage.input_tokens += score.input_tokens
+            self.usage.output_tokens += score.output_tokens
+            self.usage.cost_usd += score.cost_usd
+
+    def to_proto(self) -> judge_pb2.JudgeStatistics:
+        return judge_pb2.JudgeStatistics(
+            score_histogram=self.histogram, prompts_total=self.prompts_total,
+            prompts_kept=self.prompts_kept, prompts_dropped=self.prompts_dropped,
+            candidates_scored=self.candidates_scored, judge_errors=self.judge_errors,
+            preference_pairs=self.preference_pairs, usage=self.usage,
+        )
+
+
+def _entry(candidate: common_pb2.Candidate, score: Score) -> dict:
+    return {"sample_index": candidate.sample_index, "text": candidate.text, "score": score.value,
+            "criteria": score.criteria, "rationale": score.rationale}
+
+
+class JudgeSession:
+    def __init__(self, judge: Judge, config: Config, store: ArtifactStore) -> None:
+        self.judge = judge
+        self.config = config
+        self.store = store
+        self.stats = Statistics()
+        self._rows: list[tuple[int, dict]] = []
+        self._arrivals = 0
+
+    async def judge_group(self, group: common_pb2.CandidateGroup) -> judge_pb2.JudgedGroup:
+        order = self._arrivals
+        self._arrivals += 1
+        if not group.candidates:
+            raise InvalidArgument(f"group for prompt {group.prompt.id!r} has no candidates")
+        scores = await asyncio.gather(
+            *(self.judge.score(group.prompt, c.text) for c in group.candidates)
+        )
+        by_index = {c.sample_index: s for c, s in zip(group.candidates, scores, strict=True)}
+        if len(by_index) != len(group.candidates):
+            raise InvalidArgument(f"group for prompt {group.prompt.id!r}: duplicate sample_index")
+        selection = select({i: s.value for i, s in by_index.items()}, self.config.top_k,
+                           self.config.min_score, self.config.min_margin)
+        self.stats.add(list(scores), selection)
+        candidates = {c.sample_index: c for c in group.candidates}
+        if not selection.dropped:
+            row = {
+                "prompt": json_format.MessageToDict(group.prompt),
+                "chosen": [_entry(candidates[i], by_index[i]) for i in selection.chosen],
+                "rejected": [_entry(candidates[i], by_index[i]) for i in selection.rejected],
+                "pairs": [[selection.chosen.index(c), selection.rejected.index(r)]
+                          for c, r in selection.pairs],
+            }
+            self._rows.append((order, row))
+        return _judged(group, by_index, selection)
+
+    def finish(self) -> judge_pb2.JudgeSummary:
+        """Writes the curated JSONL (in arrival order) and returns the summary."""
+        rows = [row for _, row in sorted(self._rows, key=lambda r: r[0])]
+        lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
+        ref = self.store.put_bytes(f"jobs/{self.config.job_id}/curated.jsonl",
+                                   "".join(lines).encode(), media_type="application/jsonl")
+        return judge_pb2.JudgeSummary(
+            curated=common_pb2.ArtifactRef(uri=ref.uri, sha256=ref.sha256,
+                                           size_bytes=ref.size_bytes, media_type=ref.media_type),
+            statistics=self.stats.to_proto(),
+        )
+
+
+def _judged(group: common_pb2.CandidateGroup, scores: dict[int, Score],
+            selection: Selection) -> judge_pb2.JudgedGroup:
+    chosen = set(selection.chosen)
+    out = judge_pb2.JudgedGroup(prompt_id=group.prompt.id, dropped=selection.dropped,
+                                drop_reason=selection.drop_reason)
+    for candidate in group.candidates:
+        score = scores[candidate.sample_index]
+        scored = out.candidates.add(sample_index=candidate.sample_index,
+                                    rationale=score.rationale, judge_error=score.error)
+        if score.ok:
+            scored.score = score.value
+            scored.verdict = (judge_pb2.VERDICT_CHOSEN if candidate.sample_index in chosen
+                              else judge_pb2.VERDICT_REJECTED)
+        else:
+            scored.verdict = judge_pb2.VERDICT_JUDGE_ERROR
+        for name, value in score.criteria.items():
+            scored.criteria.add(name=name, score=value)
+    return out

@@ -1,0 +1,126 @@
+"""The Judge bidi stream end to end over real gRPC on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import grpc
+import pytest
+
+from distill.v1 import common_pb2, judge_pb2, judge_pb2_grpc
+from services.common.server import Service
+from services.common.storage import open_store
+from services.judge.server import JudgeService
+from services.judge.settings import JudgeSettings
+from tests.fixtures.inprocess import serve_in_thread
+
+LABELS = ["positive", "negative"]
+
+
+def group(i: int, answers: list[str], reference: str) -> common_pb2.CandidateGroup:
+    prompt = common_pb2.Prompt(id=f"line-{i}", reference=reference, messages=[
+        common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=f"review {i}")])
+    return common_pb2.CandidateGroup(prompt=prompt, candidates=[
+        common_pb2.Candidate(prompt_id=prompt.id, sample_index=k, text=a)
+        for k, a in enumerate(answers)])
+
+
+def reference_config(**kwargs) -> judge_pb2.JudgeRequest:
+    spec = common_pb2.JudgeSpec(reference=common_pb2.ReferenceJudge(
+        mode=common_pb2.MATCH_MODE_LABEL))
+    return judge_pb2.JudgeRequest(config=judge_pb2.JudgeConfig(judge=spec, **kwargs))
+
+
+@pytest.fixture
+def judge_address(tmp_path):
+    store = open_store(f"file://{tmp_path / 'store'}")
+    servicer = JudgeService(store, None, max_concurrent_groups=4)
+    settings = JudgeSettings(port=0, grace_seconds=0)
+    with serve_in_thread(settings, [Service.of(judge_pb2, judge_pb2_grpc, servicer)]) as address:
+        yield address, store
+
+
+def test_groups_are_judged_and_curated(judge_address):
+    address, store = judge_address
+    groups = [
+        group(0, ["positive", "negative", "Positive!", "meh"], "positive"),
+        group(1, ["positive", "positive", "positive", "positive"], "negative"),  # all wrong
+        group(2, ["negative", "positive", "negative", "negative"], "negative"),
+    ]
+    requests = [reference_config(top_k=2, min_score=5, job_id="job-1"),
+                *(judge_pb2.JudgeRequest(group=g) for g in groups)]
+    with grpc.insecure_channel(address) as channel:
+        responses = list(judge_pb2_grpc.JudgeServiceStub(channel).Judge(iter(requests), timeout=30))
+    judged = {r.group.prompt_id: r.group for r in responses[:-1]}
+    summary = responses[-1].summary
+    assert set(judged) == {"line-0", "line-1", "line-2"}
+    verdicts = [c.verdict for c in judged["line-0"].candidates]
+    assert verdicts == [judge_pb2.VERDICT_CHOSEN, judge_pb2.VERDICT_REJECTED,
+                        judge_pb2.VERDICT_CHOSEN, judge_pb2.VERDICT_REJECTED]
+    assert judged["line-1"].dropped and "under min_score" in judged["line-1"].drop_reason
+    stats = summary.statistics
+    assert (stats.prompts_total, stats.prompts_kept, stats.prompts_dropped) == (3, 2, 1)
+    assert stats.candidates_scored == 12 and stats.judge_errors == 0
+    assert stats.score_histogram[10] == 5 and stats.score_histogram[0] == 7
+    assert stats.preference_pairs == 2 * 2 + 2 * 1  # line-0: 2x2, line-2: two chosen x one
+    rows = [json.loads(line) for line in store.get_bytes(
+        store.key_from_uri(summary.curated.uri)).decode().splitlines()]
+    assert summary.curated.uri.endswith("jobs/job-1/curated.jsonl")
+    assert [r["prompt"]["id"] for r in rows] == ["line-0", "line-2"]
+    assert [c["text"] for c in rows[0]["chosen"]] == ["positive", "Positive!"]
+    assert [c["score"] for c in rows[0]["rejected"]] == [0.0, 0.0]
+    assert rows[0]["pairs"] == [[0, 0], [0, 1], [1, 0], [1, 1]]
+
+
+def _status(call_requests, address):
+    with grpc.insecure_channel(address) as channel:
+        with pytest.raises(grpc.RpcError) as raised:
+            list(judge_pb2_grpc.JudgeServiceStub(channel).Judge(iter(call_requests), timeout=30))
+    return raised.value
+
+
+def test_first_message_must_be_a_config(judge_address):
+    error = _status([judge_pb2.JudgeRequest(group=group(0, ["x"], "x"))], judge_address[0])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "first message" in error.details()
+
+
+def test_bad_config_names_the_field(judge_address):
+    error = _status([reference_config(top_k=99)], judge_address[0])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "config.top_k" in error.details()
+
+
+def test_a_second_config_is_refused(judge_address):
+    error = _status([reference_config(), reference_config()], judge_address[0])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "only candidate groups" in (
+        error.details())
+
+
+def test_client_that_closes_early_leaves_no_curated_dataset(judge_address):
+    address, store = judge_address
+    more = threading.Event()
+
+    def requests():
+        yield reference_config(job_id="early")
+        yield judge_pb2.JudgeRequest(group=group(0, ["positive", "negative"], "positive"))
+        more.wait(10)  # hold the stream open until the client has cancelled
+        yield judge_pb2.JudgeRequest(group=group(1, ["positive"], "positive"))
+
+    with grpc.insecure_channel(address) as channel:
+        call = judge_pb2_grpc.JudgeServiceStub(channel).Judge(requests(), timeout=30)
+        first = next(call)
+        assert first.group.prompt_id == "line-0"
+        call.cancel()
+        more.set()
+        with pytest.raises(grpc.RpcError) as raised:
+            next(call)
+        assert raised.value.code() == grpc.StatusCode.CANCELLED
+    time.sleep(0.5)
+    assert list(store.list("jobs/early/")) == []
+    # The server is still healthy for the next stream.
+    with grpc.insecure_channel(address) as channel:
+        replies = list(judge_pb2_grpc.JudgeServiceStub(channel).Judge(
+            iter([reference_config(), judge_pb2.JudgeRequest(group=group(0, ["a"], "a"))]),
+            timeout=30))
+    assert replies[-1].HasField("summary")
