@@ -1,0 +1,66 @@
+"""Aliases: a stable name → a versioned target (a trained student or a teacher model)."""
+
+from __future__ import annotations
+
+import re
+
+from distill.v1 import gateway_pb2
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.gateway.job_store import JobStore
+
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise InvalidArgument(
+            f"name: aliases are 1-63 lower-case letters, digits and dashes, got {name!r}")
+    return name
+
+
+class Aliases:
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def set(self, name: str, target: gateway_pb2.AliasTarget,
+            expected_version: int) -> gateway_pb2.Alias:
+        """Compare-and-swap: expected_version is the version the caller saw (0: must not exist)."""
+        validate_name(name)
+        if expected_version < 0:
+            raise InvalidArgument(f"expected_version: must be >= 0, got {expected_version}")
+        return self.store.set_alias(name, self._checked(target), expected_version)
+
+    def get(self, name: str) -> gateway_pb2.Alias:
+        return self.store.get_alias(validate_name(name))
+
+    def list(self, page_size: int, page_token: str) -> tuple[list[gateway_pb2.Alias], str]:
+        return self.store.list_aliases(page_size, page_token)
+
+    def rollback(self, name: str, to_version: int, expected_version: int) -> gateway_pb2.Alias:
+        """Restores an earlier version's target as a new version (history is never rewritten)."""
+        alias = self.get(name)
+        to_version = to_version or alias.version - 1
+        previous = {entry.version: entry.target for entry in alias.history}
+        if to_version not in previous or to_version == alias.version:
+            raise FailedPrecondition(
+                f"alias {name!r} has no earlier version {to_version} to roll back to "
+                f"(versions 1..{alias.version}, current {alias.version})")
+        return self.store.set_alias(name, previous[to_version], expected_version or None)
+
+    def _checked(self, target: gateway_pb2.AliasTarget) -> gateway_pb2.AliasTarget:
+        kind = target.WhichOneof("target")
+        if kind is None:
+            raise InvalidArgument("target: set job or teacher")
+        if kind == "teacher":
+            if not target.teacher.model:
+                raise InvalidArgument("target.teacher.model: required")
+            return target
+        job = self.store.get_job(target.job)
+        if job.state != gateway_pb2.JOB_STATE_SUCCEEDED:
+            state = gateway_pb2.JobState.Name(job.state)
+            raise FailedPrecondition(f"target.job: {target.job} is {state}, not SUCCEEDED")
+        resolved = gateway_pb2.AliasTarget()
+        resolved.CopyFrom(target)
+        if not resolved.HasField("gguf") and job.outputs.HasField("student_gguf"):
+            resolved.gguf.CopyFrom(job.outputs.student_gguf)
+        return resolved

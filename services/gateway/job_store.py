@@ -1,0 +1,222 @@
+"""The gateway's durable state in SQLite: jobs (one row each) and versioned aliases.
+
+A job row holds the whole `Job` message, so a restarted gateway knows every job's state, stage
+outputs and accrued cost. Alias changes are compare-and-swap on the version, in one transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from distill.v1 import gateway_pb2
+from services.common.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+
+TERMINAL = frozenset({gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED,
+                      gateway_pb2.JOB_STATE_CANCELLED})
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    request_id TEXT UNIQUE,
+    state INTEGER NOT NULL,
+    create_time REAL NOT NULL,
+    job BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (create_time DESC, id DESC);
+CREATE TABLE IF NOT EXISTS alias_versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    target BLOB NOT NULL,
+    create_time REAL NOT NULL,
+    PRIMARY KEY (name, version)
+);
+"""
+
+
+def now() -> Timestamp:
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+def _page_token(create_time: float, key: str) -> str:
+    return base64.urlsafe_b64encode(f"{create_time!r}|{key}".encode()).decode()
+
+
+def _parse_token(token: str) -> tuple[float, str]:
+    try:
+        created, key = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
+        return float(created), key
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("page_token: not a token this server issued") from None
+
+
+def _page_size(size: int) -> int:
+    if size < 0:
+        raise InvalidArgument(f"page_size: must be >= 0, got {size}")
+    return min(size or DEFAULT_PAGE, MAX_PAGE)
+
+
+class JobStore:
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def create_job(self, job: gateway_pb2.Job) -> tuple[gateway_pb2.Job, bool]:
+        """Stores a new job; with a request_id already seen, returns that job instead (AIP-155).
+
+        Returns (job, created).
+        """
+        job_id = job.name.removeprefix("jobs/")
+        with self._lock:
+            if job.request_id:
+                row = self._db.execute("SELECT job FROM jobs WHERE request_id = ?",
+                                       (job.request_id,)).fetchone()
+                if row:
+                    return gateway_pb2.Job.FromString(row[0]), False
+            try:
+                self._db.execute(
+                    "INSERT INTO jobs (id, request_id, state, create_time, job) VALUES (?,?,?,?,?)",
+                    (job_id, job.request_id or None, job.state,
+                     job.create_time.ToNanoseconds() / 1e9, job.SerializeToString()),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"job {job.name} already exists") from None
+        return job, True
+
+    def get_job(self, name: str) -> gateway_pb2.Job:
+        job_id = _job_id(name)
+        with self._lock:
+            row = self._db.execute("SELECT job FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"job {name!r} not found")
+        return gateway_pb2.Job.FromString(row[0])
+
+    def save_job(self, job: gateway_pb2.Job) -> None:
+        job.update_time.CopyFrom(now())
+        with self._lock:
+            updated = self._db.execute(
+                "UPDATE jobs SET state = ?, job = ? WHERE id = ?",
+                (job.state, job.SerializeToString(), _job_id(job.name)),
+            ).rowcount
+        if not updated:
+            raise NotFound(f"job {job.name!r} not found")
+
+    def list_jobs(self, page_size: int = 0, page_token: str = "",
+                  states: Iterable[int] = ()) -> tuple[list[gateway_pb2.Job], str]:
+        """Newest first; keyset pagination so pages stay stable while jobs are added."""
+        size = _page_size(page_size)
+        where, args = [], []
+        if page_token:
+            created, key = _parse_token(page_token)
+            where.append("(create_time < ? OR (create_time = ? AND id < ?))")
+            args += [created, created, key]
+        states = list(states)
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += states
+        sql = "SELECT id, create_time, job FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY create_time DESC, id DESC LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(sql, (*args, size + 1)).fetchall()
+        jobs = [gateway_pb2.Job.FromString(r[2]) for r in rows[:size]]
+        token = _page_token(rows[size - 1][1], rows[size - 1][0]) if len(rows) > size else ""
+        return jobs, token
+
+    def unfinished_jobs(self) -> list[gateway_pb2.Job]:
+        """Every job not in a terminal state (a restarted gateway resumes these)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT job FROM jobs WHERE state NOT IN ({','.join('?' * len(TERMINAL))}) "
+                "ORDER BY create_time", tuple(TERMINAL)).fetchall()
+        return [gateway_pb2.Job.FromString(r[0]) for r in rows]
+
+    # -- aliases ------------------------------------------------------------------------------
+
+    def set_alias(self, name: str, target: gateway_pb2.AliasTarget,
+                  expected_version: int | None) -> gateway_pb2.Alias:
+        """Appends a version when the current one is `expected_version` (None skips the check)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                current = self._current_version(name)
+                if expected_version is not None and current != expected_version:
+                    raise Aborted(
+                        f"alias {name!r} is at version {current}, not {expected_version}: "
+                        "re-read it and retry" if current else
+                        f"alias {name!r} does not exist (expected_version must be 0)"
+                    )
+                self._db.execute(
+                    "INSERT INTO alias_versions (name, version, target, create_time) "
+                    "VALUES (?,?,?,?)", (name, current + 1, target.SerializeToString(), time.time())
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return self._alias(name)
+
+    def get_alias(self, name: str) -> gateway_pb2.Alias:
+        with self._lock:
+            if not self._current_version(name):
+                raise NotFound(f"alias {name!r} not found")
+            return self._alias(name)
+
+    def list_aliases(self, page_size: int = 0,
+                     page_token: str = "") -> tuple[list[gateway_pb2.Alias], str]:
+        size = _page_size(page_size)
+        after = _parse_token(page_token)[1] if page_token else ""
+        with self._lock:
+            names = [r[0] for r in self._db.execute(
+                "SELECT DISTINCT name FROM alias_versions WHERE name > ? ORDER BY name LIMIT ?",
+                (after, size + 1))]
+            aliases = [self._alias(n) for n in names[:size]]
+        token = _page_token(0.0, names[size - 1]) if len(names) > size else ""
+        return aliases, token
+
+    def _current_version(self, name: str) -> int:
+        row = self._db.execute("SELECT MAX(version) FROM alias_versions WHERE name = ?",
+                               (name,)).fetchone()
+        return row[0] or 0
+
+    def _alias(self, name: str) -> gateway_pb2.Alias:
+        alias = gateway_pb2.Alias(name=name)
+        for version, target, created in self._db.execute(
+            "SELECT version, target, create_time FROM alias_versions WHERE name = ? "
+            "ORDER BY version", (name,)
+        ):
+            entry = alias.history.add(version=version,
+                                      target=gateway_pb2.AliasTarget.FromString(target))
+            entry.create_time.FromNanoseconds(int(created * 1e9))
+        latest = alias.history[-1]
+        alias.version = latest.version
+        alias.target.CopyFrom(latest.target)
+        alias.update_time.CopyFrom(latest.create_time)
+        return alias
+
+
+def _job_id(name: str) -> str:
+    if not name.startswith("jobs/") or not name[5:]:
+        raise InvalidArgument(f"name: expected 'jobs/{{id}}', got {name!r}")
+    return name[5:]
