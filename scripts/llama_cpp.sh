@@ -34,7 +34,7 @@ fi
 
 if [ ! -f "$CONVERTER/.complete" ]; then
   rm -rf "$CONVERTER" "$CONVERTER.tmp" && mkdir -p "$CONVERTER.tmp"
-  top="$(tar -tzf "$SDIST" | head -1 | cut -d/ -f1)"
+  top="$(basename "$SDIST" .tar.gz)"  # not `tar -t | head`: SIGPIPE fails under pipefail
   tar -xzf "$SDIST" -C "$CONVERTER.tmp" --strip-components=3 \
     "$top/vendor/llama.cpp/convert_hf_to_gguf.py" "$top/vendor/llama.cpp/convert_lora_to_gguf.py" \
     "$top/vendor/llama.cpp/gguf-py"
