@@ -66,16 +66,18 @@ class ScoredCandidate(_message.Message):
     def __init__(self, sample_index: _Optional[int] = ..., score: _Optional[float] = ..., criteria: _Optional[_Iterable[_Union[CriterionScore, _Mapping]]] = ..., rationale: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., judge_error: _Optional[str] = ...) -> None: ...
 
 class JudgedGroup(_message.Message):
-    __slots__ = ("prompt_id", "candidates", "dropped", "drop_reason")
+    __slots__ = ("prompt_id", "candidates", "dropped", "drop_reason", "usage")
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     DROP_REASON_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     prompt_id: str
     candidates: _containers.RepeatedCompositeFieldContainer[ScoredCandidate]
     dropped: bool
     drop_reason: str
-    def __init__(self, prompt_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., dropped: _Optional[bool] = ..., drop_reason: _Optional[str] = ...) -> None: ...
+    usage: _common_pb2.Usage
+    def __init__(self, prompt_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., dropped: _Optional[bool] = ..., drop_reason: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class JudgeStatistics(_message.Message):
     __slots__ = ("score_histogram", "prompts_total", "prompts_kept", "prompts_dropped", "candidates_scored", "judge_errors", "preference_pairs", "usage")

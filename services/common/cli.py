@@ -34,4 +34,4 @@ def run_service(
     except ValidationError as exc:
         parser.exit(2, f"invalid settings for {name}:\n{exc}\n")
     configure_logging(settings.log_level, service=name)
-    asyncio.run(serve(settings, build(settings)))
+    asyncio.run(serve(settings, build))

@@ -1,4 +1,4 @@
-"""The one way every distill service serves: `serve(settings, services)`.
+"""The one way every distill service serves: `serve(settings, build)`.
 
 grpc.aio server with the standard health service, server reflection (grpcurl needs no .proto
 files), the interceptor (request id, auth, error mapping, RPC log), message size limits and
@@ -9,9 +9,10 @@ keepalive. SIGTERM/SIGINT → health NOT_SERVING → stop accepting RPCs → in-
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,19 +26,34 @@ from services.common.settings import ServiceSettings
 log = logging.getLogger("distill.server")
 
 
+Hook = Callable[[], Awaitable[Any] | Any]
+
+
 @dataclass(frozen=True)
 class Service:
-    """A servicer and how to add it: `Service.of(gateway_pb2, servicer)`."""
+    """A servicer and how to add it: `Service.of(gateway_pb2, gateway_pb2_grpc, servicer)`.
+
+    `on_start` runs once the server listens (e.g. resume unfinished jobs); `on_shutdown` runs
+    after health turns NOT_SERVING and before in-flight RPCs get their grace period.
+    """
 
     full_name: str
     servicer: Any
     add_to_server: Callable[[Any, grpc.aio.Server], None]
+    on_start: Hook | None = None
+    on_shutdown: Hook | None = None
 
     @classmethod
-    def of(cls, pb2_module: Any, pb2_grpc_module: Any, servicer: Any) -> Service:
+    def of(cls, pb2_module: Any, pb2_grpc_module: Any, servicer: Any, *,
+           on_start: Hook | None = None, on_shutdown: Hook | None = None) -> Service:
         (descriptor,) = pb2_module.DESCRIPTOR.services_by_name.values()
         add = getattr(pb2_grpc_module, f"add_{descriptor.name}Servicer_to_server")
-        return cls(descriptor.full_name, servicer, add)
+        return cls(descriptor.full_name, servicer, add, on_start, on_shutdown)
+
+
+async def _call(hook: Hook | None) -> None:
+    if hook is not None and inspect.isawaitable(result := hook()):
+        await result
 
 
 def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
@@ -57,18 +73,20 @@ class RunningServer:
     """A started server: its port, its health servicer and a way to stop it gracefully."""
 
     def __init__(self, server: grpc.aio.Server, port: int, health_servicer: Any,
-                 names: Sequence[str], grace: float) -> None:
+                 services: Sequence[Service], grace: float) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
-        self._names = names
+        self._services = services
         self._grace = grace
 
     async def stop(self) -> None:
         # Health first, so load balancers stop routing here before the listener closes.
-        for name in ("", *self._names):
+        for name in ("", *(s.full_name for s in self._services)):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         log.info("stopping", extra={"grace_seconds": self._grace})
+        for service in self._services:
+            await _call(service.on_shutdown)
         await self.server.stop(self._grace)
 
 
@@ -88,15 +106,19 @@ async def start(settings: ServiceSettings, services: Sequence[Service]) -> Runni
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.bind_port}")
     await server.start()
+    for service in services:
+        await _call(service.on_start)
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving", extra={"host": settings.host, "port": port, "services": names})
-    return RunningServer(server, port, health_servicer, names, settings.grace_seconds)
+    return RunningServer(server, port, health_servicer, services, settings.grace_seconds)
 
 
-async def serve(settings: ServiceSettings, services: Sequence[Service]) -> None:
-    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
-    running = await start(settings, services)
+async def serve(settings: ServiceSettings,
+                build: Callable[[ServiceSettings], Sequence[Service]]) -> None:
+    """Builds the services inside the event loop, serves until SIGTERM or SIGINT, then shuts
+    down gracefully."""
+    running = await start(settings, build(settings))
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from distill.v1 import judge_pb2, judge_pb2_grpc
@@ -32,16 +33,30 @@ class JudgeService(judge_pb2_grpc.JudgeServiceServicer):
                                self.store)
         results: asyncio.Queue = asyncio.Queue()
         reader = asyncio.create_task(self._judge_all(request_iterator, session, results))
+        writing: asyncio.Future | None = None
+        delivered = False
         try:
             while (item := await results.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item
                 yield judge_pb2.JudgeResponse(group=item)
             await reader
-            summary = await asyncio.to_thread(session.finish)
+            if context.cancelled():
+                return
+            writing = asyncio.ensure_future(asyncio.to_thread(session.finish))
+            summary = await asyncio.shield(writing)
+            if context.cancelled():
+                return
             yield judge_pb2.JudgeResponse(summary=summary)
+            delivered = True
         finally:
             reader.cancel()  # a client that goes away stops the judging it paid for
+            if writing is not None and not delivered:
+                # Cancelled reads can look like a half-close: never leave a curated dataset
+                # behind for a client that did not receive it.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(writing)
+                await asyncio.to_thread(session.discard)
 
     async def _judge_all(self, requests: AsyncIterator[judge_pb2.JudgeRequest],
                          session: JudgeSession, results: asyncio.Queue) -> None:

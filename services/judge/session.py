@@ -122,11 +122,18 @@ class JudgeSession:
             self._rows.append((order, row))
         return _judged(group, by_index, selection)
 
+    @property
+    def curated_key(self) -> str:
+        return f"jobs/{self.config.job_id}/curated.jsonl"
+
+    def discard(self) -> None:
+        self.store.delete(self.curated_key)
+
     def finish(self) -> judge_pb2.JudgeSummary:
         """Writes the curated JSONL (in arrival order) and returns the summary."""
         rows = [row for _, row in sorted(self._rows, key=lambda r: r[0])]
         lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
-        ref = self.store.put_bytes(f"jobs/{self.config.job_id}/curated.jsonl",
+        ref = self.store.put_bytes(self.curated_key,
                                    "".join(lines).encode(), media_type="application/jsonl")
         return judge_pb2.JudgeSummary(
             curated=common_pb2.ArtifactRef(uri=ref.uri, sha256=ref.sha256,
@@ -140,6 +147,11 @@ def _judged(group: common_pb2.CandidateGroup, scores: dict[int, Score],
     chosen = set(selection.chosen)
     out = judge_pb2.JudgedGroup(prompt_id=group.prompt.id, dropped=selection.dropped,
                                 drop_reason=selection.drop_reason)
+    for score in scores.values():
+        out.usage.requests += score.requests
+        out.usage.input_tokens += score.input_tokens
+        out.usage.output_tokens += score.output_tokens
+        out.usage.cost_usd += score.cost_usd
     for candidate in group.candidates:
         score = scores[candidate.sample_index]
         scored = out.candidates.add(sample_index=candidate.sample_index,

@@ -74,16 +74,19 @@ def test_port_from_environment(tmp_path):
         assert service.stop() == 0
 
 
-def test_unimplemented_rpc_answers_unimplemented(tmp_path):
-    service = start_module("services.trainer", log_dir=tmp_path)
-    try:
-        with grpc.insecure_channel(service.address) as channel:
+def test_unimplemented_rpc_answers_unimplemented():
+    """A servicer method not written yet (the generated base class) answers UNIMPLEMENTED."""
+    base = trainer_pb2_grpc.TrainerServiceServicer()
+    settings = _Settings(port=0, grace_seconds=0)
+    with serve_in_thread(settings, [Service.of(trainer_pb2, trainer_pb2_grpc, base)]) as address:
+        with grpc.insecure_channel(address) as channel:
             stub = trainer_pb2_grpc.TrainerServiceStub(channel)
             with pytest.raises(grpc.RpcError) as raised:
                 list(stub.Train(trainer_pb2.TrainRequest(job_id="j"), timeout=10))
             assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    finally:
-        service.stop()
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.GetTrainerStatus(trainer_pb2.GetTrainerStatusRequest(), timeout=10)
+            assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_sigterm_lets_inflight_stream_finish_and_refuses_new_rpcs(tmp_path):
