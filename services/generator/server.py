@@ -1,17 +1,64 @@
-"""gRPC servicer of the generator service: thin, the logic lives in plain modules beside it."""
+"""gRPC servicer of the generator service: thin, the logic lives in generation.py beside it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
 
 from distill.v1 import generator_pb2, generator_pb2_grpc
+from services.common.providers import (
+    ModelClient,
+    RateLimiter,
+    RetryPolicy,
+    open_provider,
+)
 from services.common.server import Service
+from services.common.storage import ArtifactStore
+from services.common.teacher_cache import TeacherCache
+from services.generator.generation import Generation, plan
 from services.generator.settings import GeneratorSettings
 
 
 class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
-    """Every RPC answers UNIMPLEMENTED until issue 3 lands (inherited from the base class)."""
+    def __init__(self, settings: GeneratorSettings, store: ArtifactStore) -> None:
+        self.settings = settings
+        self.store = store
+
+    async def Generate(  # noqa: N802 - gRPC method name
+        self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[generator_pb2.GenerateResponse]:
+        s = self.settings
+        job = await asyncio.to_thread(
+            plan, request, self.store,
+            default_concurrency=s.default_max_concurrency,
+            max_concurrency=s.max_concurrency_limit,
+            price_overrides=s.price_overrides,
+            max_dataset_bytes=s.max_dataset_bytes,
+        )
+        provider = open_provider(
+            job.teacher, field="teacher", key_env_pattern=s.api_key_env_pattern,
+            openai_n=s.openai_n, local_n_ctx=s.local_n_ctx,
+        )
+        client = ModelClient(
+            provider,
+            price=job.teacher.price,
+            limiter=RateLimiter(job.limits),
+            retry=RetryPolicy(
+                job.limits.max_retries, s.retry_base_delay_seconds, s.retry_max_delay_seconds
+            ),
+            cache=TeacherCache(self.store),
+        )
+        try:
+            async for event in Generation(
+                job, client, self.store, progress_interval=s.progress_interval_seconds
+            ).events():
+                yield event
+        finally:
+            await client.aclose()
 
 
 def build(settings: GeneratorSettings) -> Sequence[Service]:
-    return [Service.of(generator_pb2, generator_pb2_grpc, GeneratorService())]
+    service = GeneratorService(settings, settings.open_store())
+    return [Service.of(generator_pb2, generator_pb2_grpc, service)]

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
+from pydantic import Field
+
+from services.common.providers import DEFAULT_KEY_ENV_PATTERN
 from services.common.settings import ServiceSettings
 
 
 class GeneratorSettings(ServiceSettings):
     service_name: ClassVar[str] = "generator"
     default_port: ClassVar[int] = 50052
+
+    # Teacher calls in flight at once when a request leaves RateLimits.max_concurrency unset,
+    # and the most a request may ask for.
+    default_max_concurrency: int = Field(default=16, ge=1)
+    max_concurrency_limit: int = Field(default=256, ge=1)
+    # Retry backoff: base·2^(attempt-1) seconds, capped, with jitter (Retry-After wins).
+    retry_base_delay_seconds: float = Field(default=0.5, gt=0)
+    retry_max_delay_seconds: float = Field(default=30.0, gt=0)
+    # OpenAI `n`: "auto" sends it and falls back to one call per sample when a server answers
+    # with fewer choices (llama.cpp server does); "native" always; "separate" never.
+    openai_n: Literal["auto", "native", "separate"] = "auto"
+    # Which environment variables a request may name in ModelSpec.api_key_env (a regex).
+    api_key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN
+    # Context window of the in-process llama.cpp teacher (PROVIDER_LOCAL).
+    local_n_ctx: int = Field(default=2048, ge=256)
+    # Progress events at most this often (plus one at the start and one at the end).
+    progress_interval_seconds: float = Field(default=1.0, ge=0)
+    max_dataset_bytes: int = Field(default=1 << 30, ge=1)
+    # Price table overrides, USD per million tokens: {"gpt-4o": [2.5, 10.0]} (JSON in env).
+    price_overrides: dict[str, tuple[float, float]] = Field(default_factory=dict)

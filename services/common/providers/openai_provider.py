@@ -1,0 +1,151 @@
+"""`openai`: the official SDK; with `base_url`, any OpenAI-compatible server (vLLM, llama.cpp
+server, Ollama, OpenRouter).
+
+`n` is sent when the server is known or assumed to honour it (mode "auto" or "native"); in
+"auto" a reply with fewer choices than asked marks the server as ignoring `n`, and the caller
+fetches the rest with separate calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from services.common import errors
+from services.common.providers.base import (
+    Choice,
+    Completion,
+    CompletionRequest,
+    Redactor,
+    RetryableProviderError,
+    fatal_error,
+    is_retryable_status,
+    parse_retry_after,
+)
+
+NMode = Literal["auto", "native", "separate"]
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str,
+        base_url: str = "",
+        timeout_seconds: float = 60.0,
+        n_mode: NMode = "auto",
+    ) -> None:
+        self.model = model
+        self.base_url = base_url
+        self.supports_n: bool | None = {"auto": None, "native": True, "separate": False}[n_mode]
+        self._redact = Redactor((api_key,))
+        self._where = f"teacher openai/{model}" + (f" at {base_url}" if base_url else "")
+        import openai  # here, not at the top: the SDK takes a second to import
+
+        self._sdk = openai
+        # Retries are ours (shared limiter, Retry-After pauses everyone): the SDK's are off.
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url or None,
+            timeout=timeout_seconds,
+            max_retries=0,
+            # The SDK's aiohttp transport: about a third less CPU per call than its default
+            # httpx pool at dozens of calls in flight (the pool scans every connection per call).
+            http_client=openai.DefaultAioHttpClient(),
+        )
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.as_dict() for m in request.messages],
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        }
+        if request.top_p is not None:
+            kwargs["top_p"] = request.top_p
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.json_object:
+            kwargs["response_format"] = {"type": "json_object"}
+        if request.n > 1:
+            if self.supports_n is False:
+                raise ValueError("this server ignores n: ask for one sample per call")
+            kwargs["n"] = request.n
+        openai = self._sdk
+        try:
+            reply = await self._client.chat.completions.create(**kwargs)
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from None
+        except openai.APITimeoutError as exc:
+            # The aiohttp transport reports a refused connection as a connect timeout too.
+            raise RetryableProviderError(
+                f"{self._where} timed out ({self._redact(str(exc.__cause__ or 'no answer'))})"
+            ) from None
+        except openai.APIConnectionError as exc:
+            raise RetryableProviderError(
+                f"{self._where}: connection failed ({self._redact(str(exc.__cause__ or exc))})"
+            ) from None
+        except (ValueError, TypeError, openai.APIResponseValidationError) as exc:
+            # A 200 whose body is not the JSON it should be (truncated, wrong shape).
+            raise RetryableProviderError(
+                f"{self._where} sent a malformed body ({type(exc).__name__})"
+            ) from None
+        return self._completion(reply, request)
+
+    def _completion(self, reply: Any, request: CompletionRequest) -> Completion:
+        choices = getattr(reply, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise RetryableProviderError(f"{self._where} sent a reply without choices")
+        parsed: list[Choice] = []
+        for choice in sorted(choices, key=lambda c: getattr(c, "index", 0) or 0):
+            message = getattr(choice, "message", None)
+            text = getattr(message, "content", None)
+            if not isinstance(text, str):
+                raise RetryableProviderError(f"{self._where} sent a choice without text content")
+            parsed.append(Choice(text, str(getattr(choice, "finish_reason", "") or "")))
+        if request.n > 1 and self.supports_n is None:
+            self.supports_n = len(parsed) >= request.n
+        usage = getattr(reply, "usage", None)
+        input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        return Completion(
+            tuple(parsed[: request.n]), input_tokens, output_tokens, str(reply.model or "")
+        )
+
+    def _status_error(self, exc: Any) -> Exception:
+        status = exc.status_code
+        message = self._redact(_provider_message(exc))
+        if status == 429 and _error_code(exc) == "insufficient_quota":
+            # Out of credit, not too fast: waiting will not help.
+            return errors.ResourceExhausted(f"{self._where} answered HTTP 429: {message}")
+        if is_retryable_status(status):
+            return RetryableProviderError(
+                f"{self._where} answered HTTP {status}: {message}",
+                status=status,
+                retry_after=parse_retry_after(exc.response.headers),
+            )
+        return fatal_error(self._where, status, message)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _error_body(exc: Any) -> dict[str, Any]:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body["error"]
+    return body if isinstance(body, dict) else {}
+
+
+def _error_code(exc: Any) -> str:
+    return str(_error_body(exc).get("code") or "")
+
+
+def _provider_message(exc: Any) -> str:
+    body = _error_body(exc)
+    message = body.get("message") if body else None
+    if isinstance(message, str) and message:
+        return message[:1000]
+    return (exc.message or "no message")[:1000]

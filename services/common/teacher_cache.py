@@ -1,0 +1,93 @@
+"""The teacher-call cache: every sample a provider returned, under `cache/teacher/{sha256}.json`.
+
+The key is the sha256 of (provider, model, endpoint, sampling parameters, messages, sample
+index), so rerunning a job, or resuming one that was killed, asks the provider only for the
+samples it never returned. The API key is not part of the key and never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from services.common.errors import DataLoss, NotFound
+from services.common.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+PREFIX = "cache/teacher/"
+# Bump when the meaning of a cached entry changes, so old entries stop matching.
+KEY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CachedSample:
+    text: str
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_seconds: float
+    model: str = ""
+    created_at: float = 0.0
+
+
+def cache_key(
+    identity: Mapping[str, str],
+    parameters: Mapping[str, object],
+    messages: Sequence[Mapping[str, str]],
+    sample_index: int,
+) -> str:
+    """sha256 hex of the canonical JSON of everything that determines one sample."""
+    canonical = json.dumps(
+        {
+            "v": KEY_VERSION,
+            **identity,
+            "parameters": dict(parameters),
+            "messages": [dict(m) for m in messages],
+            "sample_index": sample_index,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class TeacherCache:
+    """Async front of the (blocking) artifact store for cache entries."""
+
+    def __init__(self, store: ArtifactStore, prefix: str = PREFIX) -> None:
+        self.store = store
+        self.prefix = prefix
+
+    def object_key(self, key: str) -> str:
+        return f"{self.prefix}{key}.json"
+
+    async def get(self, key: str) -> CachedSample | None:
+        try:
+            data = await asyncio.to_thread(self.store.get_bytes, self.object_key(key))
+        except NotFound:
+            return None
+        except DataLoss as exc:  # a damaged entry is a miss: the call is simply made again
+            log.warning("teacher cache entry unreadable; ignoring it", extra={"error": str(exc)})
+            return None
+        try:
+            fields = json.loads(data)
+            return CachedSample(**{k: fields[k] for k in CachedSample.__dataclass_fields__})
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("teacher cache entry malformed; ignoring it", extra={"error": repr(exc)})
+            return None
+
+    async def put(self, key: str, sample: CachedSample) -> None:
+        body = asdict(sample)
+        body["created_at"] = body["created_at"] or time.time()
+        data = json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        await asyncio.to_thread(
+            self.store.put_bytes, self.object_key(key), data, media_type="application/json"
+        )

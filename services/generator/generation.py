@@ -1,0 +1,268 @@
+"""Generation: the teacher called n_samples times per prompt, candidates streamed as they finish.
+
+`plan(request, ...)` checks a GenerateRequest (dataset lines, teacher spec, limits) before any
+teacher call; `Generation(plan, client, store).events()` runs it and yields GenerateResponse
+events: progress, one CandidateGroup per prompt as soon as its samples are done, and a summary
+with the candidates artifact (`jobs/{job_id}/candidates/candidates.jsonl`, one CandidateGroup per
+line in dataset order, protobuf JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from google.protobuf import json_format
+
+from distill.v1 import common_pb2, generator_pb2
+from services.common import datasets, errors
+from services.common.providers import (
+    Limits,
+    Message,
+    ModelClient,
+    ModelConfig,
+    SamplingParams,
+    resolve_model_spec,
+)
+from services.common.storage import ArtifactStore, StoredObject
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAMPLES = 4
+MAX_SAMPLES = 16
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_MAX_RETRIES = 6
+MAX_RETRIES_LIMIT = 20
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+CANDIDATES_FILE = "candidates.jsonl"
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    job_id: str
+    prompts: Sequence[common_pb2.Prompt]
+    teacher: ModelConfig
+    n_samples: int
+    system_prompt: str
+    limits: Limits
+
+    @property
+    def candidates_key(self) -> str:
+        return f"jobs/{self.job_id}/candidates/{CANDIDATES_FILE}"
+
+
+def plan(
+    request: generator_pb2.GenerateRequest,
+    store: ArtifactStore,
+    *,
+    default_concurrency: int = 16,
+    max_concurrency: int = 256,
+    price_overrides=None,
+    max_dataset_bytes: int = datasets.DEFAULT_MAX_BYTES,
+) -> GenerationPlan:
+    """Validates everything a run needs; raises the InvalidArgument/NotFound the caller sees.
+    Blocking (reads the dataset): async callers use asyncio.to_thread."""
+    job_id = request.job_id or f"run-{uuid.uuid4().hex}"
+    if not JOB_ID.match(job_id):
+        raise errors.InvalidArgument(f"job_id: must match {JOB_ID.pattern}, got {job_id!r}")
+    n_samples = request.n_samples or DEFAULT_SAMPLES
+    if not 1 <= n_samples <= MAX_SAMPLES:
+        raise errors.InvalidArgument(f"n_samples: must be 1..{MAX_SAMPLES}, got {n_samples}")
+    teacher = resolve_model_spec(
+        request.teacher, field="teacher", default_temperature=DEFAULT_TEMPERATURE,
+        price_overrides=price_overrides,
+    )
+    if n_samples > 1 and teacher.temperature <= 0:
+        raise errors.InvalidArgument(
+            f"teacher.temperature: must be > 0 when n_samples > 1 (got {teacher.temperature}): "
+            "at temperature 0 every sample is the same answer"
+        )
+    limits = _limits(request.limits, default_concurrency, max_concurrency)
+    source = request.WhichOneof("source")
+    if source == "dataset":
+        prompts = datasets.load_dataset(
+            store, request.dataset, max_bytes=max_dataset_bytes, what="dataset"
+        )
+    elif source == "prompts":
+        prompts = datasets.validate_prompts(request.prompts.prompts, what="prompts.prompts")
+    else:
+        raise errors.InvalidArgument("source: set dataset (an ArtifactRef) or prompts")
+    return GenerationPlan(job_id, prompts, teacher, n_samples, request.system_prompt, limits)
+
+
+def _limits(limits: common_pb2.RateLimits, default_concurrency: int, most: int) -> Limits:
+    concurrency = (
+        limits.max_concurrency if limits.HasField("max_concurrency") else default_concurrency
+    )
+    if not 1 <= concurrency <= most:
+        raise errors.InvalidArgument(
+            f"limits.max_concurrency: must be 1..{most}, got {concurrency}"
+        )
+    for name in ("requests_per_minute", "tokens_per_minute"):
+        if getattr(limits, name) < 0:
+            raise errors.InvalidArgument(f"limits.{name}: must be >= 0 (0: unlimited)")
+    retries = limits.max_retries if limits.HasField("max_retries") else DEFAULT_MAX_RETRIES
+    if not 0 <= retries <= MAX_RETRIES_LIMIT:
+        raise errors.InvalidArgument(
+            f"limits.max_retries: must be 0..{MAX_RETRIES_LIMIT}, got {retries}"
+        )
+    return Limits(concurrency, limits.requests_per_minute, limits.tokens_per_minute, retries)
+
+
+def prompt_messages(prompt: common_pb2.Prompt, system_prompt: str) -> tuple[Message, ...]:
+    """The conversation sent to the teacher; `system_prompt` goes first unless one is there."""
+    messages = [Message(datasets.ROLE_NAMES[m.role], m.content) for m in prompt.messages]
+    if system_prompt and not any(m.role == "system" for m in messages):
+        messages.insert(0, Message("system", system_prompt))
+    return tuple(messages)
+
+
+class Generation:
+    def __init__(
+        self,
+        plan: GenerationPlan,
+        client: ModelClient,
+        store: ArtifactStore,
+        *,
+        progress_interval: float = 1.0,
+    ) -> None:
+        self.plan = plan
+        self.client = client
+        self.store = store
+        self.progress_interval = progress_interval
+        self.params = SamplingParams(
+            plan.teacher.temperature, plan.teacher.max_tokens, plan.teacher.top_p
+        )
+        self.done = 0
+
+    async def events(self) -> AsyncIterator[generator_pb2.GenerateResponse]:
+        total = len(self.plan.prompts)
+        log.info("generation started", extra={
+            "job_id": self.plan.job_id, "prompts": total, "n_samples": self.plan.n_samples,
+            "provider": self.plan.teacher.provider, "model": self.plan.teacher.model,
+        })
+        yield self._progress()
+        finished: asyncio.Queue[tuple[int, common_pb2.CandidateGroup] | BaseException] = (
+            asyncio.Queue()
+        )
+        pending = iter(enumerate(self.plan.prompts))
+        workers = [
+            asyncio.create_task(self._worker(pending, finished))
+            for _ in range(min(self.plan.limits.max_concurrency, total))
+        ]
+        lines: dict[int, bytes] = {}
+        last_progress = time.monotonic()
+        try:
+            while self.done < total:
+                item = await finished.get()
+                if isinstance(item, BaseException):
+                    raise item
+                position, group = item
+                self.done += 1
+                lines[position] = _jsonl_line(group)
+                yield generator_pb2.GenerateResponse(group=group)
+                if time.monotonic() - last_progress >= self.progress_interval:
+                    last_progress = time.monotonic()
+                    yield self._progress()
+        finally:
+            for worker in workers:
+                worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*workers, return_exceptions=True)
+        ref = await asyncio.to_thread(
+            self.store.put_bytes,
+            self.plan.candidates_key,
+            b"".join(lines[i] for i in range(total)),
+            media_type="application/jsonl",
+        )
+        yield self._progress()
+        log.info("generation finished", extra={
+            "job_id": self.plan.job_id, "requests": self.client.stats.requests,
+            "cached": self.client.stats.cached_requests,
+            "cost_usd": round(self.client.stats.cost_usd, 6),
+        })
+        yield generator_pb2.GenerateResponse(summary=generator_pb2.GenerateSummary(
+            candidates=artifact_ref(ref), usage=self._usage(), prompts=total,
+            candidate_count=total * self.plan.n_samples,
+        ))
+
+    async def _worker(self, pending, finished: asyncio.Queue) -> None:
+        try:
+            for position, prompt in pending:  # a shared iterator: each prompt goes to one worker
+                group = await self._group(prompt)
+                finished.put_nowait((position, group))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the stream, which ends with it
+            finished.put_nowait(exc)
+
+    async def _group(self, prompt: common_pb2.Prompt) -> common_pb2.CandidateGroup:
+        messages = prompt_messages(prompt, self.plan.system_prompt)
+        samples = await self.client.samples(messages, range(self.plan.n_samples), self.params)
+        group = common_pb2.CandidateGroup(prompt=prompt)
+        for sample in samples:
+            group.candidates.add(
+                prompt_id=prompt.id,
+                sample_index=sample.index,
+                text=sample.text,
+                finish_reason=sample.finish_reason,
+                usage=common_pb2.Usage(
+                    requests=sample.requests,
+                    cached_requests=1 if sample.cached else 0,
+                    input_tokens=sample.input_tokens,
+                    output_tokens=sample.output_tokens,
+                    cost_usd=sample.cost_usd,
+                ),
+                cached=sample.cached,
+                latency_seconds=sample.latency_seconds,
+            )
+        return group
+
+    def _usage(self) -> common_pb2.Usage:
+        stats = self.client.stats
+        return common_pb2.Usage(
+            requests=stats.requests + stats.cached_requests,
+            cached_requests=stats.cached_requests,
+            input_tokens=stats.input_tokens,
+            output_tokens=stats.output_tokens,
+            cost_usd=stats.cost_usd,
+        )
+
+    def _progress(self) -> generator_pb2.GenerateResponse:
+        return generator_pb2.GenerateResponse(progress=generator_pb2.GenerateProgress(
+            prompts_done=self.done,
+            prompts_total=len(self.plan.prompts),
+            usage=self._usage(),
+            retries=self.client.stats.retries,
+            rate_limited=self.client.stats.rate_limited,
+        ))
+
+
+def _jsonl_line(group: common_pb2.CandidateGroup) -> bytes:
+    body = json_format.MessageToDict(group, preserving_proto_field_name=True)
+    return (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def artifact_ref(ref: StoredObject) -> common_pb2.ArtifactRef:
+    return common_pb2.ArtifactRef(
+        uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size_bytes, media_type=ref.media_type
+    )
+
+
+def read_candidates(store: ArtifactStore, ref: common_pb2.ArtifactRef) -> list[
+    common_pb2.CandidateGroup
+]:
+    """The groups of a candidates artifact (judge, gateway and tests read it back this way)."""
+    data = store.get_bytes(store.key_from_uri(ref.uri))
+    return [
+        json_format.Parse(line, common_pb2.CandidateGroup())
+        for line in data.decode("utf-8").splitlines()
+        if line.strip()
+    ]

@@ -1,0 +1,129 @@
+"""The offline teacher: SmolLM2 GGUF through llama.cpp, in process (`local`) and behind the real
+llama.cpp OpenAI-compatible server (`python -m llama_cpp.server`) through the `openai` provider."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from distill.v1 import common_pb2, generator_pb2
+from services.common.models import packaged_smollm2_gguf
+from services.common.providers import CompletionRequest, Message
+from services.common.providers.local import LocalProvider, _load
+from tests.fixtures.processes import free_port
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="the `local` extra (make setup) installs it")
+
+QUESTION = "What is the capital of France?"
+
+
+def rendered_prompt_tokens(messages: list[dict[str, str]]) -> int:
+    """Tokens of the conversation rendered with the GGUF's own chat template."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    llama, _ = _load(str(packaged_smollm2_gguf()), 2048)
+    formatter = Jinja2ChatFormatter(
+        llama.metadata["tokenizer.chat_template"], eos_token="<|im_end|>",
+        bos_token="<|im_start|>", add_generation_prompt=True)
+    prompt = formatter(messages=messages).prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+    return len(llama.tokenize(prompt.encode(), add_bos=False, special=True))
+
+
+async def test_local_provider_applies_the_gguf_chat_template_and_samples():
+    provider = LocalProvider(packaged_smollm2_gguf())
+    messages = (Message("system", "Answer in one word."), Message("user", QUESTION))
+    completions = [await provider.complete(CompletionRequest(messages, temperature=1.0,
+                                                             max_tokens=8))
+                   for _ in range(3)]
+    expected = rendered_prompt_tokens([m.as_dict() for m in messages])
+    for completion in completions:
+        (choice,) = completion.choices
+        assert choice.text.strip() and choice.finish_reason in ("stop", "length")
+        # the model saw the ChatML conversation, not the bare question (~8 tokens)
+        assert completion.input_tokens == expected > 15
+        assert 0 < completion.output_tokens <= 8
+    assert len({c.choices[0].text for c in completions}) > 1  # a fresh seed per sample
+    # with no system turn the template adds SmolLM's own default one
+    bare = await provider.complete(CompletionRequest((Message("user", QUESTION),),
+                                                     max_tokens=2))
+    assert bare.input_tokens == rendered_prompt_tokens([{"role": "user", "content": QUESTION}])
+
+
+async def test_generate_with_the_local_teacher(generator, tmp_path):
+    prompts = generator_pb2.InlinePrompts(prompts=[
+        common_pb2.Prompt(id=f"q{i}", messages=[common_pb2.ChatMessage(
+            role=common_pb2.ROLE_USER, content=text)])
+        for i, text in enumerate(["Name a colour.", "Name a fruit."])])
+    request = generator_pb2.GenerateRequest(
+        prompts=prompts, n_samples=2, system_prompt="Answer in one word.",
+        teacher=common_pb2.ModelSpec(provider=common_pb2.PROVIDER_LOCAL, max_tokens=8))
+    events = [e async for e in generator.stub.Generate(request, timeout=120)]
+    summary = events[-1].summary
+    assert summary.candidate_count == 4 and summary.usage.requests == 4
+    assert summary.usage.input_tokens > 4 * 15 and summary.usage.output_tokens > 0
+    assert summary.usage.cost_usd == 0  # self-hosted
+    groups = [e.group for e in events if e.WhichOneof("event") == "group"]
+    assert all(c.text.strip() for g in groups for c in g.candidates)
+    again = [e async for e in generator.stub.Generate(request, timeout=120)]
+    assert again[-1].summary.usage.cached_requests == 4
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(packaged_smollm2_gguf()),
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+            stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited:\n{log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("llama_cpp.server did not come up") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+async def test_generate_against_the_real_llama_cpp_server(generator, llama_server):
+    prompts = generator_pb2.InlinePrompts(prompts=[
+        common_pb2.Prompt(id="q0", messages=[common_pb2.ChatMessage(
+            role=common_pb2.ROLE_USER, content=QUESTION)])])
+    request = generator_pb2.GenerateRequest(
+        prompts=prompts, n_samples=3,
+        teacher=common_pb2.ModelSpec(provider=common_pb2.PROVIDER_OPENAI, model="smollm2",
+                                     base_url=f"{llama_server}/v1", max_tokens=12))
+    events = [e async for e in generator.stub.Generate(request, timeout=120)]
+    (group,) = [e.group for e in events if e.WhichOneof("event") == "group"]
+    assert [c.sample_index for c in group.candidates] == [0, 1, 2]
+    assert all(c.text.strip() and c.finish_reason in ("stop", "length")
+               for c in group.candidates)
+    summary = events[-1].summary
+    # the server applies the chat template too: the same prompt token count as in process
+    assert summary.usage.input_tokens >= rendered_prompt_tokens(
+        [{"role": "user", "content": QUESTION}])
+    assert summary.usage.output_tokens > 0
+    # llama.cpp's server answers one choice whatever `n` says: 1 probe + 2 single calls, or one
+    # call if a later version honours n
+    assert summary.usage.requests in (1, 3)

@@ -1,0 +1,116 @@
+"""The generator as a real process (python -m services.generator): SIGKILL half way and resume
+repeats no finished teacher call; the API key appears nowhere but in the provider's requests."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from distill.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from services.common.storage import LocalStore
+from services.common.teacher_cache import PREFIX
+from tests.fixtures.processes import start_module
+from tests.generator.conftest import KEY, KEY_ENV
+
+PROMPTS, SAMPLES, CONCURRENCY = 30, 2, 3
+
+
+def make_request(fake, api_key_env=KEY_ENV, job_id="resume-job", text="question"):
+    prompts = [common_pb2.Prompt(id=f"p{i}", messages=[common_pb2.ChatMessage(
+        role=common_pb2.ROLE_USER, content=f"{text} {i}")]) for i in range(PROMPTS)]
+    return generator_pb2.GenerateRequest(
+        prompts=generator_pb2.InlinePrompts(prompts=prompts),
+        teacher=common_pb2.ModelSpec(provider=common_pb2.PROVIDER_OPENAI, model="gpt-4o-mini",
+                                     base_url=fake.openai_base_url, api_key_env=api_key_env),
+        n_samples=SAMPLES, job_id=job_id,
+        limits=common_pb2.RateLimits(max_concurrency=CONCURRENCY))
+
+
+def start_generator(tmp_path: Path, **env: str):
+    return start_module("services.generator", log_dir=tmp_path / "logs", env={
+        "DISTILL_GENERATOR_STORE_URL": f"file://{tmp_path / 'store'}",
+        # one call per sample, so that a kill lands between calls of one prompt too
+        "DISTILL_GENERATOR_OPENAI_N": "separate",
+        "DISTILL_GENERATOR_LOG_LEVEL": "DEBUG",
+        KEY_ENV: KEY,
+        **env,
+    })
+
+
+def run_all(service, request):
+    with grpc.insecure_channel(service.address) as channel:
+        return list(generator_pb2_grpc.GeneratorServiceStub(channel).Generate(request, timeout=60))
+
+
+def test_kill_half_way_then_resume_repeats_no_finished_call(tmp_path, fake):
+    fake.configure(latency=0.05)
+    store = LocalStore(tmp_path / "store")
+    service = start_generator(tmp_path)
+    groups = 0
+    with grpc.insecure_channel(service.address) as channel:
+        stream = generator_pb2_grpc.GeneratorServiceStub(channel).Generate(
+            make_request(fake), timeout=60)
+        with pytest.raises(grpc.RpcError) as killed:
+            for event in stream:
+                groups += event.WhichOneof("event") == "group"
+                if groups == PROMPTS // 2:
+                    service.proc.kill()  # SIGKILL: no cleanup, no graceful anything
+        assert killed.value.code() == grpc.StatusCode.UNAVAILABLE
+    service.proc.wait(10)
+    time.sleep(0.3)  # calls the dead process had in flight finish at the provider
+    cached = len(list(store.list(PREFIX)))
+    served_before = fake.stats()["completed_samples"]
+    assert PROMPTS * SAMPLES // 2 <= cached < PROMPTS * SAMPLES
+    # answers the provider sent while the process died, before it could cache them: at most
+    # one per call in flight
+    assert 0 <= served_before - cached <= CONCURRENCY
+    assert not store.exists("jobs/resume-job/candidates/candidates.jsonl")
+
+    service = start_generator(tmp_path)
+    try:
+        events = run_all(service, make_request(fake))
+        assert sum(e.WhichOneof("event") == "group" for e in events) == PROMPTS
+        summary = events[-1].summary
+        assert summary.candidate_count == PROMPTS * SAMPLES
+        assert summary.usage.cached_requests == cached
+        assert summary.usage.requests == PROMPTS * SAMPLES
+        # the resumed run asked only for the samples that were never cached
+        assert fake.stats()["completed_samples"] - served_before == PROMPTS * SAMPLES - cached
+        assert len(list(store.list(PREFIX))) == PROMPTS * SAMPLES
+
+        before_rerun = fake.stats()["received"]
+        again = run_all(service, make_request(fake, job_id="rerun-job"))
+        assert fake.stats()["received"] == before_rerun  # a full rerun: zero provider calls
+        assert again[-1].summary.usage.cached_requests == PROMPTS * SAMPLES
+    finally:
+        assert service.stop() == 0
+
+
+def test_api_key_appears_only_in_requests_to_the_provider(tmp_path, fake):
+    wrong_key = "sk-distill-WRONG-KEY-0ddba11"
+    fake.configure(api_key=KEY)
+    service = start_generator(tmp_path, WRONG_TEACHER_API_KEY=wrong_key)
+    try:
+        events = run_all(service, make_request(fake))
+        assert events[-1].summary.candidate_count == PROMPTS * SAMPLES
+        # a key the provider refuses; its 401 message echoes the key back
+        with pytest.raises(grpc.RpcError) as raised:
+            run_all(service, make_request(fake, api_key_env="WRONG_TEACHER_API_KEY",
+                                          job_id="wrong-key", text="uncached question"))
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "Incorrect API key provided" in raised.value.details()
+        assert wrong_key not in raised.value.details()
+    finally:
+        assert service.stop() == 0
+    assert fake.server.keys_seen == {KEY, wrong_key}  # both were really used
+    log = service.log()
+    assert '"event": "generation finished"' in log  # the log is there, and verbose (DEBUG)
+    assert KEY not in log and wrong_key not in log
+    stored = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert len(stored) > PROMPTS * SAMPLES  # cache entries, candidates, metadata sidecars
+    for path in stored:
+        data = path.read_bytes()
+        assert KEY.encode() not in data and wrong_key.encode() not in data, path
