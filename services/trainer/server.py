@@ -1,17 +1,141 @@
-"""gRPC servicer of the trainer service: thin, the logic lives in plain modules beside it."""
+"""gRPC servicer of the trainer service: thin, the logic lives in plain modules beside it.
+
+Training blocks for minutes to hours, so it runs in a worker thread; its events cross to the
+stream through an asyncio queue. When the stream ends early (the client cancels, the deadline
+passes, the server stops) the worker's cancel flag is set and training stops before its next
+step, keeping the checkpoints already written.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
-from distill.v1 import trainer_pb2, trainer_pb2_grpc
+from distill.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from services.common.server import Service
+from services.common.storage import ArtifactStore, StoredObject
+from services.trainer import loop as events
+from services.trainer.capacity import Capacity
+from services.trainer.config import TrainConfig
 from services.trainer.settings import TrainerSettings
+
+log = logging.getLogger("distill.trainer")
+
+
+@dataclass(frozen=True)
+class _Done:
+    error: BaseException | None = None
+
+
+def artifact_ref(obj: StoredObject) -> common_pb2.ArtifactRef:
+    return common_pb2.ArtifactRef(uri=obj.uri, sha256=obj.sha256, size_bytes=obj.size_bytes,
+                                  media_type=obj.media_type)
+
+
+def to_response(event: events.Event) -> trainer_pb2.TrainResponse:
+    if isinstance(event, events.Started):
+        return trainer_pb2.TrainResponse(started=trainer_pb2.TrainStarted(
+            backend=event.backend, device=event.device,
+            total_parameters=event.total_parameters,
+            trainable_parameters=event.trainable_parameters,
+            total_steps=event.total_steps, resumed_from_step=event.resumed_from_step))
+    if isinstance(event, events.Step):
+        return trainer_pb2.TrainResponse(step=trainer_pb2.TrainStep(
+            step=event.step, total_steps=event.total_steps, loss=event.loss,
+            sft_loss=event.sft_loss, preference_loss=event.preference_loss,
+            kl_loss=event.kl_loss, learning_rate=event.learning_rate,
+            tokens_per_second=event.tokens_per_second, eta_seconds=event.eta_seconds,
+            epoch=event.epoch))
+    if isinstance(event, events.Checkpoint):
+        return trainer_pb2.TrainResponse(checkpoint=trainer_pb2.TrainCheckpoint(
+            step=event.step, checkpoint=artifact_ref(event.ref)))
+    return trainer_pb2.TrainResponse(finished=trainer_pb2.TrainFinished(
+        adapter=artifact_ref(event.adapter), steps=event.steps, final_loss=event.final_loss,
+        train_seconds=event.train_seconds, tokens=event.tokens))
 
 
 class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
-    """Every RPC answers UNIMPLEMENTED until issue 5 lands (inherited from the base class)."""
+    def __init__(self, settings: TrainerSettings, store: ArtifactStore | None = None) -> None:
+        self.settings = settings
+        self._store = store
+        self.capacity = Capacity(settings.capacity)
+        self._node: tuple[str, list[str], float] | None = None
+
+    @property
+    def store(self) -> ArtifactStore:
+        """Opened on first use, so a replica that only answers health checks touches no store."""
+        if self._store is None:
+            self._store = self.settings.open_store()
+        return self._store
+
+    async def Train(  # noqa: N802 - gRPC method name
+        self, request: trainer_pb2.TrainRequest, context
+    ) -> AsyncIterator[trainer_pb2.TrainResponse]:
+        config = TrainConfig.from_request(request)  # INVALID_ARGUMENT before any work
+        store = self.store  # a bad store URL fails here, before a slot is taken
+        slot = self.capacity.acquire(config.job_id)  # RESOURCE_EXHAUSTED at once
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[events.Event | _Done] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(event: events.Event) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        def work() -> None:
+            from services.trainer.job import run_training
+
+            outcome = _Done()
+            try:
+                run_training(config, self.settings, store, emit, cancel)
+            except BaseException as exc:  # noqa: BLE001 - handed to the stream, which re-raises
+                outcome = _Done(exc)
+            finally:
+                slot.release()
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(queue.put_nowait, outcome)
+            if outcome.error is not None and cancel.is_set():
+                log.info("training stopped", extra={"job_id": config.job_id,
+                                                    "reason": repr(outcome.error)})
+
+        thread = threading.Thread(target=work, name=f"train-{config.job_id}", daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            slot.release()
+            raise
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _Done):
+                    if item.error is not None:
+                        raise item.error
+                    return
+                yield to_response(item)
+        finally:
+            cancel.set()  # a no-op after a normal end; stops the worker after an early one
+
+    async def GetTrainerStatus(  # noqa: N802 - gRPC method name
+        self, request: trainer_pb2.GetTrainerStatusRequest, context
+    ) -> trainer_pb2.GetTrainerStatusResponse:
+        if self._node is None:
+            self._node = await asyncio.to_thread(self._probe_node)
+        device, backends, memory_gb = self._node
+        return trainer_pb2.GetTrainerStatusResponse(
+            capacity=self.capacity.capacity, active_job_ids=self.capacity.active_job_ids(),
+            device=device, backends=backends, memory_gb=memory_gb)
+
+    def _probe_node(self) -> tuple[str, list[str], float]:
+        from services.trainer.backends import available_backends, cuda_available
+        from services.trainer.preflight import node_memory_gb
+
+        device_type = "cuda" if cuda_available() else "cpu"
+        memory = self.settings.memory_gb or node_memory_gb(device_type)
+        return ("cuda:0" if device_type == "cuda" else "cpu", available_backends(),
+                round(memory, 2))
 
 
 def build(settings: TrainerSettings) -> Sequence[Service]:
-    return [Service.of(trainer_pb2, trainer_pb2_grpc, TrainerService())]
+    return [Service.of(trainer_pb2, trainer_pb2_grpc, TrainerService(settings))]

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Trainer on a lent GPU machine (DESIGN.md "Environment facts"; /work/.library/device/README.md):
+# both backends (trl = transformers+PEFT, unsloth) on SmolLM2-135M and on a ~0.5B Llama built from
+# a config, with TRL's SFTTrainer/DPOTrainer as the yardstick; tokens/s and peak VRAM per case.
+#
+#   benchmarks/gpu_check.sh prepare   # HERE (network): wheels -> .whl/, SmolLM2 config+tokenizer -> .gpu/
+#   benchmarks/gpu_check.sh run       # THERE, in one device call (< 8 min), e.g.
+#       run(command="bash benchmarks/gpu_check.sh run", carry=[".whl", ".gpu"], timeout_s=540)
+#
+# The device image has torch (CUDA), transformers 5.17, peft, accelerate, safetensors, tokenizers,
+# sentencepiece, grpcio and protobuf; everything else the trainer imports travels as wheels. The
+# SmolLM2 weights (538 MB) exceed what a call carries (64 MiB), so SmolLM2-135M runs with random
+# weights from its real config.json and tokenizer: step time and memory depend on the
+# architecture and the token counts, not on the weight values. Each figure lands in $OUT/*.txt and
+# as RESULT lines in the output.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# Wheels the device lacks (pins match pyproject.toml's trainer/gpu extras where it pins them).
+WHEELS=(
+  "pydantic==2.12.5" "pydantic-core==2.41.5" "pydantic-settings==2.12.0" "typing-inspection==0.4.2"
+  "annotated-types==0.7.0" "python-dotenv==1.2.1"
+  "minio==7.2.20" "argon2-cffi==25.1.0" "argon2-cffi-bindings==25.1.0" "pycryptodome==3.23.0"
+  "grpcio-health-checking==1.85.1" "grpcio-reflection==1.85.1"
+  "trl==1.15.0" "datasets==4.8.5" "dill==0.4.0" "multiprocess==0.70.18"
+  "unsloth==2026.10.9" "unsloth-zoo" "bitsandbytes" "tyro" "docstring-parser" "shtab"
+  "typeguard" "cut-cross-entropy" "msgspec" "hf-transfer" "torchao"
+)
+
+prepare() {
+  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+  grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+  mkdir -p .whl .gpu/smollm2
+  local py=${PYTHON:-.venv/bin/python}
+  for w in "${WHEELS[@]}"; do
+    "$py" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+      --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+      --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
+      -d .whl "$w" || echo "WARNING: no wheel for $w" >&2
+  done
+  # SmolLM2's config and tokenizer (small); its weights stay behind.
+  local smol
+  smol=$("$py" -m services.common.models prepare-smollm2)
+  cp "$smol"/{config.json,generation_config.json,tokenizer.json,tokenizer_config.json} .gpu/smollm2/
+  cp "$smol"/chat_template.jinja .gpu/smollm2/ 2>/dev/null || true
+  du -sh .whl .gpu
+  echo "carry: .whl .gpu (must stay under 64 MiB together with the working tree)"
+}
+
+run() {
+  local out=${OUT:-/tmp/gpu_check}
+  mkdir -p "$out"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || { echo "wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+  export DISTILL_CACHE_DIR=/tmp/distill-cache HF_HUB_OFFLINE=1
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+  python3 -c "import torch, transformers, peft, trl; print('torch', torch.__version__, \
+'transformers', transformers.__version__, 'peft', peft.__version__, 'trl', trl.__version__)"
+  python3 -c "import unsloth; print('unsloth', unsloth.__version__)" 2>&1 | tail -1
+  # Backend selection as the service does it (auto -> unsloth when CUDA and it imports).
+  python3 -c "from services.trainer.backends import resolve_backend_name as r; \
+print('auto backend ->', r('auto'))" 2>&1 | tail -1
+
+  local cases="ours-sft,trl-sft,ours-bond,trl-dpo,unsloth-sft,unsloth-bond"
+  # SmolLM2-135M (random weights, real config); then the ~0.5B Llama. Budget ~3.5 min each.
+  timeout 210 python3 benchmarks/trainer_step.py --model smollm2-random --tokenizer .gpu/smollm2 \
+    --batch-size 8 --seq-len 512 --steps 10 --warmup 3 --cases "$cases" \
+    --name trainer_step_gpu_smollm2 2>&1 | tee "$out/smollm2.txt" | grep -E "^RESULT|s/step|Error"
+  timeout 210 python3 benchmarks/trainer_step.py --model llama-0.5b --tokenizer .gpu/smollm2 \
+    --batch-size 8 --seq-len 512 --steps 10 --warmup 3 --cases "$cases" \
+    --name trainer_step_gpu_llama05b 2>&1 | tee "$out/llama05b.txt" | grep -E "^RESULT|s/step|Error"
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) run ;;
+  *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+esac

@@ -1,0 +1,358 @@
+"""Seconds per training step: our trainer against TRL's trainers on the same model and data.
+
+    python benchmarks/trainer_step.py [--model smollm2|tiny|llama-0.5b|DIR] [--batch-size 2]
+        [--seq-len 96] [--steps 4] [--warmup 1] [--cases ours-sft,trl-sft,ours-bond,trl-dpo]
+
+Cases (each in its own process, so peak memory is its own):
+  ours-sft    our loop, BOND with beta = gamma = 0 (plain SFT on the chosen responses)
+  trl-sft     trl.SFTTrainer, prompt-completion data (loss on the completion only)
+  ours-bond   our loop, BOND beta 0.5, gamma 0.1, tau 0.1 (policy + reference passes, KL)
+  trl-dpo     trl.DPOTrainer, loss_type ["sigmoid", "sft"], beta (tau) 0.1, reference = the
+              PEFT model with its adapter disabled
+  unsloth-sft, unsloth-bond   our loop on the Unsloth backend (CUDA only)
+
+Models: smollm2 (the dequantised student), tiny (the test model), smollm2-random (SmolLM2's
+config with random weights: same step cost, for machines the weights can't reach), llama-0.5b
+(a ~0.5B Llama from a config, random weights).
+
+Same LoRA (r 16, alpha 32, dropout 0.05, all linear projections), AdamW, learning rate, batch of
+prompts, sequence length and rows for every case; one chosen and one rejected response per
+prompt. A step's time is the interval between consecutive step ends (data, forward, backward,
+optimizer), the first `--warmup` steps excluded; the figure is the median. tokens/s counts the
+non-padding tokens of the sequences a step trains on (chosen for SFT; chosen and rejected for
+BOND/DPO) and is the same count for our case and TRL's. Peak memory: the process's peak RSS on
+CPU, torch.cuda.max_memory_allocated on GPU. Ends with `RESULT {json}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make `services` and `benchmarks` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.result import emit  # noqa: E402
+
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
+LEARNING_RATE = 1e-4
+TARGETS = {"sft": 1.05, "bond": 1.15}
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+         "november oscar papa quebec romeo sierra tango uniform victor whiskey xray").split()
+
+
+def rows(n: int, seq_len: int) -> list[dict]:
+    """n curated rows whose conversations fit seq_len with the SmolLM2 template (~30 tokens of
+    template and default system prompt): a prompt of ~seq_len/4 words, answers of ~seq_len/4."""
+    words = max(2, (seq_len - 36) // 4)
+    out = []
+    for i in range(n):
+        pick = [WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 * words)]
+        prompt = "Repeat the words: " + " ".join(pick[:words])
+        out.append({
+            "prompt": {"id": f"line-{i + 1}", "messages": [{"role": "user", "content": prompt}]},
+            "chosen": [{"text": " ".join(pick[words:2 * words]), "score": 10.0}],
+            "rejected": [{"text": " ".join(pick[2 * words:]), "score": 0.0}],
+        })
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+def prepare_model(name: str, work: Path, tokenizer_dir: Path | None = None) -> Path:
+    """A model folder: smollm2 (the dequantised student), tiny, smollm2-random (SmolLM2's
+    architecture with random weights), llama-0.5b (random, from a config), or a folder."""
+    from services.common.models import prepare_smollm2
+    from tests.fixtures.tiny_llama import make_tiny_llama, shared_cache_dir
+
+    if name == "smollm2":
+        return prepare_smollm2(shared_cache_dir())
+    source = tokenizer_dir or (None if name == "tiny" else prepare_smollm2(shared_cache_dir()))
+    if name == "tiny":
+        return make_tiny_llama(work / "tiny", tokenizer_dir=source)
+    if name == "smollm2-random":
+        from transformers import AutoConfig
+
+        return save_random_llama(AutoConfig.from_pretrained(source), source, work / name)
+    if name == "llama-0.5b":
+        from transformers import AutoTokenizer, LlamaConfig
+
+        vocab = len(AutoTokenizer.from_pretrained(source))
+        config = LlamaConfig(vocab_size=vocab, hidden_size=1280, num_hidden_layers=24,
+                             num_attention_heads=20, num_key_value_heads=4,
+                             intermediate_size=3456, max_position_embeddings=4096,
+                             tie_word_embeddings=True)
+        return save_random_llama(config, source, work / name)
+    return Path(name)
+
+
+def save_random_llama(config, tokenizer_dir: Path, dest: Path) -> Path:
+    """Random weights for `config` (bf16 on CUDA hosts, float32 otherwise) with the tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    for role in ("bos", "eos", "pad"):
+        setattr(config, f"{role}_token_id", getattr(tokenizer, f"{role}_token_id"))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    if torch.cuda.is_available():
+        model = model.to(torch.bfloat16)
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# One case, in this process
+
+def peak_memory_gb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def step_tokens(model_dir: Path, data: list[dict], batch: int, seq_len: int, bond: bool) -> float:
+    """Mean non-padding tokens per step (same rows, same template, for both implementations)."""
+    from transformers import AutoTokenizer
+
+    from services.trainer.data import read_curated, tokenize_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    examples = tokenize_rows(read_curated(json.dumps(r) for r in data), tokenizer, seq_len)
+    per_row = [sum(len(s.input_ids) for s in e.chosen + (e.rejected if bond else ()))
+               for e in examples]
+    return statistics.mean(per_row) * batch
+
+
+def intervals(ends: list[float], warmup: int) -> list[float]:
+    """Durations of the steps after the warm-up, from consecutive step-end times (a step's
+    start is the previous step's end, so the first step is never timed)."""
+    first = max(warmup, 1)
+    return [b - a for a, b in zip(ends[first - 1:], ends[first:], strict=False)]
+
+
+def run_ours(model_dir: Path, data: list[dict], args, bond: bool, backend: str) -> list[float]:
+    from services.common.storage import LocalStore
+    from services.trainer.config import BondConfig, LoraConfig, TrainConfig
+    from services.trainer.job import run_training
+    from services.trainer.loop import Step
+    from services.trainer.settings import TrainerSettings
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ours-"))
+    store = LocalStore(work / "store")
+    body = "\n".join(json.dumps(r) for r in data).encode()
+    curated = store.put_bytes("datasets/bench.jsonl", body)
+    total = args.warmup + args.steps
+    config = TrainConfig(
+        job_id="bench", student_model=str(model_dir), curated_uri=curated.uri,
+        lora=LoraConfig(LORA["r"], LORA["alpha"], LORA["dropout"]),
+        bond=BondConfig(0.5, 0.1, 0.1) if bond else BondConfig(0.0, 0.0, 0.1),
+        max_steps=total, learning_rate=LEARNING_RATE, batch_size=args.batch_size,
+        max_seq_length=args.seq_len, checkpoint_interval=10**6, backend=backend,
+        warmup_ratio=0.0,
+    )
+    ends: list[float] = []
+
+    def on_event(event):
+        if isinstance(event, Step):
+            ends.append(time.perf_counter())
+
+    settings = TrainerSettings(store_url=f"file:{work}/store", work_dir=work / "tmp")
+    run_training(config, settings, store, on_event, threading.Event())
+    return intervals(ends, args.warmup)
+
+
+class TorchLogProb:
+    """Plain-torch stand-in for TRL's Triton `ChunkedLogProbFunction` (CPU only).
+
+    TRL 1.15's SFTTrainer and DPOTrainer always route the LM head through a Triton kernel
+    (`trl.trainer.utils.add_fused_lm_head`), which needs a GPU and the triton package: on a CPU
+    host they fail with "'NoneType' object has no attribute 'apply'". On CPU this benchmark swaps
+    in the same computation in plain torch (logits of the response positions, log-softmax, gather;
+    entropy and top-1 under no_grad for TRL's metrics), which is what TRL did before the kernel.
+    On CUDA TRL runs unmodified.
+    """
+
+    @staticmethod
+    def apply(hidden, weight, bias, targets, temperature, chunk_size, softcap, logit_scale,
+              outputs):
+        import torch
+
+        logits = hidden @ weight.t()
+        if bias is not None:
+            logits = logits + bias
+        logits = logits.float() * logit_scale
+        if softcap:
+            logits = softcap * torch.tanh(logits / softcap)
+        logits = logits / temperature
+        log_z = torch.logsumexp(logits, dim=-1)
+        logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_z
+        entropy = log_sum_sq = mean_logits = is_top1 = None
+        with torch.no_grad():
+            if "entropy" in outputs:
+                entropy = log_z - (torch.softmax(logits, -1) * logits).sum(-1)
+            if "log_sum_sq_probs" in outputs:
+                log_sum_sq = torch.logsumexp(2 * logits, -1) - 2 * log_z
+            if "mean_logits" in outputs:
+                mean_logits = logits.mean(-1)
+            if "is_top1" in outputs:
+                is_top1 = logits.argmax(-1) == targets
+        return logprobs, entropy, log_sum_sq, mean_logits, is_top1
+
+
+def run_trl(model_dir: Path, data: list[dict], args, dpo: bool) -> list[float]:
+    import torch
+    import trl.trainer.utils as trl_utils
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    cuda = torch.cuda.is_available()
+    if not cuda and trl_utils._ChunkedLogProbFunction is None:
+        trl_utils._ChunkedLogProbFunction = TorchLogProb
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.bfloat16 if cuda else torch.float32)
+    peft_config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                             target_modules="all-linear", task_type="CAUSAL_LM")
+    ends: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            ends.append(time.perf_counter())
+
+    common = {
+        "output_dir": tempfile.mkdtemp(prefix="bench-trl-"),
+        "max_steps": args.warmup + args.steps,
+        "per_device_train_batch_size": args.batch_size,
+        "learning_rate": LEARNING_RATE,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": 0,
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": not cuda,
+        "bf16": cuda,
+        "dataloader_num_workers": 0,
+        "max_length": args.seq_len,
+        "seed": 0,
+        "disable_tqdm": True,
+    }
+    if dpo:
+        from trl import DPOConfig, DPOTrainer
+
+        dataset = Dataset.from_list([{
+            "prompt": r["prompt"]["messages"],
+            "chosen": [{"role": "assistant", "content": r["chosen"][0]["text"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"][0]["text"]}],
+        } for r in data])
+        config = DPOConfig(loss_type=["sigmoid", "sft"], beta=0.1, **common)
+        trainer = DPOTrainer(model=model, args=config, train_dataset=dataset,
+                             processing_class=tokenizer, peft_config=peft_config,
+                             callbacks=[Timer()])
+    else:
+        from trl import SFTConfig, SFTTrainer
+
+        dataset = Dataset.from_list([{
+            "prompt": r["prompt"]["messages"],
+            "completion": [{"role": "assistant", "content": r["chosen"][0]["text"]}],
+        } for r in data])
+        config = SFTConfig(packing=False, **common)
+        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
+                             processing_class=tokenizer, peft_config=peft_config,
+                             callbacks=[Timer()])
+    trainer.train()
+    return intervals(ends, args.warmup)
+
+
+def run_case(args) -> dict:
+    model_dir = Path(args.model_dir)
+    data = rows(args.batch_size * (args.warmup + args.steps), args.seq_len)
+    bond = args.case.endswith(("bond", "dpo"))
+    if args.case.startswith(("ours", "unsloth")):
+        backend = "unsloth" if args.case.startswith("unsloth") else "trl"
+        times = run_ours(model_dir, data, args, bond, backend)
+    else:
+        times = run_trl(model_dir, data, args, dpo=bond)
+    seconds = statistics.median(times)
+    tokens = step_tokens(model_dir, data, args.batch_size, args.seq_len, bond)
+    return {"seconds_per_step": round(seconds, 4), "tokens_per_second": round(tokens / seconds, 1),
+            "tokens_per_step": round(tokens, 1), "peak_memory_gb": round(peak_memory_gb(), 3),
+            "step_seconds": [round(t, 4) for t in times]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2",
+                        help="smollm2 | tiny | smollm2-random | llama-0.5b | a model folder")
+    parser.add_argument("--tokenizer", type=Path,
+                        help="folder with the SmolLM2 tokenizer (and config, for smollm2-random)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=96)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--cases", default="ours-sft,trl-sft,ours-bond,trl-dpo")
+    parser.add_argument("--name", default="trainer_step")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.case:
+        print("CASE " + json.dumps(run_case(args)), flush=True)
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench-models-") as work:
+        model_dir = prepare_model(args.model, Path(work), args.tokenizer)
+        figures: dict = {"model": args.model, "batch_size": args.batch_size,
+                         "seq_len": args.seq_len, "timed_steps": args.steps,
+                         "warmup_steps": args.warmup, "lora": LORA}
+        for case in args.cases.split(","):
+            cmd = [sys.executable, __file__, "--case", case, "--model-dir", str(model_dir),
+                   "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
+                   "--steps", str(args.steps), "--warmup", str(args.warmup)]
+            started = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                                  env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("CASE ")), None)
+            if proc.returncode != 0 or line is None:
+                print(proc.stderr[-4000:], file=sys.stderr)
+                figures[case] = {"error": f"exit {proc.returncode}"}
+                continue
+            figures[case] = json.loads(line[5:])
+            print(f"{case}: {figures[case]['seconds_per_step']:.3f} s/step "
+                  f"({time.perf_counter() - started:.0f} s with load)", file=sys.stderr)
+
+    def ratio(ours: str, theirs: str) -> float | None:
+        a, b = figures.get(ours, {}), figures.get(theirs, {})
+        if "seconds_per_step" in a and "seconds_per_step" in b:
+            return round(a["seconds_per_step"] / b["seconds_per_step"], 3)
+        return None
+
+    figures["ratio_sft"] = ratio("ours-sft", "trl-sft")
+    figures["ratio_bond_vs_dpo"] = ratio("ours-bond", "trl-dpo")
+    figures["targets"] = {"ratio_sft": TARGETS["sft"], "ratio_bond_vs_dpo": TARGETS["bond"]}
+    emit(args.name, figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The "trl" backend: Hugging Face transformers + PEFT LoRA, on CPU or CUDA.
+
+The name is the contract's (TRAINER_BACKEND_TRL): the model is loaded and wrapped exactly as TRL's
+trainers do it (AutoModelForCausalLM + peft.get_peft_model), and the step is our own BOND step, so
+the same loss runs in every backend. TRL itself is not imported at run time (it costs seconds and
+brings nothing the loop needs); benchmarks/trainer_step.py times this backend against TRL's
+SFTTrainer and DPOTrainer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.trainer.backends import Backend, LoadedModel, cuda_available
+from services.trainer.config import LoraConfig
+
+
+class TrlBackend(Backend):
+    name = "trl"
+
+    def load(self, model_dir: Path, lora: LoraConfig, *, max_seq_length: int,
+             seed: int) -> LoadedModel:
+        import torch
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if cuda_available():
+            device = torch.device("cuda:0")
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            device, dtype = torch.device("cpu"), torch.float32
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype,
+                                                     local_files_only=True)
+        model.config.use_cache = False
+        model.to(device)
+        peft_config = PeftLoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules) or "all-linear",
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, peft_config)
+        model.train()
+        return LoadedModel(model, tokenizer, device)
