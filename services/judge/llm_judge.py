@@ -45,8 +45,9 @@ class Reply:
     cost_usd: float = 0.0
 
 
-# messages → reply; the provider layer (shared with the generator) supplies it.
-Complete = Callable[[list[dict[str, str]]], Awaitable[Reply]]
+# (messages, attempt) → reply; the provider layer (shared with the generator) supplies it. The
+# attempt number keeps a re-ask distinct from the first ask in the call cache.
+Complete = Callable[[list[dict[str, str]], int], Awaitable[Reply]]
 
 
 def neutralise(text: str) -> str:
@@ -121,8 +122,8 @@ class LlmJudge:
         messages = build_messages(prompt, text, self.criteria, self.rubric_text)
         usage = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "requests": 0}
         problem = ""
-        for _ in range(self.max_parse_retries + 1):
-            reply = await self.complete(messages)
+        for attempt in range(self.max_parse_retries + 1):
+            reply = await self.complete(messages, attempt)
             usage["input_tokens"] += reply.input_tokens
             usage["output_tokens"] += reply.output_tokens
             usage["cost_usd"] += reply.cost_usd

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from distill.v1 import judge_pb2, judge_pb2_grpc
 from services.common.errors import InvalidArgument
+from services.common.providers import Limits, RetryPolicy
 from services.common.server import Service
 from services.common.storage import ArtifactStore
+from services.judge.composite import Judge
+from services.judge.models import JudgeModels
 from services.judge.session import Config, JudgeSession
 from services.judge.settings import JudgeSettings
-from services.judge.spec import CompleteFactory, build_judge
+from services.judge.spec import build_judge
 
 _DONE = object()
 
 
 class JudgeService(judge_pb2_grpc.JudgeServiceServicer):
-    def __init__(self, store: ArtifactStore, make_complete: CompleteFactory | None,
+    def __init__(self, store: ArtifactStore,
+                 open_models: Callable[[], JudgeModels] | None,
                  max_concurrent_groups: int) -> None:
         self.store = store
-        self.make_complete = make_complete
+        self.open_models = open_models  # None: programmatic judges only
         self.max_concurrent_groups = max_concurrent_groups
 
     async def Judge(self, request_iterator: AsyncIterator[judge_pb2.JudgeRequest], context):  # noqa: N802
@@ -29,8 +33,17 @@ class JudgeService(judge_pb2_grpc.JudgeServiceServicer):
         if first is None or not first.HasField("config"):
             raise InvalidArgument("the first message must be a config (judge spec, top_k, ...)")
         config = Config.from_proto(first.config)
-        session = JudgeSession(build_judge(first.config.judge, self.make_complete), config,
-                               self.store)
+        models = self.open_models() if self.open_models else None
+        try:
+            judge = build_judge(first.config.judge, models)
+            async for response in self._run(request_iterator, context, judge, config):
+                yield response
+        finally:
+            if models is not None:
+                await models.aclose()
+
+    async def _run(self, request_iterator, context, judge: Judge, config: Config):
+        session = JudgeSession(judge, config, self.store)
         results: asyncio.Queue = asyncio.Queue()
         reader = asyncio.create_task(self._judge_all(request_iterator, session, results))
         writing: asyncio.Future | None = None
@@ -90,6 +103,13 @@ class JudgeService(judge_pb2_grpc.JudgeServiceServicer):
 
 
 def build(settings: JudgeSettings) -> Sequence[Service]:
-    # The LLM judge's model calls come from the provider layer (issue 3) once it lands.
-    servicer = JudgeService(settings.open_store(), None, settings.max_concurrent_groups)
+    store = settings.open_store()
+    limits = Limits(settings.max_concurrent_calls, settings.requests_per_minute,
+                    settings.tokens_per_minute, settings.max_retries)
+
+    def open_models() -> JudgeModels:
+        return JudgeModels(store, limits, RetryPolicy(settings.max_retries),
+                           settings.api_key_env_pattern)
+
+    servicer = JudgeService(store, open_models, settings.max_concurrent_groups)
     return [Service.of(judge_pb2, judge_pb2_grpc, servicer)]

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from services.common.providers import DEFAULT_KEY_ENV_PATTERN
 from services.common.settings import ServiceSettings
 
 
@@ -15,3 +16,10 @@ class JudgeSettings(ServiceSettings):
 
     # Candidate groups judged at once per stream (each group's candidates run concurrently too).
     max_concurrent_groups: int = Field(default=16, ge=1, le=1024)
+    # Limits on LLM-judge model calls per stream (0: unlimited).
+    max_concurrent_calls: int = Field(default=16, ge=1, le=1024)
+    requests_per_minute: int = Field(default=0, ge=0)
+    tokens_per_minute: int = Field(default=0, ge=0)
+    max_retries: int = Field(default=6, ge=0, le=20)
+    # Which environment variables a judge spec may name as its API key (see providers/spec.py).
+    api_key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN

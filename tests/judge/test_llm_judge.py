@@ -71,9 +71,11 @@ class ScriptedModel:
     def __init__(self, *replies: str) -> None:
         self.replies = list(replies)
         self.calls: list[list[dict]] = []
+        self.attempts: list[int] = []
 
-    async def __call__(self, messages):
+    async def __call__(self, messages, attempt):
         self.calls.append(messages)
+        self.attempts.append(attempt)
         return Reply(self.replies.pop(0), input_tokens=100, output_tokens=20, cost_usd=0.001)
 
 
@@ -94,7 +96,7 @@ async def test_unparseable_reply_is_retried_then_recorded_as_error():
     model = ScriptedModel("I think it's good", '{"scores": {"correctness": 11}}', "still no")
     score = await LlmJudge(model, max_parse_retries=2).score(_prompt(), "positive")
     assert score.value is None and "did not parse after 3 tries" in score.error
-    assert score.requests == 3 and len(model.calls) == 3
+    assert score.requests == 3 and model.attempts == [0, 1, 2]
     assert "That reply was invalid" in model.calls[1][-1]["content"]
 
 
