@@ -1,25 +1,44 @@
-"""`distill`: the command line. User mistakes get one clear line and exit code 2, no traceback."""
+"""`distill`: the command line over the Distiller SDK and the local suite.
+
+User mistakes get one clear line and exit code 2 (1 for a failed job), never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
+from google.protobuf import json_format
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from distill import demo as demo_module
+from distill.client import TERMINAL, DistillClientError, Distiller
 from distill.local_suite import DEFAULT_PORTS, SERVICES, LocalSuite
+from distill.v1 import common_pb2, gateway_pb2
 
 console = Console(stderr=True)
+out = Console()
+STATE = gateway_pb2.JobState.Name
 
+
+def _state(job: gateway_pb2.Job) -> str:
+    return STATE(job.state).removeprefix("JOB_STATE_").lower()
+
+
+# -- the local suite ------------------------------------------------------------------------------
 
 def _suite(args: argparse.Namespace) -> LocalSuite:
     home = Path(args.home).resolve()
-    env = {"DISTILL_STORE_URL": f"file://{home / 'artifacts'}", "PYTHONUNBUFFERED": "1"}
+    env = {"DISTILL_STORE_URL": f"file://{home / 'artifacts'}",
+           "DISTILL_GATEWAY_DB_PATH": str(home / "gateway.db"), "PYTHONUNBUFFERED": "1"}
     ports = {name: args.base_port + i for i, name in enumerate(DEFAULT_PORTS)}
     return LocalSuite(log_dir=home / "logs", env={**env, **os.environ}, ports=ports)
 
@@ -32,8 +51,7 @@ def _start(suite: LocalSuite) -> None:
         table.add_column(column)
     health = suite.health()
     for name in SERVICES:
-        process = suite.processes[name]
-        table.add_row(name, suite.address(name), health[name], str(process.log_path))
+        table.add_row(name, suite.address(name), health[name], str(suite.processes[name].log_path))
     console.print(table)
 
 
@@ -53,39 +71,256 @@ def cmd_up(args: argparse.Namespace) -> int:
         suite.stop()
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    # Until the gateway runs jobs (issue 7), the demo proves the suite starts and is healthy.
-    suite = _suite(args)
-    try:
-        _start(suite)
-        healthy = all(status == "SERVING" for status in suite.health().values())
-    finally:
-        codes = suite.stop()
-    console.print("all services stopped cleanly" if not any(codes.values())
-                  else f"[red]exit codes: {codes}[/red]")
-    return 0 if healthy and not any(codes.values()) else 1
+# -- jobs -----------------------------------------------------------------------------------------
+
+def _client(args: argparse.Namespace) -> Distiller:
+    return Distiller(args.gateway, token=os.environ.get("DISTILL_AUTH_TOKEN"))
+
+
+def _spec(args: argparse.Namespace, client: Distiller) -> gateway_pb2.DistillSpec:
+    if args.spec:
+        spec = client.spec_from_dict(json.loads(Path(args.spec).read_text()))
+    else:
+        spec = gateway_pb2.DistillSpec()
+    if args.dataset:
+        spec.dataset.CopyFrom(client.upload(args.dataset))
+    if args.teacher:
+        spec.teacher.model = args.teacher
+    if args.student:
+        spec.student_model = args.student
+    if args.n:
+        spec.n_samples = args.n
+    if args.budget is not None:
+        spec.budget_usd = args.budget
+    if args.alias:
+        spec.promote_alias = args.alias
+    if args.judge == "reference":
+        spec.judge.judge.reference.mode = common_pb2.MATCH_MODE_LABEL
+    elif args.judge == "llm" or not spec.judge.HasField("judge"):
+        spec.judge.judge.llm.SetInParent()
+    return spec
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.estimate(_spec(args, client), batch_api=args.batch_api)
+    table = Table(title=f"estimate for {result.prompts} prompts")
+    for column in ("item", "quantity", "unit", "USD low", "USD high"):
+        table.add_column(column, justify="right" if column != "item" else "left")
+    for line in result.breakdown:
+        table.add_row(line.item, f"{line.quantity:,.0f}", line.unit, f"{line.usd_low:.4f}",
+                      f"{line.usd_high:.4f}")
+    table.add_row("total", "", "", f"{result.total_usd_low:.4f}", f"{result.total_usd_high:.4f}")
+    out.print(table)
+    if result.peak_vram_gb:
+        out.print(f"GPU hours {result.gpu_hours_low:.3f}-{result.gpu_hours_high:.3f}, "
+                  f"peak VRAM {result.peak_vram_gb:g} GB")
+    for line in result.assumptions:
+        out.print(f"[dim]assumption:[/dim] {line}")
+    for line in result.warnings:
+        out.print(f"[yellow]warning:[/yellow] {line}")
+    return 0
+
+
+def follow(client: Distiller, name: str) -> gateway_pb2.Job:
+    """Progress bars per stage, with cost so far and ETA, until the job ends."""
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    tasks: dict[int, int] = {}
+    job = client.get(name)
+    with Progress(*columns, console=console) as bars:
+        for job in client.watch(name):
+            stage = job.state
+            if stage in TERMINAL or stage == gateway_pb2.JOB_STATE_PENDING:
+                continue
+            if stage not in tasks:
+                for other in tasks.values():
+                    bars.update(other, completed=bars.tasks[other].total or 1)
+                tasks[stage] = bars.add_task(_state(job), total=None, info="")
+            info = f"${job.cost_usd:.4f}"
+            if job.train_loss:
+                info += f"  loss {job.train_loss:.3f}"
+            if job.progress.message:
+                info += f"  {job.progress.message}"
+            bars.update(tasks[stage], completed=job.progress.done,
+                        total=job.progress.total or None, info=info)
+    return job
+
+
+def _report(job: gateway_pb2.Job) -> int:
+    if job.state == gateway_pb2.JOB_STATE_SUCCEEDED:
+        out.print(f"[green]{job.name} succeeded[/green]: cost {job.cost_usd:.4f} USD; "
+                  f"student GGUF {job.outputs.student_gguf.uri}")
+        if job.promoted_alias_version:
+            out.print(f"alias {job.spec.promote_alias} -> version {job.promoted_alias_version}")
+        return 0
+    out.print(f"[red]{job.name} {_state(job)}[/red]: {job.error.code} {job.error.message}")
+    return 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.distill(_spec(args, client))
+        console.print(f"started {job.name}")
+        if args.detach:
+            out.print(job.name)
+            return 0
+        return _report(follow(client, job.name))
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    table = Table()
+    for column in ("job", "state", "name", "cost USD", "created"):
+        table.add_column(column)
+    with _client(args) as client:
+        for i, job in enumerate(client.list()):
+            if i >= args.limit:
+                break
+            table.add_row(job.name, _state(job), job.spec.display_name, f"{job.cost_usd:.4f}",
+                          job.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"))
+    out.print(table)
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return _report(follow(client, args.job))
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        out.print_json(json_format.MessageToJson(client.get(args.job)))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.cancel(args.job)
+    out.print(f"{job.name} {_state(job)}")
+    return 0
+
+
+def cmd_alias(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.alias_command == "set":
+            alias = client.set_alias(args.name, job=args.job, teacher=args.teacher,
+                                     expected_version=args.expected_version)
+        elif args.alias_command == "get":
+            alias = client.get_alias(args.name)
+        elif args.alias_command == "rollback":
+            alias = client.rollback_alias(args.name, args.to_version, args.expected_version)
+        else:
+            for alias in client.list_aliases():
+                out.print(f"{alias.name}  v{alias.version}  {_target(alias.target)}")
+            return 0
+    out.print(f"{alias.name}  v{alias.version}  {_target(alias.target)}")
+    return 0
+
+
+def _target(target: gateway_pb2.AliasTarget) -> str:
+    if target.job:
+        return f"{target.job} ({target.gguf.uri})"
+    return f"teacher {target.teacher.model}"
+
+
+# -- the parser -----------------------------------------------------------------------------------
+
+def _spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spec", help="a DistillSpec as JSON (flags below override it)")
+    parser.add_argument("--dataset", help="a local JSONL file to upload and use")
+    parser.add_argument("--teacher", help="teacher model (e.g. gpt-4o-mini, smollm2-135m-gguf)")
+    parser.add_argument("--student", help="student model (e.g. smollm2-135m, qwen3-0.6b)")
+    parser.add_argument("-n", type=int, help="samples per prompt (default 4)")
+    parser.add_argument("--judge", choices=["llm", "reference"],
+                        help="llm (rubric, default) or reference (match the dataset's answers)")
+    parser.add_argument("--budget", type=float, help="stop spending at this many USD")
+    parser.add_argument("--alias", help="promote this alias to the student on success")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distill", description=__doc__)
+    parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
+    parser.add_argument("--gateway", default=os.environ.get("DISTILL_GATEWAY", "127.0.0.1:50051"),
+                        help="gateway address (default 127.0.0.1:50051, env DISTILL_GATEWAY)")
     parser.add_argument("--home", default=".distill",
-                        help="folder for the embedded store and logs (default ./.distill)")
+                        help="folder for the embedded store, job database and logs (up, demo)")
     parser.add_argument("--base-port", type=int, default=50051,
-                        help="first of five consecutive ports (default 50051)")
+                        help="first of five consecutive ports for up/demo (default 50051)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start the five services locally; Ctrl-C stops them").set_defaults(
-        func=cmd_up)
-    sub.add_parser("demo", help="run the embedded demo").set_defaults(func=cmd_demo)
+    sub.add_parser("up", help="start the five services locally; Ctrl-C stops them"
+                   ).set_defaults(func=cmd_up)
+    estimate = sub.add_parser("estimate", help="cost, time and memory before spending")
+    _spec_arguments(estimate)
+    estimate.add_argument("--batch-api", action="store_true", help="price at the Batch API rate")
+    estimate.set_defaults(func=cmd_estimate)
+    run = sub.add_parser("run", help="start a distillation and follow it")
+    _spec_arguments(run)
+    run.add_argument("--detach", action="store_true", help="print the job name and return")
+    run.set_defaults(func=cmd_run)
+    jobs = sub.add_parser("jobs", help="list jobs, newest first")
+    jobs.add_argument("--limit", type=int, default=20)
+    jobs.set_defaults(func=cmd_jobs)
+    for name, func, help_text in (("watch", cmd_watch, "follow a job until it ends"),
+                                  ("get", cmd_get, "a job as JSON"),
+                                  ("cancel", cmd_cancel, "stop a job's spending")):
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("job", help="jobs/{id}")
+        command.set_defaults(func=func)
+    alias = sub.add_parser("alias", help="stable names for trained students")
+    alias_sub = alias.add_subparsers(dest="alias_command", required=True)
+    alias_set = alias_sub.add_parser("set", help="point an alias at a job's student or a teacher")
+    alias_set.add_argument("name")
+    target = alias_set.add_mutually_exclusive_group(required=True)
+    target.add_argument("--job")
+    target.add_argument("--teacher")
+    alias_set.add_argument("--expected-version", type=int, default=0,
+                           help="the version you last saw (0 to create)")
+    alias_get = alias_sub.add_parser("get")
+    alias_get.add_argument("name")
+    alias_sub.add_parser("list")
+    rollback = alias_sub.add_parser("rollback", help="restore an earlier version's target")
+    rollback.add_argument("name")
+    rollback.add_argument("--to-version", type=int, default=0, help="default: the previous one")
+    rollback.add_argument("--expected-version", type=int, default=0)
+    alias.set_defaults(func=cmd_alias)
+    demo = sub.add_parser("demo", help="the embedded demo: a whole distillation, locally")
+    demo.add_argument("--dataset", type=Path, default=demo_module.DEFAULT_DATASET,
+                      help="training JSONL (default: the bundled addition task)")
+    demo.add_argument("--steps", type=int, default=demo_module.DEFAULT_STEPS,
+                      help="training steps")
+    demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    suite = _suite(args)
+    try:
+        _start(suite)
+        with Distiller(suite.address("gateway")) as client:
+            job = client.distill(demo_module.spec(client, args.dataset, args.steps))
+            console.print(f"started {job.name} on {args.dataset}")
+            job = follow(client, job.name)
+            code = _report(job)
+            if code == 0:
+                demo_module.show_answer(client, job, Path(args.home), out)
+            return code
+    finally:
+        suite.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         sys.exit(args.func(args))
-    except (RuntimeError, TimeoutError, OSError) as exc:
+    except DistillClientError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2 if exc.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                                   grpc.StatusCode.FAILED_PRECONDITION,
+                                   grpc.StatusCode.ABORTED) else 1)
+    except (OSError, RuntimeError, TimeoutError, json.JSONDecodeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -348,6 +348,20 @@ class UploadDatasetResponse(_message.Message):
     prompts: int
     def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., deduplicated: _Optional[bool] = ..., prompts: _Optional[int] = ...) -> None: ...
 
+class DownloadArtifactRequest(_message.Message):
+    __slots__ = ("uri",)
+    URI_FIELD_NUMBER: _ClassVar[int]
+    uri: str
+    def __init__(self, uri: _Optional[str] = ...) -> None: ...
+
+class DownloadArtifactResponse(_message.Message):
+    __slots__ = ("artifact", "chunk")
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    artifact: _common_pb2.ArtifactRef
+    chunk: bytes
+    def __init__(self, artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
 class AliasTarget(_message.Message):
     __slots__ = ("job", "teacher", "gguf", "description")
     JOB_FIELD_NUMBER: _ClassVar[int]

@@ -71,6 +71,11 @@ class GatewayServiceStub:
                 request_serializer=distill_dot_v1_dot_gateway__pb2.UploadDatasetRequest.SerializeToString,
                 response_deserializer=distill_dot_v1_dot_gateway__pb2.UploadDatasetResponse.FromString,
                 _registered_method=True)
+        self.DownloadArtifact = channel.unary_stream(
+                '/distill.v1.GatewayService/DownloadArtifact',
+                request_serializer=distill_dot_v1_dot_gateway__pb2.DownloadArtifactRequest.SerializeToString,
+                response_deserializer=distill_dot_v1_dot_gateway__pb2.DownloadArtifactResponse.FromString,
+                _registered_method=True)
         self.SetAlias = channel.unary_unary(
                 '/distill.v1.GatewayService/SetAlias',
                 request_serializer=distill_dot_v1_dot_gateway__pb2.SetAliasRequest.SerializeToString,
@@ -147,6 +152,14 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadArtifact(self, request, context):
+        """Streams an artifact of a job or a dataset back (candidates, curated set, GGUF, ...), so
+        clients need no storage credentials; the sha256 is verified as it is read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetAlias(self, request, context):
         """Compare-and-swap on the alias version; ABORTED when expected_version is stale.
         """
@@ -209,6 +222,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.UploadDataset,
                     request_deserializer=distill_dot_v1_dot_gateway__pb2.UploadDatasetRequest.FromString,
                     response_serializer=distill_dot_v1_dot_gateway__pb2.UploadDatasetResponse.SerializeToString,
+            ),
+            'DownloadArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadArtifact,
+                    request_deserializer=distill_dot_v1_dot_gateway__pb2.DownloadArtifactRequest.FromString,
+                    response_serializer=distill_dot_v1_dot_gateway__pb2.DownloadArtifactResponse.SerializeToString,
             ),
             'SetAlias': grpc.unary_unary_rpc_method_handler(
                     servicer.SetAlias,
@@ -422,6 +440,33 @@ class GatewayService:
             '/distill.v1.GatewayService/UploadDataset',
             distill_dot_v1_dot_gateway__pb2.UploadDatasetRequest.SerializeToString,
             distill_dot_v1_dot_gateway__pb2.UploadDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/distill.v1.GatewayService/DownloadArtifact',
+            distill_dot_v1_dot_gateway__pb2.DownloadArtifactRequest.SerializeToString,
+            distill_dot_v1_dot_gateway__pb2.DownloadArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,

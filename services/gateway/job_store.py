@@ -88,11 +88,6 @@ class JobStore:
         """
         job_id = job.name.removeprefix("jobs/")
         with self._lock:
-            if job.request_id:
-                row = self._db.execute("SELECT job FROM jobs WHERE request_id = ?",
-                                       (job.request_id,)).fetchone()
-                if row:
-                    return gateway_pb2.Job.FromString(row[0]), False
             try:
                 self._db.execute(
                     "INSERT INTO jobs (id, request_id, state, create_time, job) VALUES (?,?,?,?,?)",
@@ -100,8 +95,19 @@ class JobStore:
                      job.create_time.ToNanoseconds() / 1e9, job.SerializeToString()),
                 )
             except sqlite3.IntegrityError:
+                if job.request_id and (existing := self._by_request_id(job.request_id)):
+                    return existing, False  # a concurrent retry won the insert
                 raise AlreadyExists(f"job {job.name} already exists") from None
         return job, True
+
+    def _by_request_id(self, request_id: str) -> gateway_pb2.Job | None:
+        row = self._db.execute("SELECT job FROM jobs WHERE request_id = ?",
+                               (request_id,)).fetchone()
+        return gateway_pb2.Job.FromString(row[0]) if row else None
+
+    def find_by_request_id(self, request_id: str) -> gateway_pb2.Job | None:
+        with self._lock:
+            return self._by_request_id(request_id)
 
     def get_job(self, name: str) -> gateway_pb2.Job:
         job_id = _job_id(name)

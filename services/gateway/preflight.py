@@ -57,9 +57,11 @@ def check(spec: gateway_pb2.DistillSpec, store: ArtifactStore, cache_dir: Path,
         resolve_student(spec.student_model, cache_dir)
     except errors.DistillError as exc:
         raise type(exc)(f"spec.student_model: {exc}") from None
+    # The trainer's own checks of LoRA, BOND and training settings; the curated set does not
+    # exist yet, so the dataset's ref stands in for it.
     TrainConfig.from_request(trainer_pb2.TrainRequest(
-        job_id="preflight", student_model=spec.student_model, lora=spec.lora, bond=spec.bond,
-        training=spec.training))
+        job_id="preflight", curated=spec.dataset, student_model=spec.student_model,
+        lora=spec.lora, bond=spec.bond, training=spec.training))
     for q in spec.export.quantizations:
         if q not in _QUANTS:
             raise errors.InvalidArgument(f"spec.export.quantizations: unknown value {q}")

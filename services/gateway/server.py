@@ -1,4 +1,4 @@
-"""gRPC servicer of the gateway service: thin, the logic lives in plain modules beside it."""
+"""gRPC servicer of the gateway: thin; jobs, aliases, uploads and estimates live beside it."""
 
 from __future__ import annotations
 
@@ -6,12 +6,87 @@ from collections.abc import Sequence
 
 from distill.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.server import Service
+from services.gateway import preflight
+from services.gateway.aliases import Aliases
+from services.gateway.job_store import JobStore
+from services.gateway.jobs import Jobs
+from services.gateway.runner import JobRunner
 from services.gateway.settings import GatewaySettings
+from services.gateway.stages import StageClients
+from services.gateway.uploads import download_artifact, upload_dataset
+from services.gateway.watch import JobHub
 
 
 class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
-    """Every RPC answers UNIMPLEMENTED until issue 7 lands (inherited from the base class)."""
+    def __init__(self, jobs: Jobs, aliases: Aliases, settings: GatewaySettings) -> None:
+        self.jobs = jobs
+        self.aliases = aliases
+        self.settings = settings
+
+    async def Estimate(self, request, context):  # noqa: N802
+        return await self.jobs.estimate(request)
+
+    async def Distill(self, request, context):  # noqa: N802
+        return gateway_pb2.DistillResponse(job=await self.jobs.distill(request))
+
+    async def GetJob(self, request, context):  # noqa: N802
+        return gateway_pb2.GetJobResponse(job=self.jobs.get(request.name))
+
+    async def ListJobs(self, request, context):  # noqa: N802
+        return self.jobs.list(request)
+
+    async def WatchJob(self, request, context):  # noqa: N802
+        async for job in self.jobs.watch(request.name):
+            yield gateway_pb2.WatchJobResponse(job=job)
+
+    async def CancelJob(self, request, context):  # noqa: N802
+        return gateway_pb2.CancelJobResponse(job=await self.jobs.cancel(request.name))
+
+    async def UploadDataset(self, request_iterator, context):  # noqa: N802
+        return await upload_dataset(request_iterator, self.jobs.artifacts,
+                                    self.settings.max_upload_bytes)
+
+    async def DownloadArtifact(self, request, context):  # noqa: N802
+        async for part in download_artifact(request.uri, self.jobs.artifacts):
+            yield part
+
+    async def SetAlias(self, request, context):  # noqa: N802
+        alias = self.aliases.set(request.name, request.target, request.expected_version)
+        return gateway_pb2.SetAliasResponse(alias=alias)
+
+    async def GetAlias(self, request, context):  # noqa: N802
+        return gateway_pb2.GetAliasResponse(alias=self.aliases.get(request.name))
+
+    async def ListAliases(self, request, context):  # noqa: N802
+        aliases, token = self.aliases.list(request.page_size, request.page_token)
+        return gateway_pb2.ListAliasesResponse(aliases=aliases, next_page_token=token)
+
+    async def RollbackAlias(self, request, context):  # noqa: N802
+        alias = self.aliases.rollback(request.name, request.to_version, request.expected_version)
+        return gateway_pb2.RollbackAliasResponse(alias=alias)
 
 
 def build(settings: GatewaySettings) -> Sequence[Service]:
-    return [Service.of(gateway_pb2, gateway_pb2_grpc, GatewayService())]
+    store = JobStore(settings.db_path)
+    artifacts = settings.open_store()
+    hub = JobHub()
+    aliases = Aliases(store)
+    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    clients = StageClients.connect(settings.generator_address, settings.judge_address,
+                                   settings.trainer_address, settings.exporter_address,
+                                   settings.stage_idle_timeout_seconds, token)
+
+    def smoke_prompts(job):
+        return preflight.load_prompts(job.spec, artifacts)[:1]
+
+    runner = JobRunner(store, hub, clients, artifacts, aliases, settings.trainer_wait_seconds,
+                       smoke_prompts)
+    jobs = Jobs(store, hub, runner, artifacts, settings.cache_dir)
+    servicer = GatewayService(jobs, aliases, settings)
+
+    async def shutdown() -> None:
+        hub.close()
+        await runner.shutdown()  # jobs stay non-terminal: the next gateway resumes them
+
+    return [Service.of(gateway_pb2, gateway_pb2_grpc, servicer, on_start=jobs.resume_unfinished,
+                       on_shutdown=shutdown)]

@@ -1,0 +1,250 @@
+"""The Distiller: the Python SDK over GatewayService.
+
+    from distill.client import Distiller
+    with Distiller("127.0.0.1:50051") as d:
+        dataset = d.upload("examples/sentiment/train.jsonl")
+        job = d.distill(d.spec(dataset=dataset, teacher="gpt-4o-mini", student="smollm2-135m"))
+        for snapshot in d.watch(job.name):
+            print(snapshot.state, snapshot.progress.done, snapshot.cost_usd)
+
+Results are the protobuf messages of distill.v1 (typed, with .pyi stubs). Every failure is a
+`DistillClientError` carrying the gRPC status code and the server's message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from distill.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+
+UPLOAD_CHUNK = 1024 * 1024
+TERMINAL = (gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED,
+            gateway_pb2.JOB_STATE_CANCELLED)
+
+
+class DistillClientError(Exception):
+    """A failed gateway call: `code` is the grpc.StatusCode, the message is the server's."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _wrap(exc: grpc.RpcError) -> DistillClientError:
+    return DistillClientError(exc.code(), exc.details() or exc.code().name)
+
+
+class Distiller:
+    def __init__(self, address: str = "127.0.0.1:50051", *, token: str | None = None,
+                 timeout: float = 60.0, channel: grpc.Channel | None = None) -> None:
+        self._channel = channel or grpc.insecure_channel(address)
+        self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Distiller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout or self.timeout,
+                                               metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+
+    # -- building specs ----------------------------------------------------------------------
+
+    @staticmethod
+    def spec(*, dataset: common_pb2.ArtifactRef, teacher: str | common_pb2.ModelSpec,
+             student: str, judge: common_pb2.JudgeSpec | None = None, n_samples: int = 4,
+             top_k: int = 2, min_score: float | None = None, **fields: Any
+             ) -> gateway_pb2.DistillSpec:
+        """A DistillSpec from the common choices; other DistillSpec fields as a dict each
+        (e.g. training={"max_steps": 50}, bond={"bond_beta": 0.5}, budget_usd=5.0)."""
+        model = teacher if isinstance(teacher, common_pb2.ModelSpec) else \
+            common_pb2.ModelSpec(model=teacher)
+        spec = gateway_pb2.DistillSpec(dataset=dataset, teacher=model, student_model=student,
+                                       n_samples=n_samples)
+        spec.judge.top_k = top_k
+        if min_score is not None:
+            spec.judge.min_score = min_score
+        spec.judge.judge.CopyFrom(judge or common_pb2.JudgeSpec(llm=common_pb2.LlmJudge()))
+        json_format.ParseDict(fields, spec)
+        return spec
+
+    @staticmethod
+    def spec_from_dict(data: Mapping[str, Any]) -> gateway_pb2.DistillSpec:
+        """A DistillSpec from its JSON form (field names as in the .proto or lowerCamelCase)."""
+        try:
+            return json_format.ParseDict(data, gateway_pb2.DistillSpec())
+        except json_format.ParseError as exc:
+            raise DistillClientError(grpc.StatusCode.INVALID_ARGUMENT, f"spec: {exc}") from None
+
+    # -- datasets and artifacts --------------------------------------------------------------
+
+    def upload(self, path: str | Path) -> common_pb2.ArtifactRef:
+        """Streams a JSONL file to the gateway's store (deduplicated by sha256)."""
+        path = Path(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(UPLOAD_CHUNK), b""):
+                digest.update(block)
+
+        def requests() -> Iterator[gateway_pb2.UploadDatasetRequest]:
+            yield gateway_pb2.UploadDatasetRequest(metadata=gateway_pb2.UploadMetadata(
+                filename=path.name, sha256=digest.hexdigest()))
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(UPLOAD_CHUNK), b""):
+                    yield gateway_pb2.UploadDatasetRequest(chunk=block)
+
+        return self._call("UploadDataset", requests(), timeout=max(self.timeout, 600)).dataset
+
+    def download(self, uri: str, dest: str | Path) -> Path:
+        """Writes an artifact (a job's candidates, curated set, GGUF, ...) to `dest`."""
+        dest = Path(dest)
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            with open(tmp, "wb") as out:
+                for part in self._stream("DownloadArtifact",
+                                         gateway_pb2.DownloadArtifactRequest(uri=uri)):
+                    if part.HasField("chunk"):
+                        out.write(part.chunk)
+            tmp.replace(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest
+
+    def read_jsonl(self, uri: str) -> Iterator[dict[str, Any]]:
+        import json
+
+        buffer = b""
+        for part in self._stream("DownloadArtifact", gateway_pb2.DownloadArtifactRequest(uri=uri)):
+            if part.HasField("chunk"):
+                buffer += part.chunk
+                *lines, buffer = buffer.split(b"\n")
+                yield from (json.loads(line) for line in lines if line.strip())
+        if buffer.strip():
+            yield json.loads(buffer)
+
+    def candidates(self, job: str) -> Iterator[dict[str, Any]]:
+        """The teacher's candidate groups of a job (after its generation stage)."""
+        uri = self.get(job).outputs.candidates.uri
+        if not uri:
+            raise DistillClientError(grpc.StatusCode.FAILED_PRECONDITION,
+                                     f"{job} has no candidates yet")
+        return self.read_jsonl(uri)
+
+    def artifacts(self, job: str) -> dict[str, common_pb2.ArtifactRef]:
+        """The job's finished stage outputs by name (dataset, candidates, curated, ...)."""
+        outputs = self.get(job).outputs
+        return {f.name: ref for f, ref in outputs.ListFields()}
+
+    def _stream(self, method: str, request: Any) -> Iterator[Any]:
+        try:
+            yield from getattr(self._stub, method)(request, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def estimate(self, spec: gateway_pb2.DistillSpec,
+                 batch_api: bool = False) -> gateway_pb2.EstimateResponse:
+        return self._call("Estimate", gateway_pb2.EstimateRequest(spec=spec, batch_api=batch_api))
+
+    def distill(self, spec: gateway_pb2.DistillSpec,
+                request_id: str | None = None) -> gateway_pb2.Job:
+        """Starts a job and returns it at once. Retrying with the same request_id is safe."""
+        request = gateway_pb2.DistillRequest(spec=spec, request_id=request_id or str(uuid.uuid4()))
+        return self._call("Distill", request).job
+
+    create = distill
+
+    def get(self, name: str) -> gateway_pb2.Job:
+        return self._call("GetJob", gateway_pb2.GetJobRequest(name=name)).job
+
+    def list(self, states: Iterable[int] = (), page_size: int = 50) -> Iterator[gateway_pb2.Job]:
+        """Every job, newest first, fetched page by page."""
+        token = ""
+        while True:
+            page = self._call("ListJobs", gateway_pb2.ListJobsRequest(
+                page_size=page_size, page_token=token, states=list(states)))
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
+
+    def watch(self, name: str, reconnect_seconds: float = 60.0) -> Iterator[gateway_pb2.Job]:
+        """Snapshots as the gateway pushes them, until a terminal state; reconnects when the
+        gateway restarts (for up to `reconnect_seconds` without a reply)."""
+        last_contact = time.monotonic()
+        while True:
+            try:
+                for reply in self._stub.WatchJob(gateway_pb2.WatchJobRequest(name=name),
+                                                 metadata=self._metadata):
+                    last_contact = time.monotonic()
+                    yield reply.job
+                    if reply.job.state in TERMINAL:
+                        return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or \
+                        time.monotonic() - last_contact > reconnect_seconds:
+                    raise _wrap(exc) from None
+            time.sleep(1.0)  # the stream ended early (gateway restarting): watch again
+
+    def wait(self, name: str, timeout: float | None = None) -> gateway_pb2.Job:
+        """Blocks until the job is terminal; returns its final snapshot."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job in self.watch(name):
+            if job.state in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise DistillClientError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                         f"{name} still {gateway_pb2.JobState.Name(job.state)}")
+        return self.get(name)
+
+    def cancel(self, name: str) -> gateway_pb2.Job:
+        return self._call("CancelJob", gateway_pb2.CancelJobRequest(name=name)).job
+
+    # -- aliases -----------------------------------------------------------------------------
+
+    def set_alias(self, name: str, *, job: str | None = None, teacher: str | None = None,
+                  expected_version: int = 0, description: str = "") -> gateway_pb2.Alias:
+        """Compare-and-swap: pass the version you last saw (0 to create); ABORTED if stale."""
+        target = gateway_pb2.AliasTarget(description=description)
+        if job:
+            target.job = job
+        elif teacher:
+            target.teacher.model = teacher
+        return self._call("SetAlias", gateway_pb2.SetAliasRequest(
+            name=name, target=target, expected_version=expected_version)).alias
+
+    def get_alias(self, name: str) -> gateway_pb2.Alias:
+        return self._call("GetAlias", gateway_pb2.GetAliasRequest(name=name)).alias
+
+    def list_aliases(self) -> Iterator[gateway_pb2.Alias]:
+        token = ""
+        while True:
+            page = self._call("ListAliases", gateway_pb2.ListAliasesRequest(page_token=token))
+            yield from page.aliases
+            if not (token := page.next_page_token):
+                return
+
+    def rollback_alias(self, name: str, to_version: int = 0,
+                       expected_version: int = 0) -> gateway_pb2.Alias:
+        return self._call("RollbackAlias", gateway_pb2.RollbackAliasRequest(
+            name=name, to_version=to_version, expected_version=expected_version)).alias

@@ -1,0 +1,54 @@
+"""The embedded demo: the bundled addition task, the offline SmolLM2 as teacher and student.
+
+Why this demonstrates something real: SmolLM2-135M answers "What is 12 + 9?" right about one
+time in five with one sample, but one of four samples is right about half the time. A reference
+judge keeps the right ones; training on them moves the student's single answer toward the
+best-of-4 accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from distill.client import Distiller
+from distill.v1 import common_pb2, gateway_pb2
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "addition"
+DEFAULT_DATASET = EXAMPLES / "train.jsonl"
+DEFAULT_STEPS = 40
+ALIAS = "addition-demo"
+
+
+def spec(client: Distiller, dataset: Path, steps: int) -> gateway_pb2.DistillSpec:
+    teacher = common_pb2.ModelSpec(provider=common_pb2.PROVIDER_LOCAL, model="smollm2-135m-gguf",
+                                   temperature=0.8, max_tokens=16)
+    judge = common_pb2.JudgeSpec(reference=common_pb2.ReferenceJudge(
+        mode=common_pb2.MATCH_MODE_LABEL))
+    return client.spec(
+        dataset=client.upload(dataset), teacher=teacher, student="smollm2-135m", judge=judge,
+        n_samples=4, top_k=2, min_score=5,
+        display_name="demo: addition", task_type="TASK_TYPE_SHORT_GENERATION",
+        training={"max_steps": steps, "batch_size": 4, "learning_rate": 3e-4,
+                  "max_seq_length": 128, "checkpoint_interval": 20, "seed": 0},
+        export={"quantizations": ["QUANTIZATION_TYPE_Q4_K_M"]},
+        promote_alias=ALIAS,
+    )
+
+
+def show_answer(client: Distiller, job: gateway_pb2.Job, home: Path, out: Console) -> None:
+    """Downloads the alias's student GGUF and answers a held-out prompt with it."""
+    import llama_cpp
+
+    alias = client.get_alias(ALIAS)
+    gguf = client.download(alias.target.gguf.uri, home / f"{ALIAS}.gguf")
+    held_out = [json.loads(line) for line in (EXAMPLES / "heldout.jsonl").read_text().splitlines()]
+    question = held_out[0]
+    model = llama_cpp.Llama(str(gguf), n_ctx=256, verbose=False)
+    reply = model.create_chat_completion([{"role": "user", "content": question["prompt"]}],
+                                         max_tokens=16, temperature=0)
+    answer = reply["choices"][0]["message"]["content"].strip()
+    out.print(f"alias [bold]{ALIAS}[/bold] v{alias.version} -> {gguf}")
+    out.print(f"Q: {question['prompt']}\nA: {answer}   (expected {question['response']})")

@@ -1,0 +1,196 @@
+"""Estimate: teacher, judge and training cost, time and memory of a DistillSpec, from the actual
+dataset, before any money is spent. Every figure says how it was obtained (`assumptions`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from distill.v1 import common_pb2, gateway_pb2
+from services.common import errors
+from services.common.models import get_model, vram_required_gb
+from services.common.providers.spec import resolve_model_spec
+from services.gateway.tokens import counter_for
+from services.judge.spec import DEFAULT_JUDGE_MODEL
+
+BATCH_API_DISCOUNT = 0.5
+MESSAGE_OVERHEAD_TOKENS = 4
+JUDGE_RUBRIC_TOKENS = 350  # system message with the rubric and the JSON instructions
+JUDGE_REPLY_TOKENS = 60
+DEFAULT_TOP_K = 2
+DEFAULT_N = 4
+# LoRA training throughput on one A100/H100-class GPU in bf16, tokens/s, by student size.
+# Rough public figures for PEFT on such cards; the spread becomes the low-high range.
+THROUGHPUT_TOKENS_PER_S: tuple[tuple[float, float], ...] = (
+    (0.2e9, 40_000), (0.7e9, 20_000), (1.5e9, 12_000), (4e9, 5_000), (9e9, 2_500),
+    (float("inf"), 800),
+)
+GPU_USD_PER_HOUR = 2.0
+# Smallest student that usually does each task type well (issue 7).
+FLOOR_PARAMS = {
+    gateway_pb2.TASK_TYPE_CLASSIFICATION: 0.6e9,
+    gateway_pb2.TASK_TYPE_JSON_EXTRACTION: 1e9,
+    gateway_pb2.TASK_TYPE_SHORT_GENERATION: 1e9,
+    gateway_pb2.TASK_TYPE_LONG_FORM: 8e9,
+    gateway_pb2.TASK_TYPE_REASONING: 8e9,
+}
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+
+
+def _prompt_text(prompt: common_pb2.Prompt, system_prompt: str) -> list[str]:
+    texts = [m.content for m in prompt.messages]
+    if system_prompt and not any(m.role == common_pb2.ROLE_SYSTEM for m in prompt.messages):
+        texts.append(system_prompt)
+    return texts
+
+
+def estimate(spec: gateway_pb2.DistillSpec, prompts: Sequence[common_pb2.Prompt],
+             batch_api: bool = False) -> gateway_pb2.EstimateResponse:
+    out = gateway_pb2.EstimateResponse(prompts=len(prompts))
+    n = spec.n_samples or DEFAULT_N
+    teacher = resolve_model_spec(spec.teacher, field="spec.teacher", default_temperature=0.8)
+    count, how = counter_for(teacher.provider, teacher.model)
+    out.assumptions.append(f"teacher tokens counted with {how}")
+    prompt_tokens = [
+        sum(count(t) + MESSAGE_OVERHEAD_TOKENS for t in _prompt_text(p, spec.system_prompt))
+        for p in prompts
+    ]
+    references = [count(p.reference) for p in prompts if p.HasField("reference")]
+    if references:
+        mean_out = sum(references) / len(references)
+        out.assumptions.append(
+            f"output tokens: low = mean reference answer ({mean_out:.0f} tokens), high = "
+            f"max_tokens ({teacher.max_tokens})")
+    else:
+        mean_out = teacher.max_tokens / 4
+        out.assumptions.append(f"output tokens: low = max_tokens/4, high = max_tokens "
+                               f"({teacher.max_tokens}); the dataset has no reference answers")
+    output = Range(min(mean_out, teacher.max_tokens) * n * len(prompts),
+                   teacher.max_tokens * n * len(prompts))
+    # With OpenAI's `n` the prompt is billed once per prompt, otherwise once per sample.
+    input_low = sum(prompt_tokens) * (1 if teacher.provider == "openai" else n)
+    input_high = sum(prompt_tokens) * n
+    out.teacher_input_tokens = input_high
+    out.teacher_output_tokens = int(output.high)
+    discount = BATCH_API_DISCOUNT if batch_api else 1.0
+    if batch_api:
+        out.assumptions.append("teacher and judge calls priced at the Batch-API discount (50%)")
+    price = teacher.price
+    if not price.known:
+        out.warnings.append(f"no price known for teacher {teacher.model!r}: its cost counts as 0; "
+                            "set teacher.input_usd_per_mtok / output_usd_per_mtok")
+    _line(out, "teacher", input_high, "input tokens",
+          price.cost_usd(input_low, 0) * discount, price.cost_usd(input_high, 0) * discount)
+    _line(out, "teacher", output.high, "output tokens",
+          price.cost_usd(0, int(output.low)) * discount,
+          price.cost_usd(0, int(output.high)) * discount)
+    _judge_lines(out, spec, prompt_tokens, output, n, discount)
+    _training(out, spec, prompt_tokens, output, n)
+    out.total_usd_low = sum(line.usd_low for line in out.breakdown)
+    out.total_usd_high = sum(line.usd_high for line in out.breakdown)
+    if n == 1:
+        out.warnings.append("n_samples is 1: there is no best-of-N to choose from")
+    if spec.HasField("budget_usd") and out.total_usd_high > spec.budget_usd:
+        out.warnings.append(f"the high estimate {out.total_usd_high:.2f} USD exceeds budget_usd "
+                            f"{spec.budget_usd:g}")
+    return out
+
+
+def _line(out, item: str, quantity: float, unit: str, low: float, high: float) -> None:
+    out.breakdown.add(item=item, quantity=quantity, unit=unit, usd_low=low, usd_high=high)
+
+
+def _judge_lines(out, spec, prompt_tokens: list[int], output: Range, n: int,
+                 discount: float) -> None:
+    judge = spec.judge.judge
+    llm_parts = _llm_judges(judge)
+    if not llm_parts:
+        out.assumptions.append("programmatic judge: no judge model calls")
+        return
+    calls = len(prompt_tokens) * n * len(llm_parts)
+    out.judge_calls = calls
+    per_call_in = (sum(prompt_tokens) / max(len(prompt_tokens), 1) + JUDGE_RUBRIC_TOKENS)
+    in_low = int(calls * (per_call_in + output.low / max(len(prompt_tokens) * n, 1)))
+    in_high = int(calls * (per_call_in + output.high / max(len(prompt_tokens) * n, 1)))
+    out_tokens = calls * JUDGE_REPLY_TOKENS
+    out.judge_tokens = in_high + out_tokens
+    low = high = 0.0
+    for llm in llm_parts:
+        model = llm.model if llm.HasField("model") else DEFAULT_JUDGE_MODEL
+        config = resolve_model_spec(model, field="spec.judge.judge.llm.model",
+                                    default_temperature=0.0)
+        share = 1 / len(llm_parts)
+        low += config.price.cost_usd(int(in_low * share), int(out_tokens * share))
+        high += config.price.cost_usd(int(in_high * share), int(out_tokens * share))
+        if not config.price.known:
+            out.warnings.append(f"no price known for judge model {config.model!r}")
+    out.assumptions.append(
+        f"LLM judge: one call per candidate, ~{JUDGE_RUBRIC_TOKENS} rubric tokens + prompt + "
+        f"candidate in, ~{JUDGE_REPLY_TOKENS} out; parse retries not counted")
+    _line(out, "judge", out.judge_tokens, "tokens", low * discount, high * discount)
+
+
+def _llm_judges(judge: common_pb2.JudgeSpec) -> list[common_pb2.LlmJudge]:
+    kind = judge.WhichOneof("kind")
+    if kind == "llm":
+        return [judge.llm]
+    if kind == "composite":
+        return [llm for part in judge.composite.components for llm in _llm_judges(part.judge)]
+    return []
+
+
+def _training(out, spec, prompt_tokens: list[int], output: Range, n: int) -> None:
+    try:
+        student = get_model(spec.student_model)
+        params = student.param_count
+    except errors.NotFound:
+        student, params = None, None
+    if not params:
+        out.warnings.append(f"student {spec.student_model!r} is not in the registry: no training "
+                            "time or memory estimate")
+        return
+    k = min(spec.judge.top_k or DEFAULT_TOP_K, n)
+    per_example = Range(sum(prompt_tokens) / max(len(prompt_tokens), 1) + output.low / max(
+        len(prompt_tokens) * n, 1), sum(prompt_tokens) / max(len(prompt_tokens), 1) + output.high
+        / max(len(prompt_tokens) * n, 1))
+    training = spec.training
+    if training.HasField("max_steps"):
+        batch = training.batch_size if training.HasField("batch_size") else 4
+        steps_examples = training.max_steps * batch * max(training.gradient_accumulation_steps, 1)
+        examples = Range(steps_examples, steps_examples)
+    else:
+        epochs = training.epochs if training.HasField("epochs") else 1.0
+        examples = Range(len(prompt_tokens) * k * epochs, len(prompt_tokens) * k * epochs)
+    beta = spec.bond.bond_beta if spec.bond.HasField("bond_beta") else 0.5
+    gamma = spec.bond.bond_gamma if spec.bond.HasField("bond_gamma") else 0.1
+    # The preference term also runs the rejected answers; any BOND term adds a reference pass.
+    factor = (2.0 if beta > 0 else 1.0) * (1.33 if beta > 0 or gamma > 0 else 1.0)
+    tokens = Range(examples.low * per_example.low * factor, examples.high * per_example.high
+                   * factor)
+    out.training_tokens = int(tokens.high)
+    rate = next(r for below, r in THROUGHPUT_TOKENS_PER_S if params < below)
+    out.gpu_hours_low = tokens.low / (rate * 1.3) / 3600
+    out.gpu_hours_high = tokens.high / (rate * 0.7) / 3600
+    out.assumptions.append(
+        f"training: {examples.high:.0f} examples x ~{per_example.high:.0f} tokens x {factor:.2f} "
+        f"(BOND passes) at {rate:,} tokens/s +-30% on one A100/H100-class GPU for a "
+        f"{params / 1e9:.2f}B student, {GPU_USD_PER_HOUR:g} USD per GPU hour")
+    _line(out, "training", out.gpu_hours_high, "GPU hours", out.gpu_hours_low * GPU_USD_PER_HOUR,
+          out.gpu_hours_high * GPU_USD_PER_HOUR)
+    out.peak_vram_gb = vram_required_gb(params)
+    out.assumptions.append(f"peak VRAM {out.peak_vram_gb} GB: LoRA on a 4-bit base "
+                           "(0.6-1B: 8 GB, 3B: 16 GB, 8B: 24 GB)")
+    floor = FLOOR_PARAMS.get(spec.task_type)
+    if floor and params < floor * 0.9:
+        task = gateway_pb2.TaskType.Name(spec.task_type).removeprefix("TASK_TYPE_").lower()
+        out.warnings.append(
+            f"student {student.name} ({params / 1e9:.2f}B) is under the usual floor for "
+            f"{task} tasks ({floor / 1e9:g}B): expect a larger gap to the teacher")
+    if math.isfinite(out.gpu_hours_high) and out.gpu_hours_high > 24:
+        out.warnings.append(f"training may take up to {out.gpu_hours_high:.0f} GPU hours")

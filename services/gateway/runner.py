@@ -1,0 +1,250 @@
+"""Runs a job through its stages, resuming from the last finished one.
+
+Every event updates the job row (state, progress, usage and cost so far, stage outputs) and
+pushes a snapshot to watchers. A stage's output ref is recorded the moment the stage ends, so a
+restarted gateway continues from there; the teacher cache and trainer checkpoints make even a
+half-done stage cheap to redo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from distill.v1 import common_pb2, exporter_pb2, gateway_pb2, generator_pb2, trainer_pb2
+from services.common import errors
+from services.common.storage import ArtifactStore
+from services.gateway import stages
+from services.gateway.aliases import Aliases
+from services.gateway.job_store import JobStore
+from services.gateway.watch import JobHub
+
+log = logging.getLogger("distill.gateway.runner")
+DEFAULT_QUANT = common_pb2.QUANTIZATION_TYPE_Q4_K_M
+TRAINER_RETRY_SECONDS = 5.0
+
+
+def job_id(job: gateway_pb2.Job) -> str:
+    return job.name.removeprefix("jobs/")
+
+
+def _add_usage(total: common_pb2.Usage, extra: common_pb2.Usage) -> None:
+    total.requests += extra.requests
+    total.cached_requests += extra.cached_requests
+    total.input_tokens += extra.input_tokens
+    total.output_tokens += extra.output_tokens
+    total.cost_usd += extra.cost_usd
+
+
+class JobRunner:
+    def __init__(self, store: JobStore, hub: JobHub, clients: stages.StageClients,
+                 artifacts: ArtifactStore, aliases: Aliases, trainer_wait_seconds: float,
+                 smoke_prompts: Callable[[gateway_pb2.Job], list[common_pb2.Prompt]]) -> None:
+        self.store = store
+        self.hub = hub
+        self.clients = clients
+        self.artifacts = artifacts
+        self.aliases = aliases
+        self.trainer_wait_seconds = trainer_wait_seconds
+        self.smoke_prompts = smoke_prompts
+        self.tasks: dict[str, asyncio.Task] = {}
+
+    def start(self, job: gateway_pb2.Job) -> None:
+        task = asyncio.create_task(self._run(job.name), name=job.name)
+        self.tasks[job.name] = task
+        task.add_done_callback(lambda _: self.tasks.pop(job.name, None))
+
+    async def cancel(self, name: str) -> None:
+        task = self.tasks.get(name)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        """Stops every runner without marking jobs cancelled: a restart resumes them."""
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    def save(self, job: gateway_pb2.Job) -> None:
+        job.cost_usd = job.teacher_usage.cost_usd + job.judge_usage.cost_usd
+        self.store.save_job(job)
+        self.hub.publish(job)
+
+    def _check_budget(self, job: gateway_pb2.Job) -> None:
+        if job.spec.HasField("budget_usd") and job.cost_usd >= job.spec.budget_usd:
+            raise errors.ResourceExhausted(
+                f"budget_usd {job.spec.budget_usd:g} reached (accrued {job.cost_usd:.4f} USD); "
+                "spending stopped")
+
+    async def _run(self, name: str) -> None:
+        job = self.store.get_job(name)
+        try:
+            if not job.outputs.HasField("curated"):
+                await self._curate(job)
+            if not job.outputs.HasField("adapter"):
+                await self._train(job)
+            if not job.outputs.HasField("export_manifest"):
+                await self._export(job)
+            self._promote(job)
+            job.state = gateway_pb2.JOB_STATE_SUCCEEDED
+            job.progress.Clear()
+            job.progress.message = "done"
+            self.save(job)
+        except asyncio.CancelledError:
+            # Cancelled by CancelJob (state CANCELLING) or by a gateway shutdown (resumed later).
+            current = self.store.get_job(name)
+            if current.state == gateway_pb2.JOB_STATE_CANCELLING:
+                job.state = gateway_pb2.JOB_STATE_CANCELLED
+                job.progress.message = "cancelled"
+                self.save(job)
+            raise
+        except errors.DistillError as exc:
+            self._fail(job, exc.code.name, str(exc))
+        except Exception as exc:
+            log.exception("job %s failed", name)
+            self._fail(job, "INTERNAL", f"internal error: {type(exc).__name__}")
+
+    def _fail(self, job: gateway_pb2.Job, code: str, message: str) -> None:
+        job.error.CopyFrom(gateway_pb2.JobError(code=code, message=message, stage=job.state))
+        job.state = gateway_pb2.JOB_STATE_FAILED
+        self.save(job)
+
+    # -- stages -------------------------------------------------------------------------------
+
+    async def _curate(self, job: gateway_pb2.Job) -> None:
+        spec = job.spec
+        job.state = gateway_pb2.JOB_STATE_GENERATING
+        job.progress.CopyFrom(common_pb2.Progress(unit="prompts", message="generating"))
+        self.save(job)
+        base_teacher, base_judge = common_pb2.Usage(), common_pb2.Usage()
+        base_teacher.CopyFrom(job.teacher_usage)
+        base_judge.CopyFrom(job.judge_usage)
+        started = time.monotonic()
+
+        async def on_generate(progress: generator_pb2.GenerateProgress) -> None:
+            job.teacher_usage.CopyFrom(base_teacher)
+            _add_usage(job.teacher_usage, progress.usage)
+            done, total = progress.prompts_done, progress.prompts_total
+            job.progress.done, job.progress.total = done, total
+            if done:
+                job.progress.eta_seconds = (time.monotonic() - started) / done * (total - done)
+            if total and done == total:
+                job.state = gateway_pb2.JOB_STATE_JUDGING  # the judge finishes the last groups
+            self.save(job)
+            self._check_budget(job)
+
+        async def on_judged(group) -> None:
+            _add_usage(job.judge_usage, group.usage)
+            self.save(job)
+            self._check_budget(job)
+
+        request = generator_pb2.GenerateRequest(
+            dataset=spec.dataset, teacher=spec.teacher, n_samples=spec.n_samples,
+            system_prompt=spec.system_prompt, limits=spec.limits, job_id=job_id(job))
+        config = type(spec.judge)()
+        config.CopyFrom(spec.judge)
+        config.job_id = job_id(job)
+        result = await stages.generate_and_judge(self.clients, request, config, on_generate,
+                                                 on_judged)
+        job.teacher_usage.CopyFrom(base_teacher)
+        _add_usage(job.teacher_usage, result.teacher_usage)
+        job.judge_usage.CopyFrom(base_judge)
+        _add_usage(job.judge_usage, result.statistics.usage)
+        job.outputs.candidates.CopyFrom(result.candidates)
+        job.outputs.curated.CopyFrom(result.curated)
+        job.judge_statistics.CopyFrom(result.statistics)
+        self.save(job)
+        if result.statistics.prompts_kept == 0:
+            raise errors.FailedPrecondition(
+                f"the judge kept no prompt ({result.statistics.prompts_dropped} dropped under "
+                "min_score): nothing to train on")
+
+    async def _train(self, job: gateway_pb2.Job) -> None:
+        spec = job.spec
+        job.state = gateway_pb2.JOB_STATE_TRAINING
+        job.progress.CopyFrom(common_pb2.Progress(unit="steps", message="waiting for a trainer"))
+        self.save(job)
+        request = trainer_pb2.TrainRequest(
+            job_id=job_id(job), curated=job.outputs.curated, student_model=spec.student_model,
+            lora=spec.lora, bond=spec.bond, training=spec.training, resume=True)
+
+        async def on_event(event: trainer_pb2.TrainResponse) -> None:
+            kind = event.WhichOneof("event")
+            if kind == "started":
+                job.progress.total = event.started.total_steps
+                job.progress.done = event.started.resumed_from_step
+                job.progress.message = f"training on {event.started.device} " \
+                                       f"({event.started.backend})"
+            elif kind == "step":
+                job.progress.done, job.progress.total = event.step.step, event.step.total_steps
+                job.progress.eta_seconds = event.step.eta_seconds
+                job.train_loss = event.step.loss
+            elif kind == "checkpoint":
+                job.outputs.checkpoint.CopyFrom(event.checkpoint.checkpoint)
+            self.save(job)
+
+        deadline = time.monotonic() + self.trainer_wait_seconds
+        while True:
+            try:
+                finished = await stages.train(self.clients, request, on_event)
+                break
+            except errors.ResourceExhausted:
+                # Every trainer replica is busy: the task waits its turn.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(TRAINER_RETRY_SECONDS)
+        job.outputs.adapter.CopyFrom(finished.adapter)
+        job.train_loss = finished.final_loss
+        self.save(job)
+
+    async def _export(self, job: gateway_pb2.Job) -> None:
+        spec = job.spec
+        job.state = gateway_pb2.JOB_STATE_EXPORTING
+        job.progress.CopyFrom(common_pb2.Progress(unit="stages", message="exporting"))
+        self.save(job)
+        request = exporter_pb2.ExportRequest(
+            job_id=job_id(job), adapter=job.outputs.adapter, base_model=spec.student_model,
+            settings=spec.export, smoke_prompts=self.smoke_prompts(job))
+
+        async def on_progress(progress: exporter_pb2.ExportProgress) -> None:
+            job.progress.message = f"{exporter_pb2.ExportStage.Name(progress.stage).lower()}: " \
+                                   f"{progress.detail}"
+            self.save(job)
+
+        manifest = await stages.export(self.clients, request, on_progress)
+        job.outputs.export_manifest.CopyFrom(manifest.manifest)
+        wanted = list(spec.export.quantizations) or [DEFAULT_QUANT]
+        ggufs = [f for f in manifest.files if f.output == exporter_pb2.EXPORT_OUTPUT_GGUF
+                 and f.smoke_test.passed]
+        ggufs.sort(key=lambda f: wanted.index(f.quantization) if f.quantization in wanted
+                   else len(wanted))
+        if ggufs:
+            job.outputs.student_gguf.CopyFrom(ggufs[0].artifact)
+        self.save(job)
+        if not manifest.complete:
+            stage = exporter_pb2.ExportStage.Name(manifest.failed_stage)
+            raise errors.FailedPrecondition(f"export failed at {stage}: {manifest.failure}")
+        if not ggufs:
+            raise errors.FailedPrecondition("export produced no GGUF that passed its smoke test")
+
+    def _promote(self, job: gateway_pb2.Job) -> None:
+        name = job.spec.promote_alias
+        if not name:
+            return
+        target = gateway_pb2.AliasTarget(job=job.name, gguf=job.outputs.student_gguf,
+                                         description=job.spec.display_name)
+        for _ in range(3):  # compare-and-swap against concurrent changes
+            try:
+                current = self.aliases.get(name).version
+            except errors.NotFound:
+                current = 0
+            try:
+                alias = self.store.set_alias(name, target, current)
+            except errors.Aborted:
+                continue
+            job.promoted_alias_version = alias.version
+            return
+        raise errors.Aborted(f"alias {name!r} kept changing; not promoted")

@@ -1,0 +1,195 @@
+"""Calls into the stage services. Each function drives one stream and reports through callbacks.
+
+Streams carry per-message idle timeouts instead of one deadline: a training run may take hours
+but must keep talking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+from distill.v1 import (
+    common_pb2,
+    exporter_pb2,
+    exporter_pb2_grpc,
+    generator_pb2,
+    generator_pb2_grpc,
+    judge_pb2,
+    judge_pb2_grpc,
+    trainer_pb2,
+    trainer_pb2_grpc,
+)
+from services.common import errors
+
+T = TypeVar("T")
+_STATUS_ERRORS = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.DATA_LOSS: errors.DataLoss,
+}
+
+
+def stage_error(stage: str, exc: grpc.aio.AioRpcError) -> errors.DistillError:
+    """A stage's failure as our own error, keeping its status and naming the stage."""
+    cls = _STATUS_ERRORS.get(exc.code(), errors.Unavailable)
+    return cls(f"{stage}: {exc.details() or exc.code().name}")
+
+
+async def idle_timeout(stream: AsyncIterator[T], seconds: float, stage: str) -> AsyncIterator[T]:
+    iterator = aiter(stream)
+    while True:
+        try:
+            item = await asyncio.wait_for(anext(iterator), seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise errors.Unavailable(f"{stage}: no message for {seconds:.0f}s") from None
+        yield item
+
+
+@dataclass
+class StageClients:
+    """One channel per stage service, shared by all jobs."""
+
+    generator: generator_pb2_grpc.GeneratorServiceStub
+    judge: judge_pb2_grpc.JudgeServiceStub
+    trainer: trainer_pb2_grpc.TrainerServiceStub
+    exporter: exporter_pb2_grpc.ExporterServiceStub
+    channels: tuple[grpc.aio.Channel, ...]
+    idle_seconds: float
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def connect(cls, generator: str, judge: str, trainer: str, exporter: str,
+                idle_seconds: float, auth_token: str | None = None) -> StageClients:
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        channels = tuple(grpc.aio.insecure_channel(a, options=options)
+                         for a in (generator, judge, trainer, exporter))
+        metadata = (("authorization", f"Bearer {auth_token}"),) if auth_token else ()
+        return cls(generator_pb2_grpc.GeneratorServiceStub(channels[0]),
+                   judge_pb2_grpc.JudgeServiceStub(channels[1]),
+                   trainer_pb2_grpc.TrainerServiceStub(channels[2]),
+                   exporter_pb2_grpc.ExporterServiceStub(channels[3]),
+                   channels, idle_seconds, metadata)
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+
+
+@dataclass(frozen=True)
+class CurationResult:
+    candidates: common_pb2.ArtifactRef
+    teacher_usage: common_pb2.Usage
+    curated: common_pb2.ArtifactRef
+    statistics: judge_pb2.JudgeStatistics
+
+
+async def generate_and_judge(
+    clients: StageClients,
+    generate: generator_pb2.GenerateRequest,
+    judge_config: judge_pb2.JudgeConfig,
+    on_generate: Callable[[generator_pb2.GenerateProgress], Awaitable[None]],
+    on_judged: Callable[[judge_pb2.JudgedGroup], Awaitable[None]],
+) -> CurationResult:
+    """Pipes the generator's candidate groups straight into the judge as they arrive."""
+    to_judge: asyncio.Queue[judge_pb2.JudgeRequest | None] = asyncio.Queue()
+    await to_judge.put(judge_pb2.JudgeRequest(config=judge_config))
+
+    async def judge_requests():
+        while (request := await to_judge.get()) is not None:
+            yield request
+
+    judge_call = clients.judge.Judge(judge_requests(), metadata=clients.metadata)
+    summary: dict[str, object] = {}
+
+    async def run_generator():
+        call = clients.generator.Generate(generate, metadata=clients.metadata)
+        try:
+            async for event in idle_timeout(call, clients.idle_seconds, "generator"):
+                kind = event.WhichOneof("event")
+                if kind == "group":
+                    await to_judge.put(judge_pb2.JudgeRequest(group=event.group))
+                elif kind == "progress":
+                    await on_generate(event.progress)
+                elif kind == "summary":
+                    summary["generate"] = event.summary
+        except grpc.aio.AioRpcError as exc:
+            raise stage_error("generator", exc) from None
+        finally:
+            call.cancel()
+        await to_judge.put(None)  # half-close the judge stream: it answers with the summary
+
+    async def run_judge():
+        try:
+            async for event in idle_timeout(judge_call, clients.idle_seconds, "judge"):
+                if event.HasField("group"):
+                    await on_judged(event.group)
+                else:
+                    summary["judge"] = event.summary
+        except grpc.aio.AioRpcError as exc:
+            raise stage_error("judge", exc) from None
+
+    generator_task = asyncio.create_task(run_generator())
+    judge_task = asyncio.create_task(run_judge())
+    try:
+        await asyncio.gather(generator_task, judge_task)
+    finally:
+        for task in (generator_task, judge_task):
+            task.cancel()
+        judge_call.cancel()
+    if "generate" not in summary or "judge" not in summary:
+        raise errors.Unavailable("generation or judging ended without a summary")
+    gen: generator_pb2.GenerateSummary = summary["generate"]  # type: ignore[assignment]
+    judged: judge_pb2.JudgeSummary = summary["judge"]  # type: ignore[assignment]
+    return CurationResult(gen.candidates, gen.usage, judged.curated, judged.statistics)
+
+
+async def train(clients: StageClients, request: trainer_pb2.TrainRequest,
+                on_event: Callable[[trainer_pb2.TrainResponse], Awaitable[None]]
+                ) -> trainer_pb2.TrainFinished:
+    call = clients.trainer.Train(request, metadata=clients.metadata)
+    finished = None
+    try:
+        async for event in idle_timeout(call, clients.idle_seconds, "trainer"):
+            await on_event(event)
+            if event.HasField("finished"):
+                finished = event.finished
+    except grpc.aio.AioRpcError as exc:
+        raise stage_error("trainer", exc) from None
+    finally:
+        call.cancel()
+    if finished is None:
+        raise errors.Unavailable("trainer: stream ended without a finished event")
+    return finished
+
+
+async def export(clients: StageClients, request: exporter_pb2.ExportRequest,
+                 on_progress: Callable[[exporter_pb2.ExportProgress], Awaitable[None]]
+                 ) -> exporter_pb2.ExportManifest:
+    call = clients.exporter.Export(request, metadata=clients.metadata)
+    manifest = None
+    try:
+        async for event in idle_timeout(call, clients.idle_seconds, "exporter"):
+            if event.HasField("progress"):
+                await on_progress(event.progress)
+            else:
+                manifest = event.manifest
+    except grpc.aio.AioRpcError as exc:
+        raise stage_error("exporter", exc) from None
+    finally:
+        call.cancel()
+    if manifest is None:
+        raise errors.Unavailable("exporter: stream ended without a manifest")
+    return manifest

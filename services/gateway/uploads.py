@@ -1,0 +1,81 @@
+"""UploadDataset: a client-streamed JSONL file into the store, validated, deduplicated by sha256."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+
+from distill.v1 import common_pb2, gateway_pb2
+from services.common.datasets import parse_jsonl
+from services.common.errors import InvalidArgument
+from services.common.storage import ArtifactStore
+
+MAX_CHUNK = 4 * 1024 * 1024
+
+
+async def upload_dataset(requests: AsyncIterator[gateway_pb2.UploadDatasetRequest],
+                         store: ArtifactStore, max_bytes: int) -> gateway_pb2.UploadDatasetResponse:
+    first = await anext(aiter(requests), None)
+    if first is None or not first.HasField("metadata"):
+        raise InvalidArgument("the first message must be metadata (filename, optional sha256)")
+    meta = first.metadata
+    what = f"dataset {meta.filename!r}" if meta.filename else "dataset"
+    digest = hashlib.sha256()
+    size = 0
+    fd, tmp = tempfile.mkstemp(prefix="distill-upload-", suffix=".jsonl")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            async for request in requests:
+                if not request.HasField("chunk"):
+                    raise InvalidArgument("only chunks may follow the metadata")
+                if len(request.chunk) > MAX_CHUNK:
+                    raise InvalidArgument(f"chunk: at most {MAX_CHUNK} bytes each")
+                size += len(request.chunk)
+                if size > max_bytes:
+                    raise InvalidArgument(f"{what}: over the {max_bytes}-byte upload limit")
+                digest.update(request.chunk)
+                out.write(request.chunk)
+        sha256 = digest.hexdigest()
+        if meta.sha256 and meta.sha256.lower() != sha256:
+            raise InvalidArgument(f"metadata.sha256: {meta.sha256} does not match the uploaded "
+                                  f"content ({sha256})")
+        return await asyncio.to_thread(_store, tmp, sha256, store, what)
+    finally:
+        os.unlink(tmp)
+
+
+def _store(path: str, sha256: str, store: ArtifactStore,
+           what: str) -> gateway_pb2.UploadDatasetResponse:
+    with open(path, "rb") as data:
+        prompts = parse_jsonl(data.read(), what=what)  # nothing is stored unless every line is good
+    key = f"datasets/{sha256}.jsonl"
+    deduplicated = store.exists(key) and store.stat(key).sha256 == sha256
+    stored = store.stat(key) if deduplicated else store.put_file(
+        key, path, media_type="application/jsonl")
+    ref = common_pb2.ArtifactRef(uri=stored.uri, sha256=stored.sha256,
+                                 size_bytes=stored.size_bytes, media_type=stored.media_type)
+    return gateway_pb2.UploadDatasetResponse(dataset=ref, deduplicated=deduplicated,
+                                             prompts=len(prompts))
+
+
+DOWNLOAD_CHUNK = 1024 * 1024
+_DOWNLOADABLE = ("datasets/", "jobs/")
+
+
+async def download_artifact(uri: str, store: ArtifactStore) -> AsyncIterator[
+        gateway_pb2.DownloadArtifactResponse]:
+    """The artifact's ref, then its bytes (sha256 verified by the store at the end)."""
+    key = store.key_from_uri(uri)
+    if not key.startswith(_DOWNLOADABLE) or key.endswith("/"):
+        raise InvalidArgument(f"uri: only files under datasets/ and jobs/ can be downloaded, "
+                              f"got {uri!r}")
+    stored = await asyncio.to_thread(store.stat, key)
+    yield gateway_pb2.DownloadArtifactResponse(artifact=common_pb2.ArtifactRef(
+        uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes,
+        media_type=stored.media_type))
+    chunks = store.iter_chunks(key, DOWNLOAD_CHUNK)
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        yield gateway_pb2.DownloadArtifactResponse(chunk=chunk)

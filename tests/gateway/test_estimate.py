@@ -1,0 +1,80 @@
+"""Estimate from the actual dataset: tokens, cost ranges, training time, memory and advice."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.v1 import common_pb2, gateway_pb2
+from services.common.datasets import parse_jsonl
+from services.gateway.estimate import estimate
+
+ROWS = b"".join(
+    b'{"prompt": "Classify the sentiment of this review: great product, works well.", '
+    b'"response": "positive"}\n' for _ in range(100))
+PROMPTS = parse_jsonl(ROWS)
+
+
+def spec(teacher="gpt-4o-mini", student="smollm2-135m", judge=None, **kw):
+    s = gateway_pb2.DistillSpec(teacher=common_pb2.ModelSpec(model=teacher, max_tokens=64),
+                                student_model=student, n_samples=4, **kw)
+    s.judge.judge.CopyFrom(judge or common_pb2.JudgeSpec(reference=common_pb2.ReferenceJudge()))
+    return s
+
+
+def line(result, item, unit):
+    return next(x for x in result.breakdown if x.item == item and x.unit == unit)
+
+
+def test_openai_teacher_counts_with_its_own_tokenizer():
+    hello = parse_jsonl(b'{"prompt": "hello world", "response": "hi"}\n' * 10)
+    # o200k_base encodes "hello world" as [24912, 2375]: 2 tokens (4 characters per token
+    # would say 3); plus 4 per message, times 4 samples, times 10 prompts.
+    assert estimate(spec(), hello).teacher_input_tokens == (2 + 4) * 4 * 10
+    result = estimate(spec(), PROMPTS)
+    assert result.prompts == 100
+    assert any("o200k_base" in a for a in result.assumptions)
+    assert result.teacher_output_tokens == 64 * 4 * 100
+    out = line(result, "teacher", "output tokens")
+    assert out.usd_high == pytest.approx(64 * 4 * 100 * 0.60 / 1e6)  # gpt-4o-mini $0.60/M out
+    assert out.usd_low < out.usd_high  # low uses the mean reference answer length
+    assert result.total_usd_low <= result.total_usd_high
+
+
+def test_batch_api_halves_the_api_cost():
+    full, batch = estimate(spec(), PROMPTS), estimate(spec(), PROMPTS, batch_api=True)
+    assert line(batch, "teacher", "input tokens").usd_high == pytest.approx(
+        line(full, "teacher", "input tokens").usd_high / 2)
+
+
+def test_other_teachers_use_a_stated_approximation():
+    result = estimate(spec(teacher="claude-sonnet"), PROMPTS)
+    assert any("characters per token" in a for a in result.assumptions)
+
+
+def test_llm_judge_calls_and_cost_are_counted():
+    result = estimate(spec(judge=common_pb2.JudgeSpec(llm=common_pb2.LlmJudge())), PROMPTS)
+    assert result.judge_calls == 400 and result.judge_tokens > 0
+    assert line(result, "judge", "tokens").usd_high > 0
+    programmatic = estimate(spec(), PROMPTS)
+    assert programmatic.judge_calls == 0 and not [x for x in programmatic.breakdown
+                                                  if x.item == "judge"]
+
+
+def test_training_hours_memory_and_advice():
+    result = estimate(spec(task_type=gateway_pb2.TASK_TYPE_JSON_EXTRACTION), PROMPTS)
+    assert result.training_tokens > 0
+    assert 0 < result.gpu_hours_low < result.gpu_hours_high
+    assert result.peak_vram_gb == 4
+    assert any("under the usual floor for json_extraction" in w for w in result.warnings)
+    bigger = estimate(spec(student="llama-3.1-8b", task_type=gateway_pb2.TASK_TYPE_REASONING),
+                      PROMPTS)
+    assert bigger.peak_vram_gb == 24 and bigger.gpu_hours_high > result.gpu_hours_high
+    assert not any("floor" in w for w in bigger.warnings)
+
+
+def test_unknown_teacher_price_is_a_warning_not_an_error():
+    custom = common_pb2.ModelSpec(provider=common_pb2.PROVIDER_OPENAI, model="my-finetune",
+                                  base_url="http://127.0.0.1:9/v1")
+    result = estimate(gateway_pb2.DistillSpec(teacher=custom, student_model="smollm2-135m"),
+                      PROMPTS)
+    assert any("no price known for teacher" in w for w in result.warnings)
