@@ -7,7 +7,7 @@ import json
 import grpc
 import pytest
 
-from distill.client import Distiller, DistillClientError
+from distill.client import DistillClientError, Distiller
 from distill.v1 import common_pb2, gateway_pb2
 from services.gateway.server import build
 from services.gateway.settings import GatewaySettings
