@@ -1,0 +1,78 @@
+"""The whole suite as five separate processes over real gRPC, on the real S3 server."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distill.client import Distiller
+from distill.local_suite import LocalSuite
+from tests.fixtures.fake_provider import FakeProviderHandle, run_fake_provider
+from tests.fixtures.s3_server import s3_server  # noqa: F401 - pytest fixture
+from tests.fixtures.tiny_llama import tiny_llama_dir  # noqa: F401 - pytest fixture
+
+TEACHER_KEY_ENV = "E2E_TEACHER_API_KEY"
+TEACHER_KEY = "sk-e2e-" + secrets.token_hex(8)
+
+
+class Suite:
+    def __init__(self, suite: LocalSuite, client: Distiller, fake: FakeProviderHandle,
+                 home: Path) -> None:
+        self.suite, self.client, self.fake, self.home = suite, client, fake, home
+
+    def restart(self, name: str) -> None:
+        from distill.local_suite import start_service
+
+        process = self.suite.processes[name]
+        process.stop()
+        self.suite.processes[name] = start_service(
+            f"services.{name}", self.suite.ports[name], self.suite.log_dir,
+            {**self.suite.env, **_gateway_env(self.suite)})
+        self.suite.processes[name].wait_healthy(60)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{p.log()[-4000:]}" for n, p in self.suite.processes.items())
+
+
+def _gateway_env(suite: LocalSuite) -> dict[str, str]:
+    return {f"DISTILL_GATEWAY_{n.upper()}_ADDRESS": suite.address(n) for n in suite.ports}
+
+
+@pytest.fixture
+def suite(tmp_path, s3_server) -> Iterator[Suite]:  # noqa: F811 - the fixture above
+    bucket = f"e2e-{secrets.token_hex(4)}"
+    with run_fake_provider(latency=0.05) as fake:
+        env = {
+            "DISTILL_STORE_URL": f"s3://{bucket}",
+            "DISTILL_S3_ENDPOINT": s3_server.endpoint,
+            "DISTILL_S3_ACCESS_KEY": s3_server.access_key,
+            "DISTILL_S3_SECRET_KEY": s3_server.secret_key,
+            "DISTILL_GATEWAY_DB_PATH": str(tmp_path / "gateway.db"),
+            "DISTILL_GRACE_SECONDS": "5",
+            TEACHER_KEY_ENV: TEACHER_KEY,
+            "PYTHONUNBUFFERED": "1",
+        }
+        base = random.randrange(20000, 40000, 10)
+        ports = {name: base + i for i, name in
+                 enumerate(("gateway", "generator", "judge", "trainer", "exporter"))}
+        local = LocalSuite(log_dir=tmp_path / "logs", env={**os.environ, **env}, ports=ports)
+        local.start(timeout=120)
+        try:
+            with Distiller(local.address("gateway")) as client:
+                yield Suite(local, client, fake, tmp_path)
+        finally:
+            local.stop()
+
+
+def write_dataset(path: Path, count: int) -> Path:
+    """A sentiment-label task whose answer is always "positive" (the fake teacher alternates)."""
+    rows = [{"prompt": f"Review {i}: I loved it. Sentiment?", "response": "positive"}
+            for i in range(count)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
