@@ -480,3 +480,9 @@ def test_s3_unreachable_server_is_unavailable() -> None:
         store.exists("a")
     with pytest.raises(Unavailable, match=r"127\.0\.0\.1:9"):
         store.put_bytes("a", b"a")
+
+
+def test_non_durable_put_round_trips(store):
+    ref = store.put_bytes("cache/teacher/abc.json", b'{"text": "hi"}', durable=False)
+    assert store.get_bytes("cache/teacher/abc.json") == b'{"text": "hi"}'
+    assert store.stat("cache/teacher/abc.json").sha256 == ref.sha256

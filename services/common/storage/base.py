@@ -151,8 +151,13 @@ class ArtifactStore(abc.ABC):
     # --- backend primitives -------------------------------------------------------------------
 
     @abc.abstractmethod
-    def put(self, key: str, stream: BinaryIO, *, media_type: str | None = None) -> StoredObject:
-        """Store everything `stream.read()` yields, reading CHUNK_SIZE at a time."""
+    def put(self, key: str, stream: BinaryIO, *, media_type: str | None = None,
+            durable: bool = True) -> StoredObject:
+        """Store everything `stream.read()` yields, reading CHUNK_SIZE at a time.
+
+        `durable=False` skips forcing the bytes to disk before publishing (where a backend does
+        that): a process crash still loses nothing, a power loss may leave an object whose
+        sha256 check fails on read. For entries that are cheap to lose (the teacher cache)."""
 
     @abc.abstractmethod
     def _open(self, key: str) -> tuple[BinaryIO, StoredObject, Callable[[], None]]:
@@ -199,8 +204,9 @@ class ArtifactStore(abc.ABC):
         key = unquote(uri[len(self.base_uri) :])
         return validate_prefix(key) if key.endswith("/") else validate_key(key)
 
-    def put_bytes(self, key: str, data: bytes, *, media_type: str | None = None) -> StoredObject:
-        return self.put(key, io.BytesIO(data), media_type=media_type)
+    def put_bytes(self, key: str, data: bytes, *, media_type: str | None = None,
+                  durable: bool = True) -> StoredObject:
+        return self.put(key, io.BytesIO(data), media_type=media_type, durable=durable)
 
     def put_file(
         self, key: str, path: str | os.PathLike[str], *, media_type: str | None = None

@@ -40,7 +40,8 @@ class LocalStore(ArtifactStore):
     def _meta_path(self, key: str) -> Path:
         return self._meta_root.joinpath(*(key + _META_SUFFIX).split("/"))
 
-    def put(self, key: str, stream: BinaryIO, *, media_type: str | None = None) -> StoredObject:
+    def put(self, key: str, stream: BinaryIO, *, media_type: str | None = None,
+            durable: bool = True) -> StoredObject:
         validate_key(key)
         data_path, meta_path = self._data_path(key), self._meta_path(key)
         tmp_paths: list[Path] = []
@@ -49,7 +50,8 @@ class LocalStore(ArtifactStore):
             with open(data_tmp, "wb") as out:
                 sha256, size = copy_hashing(stream, out)
                 out.flush()
-                os.fsync(out.fileno())  # the rename below must not publish unwritten bytes
+                if durable:
+                    os.fsync(out.fileno())  # the rename below must not publish unwritten bytes
             ref = StoredObject(self.uri(key), sha256, size, media_type or guess_media_type(key))
             meta_tmp = _temp_in(meta_path.parent, tmp_paths)
             meta_tmp.write_text(

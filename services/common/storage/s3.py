@@ -131,7 +131,9 @@ class S3Store(ArtifactStore):
                         raise
             self._bucket_ready = True
 
-    def put(self, key: str, stream: BinaryIO, *, media_type: str | None = None) -> StoredObject:
+    def put(self, key: str, stream: BinaryIO, *, media_type: str | None = None,
+            durable: bool = True) -> StoredObject:
+        # An S3 PUT is durable when it returns; `durable` only matters to file://.
         validate_key(key)
         with tempfile.TemporaryFile(dir=self._spool_dir) as spool:
             sha256, size = copy_hashing(stream, spool)
