@@ -16,7 +16,13 @@ PYTEST_ARGS ?=
 
 .PHONY: setup protos check-protos lint test test-fast demo clean-venv
 
-setup: $(STAMP)
+NODE_DEPS := examples/node/node_modules/.package-lock.json
+
+setup: $(STAMP) $(NODE_DEPS)
+
+# The polyglot example's client (@grpc/grpc-js); the end-to-end tests run it.
+$(NODE_DEPS): examples/node/package-lock.json
+	npm ci --prefix examples/node --no-audit --no-fund --ignore-scripts --silent
 
 $(STAMP): pyproject.toml scripts/llama_cpp.sh Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

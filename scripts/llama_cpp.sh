@@ -12,7 +12,10 @@ CACHE="${DISTILL_CACHE_DIR:-$HOME/.cache/distill}/llama-cpp-python-$VERSION-$KEY
 WHEELS="$CACHE/wheels"
 CONVERTER="$CACHE/converter"
 
-if ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1 && [ -f "$CONVERTER/.complete" ]; then
+# Bump when the set of extracted converter files changes, so older caches are completed.
+CONVERTER_LAYOUT=2
+MARKER="$CONVERTER/.complete-$CONVERTER_LAYOUT"
+if ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1 && [ -f "$MARKER" ]; then
   echo "$CACHE"; exit 0
 fi
 mkdir -p "$CACHE"
@@ -32,16 +35,16 @@ if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
   mv "$WHEELS.tmp" "$WHEELS"
 fi
 
-if [ ! -f "$CONVERTER/.complete" ]; then
+if [ ! -f "$MARKER" ]; then
   rm -rf "$CONVERTER" "$CONVERTER.tmp" && mkdir -p "$CONVERTER.tmp"
   top="$(basename "$SDIST" .tar.gz)"  # not `tar -t | head`: SIGPIPE fails under pipefail
   tar -xzf "$SDIST" -C "$CONVERTER.tmp" --strip-components=3 \
     "$top/vendor/llama.cpp/convert_hf_to_gguf.py" "$top/vendor/llama.cpp/convert_lora_to_gguf.py" \
-    "$top/vendor/llama.cpp/gguf-py"
+    "$top/vendor/llama.cpp/gguf-py" "$top/vendor/llama.cpp/conversion"
   # newer llama.cpp keeps converter helpers beside the script; take them when present
   tar -xzf "$SDIST" -C "$CONVERTER.tmp" --strip-components=3 --wildcards \
     "$top/vendor/llama.cpp/convert_hf_to_gguf_update.py" 2>/dev/null || true
-  touch "$CONVERTER.tmp/.complete"
+  touch "$CONVERTER.tmp/.complete-$CONVERTER_LAYOUT"
   mv "$CONVERTER.tmp" "$CONVERTER"
 fi
 echo "$CACHE"
