@@ -55,6 +55,9 @@ def check(spec: gateway_pb2.DistillSpec, store: ArtifactStore, cache_dir: Path,
     _check_judge(spec.judge)
     try:
         resolve_student(spec.student_model, cache_dir)
+    except errors.NotFound as exc:
+        # An unknown model name is bad input in this request (NOT_FOUND is for jobs/aliases).
+        raise errors.InvalidArgument(f"spec.student_model: {exc}") from None
     except errors.DistillError as exc:
         raise type(exc)(f"spec.student_model: {exc}") from None
     # The trainer's own checks of LoRA, BOND and training settings; the curated set does not

@@ -72,7 +72,7 @@ def test_download_outside_datasets_and_jobs_is_refused(gateway):
 @pytest.mark.parametrize(
     ("change", "code", "fragment"),
     [
-        (lambda s: setattr(s, "student_model", "no-such-model"), grpc.StatusCode.NOT_FOUND,
+        (lambda s: setattr(s, "student_model", "no-such-model"), grpc.StatusCode.INVALID_ARGUMENT,
          "spec.student_model"),
         (lambda s: s.teacher.CopyFrom(common_pb2.ModelSpec(model="claude-sonnet")),
          grpc.StatusCode.FAILED_PRECONDITION, "ANTHROPIC_API_KEY is not set"),
