@@ -50,9 +50,11 @@ def test_a_whole_job_succeeds_and_promotes_its_alias(suite, tmp_path):
 
     suite.fake.configure(replies=["positive", "negative", "Positive!", "meh"])
     student = prepare_smollm2(shared_cache_dir())
+    # A few steps teach the answer, not yet to stop at once: the smoke test gets room to finish.
     job = suite.client.distill(spec(suite, write_dataset(tmp_path / "d.jsonl", 6), student,
-                                    promote_alias="sentiment",
-                                    export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"]}))
+                                    steps=4, promote_alias="sentiment",
+                                    export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"],
+                                            "smoke_max_tokens": 256}))
     snapshots = list(suite.client.watch(job.name))
     final = snapshots[-1]
     assert final.state == State.JOB_STATE_SUCCEEDED, f"{final.error}\n{suite.logs()}"
