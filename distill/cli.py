@@ -57,9 +57,10 @@ def _start(suite: LocalSuite) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     suite = _suite(args)
-    _start(suite)
-    console.print(f"gateway at [bold]{suite.address('gateway')}[/bold]; Ctrl-C stops all five")
     try:
+        _start(suite)
+        console.print(f"gateway at [bold]{suite.address('gateway')}[/bold]; "
+                      "Ctrl-C stops all five")
         while all(p.proc.poll() is None for p in suite.processes.values()):
             time.sleep(0.5)
         dead = [n for n, p in suite.processes.items() if p.proc.poll() is not None]
@@ -124,7 +125,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def follow(client: Distiller, name: str) -> gateway_pb2.Job:
     """Progress bars per stage, with cost so far and ETA, until the job ends."""
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+    columns = (TextColumn("{task.description:<10}"), BarColumn(), TaskProgressColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     tasks: dict[int, int] = {}
     job = client.get(name)

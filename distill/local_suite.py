@@ -64,15 +64,19 @@ class ServiceProcess:
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} at {self.address} not SERVING after {timeout:.0f}s")
 
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM (graceful), then SIGKILL after `timeout`; returns the exit code."""
+    def terminate(self) -> None:
+        """Asks for a graceful stop (SIGTERM) without waiting."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM (graceful), then SIGKILL after `timeout`; returns the exit code."""
+        self.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         return self.proc.returncode
 
 
@@ -128,6 +132,14 @@ class LocalSuite:
     def health(self) -> dict[str, str]:
         return {name: check_health(self.address(name)) for name in self.processes}
 
-    def stop(self) -> dict[str, int]:
-        # Gateway first: it stops handing out work before its dependencies go away.
-        return {name: self.processes[name].stop() for name in reversed(list(self.processes))}
+    def stop(self, timeout: float = 15.0) -> dict[str, int]:
+        """Gateway first (it stops handing out work), then the rest together; bounded time."""
+        codes = {}
+        if "gateway" in self.processes:
+            codes["gateway"] = self.processes["gateway"].stop(timeout)
+        others = [name for name in self.processes if name != "gateway"]
+        for name in others:
+            self.processes[name].terminate()
+        for name in others:
+            codes[name] = self.processes[name].stop(timeout)
+        return codes

@@ -74,6 +74,7 @@ class Jobs:
         if job.state in TERMINAL:
             raise errors.FailedPrecondition(
                 f"{name} is already {gateway_pb2.JobState.Name(job.state)}")
+        self.runner.cancelling.add(name)  # before the save: no runner event may undo it
         if job.state != gateway_pb2.JOB_STATE_CANCELLING:
             job.state = gateway_pb2.JOB_STATE_CANCELLING
             self.store.save_job(job)
@@ -84,6 +85,7 @@ class Jobs:
             job.state = gateway_pb2.JOB_STATE_CANCELLED
             self.store.save_job(job)
             self.hub.publish(job)
+        self.runner.cancelling.discard(name)
         return job
 
     def resume_unfinished(self) -> int:

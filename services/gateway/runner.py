@@ -18,7 +18,7 @@ from services.common import errors
 from services.common.storage import ArtifactStore
 from services.gateway import stages
 from services.gateway.aliases import Aliases
-from services.gateway.job_store import JobStore
+from services.gateway.job_store import TERMINAL, JobStore
 from services.gateway.watch import JobHub
 
 log = logging.getLogger("distill.gateway.runner")
@@ -50,6 +50,8 @@ class JobRunner:
         self.trainer_wait_seconds = trainer_wait_seconds
         self.smoke_prompts = smoke_prompts
         self.tasks: dict[str, asyncio.Task] = {}
+        # Jobs CancelJob asked to stop: no runner event may overwrite their CANCELLING state.
+        self.cancelling: set[str] = set()
 
     def start(self, job: gateway_pb2.Job) -> None:
         task = asyncio.create_task(self._run(job.name), name=job.name)
@@ -57,6 +59,8 @@ class JobRunner:
         task.add_done_callback(lambda _: self.tasks.pop(job.name, None))
 
     async def cancel(self, name: str) -> None:
+        """Marks the job cancelling, then stops its runner (and so its stage streams)."""
+        self.cancelling.add(name)
         task = self.tasks.get(name)
         if task is not None:
             task.cancel()
@@ -69,6 +73,8 @@ class JobRunner:
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
     def save(self, job: gateway_pb2.Job) -> None:
+        if job.name in self.cancelling and job.state not in TERMINAL:
+            job.state = gateway_pb2.JOB_STATE_CANCELLING
         job.cost_usd = job.teacher_usage.cost_usd + job.judge_usage.cost_usd
         self.store.save_job(job)
         self.hub.publish(job)
@@ -94,12 +100,12 @@ class JobRunner:
             job.progress.message = "done"
             self.save(job)
         except asyncio.CancelledError:
-            # Cancelled by CancelJob (state CANCELLING) or by a gateway shutdown (resumed later).
-            current = self.store.get_job(name)
-            if current.state == gateway_pb2.JOB_STATE_CANCELLING:
+            # Cancelled by CancelJob, or by a gateway shutdown (then resumed by the next one).
+            if name in self.cancelling:
                 job.state = gateway_pb2.JOB_STATE_CANCELLED
                 job.progress.message = "cancelled"
                 self.save(job)
+                self.cancelling.discard(name)
             raise
         except errors.DistillError as exc:
             self._fail(job, exc.code.name, str(exc))
@@ -108,6 +114,10 @@ class JobRunner:
             self._fail(job, "INTERNAL", f"internal error: {type(exc).__name__}")
 
     def _fail(self, job: gateway_pb2.Job, code: str, message: str) -> None:
+        if job.name in self.cancelling:  # a stage that ended because we cancelled it
+            job.state = gateway_pb2.JOB_STATE_CANCELLED
+            self.save(job)
+            return
         job.error.CopyFrom(gateway_pb2.JobError(code=code, message=message, stage=job.state))
         job.state = gateway_pb2.JOB_STATE_FAILED
         self.save(job)
@@ -133,6 +143,7 @@ class JobRunner:
                 job.progress.eta_seconds = (time.monotonic() - started) / done * (total - done)
             if total and done == total:
                 job.state = gateway_pb2.JOB_STATE_JUDGING  # the judge finishes the last groups
+                job.progress.message = "judging the last groups"
             self.save(job)
             self._check_budget(job)
 
