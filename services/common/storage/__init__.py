@@ -18,6 +18,7 @@ from services.common.storage.base import (
     ArtifactStore,
     StoredObject,
     VerifiedReader,
+    file_sha256,
 )
 from services.common.storage.keys import validate_key, validate_prefix
 from services.common.storage.local import LocalStore
@@ -35,6 +36,7 @@ __all__ = [
     "S3Store",
     "StoredObject",
     "VerifiedReader",
+    "file_sha256",
     "open_store",
     "validate_key",
     "validate_prefix",

@@ -65,6 +65,12 @@ def copy_hashing(src: BinaryIO, dst: BinaryIO | None = None) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Lowercase hex sha256 of a local file, read in CHUNK_SIZE blocks."""
+    with open(path, "rb") as f:
+        return copy_hashing(f)[0]
+
+
 def folder_digest(entries: dict[str, str]) -> str:
     """sha256 of a `sha256sum`-style manifest (relative path -> sha256), sorted by path.
 
