@@ -84,6 +84,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, behavior: Callable, method: str, needs_auth: bool) -> Callable:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = self._begin(context)
+            result = None
             try:
                 await self._authenticate(context, needs_auth)
                 result = behavior(request, context)
@@ -98,6 +99,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             except BaseException as exc:  # noqa: BLE001 - mapped, logged and re-raised as status
                 await _abort_for(exc, context, method)
             finally:
+                if inspect.isasyncgen(result):
+                    # A client that went away must stop the work now (its finally blocks cancel
+                    # teacher calls, training, ...), not whenever the generator is collected.
+                    await result.aclose()
                 _log_rpc(method, context, started)
 
         return wrapper

@@ -80,11 +80,6 @@ def _smoke_messages(prompts: Sequence[common_pb2.Prompt]) -> list[dict[str, str]
     return list(smoke.DEFAULT_PROMPT)
 
 
-def _ref(obj) -> common_pb2.ArtifactRef:
-    return common_pb2.ArtifactRef(uri=obj.uri, sha256=obj.sha256, size_bytes=obj.size_bytes,
-                                  media_type=obj.media_type)
-
-
 def _smoke(result: smoke.SmokeResult) -> exporter_pb2.SmokeTest:
     return exporter_pb2.SmokeTest(
         passed=result.passed, prompt=result.prompt, answer=result.answer, tokens=result.tokens,
@@ -103,7 +98,7 @@ def to_response(event: pipeline.Progress | pipeline.ExportResult) -> exporter_pb
         exporter_pb2.ExportedFile(
             output=int(f.output),
             quantization=QUANT_ENUMS.get(f.quantization or "", 0),
-            artifact=_ref(f.ref),
+            artifact=f.ref.as_proto(),
             smoke_test=_smoke(f.smoke_test) if f.smoke_test else None,
         )
         for f in event.files
@@ -111,7 +106,7 @@ def to_response(event: pipeline.Progress | pipeline.ExportResult) -> exporter_pb
     return exporter_pb2.ExportResponse(manifest=exporter_pb2.ExportManifest(
         files=files, complete=event.complete,
         failed_stage=int(event.failed_stage or 0), failure=event.failure,
-        manifest=_ref(event.manifest) if event.manifest else None,
+        manifest=event.manifest.as_proto() if event.manifest else None,
     ))
 
 

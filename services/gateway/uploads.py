@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator
 
-from distill.v1 import common_pb2, gateway_pb2
+from distill.v1 import gateway_pb2
 from services.common.datasets import parse_jsonl
 from services.common.errors import InvalidArgument
 from services.common.storage import ArtifactStore
@@ -55,9 +55,7 @@ def _store(path: str, sha256: str, store: ArtifactStore,
     deduplicated = store.exists(key) and store.stat(key).sha256 == sha256
     stored = store.stat(key) if deduplicated else store.put_file(
         key, path, media_type="application/jsonl")
-    ref = common_pb2.ArtifactRef(uri=stored.uri, sha256=stored.sha256,
-                                 size_bytes=stored.size_bytes, media_type=stored.media_type)
-    return gateway_pb2.UploadDatasetResponse(dataset=ref, deduplicated=deduplicated,
+    return gateway_pb2.UploadDatasetResponse(dataset=stored.as_proto(), deduplicated=deduplicated,
                                              prompts=len(prompts))
 
 
@@ -73,9 +71,7 @@ async def download_artifact(uri: str, store: ArtifactStore) -> AsyncIterator[
         raise InvalidArgument(f"uri: only files under datasets/ and jobs/ can be downloaded, "
                               f"got {uri!r}")
     stored = await asyncio.to_thread(store.stat, key)
-    yield gateway_pb2.DownloadArtifactResponse(artifact=common_pb2.ArtifactRef(
-        uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes,
-        media_type=stored.media_type))
+    yield gateway_pb2.DownloadArtifactResponse(artifact=stored.as_proto())
     chunks = store.iter_chunks(key, DOWNLOAD_CHUNK)
     while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
         yield gateway_pb2.DownloadArtifactResponse(chunk=chunk)

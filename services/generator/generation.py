@@ -31,7 +31,7 @@ from services.common.providers import (
     SamplingParams,
     resolve_model_spec,
 )
-from services.common.storage import ArtifactStore, StoredObject
+from services.common.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Generation:
             "cost_usd": round(self.client.stats.cost_usd, 6),
         })
         yield generator_pb2.GenerateResponse(summary=generator_pb2.GenerateSummary(
-            candidates=artifact_ref(ref), usage=self._usage(), prompts=total,
+            candidates=ref.as_proto(), usage=self._usage(), prompts=total,
             candidate_count=total * self.plan.n_samples,
         ))
 
@@ -248,12 +248,6 @@ class Generation:
 def _jsonl_line(group: common_pb2.CandidateGroup) -> bytes:
     body = json_format.MessageToDict(group, preserving_proto_field_name=True)
     return (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
-def artifact_ref(ref: StoredObject) -> common_pb2.ArtifactRef:
-    return common_pb2.ArtifactRef(
-        uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size_bytes, media_type=ref.media_type
-    )
 
 
 def read_candidates(store: ArtifactStore, ref: common_pb2.ArtifactRef) -> list[

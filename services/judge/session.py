@@ -136,8 +136,7 @@ class JudgeSession:
         ref = self.store.put_bytes(self.curated_key,
                                    "".join(lines).encode(), media_type="application/jsonl")
         return judge_pb2.JudgeSummary(
-            curated=common_pb2.ArtifactRef(uri=ref.uri, sha256=ref.sha256,
-                                           size_bytes=ref.size_bytes, media_type=ref.media_type),
+            curated=ref.as_proto(),
             statistics=self.stats.to_proto(),
         )
 

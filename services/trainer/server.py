@@ -14,9 +14,9 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from distill.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+from distill.v1 import trainer_pb2, trainer_pb2_grpc
 from services.common.server import Service
-from services.common.storage import ArtifactStore, StoredObject
+from services.common.storage import ArtifactStore
 from services.trainer import loop as events
 from services.trainer.capacity import Capacity
 from services.trainer.config import TrainConfig
@@ -28,11 +28,6 @@ log = logging.getLogger("distill.trainer")
 @dataclass(frozen=True)
 class _Done:
     error: BaseException | None = None
-
-
-def artifact_ref(obj: StoredObject) -> common_pb2.ArtifactRef:
-    return common_pb2.ArtifactRef(uri=obj.uri, sha256=obj.sha256, size_bytes=obj.size_bytes,
-                                  media_type=obj.media_type)
 
 
 def to_response(event: events.Event) -> trainer_pb2.TrainResponse:
@@ -51,9 +46,9 @@ def to_response(event: events.Event) -> trainer_pb2.TrainResponse:
             epoch=event.epoch))
     if isinstance(event, events.Checkpoint):
         return trainer_pb2.TrainResponse(checkpoint=trainer_pb2.TrainCheckpoint(
-            step=event.step, checkpoint=artifact_ref(event.ref)))
+            step=event.step, checkpoint=event.ref.as_proto()))
     return trainer_pb2.TrainResponse(finished=trainer_pb2.TrainFinished(
-        adapter=artifact_ref(event.adapter), steps=event.steps, final_loss=event.final_loss,
+        adapter=event.adapter.as_proto(), steps=event.steps, final_loss=event.final_loss,
         train_seconds=event.train_seconds, tokens=event.tokens))
 
 

@@ -75,6 +75,10 @@ def test_a_whole_job_succeeds_and_promotes_its_alias(suite, tmp_path):
     assert final.promoted_alias_version == alias.version == 1
     gguf = suite.client.download(outputs.student_gguf.uri, tmp_path / "student.gguf")
     assert gguf.read_bytes()[:4] == b"GGUF"
+    groups = list(suite.client.candidates(job.name))
+    assert len(groups) == 6 and all(len(g["candidates"]) == 4 for g in groups)
+    assert {"candidates", "curated", "adapter", "student_gguf"} <= set(
+        suite.client.artifacts(job.name))
     curated = list(suite.client.read_jsonl(outputs.curated.uri))
     assert all(c["text"].lower().startswith("positive") for row in curated for c in row["chosen"])
     assert TEACHER_KEY not in suite.logs()

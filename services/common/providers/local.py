@@ -9,6 +9,7 @@ run in a worker thread, leaving the event loop free.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import random
 import threading
 from pathlib import Path
@@ -19,6 +20,15 @@ from services.common.providers.base import Choice, Completion, CompletionRequest
 
 _models: dict[tuple[str, int], tuple[Any, threading.Lock]] = {}
 _models_lock = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    """Frees the models while the interpreter is whole (llama's __del__ at teardown raises)."""
+    with _models_lock:
+        for llama, _ in _models.values():
+            llama.close()
+        _models.clear()
 
 
 def _load(path: str, n_ctx: int) -> tuple[Any, threading.Lock]:

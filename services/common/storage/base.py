@@ -45,6 +45,13 @@ class StoredObject:
     size_bytes: int
     media_type: str
 
+    def as_proto(self):  # -> distill.v1.common_pb2.ArtifactRef
+        """The protobuf ArtifactRef that messages carry (the one place this mapping lives)."""
+        from distill.v1 import common_pb2
+
+        return common_pb2.ArtifactRef(uri=self.uri, sha256=self.sha256,
+                                      size_bytes=self.size_bytes, media_type=self.media_type)
+
 
 def guess_media_type(key: str) -> str:
     suffix = Path(key).suffix.lower()
