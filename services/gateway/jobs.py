@@ -46,7 +46,9 @@ class Jobs:
                     f"request_id: must be a UUID, got {request.request_id!r}") from None
             if existing := self.store.find_by_request_id(request.request_id):
                 return existing  # a retried Distill: the same job, never a second run
-        await asyncio.to_thread(preflight.check, request.spec, self.artifacts, self.cache_dir)
+        trainer = await self.runner.clients.trainer_status()
+        await asyncio.to_thread(preflight.check, request.spec, self.artifacts, self.cache_dir,
+                                False, trainer)
         job = gateway_pb2.Job(name=f"jobs/{uuid.uuid4().hex[:16]}", request_id=request.request_id,
                               spec=request.spec, state=gateway_pb2.JOB_STATE_PENDING,
                               progress=common_pb2.Progress(message="queued"))

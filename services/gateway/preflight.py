@@ -20,6 +20,7 @@ from services.gateway.estimate import estimate
 from services.judge.llm_judge import Reply
 from services.judge.session import Config as JudgeConfig
 from services.judge.spec import build_judge
+from services.trainer import preflight as memory
 from services.trainer.config import TrainConfig
 
 _QUANTS = set(common_pb2.QuantizationType.values()) - {
@@ -42,8 +43,12 @@ def load_prompts(spec: gateway_pb2.DistillSpec, store: ArtifactStore) -> list[co
 
 
 def check(spec: gateway_pb2.DistillSpec, store: ArtifactStore, cache_dir: Path,
-          batch_api: bool = False) -> Checked:
-    """Raises the first problem found; returns the parsed prompts and the estimate."""
+          batch_api: bool = False,
+          trainer: trainer_pb2.GetTrainerStatusResponse | None = None) -> Checked:
+    """Raises the first problem found; returns the parsed prompts and the estimate.
+
+    With a trainer's status, the student must also fit that trainer's memory (the trainer
+    checks again before loading; this refuses the job before any teacher call)."""
     prompts = load_prompts(spec, store)
     if not 0 <= spec.n_samples <= 16:
         raise errors.InvalidArgument(f"spec.n_samples: 1..16 (0 means 4), got {spec.n_samples}")
@@ -54,7 +59,7 @@ def check(spec: gateway_pb2.DistillSpec, store: ArtifactStore, cache_dir: Path,
     read_api_key(teacher, field="spec.teacher")
     _check_judge(spec.judge)
     try:
-        resolve_student(spec.student_model, cache_dir)
+        student_dir = resolve_student(spec.student_model, cache_dir)
     except errors.NotFound as exc:
         # An unknown model name is bad input in this request (NOT_FOUND is for jobs/aliases).
         raise errors.InvalidArgument(f"spec.student_model: {exc}") from None
@@ -62,9 +67,13 @@ def check(spec: gateway_pb2.DistillSpec, store: ArtifactStore, cache_dir: Path,
         raise type(exc)(f"spec.student_model: {exc}") from None
     # The trainer's own checks of LoRA, BOND and training settings; the curated set does not
     # exist yet, so the dataset's ref stands in for it.
-    TrainConfig.from_request(trainer_pb2.TrainRequest(
+    train_config = TrainConfig.from_request(trainer_pb2.TrainRequest(
         job_id="preflight", curated=spec.dataset, student_model=spec.student_model,
         lora=spec.lora, bond=spec.bond, training=spec.training))
+    if trainer is not None:
+        device_type = "cuda" if trainer.device.startswith("cuda") else "cpu"
+        backend = "unsloth" if device_type == "cuda" and "unsloth" in trainer.backends else "trl"
+        memory.check(student_dir, train_config, backend, device_type, trainer.memory_gb)
     for q in spec.export.quantizations:
         if q not in _QUANTS:
             raise errors.InvalidArgument(f"spec.export.quantizations: unknown value {q}")

@@ -83,6 +83,15 @@ class StageClients:
                    exporter_pb2_grpc.ExporterServiceStub(channels[3]),
                    channels, idle_seconds, metadata)
 
+    async def trainer_status(self, timeout: float = 5.0
+                             ) -> trainer_pb2.GetTrainerStatusResponse | None:
+        """A trainer's capacity and memory, or None when none answers (it re-checks itself)."""
+        try:
+            return await self.trainer.GetTrainerStatus(trainer_pb2.GetTrainerStatusRequest(),
+                                                       timeout=timeout, metadata=self.metadata)
+        except grpc.aio.AioRpcError:
+            return None
+
     async def close(self) -> None:
         for channel in self.channels:
             await channel.close()

@@ -148,3 +148,15 @@ def test_over_budget_job_stops_spending(suite, tmp_path, tiny_llama_dir):
     assert final.state == State.JOB_STATE_FAILED
     assert final.error.code == "RESOURCE_EXHAUSTED" and "budget_usd" in final.error.message
     assert suite.fake.stats()["completed_samples"] < 200 * 4
+
+
+def test_a_student_that_does_not_fit_the_trainer_is_refused_before_any_spend(suite, tmp_path,
+                                                                             tiny_llama_dir):
+    s = spec(suite, write_dataset(tmp_path / "d.jsonl", 2), tiny_llama_dir)
+    s.training.batch_size = 1024
+    s.training.max_seq_length = 32768
+    with pytest.raises(DistillClientError) as raised:
+        suite.client.distill(s)
+    assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not enough memory" in raised.value.message
+    assert suite.fake.stats()["received"] == 0 and list(suite.client.list()) == []
