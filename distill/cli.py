@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
-import time
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,17 +57,20 @@ def _start(suite: LocalSuite) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    # Handlers set here, not inherited: a shell starts background jobs with SIGINT ignored.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     suite = _suite(args)
     try:
         _start(suite)
         console.print(f"gateway at [bold]{suite.address('gateway')}[/bold]; "
                       "Ctrl-C stops all five")
-        while all(p.proc.poll() is None for p in suite.processes.values()):
-            time.sleep(0.5)
-        dead = [n for n, p in suite.processes.items() if p.proc.poll() is not None]
-        console.print(f"[red]stopped unexpectedly: {', '.join(dead)}[/red]")
-        return 1
-    except KeyboardInterrupt:
+        while not stop.wait(0.5):
+            dead = [n for n, p in suite.processes.items() if p.proc.poll() is not None]
+            if dead:
+                console.print(f"[red]stopped unexpectedly: {', '.join(dead)}[/red]")
+                return 1
         return 0
     finally:
         suite.stop()
