@@ -96,17 +96,22 @@ def test_duplicate_request_id_returns_the_same_job(suite, tmp_path, tiny_llama_d
 
 def test_cancel_stops_spending_within_seconds(suite, tmp_path, tiny_llama_dir):
     suite.fake.configure(latency=0.5)
-    job = suite.client.distill(spec(suite, write_dataset(tmp_path / "d.jsonl", 40),
-                                    tiny_llama_dir))
-    wait_for(suite, job.name, {State.JOB_STATE_GENERATING})
-    time.sleep(1.0)
+    s = spec(suite, write_dataset(tmp_path / "d.jsonl", 40), tiny_llama_dir)
+    s.limits.max_concurrency = 2  # at most two teacher calls can be on the wire at the cancel
+    job = suite.client.distill(s)
+    deadline = time.monotonic() + 120
+    while suite.fake.stats()["received"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # generation is really spending
+    at_cancel = suite.fake.stats()["received"]
     started = time.monotonic()
     cancelled = suite.client.cancel(job.name)
     assert cancelled.state == State.JOB_STATE_CANCELLED
     assert time.monotonic() - started < 10
-    calls = suite.fake.stats()["received"]
+    time.sleep(1.0)  # calls already dispatched land
+    settled = suite.fake.stats()["received"]
+    assert settled <= at_cancel + 2
     time.sleep(2.0)
-    assert suite.fake.stats()["received"] <= calls + 1  # at most a call already on the wire
+    assert suite.fake.stats()["received"] == settled  # and nothing after that
     assert suite.client.wait(job.name, timeout=10).state == State.JOB_STATE_CANCELLED
     with pytest.raises(DistillClientError) as raised:
         suite.client.cancel(job.name)
@@ -116,15 +121,21 @@ def test_cancel_stops_spending_within_seconds(suite, tmp_path, tiny_llama_dir):
 def test_gateway_restart_resumes_the_job_without_repeating_teacher_calls(suite, tmp_path,
                                                                          tiny_llama_dir):
     suite.fake.configure(latency=0.2, replies=["positive", "negative"])
-    job = suite.client.distill(spec(suite, write_dataset(tmp_path / "d.jsonl", 12),
-                                    tiny_llama_dir, steps=200))
-    wait_for(suite, job.name, {State.JOB_STATE_GENERATING})
-    time.sleep(1.0)
+    s = spec(suite, write_dataset(tmp_path / "d.jsonl", 12), tiny_llama_dir, steps=200)
+    s.limits.max_concurrency = 1  # one call (of 4 samples) in flight at a time
+    job = suite.client.distill(s)
+    deadline = time.monotonic() + 120
+    while suite.fake.stats()["completed"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     suite.restart("gateway")  # mid-generation
     resumed = wait_for(suite, job.name, {State.JOB_STATE_TRAINING}, timeout=180)
     assert resumed.outputs.curated.uri
-    # Every (prompt, sample) was answered by the provider exactly once across both gateways.
-    assert suite.fake.stats()["completed_samples"] == 12 * 4
+    # No finished call was paid for twice: only the one call in flight at the restart (its
+    # answer never reached the teacher cache) may have been asked again.
+    stats = suite.fake.stats()
+    assert 12 * 4 <= stats["completed_samples"] <= 12 * 4 + 4
+    assert all(count in (4, 8) for count in stats["served"].values())
+    assert sum(count == 8 for count in stats["served"].values()) <= 1
     wait_for(suite, job.name, {State.JOB_STATE_TRAINING})
     deadline = time.monotonic() + 120
     while not suite.client.get(job.name).outputs.checkpoint.uri and time.monotonic() < deadline:
