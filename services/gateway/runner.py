@@ -16,6 +16,7 @@ from collections.abc import Callable
 from distill.v1 import common_pb2, exporter_pb2, gateway_pb2, generator_pb2, trainer_pb2
 from services.common import errors
 from services.common.storage import ArtifactStore
+from services.common.usage import add_usage
 from services.gateway import stages
 from services.gateway.aliases import Aliases
 from services.gateway.job_store import TERMINAL, JobStore
@@ -28,14 +29,6 @@ TRAINER_RETRY_SECONDS = 5.0
 
 def job_id(job: gateway_pb2.Job) -> str:
     return job.name.removeprefix("jobs/")
-
-
-def _add_usage(total: common_pb2.Usage, extra: common_pb2.Usage) -> None:
-    total.requests += extra.requests
-    total.cached_requests += extra.cached_requests
-    total.input_tokens += extra.input_tokens
-    total.output_tokens += extra.output_tokens
-    total.cost_usd += extra.cost_usd
 
 
 class JobRunner:
@@ -124,11 +117,14 @@ class JobRunner:
 
     # -- stages -------------------------------------------------------------------------------
 
+    def _enter(self, job: gateway_pb2.Job, state: int, unit: str, message: str) -> None:
+        job.state = state
+        job.progress.CopyFrom(common_pb2.Progress(unit=unit, message=message))
+        self.save(job)
+
     async def _curate(self, job: gateway_pb2.Job) -> None:
         spec = job.spec
-        job.state = gateway_pb2.JOB_STATE_GENERATING
-        job.progress.CopyFrom(common_pb2.Progress(unit="prompts", message="generating"))
-        self.save(job)
+        self._enter(job, gateway_pb2.JOB_STATE_GENERATING, "prompts", "generating")
         base_teacher, base_judge = common_pb2.Usage(), common_pb2.Usage()
         base_teacher.CopyFrom(job.teacher_usage)
         base_judge.CopyFrom(job.judge_usage)
@@ -136,7 +132,7 @@ class JobRunner:
 
         async def on_generate(progress: generator_pb2.GenerateProgress) -> None:
             job.teacher_usage.CopyFrom(base_teacher)
-            _add_usage(job.teacher_usage, progress.usage)
+            add_usage(job.teacher_usage, progress.usage)
             done, total = progress.prompts_done, progress.prompts_total
             job.progress.done, job.progress.total = done, total
             if done:
@@ -148,7 +144,7 @@ class JobRunner:
             self._check_budget(job)
 
         async def on_judged(group) -> None:
-            _add_usage(job.judge_usage, group.usage)
+            add_usage(job.judge_usage, group.usage)
             self.save(job)
             self._check_budget(job)
 
@@ -161,9 +157,9 @@ class JobRunner:
         result = await stages.generate_and_judge(self.clients, request, config, on_generate,
                                                  on_judged)
         job.teacher_usage.CopyFrom(base_teacher)
-        _add_usage(job.teacher_usage, result.teacher_usage)
+        add_usage(job.teacher_usage, result.teacher_usage)
         job.judge_usage.CopyFrom(base_judge)
-        _add_usage(job.judge_usage, result.statistics.usage)
+        add_usage(job.judge_usage, result.statistics.usage)
         job.outputs.candidates.CopyFrom(result.candidates)
         job.outputs.curated.CopyFrom(result.curated)
         job.judge_statistics.CopyFrom(result.statistics)
@@ -175,9 +171,7 @@ class JobRunner:
 
     async def _train(self, job: gateway_pb2.Job) -> None:
         spec = job.spec
-        job.state = gateway_pb2.JOB_STATE_TRAINING
-        job.progress.CopyFrom(common_pb2.Progress(unit="steps", message="waiting for a trainer"))
-        self.save(job)
+        self._enter(job, gateway_pb2.JOB_STATE_TRAINING, "steps", "waiting for a trainer")
         request = trainer_pb2.TrainRequest(
             job_id=job_id(job), curated=job.outputs.curated, student_model=spec.student_model,
             lora=spec.lora, bond=spec.bond, training=spec.training, resume=True)
@@ -213,9 +207,7 @@ class JobRunner:
 
     async def _export(self, job: gateway_pb2.Job) -> None:
         spec = job.spec
-        job.state = gateway_pb2.JOB_STATE_EXPORTING
-        job.progress.CopyFrom(common_pb2.Progress(unit="stages", message="exporting"))
-        self.save(job)
+        self._enter(job, gateway_pb2.JOB_STATE_EXPORTING, "stages", "exporting")
         request = exporter_pb2.ExportRequest(
             job_id=job_id(job), adapter=job.outputs.adapter, base_model=spec.student_model,
             settings=spec.export, smoke_prompts=self.smoke_prompts(job))

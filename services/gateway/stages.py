@@ -58,6 +58,19 @@ async def idle_timeout(stream: AsyncIterator[T], seconds: float, stage: str) -> 
         yield item
 
 
+async def drive(call, stage: str, idle_seconds: float,
+                handle: Callable[[T], Awaitable[None]]) -> None:
+    """Feeds each message of a stage's stream to `handle`, with the idle timeout; maps the
+    stage's status to our errors and always cancels the call (spending stops with us)."""
+    try:
+        async for event in idle_timeout(call, idle_seconds, stage):
+            await handle(event)
+    except grpc.aio.AioRpcError as exc:
+        raise stage_error(stage, exc) from None
+    finally:
+        call.cancel()
+
+
 @dataclass
 class StageClients:
     """One channel per stage service, shared by all jobs."""
@@ -123,32 +136,28 @@ async def generate_and_judge(
     judge_call = clients.judge.Judge(judge_requests(), metadata=clients.metadata)
     summary: dict[str, object] = {}
 
+    async def on_generated(event: generator_pb2.GenerateResponse) -> None:
+        kind = event.WhichOneof("event")
+        if kind == "group":
+            await to_judge.put(judge_pb2.JudgeRequest(group=event.group))
+        elif kind == "progress":
+            await on_generate(event.progress)
+        elif kind == "summary":
+            summary["generate"] = event.summary
+
+    async def on_judge_event(event: judge_pb2.JudgeResponse) -> None:
+        if event.HasField("group"):
+            await on_judged(event.group)
+        else:
+            summary["judge"] = event.summary
+
     async def run_generator():
         call = clients.generator.Generate(generate, metadata=clients.metadata)
-        try:
-            async for event in idle_timeout(call, clients.idle_seconds, "generator"):
-                kind = event.WhichOneof("event")
-                if kind == "group":
-                    await to_judge.put(judge_pb2.JudgeRequest(group=event.group))
-                elif kind == "progress":
-                    await on_generate(event.progress)
-                elif kind == "summary":
-                    summary["generate"] = event.summary
-        except grpc.aio.AioRpcError as exc:
-            raise stage_error("generator", exc) from None
-        finally:
-            call.cancel()
+        await drive(call, "generator", clients.idle_seconds, on_generated)
         await to_judge.put(None)  # half-close the judge stream: it answers with the summary
 
     async def run_judge():
-        try:
-            async for event in idle_timeout(judge_call, clients.idle_seconds, "judge"):
-                if event.HasField("group"):
-                    await on_judged(event.group)
-                else:
-                    summary["judge"] = event.summary
-        except grpc.aio.AioRpcError as exc:
-            raise stage_error("judge", exc) from None
+        await drive(judge_call, "judge", clients.idle_seconds, on_judge_event)
 
     generator_task = asyncio.create_task(run_generator())
     judge_task = asyncio.create_task(run_judge())
@@ -168,37 +177,33 @@ async def generate_and_judge(
 async def train(clients: StageClients, request: trainer_pb2.TrainRequest,
                 on_event: Callable[[trainer_pb2.TrainResponse], Awaitable[None]]
                 ) -> trainer_pb2.TrainFinished:
+    finished: list[trainer_pb2.TrainFinished] = []
+
+    async def handle(event: trainer_pb2.TrainResponse) -> None:
+        await on_event(event)
+        if event.HasField("finished"):
+            finished.append(event.finished)
+
     call = clients.trainer.Train(request, metadata=clients.metadata)
-    finished = None
-    try:
-        async for event in idle_timeout(call, clients.idle_seconds, "trainer"):
-            await on_event(event)
-            if event.HasField("finished"):
-                finished = event.finished
-    except grpc.aio.AioRpcError as exc:
-        raise stage_error("trainer", exc) from None
-    finally:
-        call.cancel()
-    if finished is None:
+    await drive(call, "trainer", clients.idle_seconds, handle)
+    if not finished:
         raise errors.Unavailable("trainer: stream ended without a finished event")
-    return finished
+    return finished[-1]
 
 
 async def export(clients: StageClients, request: exporter_pb2.ExportRequest,
                  on_progress: Callable[[exporter_pb2.ExportProgress], Awaitable[None]]
                  ) -> exporter_pb2.ExportManifest:
+    manifests: list[exporter_pb2.ExportManifest] = []
+
+    async def handle(event: exporter_pb2.ExportResponse) -> None:
+        if event.HasField("progress"):
+            await on_progress(event.progress)
+        else:
+            manifests.append(event.manifest)
+
     call = clients.exporter.Export(request, metadata=clients.metadata)
-    manifest = None
-    try:
-        async for event in idle_timeout(call, clients.idle_seconds, "exporter"):
-            if event.HasField("progress"):
-                await on_progress(event.progress)
-            else:
-                manifest = event.manifest
-    except grpc.aio.AioRpcError as exc:
-        raise stage_error("exporter", exc) from None
-    finally:
-        call.cancel()
-    if manifest is None:
+    await drive(call, "exporter", clients.idle_seconds, handle)
+    if not manifests:
         raise errors.Unavailable("exporter: stream ended without a manifest")
-    return manifest
+    return manifests[-1]

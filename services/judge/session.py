@@ -12,6 +12,7 @@ from google.protobuf import json_format
 from distill.v1 import common_pb2, judge_pb2
 from services.common.errors import InvalidArgument
 from services.common.storage import ArtifactStore
+from services.common.usage import add_usage
 from services.judge.composite import Judge
 from services.judge.scores import MAX_SCORE, Score
 from services.judge.selection import Selection, select
@@ -57,7 +58,8 @@ class Statistics:
     preference_pairs: int = 0
     usage: common_pb2.Usage = field(default_factory=common_pb2.Usage)
 
-    def add(self, scores: list[Score], selection: Selection) -> None:
+    def add(self, scores: list[Score], selection: Selection,
+            usage: common_pb2.Usage) -> None:
         self.prompts_total += 1
         self.prompts_dropped += selection.dropped
         self.prompts_kept += not selection.dropped
@@ -68,10 +70,7 @@ class Statistics:
                 self.histogram[min(int(score.value), HISTOGRAM_BINS - 1)] += 1
             else:
                 self.judge_errors += 1
-            self.usage.requests += score.requests
-            self.usage.input_tokens += score.input_tokens
-            self.usage.output_tokens += score.output_tokens
-            self.usage.cost_usd += score.cost_usd
+        add_usage(self.usage, usage)
 
     def to_proto(self) -> judge_pb2.JudgeStatistics:
         return judge_pb2.JudgeStatistics(
@@ -109,7 +108,8 @@ class JudgeSession:
             raise InvalidArgument(f"group for prompt {group.prompt.id!r}: duplicate sample_index")
         selection = select({i: s.value for i, s in by_index.items()}, self.config.top_k,
                            self.config.min_score, self.config.min_margin)
-        self.stats.add(list(scores), selection)
+        judged = _judged(group, by_index, selection)
+        self.stats.add(list(scores), selection, judged.usage)
         candidates = {c.sample_index: c for c in group.candidates}
         if not selection.dropped:
             row = {
@@ -120,7 +120,7 @@ class JudgeSession:
                           for c, r in selection.pairs],
             }
             self._rows.append((order, row))
-        return _judged(group, by_index, selection)
+        return judged
 
     @property
     def curated_key(self) -> str:
@@ -147,10 +147,9 @@ def _judged(group: common_pb2.CandidateGroup, scores: dict[int, Score],
     out = judge_pb2.JudgedGroup(prompt_id=group.prompt.id, dropped=selection.dropped,
                                 drop_reason=selection.drop_reason)
     for score in scores.values():
-        out.usage.requests += score.requests
-        out.usage.input_tokens += score.input_tokens
-        out.usage.output_tokens += score.output_tokens
-        out.usage.cost_usd += score.cost_usd
+        add_usage(out.usage, common_pb2.Usage(
+            requests=score.requests, input_tokens=score.input_tokens,
+            output_tokens=score.output_tokens, cost_usd=score.cost_usd))
     for candidate in group.candidates:
         score = scores[candidate.sample_index]
         scored = out.candidates.add(sample_index=candidate.sample_index,

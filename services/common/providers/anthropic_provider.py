@@ -14,6 +14,7 @@ from services.common.providers.base import (
     CompletionRequest,
     Redactor,
     RetryableProviderError,
+    call_sdk,
     fatal_error,
     is_retryable_status,
     parse_retry_after,
@@ -63,24 +64,8 @@ class AnthropicProvider:
         if request.top_p is not None:
             sampling["top_p"] = request.top_p
         kwargs["extra_body"] = sampling
-        anthropic = self._sdk
-        try:
-            reply = await self._client.messages.create(**kwargs)
-        except anthropic.APIStatusError as exc:
-            raise self._status_error(exc) from None
-        except anthropic.APITimeoutError as exc:
-            # The aiohttp transport reports a refused connection as a connect timeout too.
-            raise RetryableProviderError(
-                f"{self._where} timed out ({self._redact(str(exc.__cause__ or 'no answer'))})"
-            ) from None
-        except anthropic.APIConnectionError as exc:
-            raise RetryableProviderError(
-                f"{self._where}: connection failed ({self._redact(str(exc.__cause__ or exc))})"
-            ) from None
-        except (ValueError, TypeError, anthropic.APIResponseValidationError) as exc:
-            raise RetryableProviderError(
-                f"{self._where} sent a malformed body ({type(exc).__name__})"
-            ) from None
+        reply = await call_sdk(self._sdk, self._client.messages.create(**kwargs), self._where,
+                               self._redact, self._status_error)
         content = getattr(reply, "content", None)
         if not isinstance(content, list):
             raise RetryableProviderError(f"{self._where} sent a reply without content")

@@ -17,6 +17,7 @@ from services.common.providers.base import (
     CompletionRequest,
     Redactor,
     RetryableProviderError,
+    call_sdk,
     fatal_error,
     is_retryable_status,
     parse_retry_after,
@@ -73,25 +74,8 @@ class OpenAIProvider:
             if self.supports_n is False:
                 raise ValueError("this server ignores n: ask for one sample per call")
             kwargs["n"] = request.n
-        openai = self._sdk
-        try:
-            reply = await self._client.chat.completions.create(**kwargs)
-        except openai.APIStatusError as exc:
-            raise self._status_error(exc) from None
-        except openai.APITimeoutError as exc:
-            # The aiohttp transport reports a refused connection as a connect timeout too.
-            raise RetryableProviderError(
-                f"{self._where} timed out ({self._redact(str(exc.__cause__ or 'no answer'))})"
-            ) from None
-        except openai.APIConnectionError as exc:
-            raise RetryableProviderError(
-                f"{self._where}: connection failed ({self._redact(str(exc.__cause__ or exc))})"
-            ) from None
-        except (ValueError, TypeError, openai.APIResponseValidationError) as exc:
-            # A 200 whose body is not the JSON it should be (truncated, wrong shape).
-            raise RetryableProviderError(
-                f"{self._where} sent a malformed body ({type(exc).__name__})"
-            ) from None
+        create = self._client.chat.completions.create(**kwargs)
+        reply = await call_sdk(self._sdk, create, self._where, self._redact, self._status_error)
         return self._completion(reply, request)
 
     def _completion(self, reply: Any, request: CompletionRequest) -> Completion:
