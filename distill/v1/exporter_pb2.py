@@ -25,29 +25,29 @@ _sym_db = _symbol_database.Default()
 from distill.v1 import common_pb2 as distill_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64istill/v1/exporter.proto\x12\ndistill.v1\x1a\x17\x64istill/v1/common.proto\"\xb6\x01\n\rExportRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x07\x61\x64\x61pter\x18\x02 \x01(\x0b\x32\x17.distill.v1.ArtifactRef\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12,\n\x08settings\x18\x04 \x01(\x0b\x32\x1a.distill.v1.ExportSettings\x12)\n\rsmoke_prompts\x18\x05 \x03(\x0b\x32\x12.distill.v1.Prompt\"p\n\x0e\x45xportProgress\x12&\n\x05stage\x18\x01 \x01(\x0e\x32\x17.distill.v1.ExportStage\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12&\n\x08progress\x18\x03 \x01(\x0b\x32\x14.distill.v1.Progress\"t\n\tSmokeTest\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x0e\n\x06tokens\x18\x04 \x01(\x05\x12\x16\n\x0estopped_at_eos\x18\x05 \x01(\x08\x12\x0f\n\x07\x66\x61ilure\x18\x06 \x01(\t\"\xc2\x01\n\x0c\x45xportedFile\x12(\n\x06output\x18\x01 \x01(\x0e\x32\x18.distill.v1.ExportOutput\x12\x32\n\x0cquantization\x18\x02 \x01(\x0e\x32\x1c.distill.v1.QuantizationType\x12)\n\x08\x61rtifact\x18\x03 \x01(\x0b\x32\x17.distill.v1.ArtifactRef\x12)\n\nsmoke_test\x18\x04 \x01(\x0b\x32\x15.distill.v1.SmokeTest\"\xb6\x01\n\x0e\x45xportManifest\x12\'\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x18.distill.v1.ExportedFile\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12-\n\x0c\x66\x61iled_stage\x18\x03 \x01(\x0e\x32\x17.distill.v1.ExportStage\x12\x0f\n\x07\x66\x61ilure\x18\x04 \x01(\t\x12)\n\x08manifest\x18\x05 \x01(\x0b\x32\x17.distill.v1.ArtifactRef\"y\n\x0e\x45xportResponse\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.distill.v1.ExportProgressH\x00\x12.\n\x08manifest\x18\x02 \x01(\x0b\x32\x1a.distill.v1.ExportManifestH\x00\x42\x07\n\x05\x65vent*\xe7\x01\n\x0b\x45xportStage\x12\x1c\n\x18\x45XPORT_STAGE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45XPORT_STAGE_ADAPTER\x10\x01\x12\x16\n\x12\x45XPORT_STAGE_MERGE\x10\x02\x12\x18\n\x14\x45XPORT_STAGE_CONVERT\x10\x03\x12\x19\n\x15\x45XPORT_STAGE_QUANTIZE\x10\x04\x12\x1a\n\x16\x45XPORT_STAGE_LORA_GGUF\x10\x05\x12\x1a\n\x16\x45XPORT_STAGE_MODELFILE\x10\x06\x12\x1b\n\x17\x45XPORT_STAGE_SMOKE_TEST\x10\x07*\xba\x01\n\x0c\x45xportOutput\x12\x1d\n\x19\x45XPORT_OUTPUT_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45XPORT_OUTPUT_ADAPTER\x10\x01\x12\x1e\n\x1a\x45XPORT_OUTPUT_MERGED_MODEL\x10\x02\x12\x16\n\x12\x45XPORT_OUTPUT_GGUF\x10\x03\x12\x1b\n\x17\x45XPORT_OUTPUT_LORA_GGUF\x10\x04\x12\x1b\n\x17\x45XPORT_OUTPUT_MODELFILE\x10\x05\x32T\n\x0f\x45xporterService\x12\x41\n\x06\x45xport\x12\x19.distill.v1.ExportRequest\x1a\x1a.distill.v1.ExportResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64istill/v1/exporter.proto\x12\ndistill.v1\x1a\x17\x64istill/v1/common.proto\"\xcc\x01\n\rExportRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x07\x61\x64\x61pter\x18\x02 \x01(\x0b\x32\x17.distill.v1.ArtifactRef\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12,\n\x08settings\x18\x04 \x01(\x0b\x32\x1a.distill.v1.ExportSettings\x12)\n\rsmoke_prompts\x18\x05 \x03(\x0b\x32\x12.distill.v1.Prompt\x12\x14\n\x0cinclude_base\x18\x06 \x01(\x08\"p\n\x0e\x45xportProgress\x12&\n\x05stage\x18\x01 \x01(\x0e\x32\x17.distill.v1.ExportStage\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12&\n\x08progress\x18\x03 \x01(\x0b\x32\x14.distill.v1.Progress\"t\n\tSmokeTest\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x0e\n\x06tokens\x18\x04 \x01(\x05\x12\x16\n\x0estopped_at_eos\x18\x05 \x01(\x08\x12\x0f\n\x07\x66\x61ilure\x18\x06 \x01(\t\"\xc2\x01\n\x0c\x45xportedFile\x12(\n\x06output\x18\x01 \x01(\x0e\x32\x18.distill.v1.ExportOutput\x12\x32\n\x0cquantization\x18\x02 \x01(\x0e\x32\x1c.distill.v1.QuantizationType\x12)\n\x08\x61rtifact\x18\x03 \x01(\x0b\x32\x17.distill.v1.ArtifactRef\x12)\n\nsmoke_test\x18\x04 \x01(\x0b\x32\x15.distill.v1.SmokeTest\"\xb6\x01\n\x0e\x45xportManifest\x12\'\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x18.distill.v1.ExportedFile\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12-\n\x0c\x66\x61iled_stage\x18\x03 \x01(\x0e\x32\x17.distill.v1.ExportStage\x12\x0f\n\x07\x66\x61ilure\x18\x04 \x01(\t\x12)\n\x08manifest\x18\x05 \x01(\x0b\x32\x17.distill.v1.ArtifactRef\"y\n\x0e\x45xportResponse\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.distill.v1.ExportProgressH\x00\x12.\n\x08manifest\x18\x02 \x01(\x0b\x32\x1a.distill.v1.ExportManifestH\x00\x42\x07\n\x05\x65vent*\xe7\x01\n\x0b\x45xportStage\x12\x1c\n\x18\x45XPORT_STAGE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45XPORT_STAGE_ADAPTER\x10\x01\x12\x16\n\x12\x45XPORT_STAGE_MERGE\x10\x02\x12\x18\n\x14\x45XPORT_STAGE_CONVERT\x10\x03\x12\x19\n\x15\x45XPORT_STAGE_QUANTIZE\x10\x04\x12\x1a\n\x16\x45XPORT_STAGE_LORA_GGUF\x10\x05\x12\x1a\n\x16\x45XPORT_STAGE_MODELFILE\x10\x06\x12\x1b\n\x17\x45XPORT_STAGE_SMOKE_TEST\x10\x07*\xd7\x01\n\x0c\x45xportOutput\x12\x1d\n\x19\x45XPORT_OUTPUT_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45XPORT_OUTPUT_ADAPTER\x10\x01\x12\x1e\n\x1a\x45XPORT_OUTPUT_MERGED_MODEL\x10\x02\x12\x16\n\x12\x45XPORT_OUTPUT_GGUF\x10\x03\x12\x1b\n\x17\x45XPORT_OUTPUT_LORA_GGUF\x10\x04\x12\x1b\n\x17\x45XPORT_OUTPUT_MODELFILE\x10\x05\x12\x1b\n\x17\x45XPORT_OUTPUT_BASE_GGUF\x10\x06\x32T\n\x0f\x45xporterService\x12\x41\n\x06\x45xport\x12\x19.distill.v1.ExportRequest\x1a\x1a.distill.v1.ExportResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'distill.v1.exporter_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPORTSTAGE']._serialized_start=989
-  _globals['_EXPORTSTAGE']._serialized_end=1220
-  _globals['_EXPORTOUTPUT']._serialized_start=1223
-  _globals['_EXPORTOUTPUT']._serialized_end=1409
+  _globals['_EXPORTSTAGE']._serialized_start=1011
+  _globals['_EXPORTSTAGE']._serialized_end=1242
+  _globals['_EXPORTOUTPUT']._serialized_start=1245
+  _globals['_EXPORTOUTPUT']._serialized_end=1460
   _globals['_EXPORTREQUEST']._serialized_start=67
-  _globals['_EXPORTREQUEST']._serialized_end=249
-  _globals['_EXPORTPROGRESS']._serialized_start=251
-  _globals['_EXPORTPROGRESS']._serialized_end=363
-  _globals['_SMOKETEST']._serialized_start=365
-  _globals['_SMOKETEST']._serialized_end=481
-  _globals['_EXPORTEDFILE']._serialized_start=484
-  _globals['_EXPORTEDFILE']._serialized_end=678
-  _globals['_EXPORTMANIFEST']._serialized_start=681
-  _globals['_EXPORTMANIFEST']._serialized_end=863
-  _globals['_EXPORTRESPONSE']._serialized_start=865
-  _globals['_EXPORTRESPONSE']._serialized_end=986
-  _globals['_EXPORTERSERVICE']._serialized_start=1411
-  _globals['_EXPORTERSERVICE']._serialized_end=1495
+  _globals['_EXPORTREQUEST']._serialized_end=271
+  _globals['_EXPORTPROGRESS']._serialized_start=273
+  _globals['_EXPORTPROGRESS']._serialized_end=385
+  _globals['_SMOKETEST']._serialized_start=387
+  _globals['_SMOKETEST']._serialized_end=503
+  _globals['_EXPORTEDFILE']._serialized_start=506
+  _globals['_EXPORTEDFILE']._serialized_end=700
+  _globals['_EXPORTMANIFEST']._serialized_start=703
+  _globals['_EXPORTMANIFEST']._serialized_end=885
+  _globals['_EXPORTRESPONSE']._serialized_start=887
+  _globals['_EXPORTRESPONSE']._serialized_end=1008
+  _globals['_EXPORTERSERVICE']._serialized_start=1462
+  _globals['_EXPORTERSERVICE']._serialized_end=1546
 # @@protoc_insertion_point(module_scope)

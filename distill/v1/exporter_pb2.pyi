@@ -27,6 +27,7 @@ class ExportOutput(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPORT_OUTPUT_GGUF: _ClassVar[ExportOutput]
     EXPORT_OUTPUT_LORA_GGUF: _ClassVar[ExportOutput]
     EXPORT_OUTPUT_MODELFILE: _ClassVar[ExportOutput]
+    EXPORT_OUTPUT_BASE_GGUF: _ClassVar[ExportOutput]
 EXPORT_STAGE_UNSPECIFIED: ExportStage
 EXPORT_STAGE_ADAPTER: ExportStage
 EXPORT_STAGE_MERGE: ExportStage
@@ -41,20 +42,23 @@ EXPORT_OUTPUT_MERGED_MODEL: ExportOutput
 EXPORT_OUTPUT_GGUF: ExportOutput
 EXPORT_OUTPUT_LORA_GGUF: ExportOutput
 EXPORT_OUTPUT_MODELFILE: ExportOutput
+EXPORT_OUTPUT_BASE_GGUF: ExportOutput
 
 class ExportRequest(_message.Message):
-    __slots__ = ("job_id", "adapter", "base_model", "settings", "smoke_prompts")
+    __slots__ = ("job_id", "adapter", "base_model", "settings", "smoke_prompts", "include_base")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     SMOKE_PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_BASE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     adapter: _common_pb2.ArtifactRef
     base_model: str
     settings: _common_pb2.ExportSettings
     smoke_prompts: _containers.RepeatedCompositeFieldContainer[_common_pb2.Prompt]
-    def __init__(self, job_id: _Optional[str] = ..., adapter: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., base_model: _Optional[str] = ..., settings: _Optional[_Union[_common_pb2.ExportSettings, _Mapping]] = ..., smoke_prompts: _Optional[_Iterable[_Union[_common_pb2.Prompt, _Mapping]]] = ...) -> None: ...
+    include_base: bool
+    def __init__(self, job_id: _Optional[str] = ..., adapter: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., base_model: _Optional[str] = ..., settings: _Optional[_Union[_common_pb2.ExportSettings, _Mapping]] = ..., smoke_prompts: _Optional[_Iterable[_Union[_common_pb2.Prompt, _Mapping]]] = ..., include_base: _Optional[bool] = ...) -> None: ...
 
 class ExportProgress(_message.Message):
     __slots__ = ("stage", "detail", "progress")

@@ -155,7 +155,7 @@ class EstimateResponse(_message.Message):
     def __init__(self, breakdown: _Optional[_Iterable[_Union[CostLine, _Mapping]]] = ..., total_usd_low: _Optional[float] = ..., total_usd_high: _Optional[float] = ..., prompts: _Optional[int] = ..., teacher_input_tokens: _Optional[int] = ..., teacher_output_tokens: _Optional[int] = ..., judge_calls: _Optional[int] = ..., judge_tokens: _Optional[int] = ..., training_tokens: _Optional[int] = ..., gpu_hours_low: _Optional[float] = ..., gpu_hours_high: _Optional[float] = ..., peak_vram_gb: _Optional[float] = ..., assumptions: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobOutputs(_message.Message):
-    __slots__ = ("dataset", "candidates", "curated", "checkpoint", "adapter", "export_manifest", "student_gguf", "report")
+    __slots__ = ("dataset", "candidates", "curated", "checkpoint", "adapter", "export_manifest", "student_gguf", "report", "held_out", "train_dataset", "base_gguf", "evaluation")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     CURATED_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +164,10 @@ class JobOutputs(_message.Message):
     EXPORT_MANIFEST_FIELD_NUMBER: _ClassVar[int]
     STUDENT_GGUF_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_DATASET_FIELD_NUMBER: _ClassVar[int]
+    BASE_GGUF_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     dataset: _common_pb2.ArtifactRef
     candidates: _common_pb2.ArtifactRef
     curated: _common_pb2.ArtifactRef
@@ -172,7 +176,11 @@ class JobOutputs(_message.Message):
     export_manifest: _common_pb2.ArtifactRef
     student_gguf: _common_pb2.ArtifactRef
     report: _common_pb2.ArtifactRef
-    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., candidates: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., curated: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., checkpoint: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., adapter: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., export_manifest: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., student_gguf: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., report: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
+    held_out: _common_pb2.ArtifactRef
+    train_dataset: _common_pb2.ArtifactRef
+    base_gguf: _common_pb2.ArtifactRef
+    evaluation: _common_pb2.ArtifactRef
+    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., candidates: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., curated: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., checkpoint: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., adapter: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., export_manifest: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., student_gguf: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., report: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., held_out: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., train_dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., base_gguf: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., evaluation: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
 
 class ModelEvaluation(_message.Message):
     __slots__ = ("model", "mean_score", "pass_rate", "latency_seconds_mean", "cost_per_1k_requests_usd")
