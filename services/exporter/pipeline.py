@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import json
 import logging
 import shutil
@@ -66,6 +67,7 @@ class Output(enum.IntEnum):
     GGUF = 3
     LORA_GGUF = 4
     MODELFILE = 5
+    BASE_GGUF = 6
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class ExportJob:
     quantizations: tuple[str, ...] = DEFAULT_QUANTIZATIONS
     merged_model: bool = True
     lora_gguf: bool = False
+    # The untrained base at the first quantization, for the evaluation's before/after.
+    include_base: bool = False
     ollama_modelfile: bool = True
     smoke_max_tokens: int = 64
     smoke_messages: tuple[dict[str, str], ...] = tuple(smoke.DEFAULT_PROMPT)
@@ -166,6 +170,7 @@ class _Run:
         self.tokenizer: Any = None
         self.chat: merge.ChatInfo | None = None
         self.adapter_ref: StoredObject | None = None
+        self._base_f16: Path | None = None
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -288,12 +293,13 @@ class _Run:
                                            timeout=settings.convert_timeout_seconds)
             # Its smoke test runs it on the base model, converted here for that only.
             yield Progress(Stage.LORA_GGUF, "converting the base model for the LoRA smoke test")
-            base_view = await self._call(self._base_view, base_dir, merged_dir)
-            base_gguf = await gguf.convert_hf(converter, base_view, self.work / "base-f16.gguf",
-                                              timeout=settings.convert_timeout_seconds,
-                                              model_name=f"distill-{job.job_id}-base")
+            base_gguf = await self._base_gguf(base_dir, merged_dir)
             async for event in self._smoke_and_deliver(lora, None, Output.LORA_GGUF,
                                                        run_on=base_gguf):
+                yield event
+
+        if job.include_base:
+            async for event in self._export_base(base_dir, merged_dir):
                 yield event
 
         if job.ollama_modelfile:
@@ -313,8 +319,57 @@ class _Run:
                                    media_type="text/plain")
             self._deliver(ExportedFile(Output.MODELFILE, ref))
 
+    async def _base_gguf(self, base_dir: Path, merged_dir: Path) -> Path:
+        """The untrained base model as an f16 GGUF (converted once per export)."""
+        if self._base_f16 is None:
+            base_view = await self._call(self._base_view, base_dir, merged_dir)
+            self._base_f16 = await gguf.convert_hf(
+                gguf.Converter.locate(self.settings.converter_dir), base_view,
+                self.work / "base-f16.gguf", timeout=self.settings.convert_timeout_seconds,
+                model_name=f"distill-{self.job.job_id}-base")
+        return self._base_f16
+
+    def _base_cache_key(self, base_dir: Path, quant: str) -> str:
+        """Where the base GGUF of this base model and quantization is kept across jobs: keyed
+        by the model's weight files (name and size) and config, so changed weights miss."""
+        digest = hashlib.sha256(f"v{MANIFEST_VERSION}|{quant}".encode())
+        for path in sorted(base_dir.iterdir()):
+            if path.suffix == ".safetensors" or path.name == "config.json":
+                digest.update(f"|{path.name}:{path.stat().st_size}".encode())
+        digest.update((base_dir / "config.json").read_bytes())
+        return f"models/base/{digest.hexdigest()}/{quant}.gguf"
+
+    async def _export_base(self, base_dir: Path, merged_dir: Path) -> AsyncIterator[Progress]:
+        """The untrained base at the job's first quantization; reused from the store when an
+        earlier job of the same base model made it."""
+        quant = next((q for q in self.job.quantizations if q != "f16"), "f16")
+        key = await self._call(self._base_cache_key, base_dir, quant)
+        if await self._call(self.store.exists, key):
+            yield Progress(self.stage, f"base model {quant}: reusing {key}")
+            ref = await self._call(self.store.stat, key)
+            self._deliver(ExportedFile(Output.BASE_GGUF, ref, quantization=quant,
+                                       smoke_test=None))  # smoke-tested when it was made
+            return
+        self.stage = Stage.CONVERT
+        yield Progress(Stage.CONVERT, "converting the untrained base model (f16)")
+        path = await self._base_gguf(base_dir, merged_dir)
+        if quant != "f16":
+            self.stage = Stage.QUANTIZE
+            yield Progress(Stage.QUANTIZE, f"quantizing the untrained base model to {quant}")
+            out = self.work / "base" / f"base-{quant}.gguf"
+            quantized = gguf.quantize(path, {quant: out},
+                                      timeout=self.settings.quantize_timeout_seconds,
+                                      threads=self.settings.threads)
+            async with contextlib.aclosing(quantized):
+                async for _ in quantized:
+                    pass
+            path = out
+        async for event in self._smoke_and_deliver(path, quant, Output.BASE_GGUF, key=key):
+            yield event
+
     async def _smoke_and_deliver(self, path: Path, quant: str | None, output: Output,
-                                 run_on: Path | None = None) -> AsyncIterator[Progress]:
+                                 run_on: Path | None = None,
+                                 key: str | None = None) -> AsyncIterator[Progress]:
         """Smoke-test a GGUF, then upload and list it with the verdict."""
         job = self.job
         messages = list(job.smoke_messages)
@@ -331,7 +386,7 @@ class _Run:
         )
         if not result.passed:
             self.result.fail(Stage.SMOKE_TEST, f"{path.name}: {result.failure}")
-        key = f"{job.prefix}gguf/{path.name}"
+        key = key or f"{job.prefix}gguf/{path.name}"
         verdict = "passed" if result.passed else "FAILED"
         yield Progress(Stage.SMOKE_TEST, f"{path.name}: smoke test {verdict}; "
                        f"uploading to {key}")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from distill.v1 import common_pb2, exporter_pb2, exporter_pb2_grpc
 from services.common.errors import InvalidArgument
+from services.common.metrics import ExporterMetrics
 from services.common.server import Service
 from services.exporter import pipeline, smoke
 from services.exporter.settings import ExporterSettings
@@ -59,6 +60,7 @@ def job_from_request(request: exporter_pb2.ExportRequest) -> pipeline.ExportJob:
         quantizations=tuple(quants) or pipeline.DEFAULT_QUANTIZATIONS,
         merged_model=s.merged_model if s.HasField("merged_model") else True,
         lora_gguf=s.lora_gguf,
+        include_base=request.include_base,
         ollama_modelfile=s.ollama_modelfile if s.HasField("ollama_modelfile") else True,
         smoke_max_tokens=max_tokens,
         smoke_messages=tuple(_smoke_messages(request.smoke_prompts)),
@@ -111,17 +113,28 @@ def to_response(event: pipeline.Progress | pipeline.ExportResult) -> exporter_pb
 
 
 class ExporterService(exporter_pb2_grpc.ExporterServiceServicer):
-    def __init__(self, exporter: pipeline.Exporter) -> None:
+    def __init__(self, exporter: pipeline.Exporter, metrics: ExporterMetrics | None = None
+                 ) -> None:
         self._exporter = exporter
+        self.metrics = metrics or ExporterMetrics()
 
     async def Export(  # noqa: N802 - gRPC method name
         self, request: exporter_pb2.ExportRequest, context
     ) -> AsyncIterator[exporter_pb2.ExportResponse]:
         job = job_from_request(request)
-        async for event in self._exporter.export(job):
-            yield to_response(event)
+        timer = self.metrics.stream()
+        try:
+            async for event in self._exporter.export(job):
+                response = to_response(event)
+                timer.observe(response)
+                yield response
+        except Exception:
+            timer.failed()
+            raise
 
 
 def build(settings: ExporterSettings) -> Sequence[Service]:
     exporter = pipeline.Exporter(settings, settings.open_store())
-    return [Service.of(exporter_pb2, exporter_pb2_grpc, ExporterService(exporter))]
+    servicer = ExporterService(exporter)
+    return [Service.of(exporter_pb2, exporter_pb2_grpc, servicer,
+                       metrics=servicer.metrics.registry)]

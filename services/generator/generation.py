@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from google.protobuf import json_format
 
@@ -66,6 +67,7 @@ def plan(
     max_concurrency: int = 256,
     price_overrides=None,
     max_dataset_bytes: int = datasets.DEFAULT_MAX_BYTES,
+    cache_dir: Path | None = None,
 ) -> GenerationPlan:
     """Validates everything a run needs; raises the InvalidArgument/NotFound the caller sees.
     Blocking (reads the dataset): async callers use asyncio.to_thread."""
@@ -75,8 +77,12 @@ def plan(
     n_samples = request.n_samples or DEFAULT_SAMPLES
     if not 1 <= n_samples <= MAX_SAMPLES:
         raise errors.InvalidArgument(f"n_samples: must be 1..{MAX_SAMPLES}, got {n_samples}")
+    teacher_spec = request.teacher
+    if cache_dir is not None and teacher_spec.provider == common_pb2.PROVIDER_LOCAL \
+            and teacher_spec.model.startswith(store.base_uri):
+        teacher_spec = local_artifact_model(teacher_spec, store, cache_dir)
     teacher = resolve_model_spec(
-        request.teacher, field="teacher", default_temperature=DEFAULT_TEMPERATURE,
+        teacher_spec, field="teacher", default_temperature=DEFAULT_TEMPERATURE,
         price_overrides=price_overrides,
     )
     if n_samples > 1 and teacher.temperature <= 0:
@@ -95,6 +101,27 @@ def plan(
     else:
         raise errors.InvalidArgument("source: set dataset (an ArtifactRef) or prompts")
     return GenerationPlan(job_id, prompts, teacher, n_samples, request.system_prompt, limits)
+
+
+def local_artifact_model(spec: common_pb2.ModelSpec, store: ArtifactStore,
+                         cache_dir: Path) -> common_pb2.ModelSpec:
+    """A PROVIDER_LOCAL spec whose model is a GGUF artifact (an exported student), with the
+    model replaced by a local copy named by its sha256: downloaded once, and the teacher-cache
+    key (which holds the path) changes whenever the weights do."""
+    key = store.key_from_uri(spec.model)
+    if not key.endswith(".gguf"):
+        raise errors.InvalidArgument(f"teacher.model: {spec.model!r} is not a .gguf artifact")
+    try:
+        ref = store.stat(key)
+    except errors.NotFound:
+        raise errors.NotFound(f"teacher.model: no artifact at {spec.model!r}") from None
+    path = cache_dir / "gguf" / f"{ref.sha256}.gguf"
+    if not path.is_file():
+        store.get_file(key, path)
+    local = common_pb2.ModelSpec()
+    local.CopyFrom(spec)
+    local.model = str(path)
+    return local
 
 
 def _limits(limits: common_pb2.RateLimits, default_concurrency: int, most: int) -> Limits:

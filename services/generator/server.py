@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from distill.v1 import generator_pb2, generator_pb2_grpc
+from services.common.metrics import GeneratorMetrics
 from services.common.providers import (
     ModelClient,
     RateLimiter,
@@ -22,9 +23,11 @@ from services.generator.settings import GeneratorSettings
 
 
 class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
-    def __init__(self, settings: GeneratorSettings, store: ArtifactStore) -> None:
+    def __init__(self, settings: GeneratorSettings, store: ArtifactStore,
+                 metrics: GeneratorMetrics | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.metrics = metrics or GeneratorMetrics()
 
     async def Generate(  # noqa: N802 - gRPC method name
         self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
@@ -36,6 +39,7 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
             max_concurrency=s.max_concurrency_limit,
             price_overrides=s.price_overrides,
             max_dataset_bytes=s.max_dataset_bytes,
+            cache_dir=s.cache_dir,
         )
         provider = open_provider(
             job.teacher, field="teacher", key_env_pattern=s.api_key_env_pattern,
@@ -50,10 +54,12 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
             ),
             cache=TeacherCache(self.store),
         )
+        observe = self.metrics.stream(job.teacher.provider, job.teacher.model)
         try:
             async for event in Generation(
                 job, client, self.store, progress_interval=s.progress_interval_seconds
             ).events():
+                observe(event)
                 yield event
         finally:
             await client.aclose()
@@ -61,4 +67,5 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
 
 def build(settings: GeneratorSettings) -> Sequence[Service]:
     service = GeneratorService(settings, settings.open_store())
-    return [Service.of(generator_pb2, generator_pb2_grpc, service)]
+    return [Service.of(generator_pb2, generator_pb2_grpc, service,
+                       metrics=service.metrics.registry)]

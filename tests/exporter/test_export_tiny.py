@@ -294,3 +294,47 @@ def test_smoke_test_compares_llama_cpp_tokens_with_the_tokenizer(export, tiny_ll
     assert not result.passed
     assert "tokenises the prompt differently" in result.failure
     assert "first difference at token 3" in result.failure
+
+
+def test_include_base_exports_the_untrained_model_once_per_base(export, tiny_llama_dir):
+    """The base GGUF computes the base model (not the merge) and a second job reuses it."""
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stub, store = export["stub"], export["store"]
+
+    def run(job_id):
+        request = _request(job_id, export["adapter_ref"], tiny_llama_dir, smoke_max_tokens=4,
+                           merged_model=False, ollama_modelfile=False,
+                           quantizations=[common_pb2.QUANTIZATION_TYPE_Q8_0])
+        request.include_base = True
+        events = list(stub.Export(request, timeout=600))
+        manifest = events[-1].manifest
+        bases = [f for f in manifest.files if f.output == exporter_pb2.EXPORT_OUTPUT_BASE_GGUF]
+        assert len(bases) == 1
+        assert bases[0].quantization == common_pb2.QUANTIZATION_TYPE_Q8_0
+        return bases[0], [e.progress.detail for e in events[:-1]]
+
+    first, details = run("tiny-base-1")
+    key = store.key_from_uri(first.artifact.uri)
+    assert key.startswith("models/base/") and key.endswith("/q8_0.gguf")
+    assert any("untrained base" in d for d in details)
+
+    path = export["tmp"] / "base-q8_0.gguf"
+    store.get_file(key, path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    ids = tokenizer("The student learns from the teacher.")["input_ids"]
+    with torch.inference_mode():
+        expected = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()(
+            torch.tensor([ids])).logits[0].numpy()
+    llm = Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False, seed=0)
+    llm.eval(ids)
+    assert np.abs(np.asarray(llm.scores[: len(ids)]) - expected).max() < 5e-2
+
+    second, details = run("tiny-base-2")
+    assert second.artifact.uri == first.artifact.uri
+    assert second.artifact.sha256 == first.artifact.sha256
+    assert any("reusing" in d for d in details)
+    assert not any("untrained base model (f16)" in d for d in details)

@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.request
 
+import grpc
 import pytest
 
 from distill.v1 import common_pb2, generator_pb2
@@ -72,6 +73,31 @@ async def test_generate_with_the_local_teacher(generator, tmp_path):
     again = [e async for e in generator.stub.Generate(request, timeout=120)]
     assert again[-1].summary.usage.cached_requests == 4
 
+
+
+async def test_local_model_from_a_gguf_artifact(generator_factory, tmp_path):
+    """An exported student named by its artifact URI runs locally from a copy named by sha256;
+    the cached candidate keeps the original call's latency; a missing artifact is NOT_FOUND."""
+    generator = await generator_factory(cache_dir=tmp_path / "cache")
+    ref = generator.store.put_file("jobs/j1/gguf/q4_k_m.gguf", packaged_smollm2_gguf())
+    prompts = generator_pb2.InlinePrompts(prompts=[common_pb2.Prompt(
+        id="q0", messages=[common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=QUESTION)])])
+    request = generator_pb2.GenerateRequest(
+        prompts=prompts, n_samples=1, teacher=common_pb2.ModelSpec(
+            provider=common_pb2.PROVIDER_LOCAL, model=ref.uri, temperature=0, max_tokens=4))
+    first = [e async for e in generator.stub.Generate(request, timeout=120)]
+    (candidate,) = next(e.group for e in first if e.WhichOneof("event") == "group").candidates
+    assert candidate.text.strip() and not candidate.cached and candidate.latency_seconds > 0
+    assert (tmp_path / "cache" / "gguf" / f"{ref.sha256}.gguf").is_file()
+    again = [e async for e in generator.stub.Generate(request, timeout=120)]
+    (cached,) = next(e.group for e in again if e.WhichOneof("event") == "group").candidates
+    assert cached.cached and cached.text == candidate.text
+    assert cached.latency_seconds == pytest.approx(candidate.latency_seconds)
+    request.teacher.model = ref.uri.replace("q4_k_m", "missing")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        [e async for e in generator.stub.Generate(request, timeout=30)]
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "teacher.model" in raised.value.details()
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):

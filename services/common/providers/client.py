@@ -162,7 +162,9 @@ class ModelClient:
             hits = await asyncio.gather(*(self.cache.get(keys[i]) for i in indices))
             for i, hit in zip(indices, hits, strict=True):
                 if hit is not None:
-                    found[i] = Sample(i, hit.text, hit.finish_reason, 0, 0, 0.0, 1, True, 0.0)
+                    # Nothing is paid again; the latency is the original call's.
+                    found[i] = Sample(i, hit.text, hit.finish_reason, 0, 0, 0.0, 1, True,
+                                      hit.latency_seconds)
                     self.stats.cached_requests += 1
         missing = [i for i in indices if i not in found]
         while missing:
