@@ -14,11 +14,16 @@ export DISTILL_CACHE_DIR ?= $(HOME)/.cache/distill
 STAMP := $(VENV)/.setup-complete
 PYTEST_ARGS ?=
 
-.PHONY: setup protos check-protos lint test test-fast demo clean-venv
+.PHONY: setup chromium protos check-protos lint test test-fast demo clean-venv
 
 NODE_DEPS := examples/node/node_modules/.package-lock.json
 
-setup: $(STAMP) $(NODE_DEPS)
+setup: $(STAMP) $(NODE_DEPS) chromium
+
+# Debian's chromium: the report test opens the job report in it headless. Idempotent (root).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 # The polyglot example's client (@grpc/grpc-js); the end-to-end tests run it.
 $(NODE_DEPS): examples/node/package-lock.json
@@ -49,9 +54,15 @@ check-protos: setup
 	  diff -r -x __pycache__ $$tmp/v1 distill/v1 && rm -rf $$tmp || \
 	  { echo "distill/v1 is stale: run 'make protos' and commit the result" >&2; exit 1; }
 
-lint: setup
+lint: setup check-deploy
 	$(BUF) lint
 	$(VENV)/bin/ruff check .
+
+# deploy/ validated offline by real validators: hadolint, the Compose Specification schema,
+# kustomize renders checked by kubernetes-validate (strict) and KEDA's schemas.
+.PHONY: check-deploy
+check-deploy: setup
+	$(PY) deploy/validate/check.py
 
 test: setup check-protos lint
 	$(PY) -m pytest $(PYTEST_ARGS)

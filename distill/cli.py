@@ -152,10 +152,30 @@ def follow(client: Distiller, name: str) -> gateway_pb2.Job:
     return job
 
 
+def print_evaluation(job: gateway_pb2.Job) -> None:
+    """The held-out comparison of student, untrained student and teacher, and the gate."""
+    e = job.evaluation
+    if not e.prompts:
+        return
+    names = {"student": "student (trained)", "base": "student (untrained)", "teacher": "teacher"}
+    table = Table(title=f"evaluation on {e.prompts} held-out prompts")
+    for column in ("model", "mean score", "pass rate", "latency s", "USD / 1k requests"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for m in sorted(e.models, key=lambda m: list(names).index(m.model)):
+        table.add_row(names[m.model], f"{m.mean_score:.2f}",
+                      f"{m.pass_rate:.0%}" if m.HasField("pass_rate") else "-",
+                      f"{m.latency_seconds_mean:.3f}", f"{m.cost_per_1k_requests_usd:.4f}")
+    out.print(table)
+    out.print(f"student vs teacher: {e.student_wins} wins, {e.student_ties} ties, "
+              f"{e.student_losses} losses (win rate {e.student_win_rate:.0%}; 50% is parity)")
+    out.print(("[green]" if e.promoted else "[yellow]") + e.promotion_reason + "[/]")
+
+
 def _report(job: gateway_pb2.Job) -> int:
     if job.state == gateway_pb2.JOB_STATE_SUCCEEDED:
         out.print(f"[green]{job.name} succeeded[/green]: cost {job.cost_usd:.4f} USD; "
                   f"student GGUF {job.outputs.student_gguf.uri}")
+        print_evaluation(job)
         if job.promoted_alias_version:
             out.print(f"alias {job.spec.promote_alias} -> version {job.promoted_alias_version}")
         return 0
@@ -202,6 +222,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.cancel(args.job)
     out.print(f"{job.name} {_state(job)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    job_id = args.job.rsplit("/", 1)[-1]
+    with _client(args) as client:
+        index = client.download_report(args.job, args.out or Path(f"distill-report-{job_id}"))
+    print(index.resolve())  # plain, so scripts can open it
     return 0
 
 
@@ -270,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text)
         command.add_argument("job", help="jobs/{id}")
         command.set_defaults(func=func)
+    report = sub.add_parser("report", help="download a job's report (HTML page, PNG plots, "
+                            "report.json) and print the path of its index.html")
+    report.add_argument("job", help="jobs/{id}")
+    report.add_argument("--out", type=Path,
+                        help="folder to write it into (default ./distill-report-{id})")
+    report.set_defaults(func=cmd_report)
     alias = sub.add_parser("alias", help="stable names for trained students")
     alias_sub = alias.add_subparsers(dest="alias_command", required=True)
     alias_set = alias_sub.add_parser("set", help="point an alias at a job's student or a teacher")
@@ -306,7 +340,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             job = follow(client, job.name)
             code = _report(job)
             if code == 0:
-                demo_module.show_answer(client, job, Path(args.home), out)
+                demo_module.show_comparison(job, out)
+                if job.promoted_alias_version:
+                    demo_module.show_answer(client, job, Path(args.home), out)
             return code
     finally:
         suite.stop()

@@ -14,6 +14,8 @@ Results are the protobuf messages of distill.v1 (typed, with .pyi stubs). Every 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,6 +28,7 @@ from google.protobuf import json_format
 from distill.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 UPLOAD_CHUNK = 1024 * 1024
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 TERMINAL = (gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED,
             gateway_pb2.JOB_STATE_CANCELLED)
 
@@ -37,6 +40,13 @@ class DistillClientError(Exception):
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+
+
+def _folder_digest(sha256_by_path: Mapping[str, str]) -> str:
+    """A folder ArtifactRef's sha256: of a `sha256sum`-style listing of its files, sorted by
+    relative path (the artifact store's rule)."""
+    listing = "".join(f"{sha256_by_path[p]}  {p}\n" for p in sorted(sha256_by_path))
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
 
 
 def _wrap(exc: grpc.RpcError) -> DistillClientError:
@@ -117,21 +127,61 @@ class Distiller:
     def download(self, uri: str, dest: str | Path) -> Path:
         """Writes an artifact (a job's candidates, curated set, GGUF, ...) to `dest`."""
         dest = Path(dest)
+        self._fetch(uri, dest)
+        return dest
+
+    def _fetch(self, uri: str, dest: Path) -> str:
+        """Downloads one file artifact to `dest`; returns its sha256 (checked on arrival)."""
         tmp = dest.with_name(dest.name + ".part")
+        digest = hashlib.sha256()
+        expected = ""
         try:
             with open(tmp, "wb") as out:
                 for part in self._stream("DownloadArtifact",
                                          gateway_pb2.DownloadArtifactRequest(uri=uri)):
-                    if part.HasField("chunk"):
+                    if part.HasField("artifact"):
+                        expected = part.artifact.sha256
+                    elif part.HasField("chunk"):
+                        digest.update(part.chunk)
                         out.write(part.chunk)
+            if expected and digest.hexdigest() != expected:
+                raise DistillClientError(grpc.StatusCode.DATA_LOSS,
+                                         f"{uri}: received bytes do not match sha256 {expected}")
             tmp.replace(dest)
         finally:
             tmp.unlink(missing_ok=True)
-        return dest
+        return digest.hexdigest()
+
+    def download_report(self, job: str, dest: str | Path) -> Path:
+        """Downloads the job's report (index.html, its PNG plots, report.json) into the folder
+        `dest`; returns the path of index.html. FAILED_PRECONDITION while the job has none."""
+        snapshot = self.get(job)
+        ref = snapshot.outputs.report
+        if not ref.uri:
+            state = gateway_pb2.JobState.Name(snapshot.state).removeprefix("JOB_STATE_").lower()
+            raise DistillClientError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{job} has no report yet (state: {state}); the gateway writes it when the job "
+                "ends")
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        # A folder artifact is downloaded file by file: report.json lists the folder's files.
+        digests = {"report.json": self._fetch(ref.uri + "report.json", dest / "report.json")}
+        files = json.loads((dest / "report.json").read_text(encoding="utf-8")).get("files", [])
+        for name in files:
+            if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
+                raise DistillClientError(grpc.StatusCode.DATA_LOSS,
+                                         f"{ref.uri}report.json lists a bad file name {name!r}")
+            if name not in digests:
+                digests[name] = self._fetch(ref.uri + name, dest / name)
+        if ref.sha256 and _folder_digest(digests) != ref.sha256:
+            raise DistillClientError(
+                grpc.StatusCode.DATA_LOSS,
+                f"{job}'s report at {ref.uri} does not match its ref (changed while downloading, "
+                "or incomplete): try again")
+        return dest / "index.html"
 
     def read_jsonl(self, uri: str) -> Iterator[dict[str, Any]]:
-        import json
-
         buffer = b""
         for part in self._stream("DownloadArtifact", gateway_pb2.DownloadArtifactRequest(uri=uri)):
             if part.HasField("chunk"):

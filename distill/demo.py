@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from google.protobuf import json_format
 from rich.console import Console
 
 from distill.client import Distiller
@@ -18,6 +19,7 @@ from distill.v1 import common_pb2, gateway_pb2
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "addition"
 DEFAULT_DATASET = EXAMPLES / "train.jsonl"
+HELD_OUT = EXAMPLES / "heldout.jsonl"
 DEFAULT_STEPS = 40
 ALIAS = "addition-demo"
 
@@ -35,7 +37,19 @@ def spec(client: Distiller, dataset: Path, steps: int) -> gateway_pb2.DistillSpe
                   "max_seq_length": 128, "checkpoint_interval": 20, "seed": 0},
         export={"quantizations": ["QUANTIZATION_TYPE_Q4_K_M"]},
         promote_alias=ALIAS,
+        eval={"held_out": json_format.MessageToDict(client.upload(HELD_OUT))},
     )
+
+
+def show_comparison(job: gateway_pb2.Job, out: Console) -> None:
+    """Before/after on the held-out questions: did training beat the untrained student?"""
+    models = {m.model: m for m in job.evaluation.models}
+    before, after = models["base"], models["student"]
+    verdict = "beats" if after.mean_score > before.mean_score else "does NOT beat"
+    out.print(f"before/after on {job.evaluation.prompts} held-out questions: the trained "
+              f"student answers {after.pass_rate:.0%} right, the untrained one "
+              f"{before.pass_rate:.0%} (teacher {models['teacher'].pass_rate:.0%}): training "
+              f"{verdict} the untrained student.")
 
 
 def show_answer(client: Distiller, job: gateway_pb2.Job, home: Path, out: Console) -> None:
@@ -44,7 +58,7 @@ def show_answer(client: Distiller, job: gateway_pb2.Job, home: Path, out: Consol
 
     alias = client.get_alias(ALIAS)
     gguf = client.download(alias.target.gguf.uri, home / f"{ALIAS}.gguf")
-    held_out = [json.loads(line) for line in (EXAMPLES / "heldout.jsonl").read_text().splitlines()]
+    held_out = [json.loads(line) for line in HELD_OUT.read_text().splitlines()]
     question = held_out[0]
     model = llama_cpp.Llama(str(gguf), n_ctx=256, verbose=False)
     reply = model.create_chat_completion([{"role": "user", "content": question["prompt"]}],

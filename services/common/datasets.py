@@ -238,11 +238,13 @@ def load_dataset(
 def split_holdout(
     prompts: Sequence[common_pb2.Prompt], fraction: float, *, seed: int = 0
 ) -> tuple[list[common_pb2.Prompt], list[common_pb2.Prompt]]:
-    """(train, held_out): a deterministic split by hash of id, held_out ≈ fraction of the rows,
-    dataset order kept in both."""
+    """(train, held_out): a deterministic split by hash of id, held_out ≈ fraction of the rows
+    (at least one when fraction > 0, never all of them), dataset order kept in both."""
     if not 0 <= fraction < 1:
         raise InvalidArgument(f"held-out fraction must be in [0, 1), got {fraction}")
     count = round(len(prompts) * fraction)
+    if fraction > 0:
+        count = min(max(count, 1), len(prompts) - 1)
     ranked = sorted(
         prompts, key=lambda p: hashlib.sha256(f"{seed}:{p.id}".encode()).hexdigest()
     )

@@ -2,7 +2,8 @@
 
 grpc.aio server with the standard health service, server reflection (grpcurl needs no .proto
 files), the interceptor (request id, auth, error mapping, RPC log), message size limits and
-keepalive. SIGTERM/SIGINT → health NOT_SERVING → stop accepting RPCs → in-flight RPCs get
+keepalive, and the service's Prometheus metrics over HTTP (services/common/metrics.py).
+SIGTERM/SIGINT → health NOT_SERVING → stop accepting RPCs → in-flight RPCs get
 `grace_seconds` to finish.
 """
 
@@ -19,8 +20,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from services.common.interceptors import ServerInterceptor
+from services.common.metrics import MetricsServer
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger("distill.server")
@@ -34,7 +37,9 @@ class Service:
     """A servicer and how to add it: `Service.of(gateway_pb2, gateway_pb2_grpc, servicer)`.
 
     `on_start` runs once the server listens (e.g. resume unfinished jobs); `on_shutdown` runs
-    after health turns NOT_SERVING and before in-flight RPCs get their grace period.
+    after health turns NOT_SERVING and before in-flight RPCs get their grace period. `metrics`
+    is the service's own Prometheus registry (services/common/metrics.py), served over HTTP on
+    the settings' metrics port.
     """
 
     full_name: str
@@ -42,13 +47,15 @@ class Service:
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     on_start: Hook | None = None
     on_shutdown: Hook | None = None
+    metrics: CollectorRegistry | None = None
 
     @classmethod
     def of(cls, pb2_module: Any, pb2_grpc_module: Any, servicer: Any, *,
-           on_start: Hook | None = None, on_shutdown: Hook | None = None) -> Service:
+           on_start: Hook | None = None, on_shutdown: Hook | None = None,
+           metrics: CollectorRegistry | None = None) -> Service:
         (descriptor,) = pb2_module.DESCRIPTOR.services_by_name.values()
         add = getattr(pb2_grpc_module, f"add_{descriptor.name}Servicer_to_server")
-        return cls(descriptor.full_name, servicer, add, on_start, on_shutdown)
+        return cls(descriptor.full_name, servicer, add, on_start, on_shutdown, metrics)
 
 
 async def _call(hook: Hook | None) -> None:
@@ -70,13 +77,15 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
 
 
 class RunningServer:
-    """A started server: its port, its health servicer and a way to stop it gracefully."""
+    """A started server: its ports, its health servicer and a way to stop it gracefully."""
 
     def __init__(self, server: grpc.aio.Server, port: int, health_servicer: Any,
-                 services: Sequence[Service], grace: float) -> None:
+                 services: Sequence[Service], grace: float, metrics: MetricsServer) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
+        self.metrics = metrics
+        self.metrics_port = metrics.port
         self._services = services
         self._grace = grace
 
@@ -88,6 +97,7 @@ class RunningServer:
         for service in self._services:
             await _call(service.on_shutdown)
         await self.server.stop(self._grace)
+        self.metrics.stop()
 
 
 async def start(settings: ServiceSettings, services: Sequence[Service]) -> RunningServer:
@@ -105,13 +115,21 @@ async def start(settings: ServiceSettings, services: Sequence[Service]) -> Runni
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.bind_port}")
-    await server.start()
-    for service in services:
-        await _call(service.on_start)
+    metrics = MetricsServer(settings.host, settings.metrics_bind_port,
+                            [s.metrics for s in services if s.metrics is not None])
+    try:
+        await server.start()
+        for service in services:
+            await _call(service.on_start)
+    except BaseException:
+        metrics.stop()
+        raise
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", extra={"host": settings.host, "port": port, "services": names})
-    return RunningServer(server, port, health_servicer, services, settings.grace_seconds)
+    log.info("serving", extra={"host": settings.host, "port": port, "services": names,
+                               "metrics_port": metrics.port})
+    return RunningServer(server, port, health_servicer, services, settings.grace_seconds,
+                         metrics)
 
 
 async def serve(settings: ServiceSettings,

@@ -36,6 +36,9 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     # None means the service's default port; 0 picks a free port (logged at start).
     port: int | None = None
+    # Prometheus metrics over HTTP. None means the gRPC port + 1000 (51051..51055 by default),
+    # or a free port when the gRPC port is 0; 0 picks a free port (logged at start).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # When set, every RPC but health checks needs `authorization: Bearer <token>`.
     auth_token: SecretStr | None = None
     # Seconds in-flight RPCs get to finish after SIGTERM.
@@ -55,6 +58,12 @@ class ServiceSettings(BaseSettings):
     @property
     def bind_port(self) -> int:
         return self.default_port if self.port is None else self.port
+
+    @property
+    def metrics_bind_port(self) -> int:
+        if self.metrics_port is not None:
+            return self.metrics_port
+        return 0 if self.bind_port == 0 else self.bind_port + 1000
 
     def open_store(self) -> ArtifactStore:
         """The artifact store these settings name (one per service process)."""

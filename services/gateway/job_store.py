@@ -158,6 +158,12 @@ class JobStore:
                 "ORDER BY create_time", tuple(TERMINAL)).fetchall()
         return [gateway_pb2.Job.FromString(r[0]) for r in rows]
 
+    def count_by_state(self) -> dict[int, int]:
+        """Jobs per state (the metrics endpoint reads it at each scrape)."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {state: count for state, count in rows}
+
     # -- aliases ------------------------------------------------------------------------------
 
     def set_alias(self, name: str, target: gateway_pb2.AliasTarget,

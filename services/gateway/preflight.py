@@ -15,6 +15,7 @@ from services.common.datasets import load_dataset
 from services.common.models import resolve_student
 from services.common.providers.spec import read_api_key, resolve_model_spec
 from services.common.storage import ArtifactStore
+from services.gateway import evaluation
 from services.gateway.aliases import validate_name
 from services.gateway.estimate import estimate
 from services.judge.llm_judge import Reply
@@ -79,6 +80,7 @@ def check(spec: gateway_pb2.DistillSpec, store: ArtifactStore, cache_dir: Path,
             raise errors.InvalidArgument(f"spec.export.quantizations: unknown value {q}")
     if spec.promote_alias:
         validate_name(spec.promote_alias)
+    evaluation.check(spec, prompts, store)
     if spec.HasField("budget_usd") and spec.budget_usd <= 0:
         raise errors.InvalidArgument(f"spec.budget_usd: must be > 0, got {spec.budget_usd}")
     result = estimate(spec, prompts, batch_api)

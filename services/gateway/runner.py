@@ -17,14 +17,13 @@ from distill.v1 import common_pb2, exporter_pb2, gateway_pb2, generator_pb2, tra
 from services.common import errors
 from services.common.storage import ArtifactStore
 from services.common.usage import add_usage
-from services.gateway import stages
+from services.gateway import evaluation, stages
 from services.gateway.aliases import Aliases
 from services.gateway.job_store import TERMINAL, JobStore
 from services.gateway.watch import JobHub
 
 log = logging.getLogger("distill.gateway.runner")
 DEFAULT_QUANT = common_pb2.QUANTIZATION_TYPE_Q4_K_M
-TRAINER_RETRY_SECONDS = 5.0
 
 
 def job_id(job: gateway_pb2.Job) -> str:
@@ -34,7 +33,8 @@ def job_id(job: gateway_pb2.Job) -> str:
 class JobRunner:
     def __init__(self, store: JobStore, hub: JobHub, clients: stages.StageClients,
                  artifacts: ArtifactStore, aliases: Aliases, trainer_wait_seconds: float,
-                 smoke_prompts: Callable[[gateway_pb2.Job], list[common_pb2.Prompt]]) -> None:
+                 smoke_prompts: Callable[[gateway_pb2.Job], list[common_pb2.Prompt]],
+                 serving_usd_per_hour: float = 0.0) -> None:
         self.store = store
         self.hub = hub
         self.clients = clients
@@ -42,6 +42,7 @@ class JobRunner:
         self.aliases = aliases
         self.trainer_wait_seconds = trainer_wait_seconds
         self.smoke_prompts = smoke_prompts
+        self.serving_usd_per_hour = serving_usd_per_hour
         self.tasks: dict[str, asyncio.Task] = {}
         # Jobs CancelJob asked to stop: no runner event may overwrite their CANCELLING state.
         self.cancelling: set[str] = set()
@@ -81,12 +82,16 @@ class JobRunner:
     async def _run(self, name: str) -> None:
         job = self.store.get_job(name)
         try:
+            if evaluation.enabled(job.spec) and not job.outputs.HasField("held_out"):
+                await self._split(job)
             if not job.outputs.HasField("curated"):
                 await self._curate(job)
             if not job.outputs.HasField("adapter"):
                 await self._train(job)
             if not job.outputs.HasField("export_manifest"):
                 await self._export(job)
+            if evaluation.enabled(job.spec) and not job.outputs.HasField("evaluation"):
+                await self._evaluate(job)
             self._promote(job)
             job.state = gateway_pb2.JOB_STATE_SUCCEEDED
             job.progress.Clear()
@@ -122,6 +127,13 @@ class JobRunner:
         job.progress.CopyFrom(common_pb2.Progress(unit=unit, message=message))
         self.save(job)
 
+    async def _split(self, job: gateway_pb2.Job) -> None:
+        train, held_out = await asyncio.to_thread(evaluation.split, self.artifacts, job_id(job),
+                                                  job.spec)
+        job.outputs.train_dataset.CopyFrom(train)
+        job.outputs.held_out.CopyFrom(held_out)
+        self.save(job)
+
     async def _curate(self, job: gateway_pb2.Job) -> None:
         spec = job.spec
         self._enter(job, gateway_pb2.JOB_STATE_GENERATING, "prompts", "generating")
@@ -149,7 +161,8 @@ class JobRunner:
             self._check_budget(job)
 
         request = generator_pb2.GenerateRequest(
-            dataset=spec.dataset, teacher=spec.teacher, n_samples=spec.n_samples,
+            dataset=job.outputs.train_dataset if job.outputs.HasField("train_dataset")
+            else spec.dataset, teacher=spec.teacher, n_samples=spec.n_samples,
             system_prompt=spec.system_prompt, limits=spec.limits, job_id=job_id(job))
         config = type(spec.judge)()
         config.CopyFrom(spec.judge)
@@ -191,16 +204,13 @@ class JobRunner:
                 job.outputs.checkpoint.CopyFrom(event.checkpoint.checkpoint)
             self.save(job)
 
-        deadline = time.monotonic() + self.trainer_wait_seconds
-        while True:
-            try:
-                finished = await stages.train(self.clients, request, on_event)
-                break
-            except errors.ResourceExhausted:
-                # Every trainer replica is busy: the task waits its turn.
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(TRAINER_RETRY_SECONDS)
+        def on_queue(message: str) -> None:  # placed on a replica, or back in the queue
+            job.progress.message = message
+            self.save(job)
+
+        # The trainer pool's FIFO queue: a free replica, or the next one after a busy or lost one.
+        finished = await stages.train(self.clients, request, on_event,
+                                      wait_seconds=self.trainer_wait_seconds, on_queue=on_queue)
         job.outputs.adapter.CopyFrom(finished.adapter)
         job.train_loss = finished.final_loss
         self.save(job)
@@ -210,7 +220,8 @@ class JobRunner:
         self._enter(job, gateway_pb2.JOB_STATE_EXPORTING, "stages", "exporting")
         request = exporter_pb2.ExportRequest(
             job_id=job_id(job), adapter=job.outputs.adapter, base_model=spec.student_model,
-            settings=spec.export, smoke_prompts=self.smoke_prompts(job))
+            settings=spec.export, smoke_prompts=self.smoke_prompts(job),
+            include_base=evaluation.enabled(spec))
 
         async def on_progress(progress: exporter_pb2.ExportProgress) -> None:
             job.progress.message = f"{exporter_pb2.ExportStage.Name(progress.stage).lower()}: " \
@@ -226,6 +237,9 @@ class JobRunner:
                    else len(wanted))
         if ggufs:
             job.outputs.student_gguf.CopyFrom(ggufs[0].artifact)
+        for f in manifest.files:
+            if f.output == exporter_pb2.EXPORT_OUTPUT_BASE_GGUF:
+                job.outputs.base_gguf.CopyFrom(f.artifact)
         self.save(job)
         if not manifest.complete:
             stage = exporter_pb2.ExportStage.Name(manifest.failed_stage)
@@ -233,8 +247,32 @@ class JobRunner:
         if not ggufs:
             raise errors.FailedPrecondition("export produced no GGUF that passed its smoke test")
 
+    async def _evaluate(self, job: gateway_pb2.Job) -> None:
+        self._enter(job, gateway_pb2.JOB_STATE_EVALUATING, "prompts", "evaluating")
+        if not job.outputs.HasField("base_gguf"):
+            raise errors.FailedPrecondition("evaluation: the export produced no base GGUF")
+
+        async def on_progress(message: str, done: int, total: int) -> None:
+            job.progress.message, job.progress.done, job.progress.total = message, done, total
+            self.save(job)
+
+        outcome = await evaluation.evaluate(self.clients, job, on_progress,
+                                            serving_usd_per_hour=self.serving_usd_per_hour)
+        add_usage(job.teacher_usage, outcome.teacher_usage)
+        add_usage(job.judge_usage, outcome.judge_usage)
+        job.evaluation.CopyFrom(outcome.evaluation)
+        job.outputs.evaluation.CopyFrom(await asyncio.to_thread(
+            evaluation.write_rows, self.artifacts, job_id(job), outcome.rows))
+        self.save(job)
+        self._check_budget(job)
+
     def _promote(self, job: gateway_pb2.Job) -> None:
         name = job.spec.promote_alias
+        if job.HasField("evaluation") and job.evaluation.prompts:
+            passed, reason = evaluation.gate(job.evaluation, evaluation.min_ratio(job.spec))
+            job.evaluation.promotion_reason = reason if name else f"{reason} (no promote_alias)"
+            if not passed:
+                return
         if not name:
             return
         target = gateway_pb2.AliasTarget(job=job.name, gguf=job.outputs.student_gguf,
@@ -249,5 +287,6 @@ class JobRunner:
             except errors.Aborted:
                 continue
             job.promoted_alias_version = alias.version
+            job.evaluation.promoted = True
             return
         raise errors.Aborted(f"alias {name!r} kept changing; not promoted")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from distill.v1 import gateway_pb2, gateway_pb2_grpc
+from services.common.metrics import GatewayMetrics
 from services.common.server import Service
 from services.gateway import preflight
 from services.gateway.aliases import Aliases
@@ -12,7 +13,8 @@ from services.gateway.job_store import JobStore
 from services.gateway.jobs import Jobs
 from services.gateway.runner import JobRunner
 from services.gateway.settings import GatewaySettings
-from services.gateway.stages import StageClients
+from services.gateway.stages import StageClients, auth_metadata
+from services.gateway.trainer_pool import TrainerPool
 from services.gateway.uploads import download_artifact, upload_dataset
 from services.gateway.watch import JobHub
 
@@ -72,15 +74,20 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
     hub = JobHub()
     aliases = Aliases(store)
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    trainers = TrainerPool(settings.trainer_targets,
+                           status_timeout=settings.trainer_status_timeout_seconds,
+                           interval=settings.trainer_schedule_interval_seconds,
+                           max_moves=settings.trainer_max_moves, metadata=auth_metadata(token))
     clients = StageClients.connect(settings.generator_address, settings.judge_address,
-                                   settings.trainer_address, settings.exporter_address,
+                                   trainers, settings.exporter_address,
                                    settings.stage_idle_timeout_seconds, token)
+    metrics = GatewayMetrics(store.count_by_state, trainers.snapshot)
 
     def smoke_prompts(job):
         return preflight.load_prompts(job.spec, artifacts)[:1]
 
     runner = JobRunner(store, hub, clients, artifacts, aliases, settings.trainer_wait_seconds,
-                       smoke_prompts)
+                       smoke_prompts, serving_usd_per_hour=settings.serving_usd_per_hour)
     jobs = Jobs(store, hub, runner, artifacts, settings.cache_dir)
     servicer = GatewayService(jobs, aliases, settings)
 
@@ -89,4 +96,4 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
         await runner.shutdown()  # jobs stay non-terminal: the next gateway resumes them
 
     return [Service.of(gateway_pb2, gateway_pb2_grpc, servicer, on_start=jobs.resume_unfinished,
-                       on_shutdown=shutdown)]
+                       on_shutdown=shutdown, metrics=metrics.registry)]

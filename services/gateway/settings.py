@@ -17,7 +17,11 @@ class GatewaySettings(ServiceSettings):
     # Where the stage services listen (`distill up` sets these for the embedded suite).
     generator_address: str = "127.0.0.1:50052"
     judge_address: str = "127.0.0.1:50053"
+    # The trainer when there is one; `trainer_addresses` (comma-separated host:port) replaces it
+    # with several. A name that resolves to several addresses (a Kubernetes headless Service) is
+    # one replica per address, re-resolved at every scheduling pass.
     trainer_address: str = "127.0.0.1:50054"
+    trainer_addresses: str = ""
     exporter_address: str = "127.0.0.1:50055"
     # The SQLite job store.
     db_path: Path = Path(".distill/gateway.db")
@@ -28,3 +32,16 @@ class GatewaySettings(ServiceSettings):
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     # How long a training task waits for a free trainer before the job fails.
     trainer_wait_seconds: float = Field(default=3600.0, gt=0)
+    # While a task waits: seconds between scheduling passes (DNS, each replica's status).
+    trainer_schedule_interval_seconds: float = Field(default=2.0, gt=0)
+    trainer_status_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Times a job's training moves to another replica after losing one before the job fails.
+    trainer_max_moves: int = Field(default=3, ge=0)
+    # What an hour of the machine serving a self-hosted model costs (USD): the evaluation's
+    # cost per 1,000 requests of the student (and of a local teacher) is its latency times this.
+    serving_usd_per_hour: float = Field(default=0.50, ge=0)
+
+    @property
+    def trainer_targets(self) -> list[str]:
+        return [a.strip() for a in (self.trainer_addresses or self.trainer_address).split(",")
+                if a.strip()]

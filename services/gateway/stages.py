@@ -22,9 +22,9 @@ from distill.v1 import (
     judge_pb2,
     judge_pb2_grpc,
     trainer_pb2,
-    trainer_pb2_grpc,
 )
 from services.common import errors
+from services.gateway.trainer_pool import ReplicaBusy, ReplicaLost, TrainerPool
 
 T = TypeVar("T")
 _STATUS_ERRORS = {
@@ -71,41 +71,46 @@ async def drive(call, stage: str, idle_seconds: float,
         call.cancel()
 
 
+def auth_metadata(auth_token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {auth_token}"),) if auth_token else ()
+
+
 @dataclass
 class StageClients:
-    """One channel per stage service, shared by all jobs."""
+    """One channel per stage service, shared by all jobs; trainers are a pool of replicas
+    (trainer_pool.py), each with its own channel."""
 
     generator: generator_pb2_grpc.GeneratorServiceStub
     judge: judge_pb2_grpc.JudgeServiceStub
-    trainer: trainer_pb2_grpc.TrainerServiceStub
+    trainers: TrainerPool
     exporter: exporter_pb2_grpc.ExporterServiceStub
     channels: tuple[grpc.aio.Channel, ...]
     idle_seconds: float
     metadata: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def connect(cls, generator: str, judge: str, trainer: str, exporter: str,
+    def connect(cls, generator: str, judge: str, trainer: str | TrainerPool, exporter: str,
                 idle_seconds: float, auth_token: str | None = None) -> StageClients:
+        """`trainer`: a pool, or `host:port[,host:port...]` for a pool with default settings."""
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
         channels = tuple(grpc.aio.insecure_channel(a, options=options)
-                         for a in (generator, judge, trainer, exporter))
-        metadata = (("authorization", f"Bearer {auth_token}"),) if auth_token else ()
+                         for a in (generator, judge, exporter))
+        metadata = auth_metadata(auth_token)
+        trainers = trainer if isinstance(trainer, TrainerPool) else \
+            TrainerPool(trainer, metadata=metadata)
         return cls(generator_pb2_grpc.GeneratorServiceStub(channels[0]),
                    judge_pb2_grpc.JudgeServiceStub(channels[1]),
-                   trainer_pb2_grpc.TrainerServiceStub(channels[2]),
-                   exporter_pb2_grpc.ExporterServiceStub(channels[3]),
+                   trainers,
+                   exporter_pb2_grpc.ExporterServiceStub(channels[2]),
                    channels, idle_seconds, metadata)
 
-    async def trainer_status(self, timeout: float = 5.0
-                             ) -> trainer_pb2.GetTrainerStatusResponse | None:
-        """A trainer's capacity and memory, or None when none answers (it re-checks itself)."""
-        try:
-            return await self.trainer.GetTrainerStatus(trainer_pb2.GetTrainerStatusRequest(),
-                                                       timeout=timeout, metadata=self.metadata)
-        except grpc.aio.AioRpcError:
-            return None
+    async def trainer_status(self) -> trainer_pb2.GetTrainerStatusResponse | None:
+        """The best trainer replica's capacity and memory, or None when none answers (the
+        trainer re-checks itself)."""
+        return await self.trainers.status()
 
     async def close(self) -> None:
+        await self.trainers.close()
         for channel in self.channels:
             await channel.close()
 
@@ -174,21 +179,103 @@ async def generate_and_judge(
     return CurationResult(gen.candidates, gen.usage, judged.curated, judged.statistics)
 
 
+async def generate(clients: StageClients, request: generator_pb2.GenerateRequest,
+                   on_progress: Callable[[generator_pb2.GenerateProgress], Awaitable[None]]
+                   ) -> tuple[list[common_pb2.CandidateGroup], generator_pb2.GenerateSummary]:
+    """All candidate groups of one generation, in the order they finished, and its summary."""
+    groups: list[common_pb2.CandidateGroup] = []
+    summaries: list[generator_pb2.GenerateSummary] = []
+
+    async def handle(event: generator_pb2.GenerateResponse) -> None:
+        kind = event.WhichOneof("event")
+        if kind == "group":
+            groups.append(event.group)
+        elif kind == "progress":
+            await on_progress(event.progress)
+        elif kind == "summary":
+            summaries.append(event.summary)
+
+    call = clients.generator.Generate(request, metadata=clients.metadata)
+    await drive(call, "generator", clients.idle_seconds, handle)
+    if not summaries:
+        raise errors.Unavailable("generator: stream ended without a summary")
+    return groups, summaries[-1]
+
+
+async def judge(clients: StageClients, config: judge_pb2.JudgeConfig,
+                groups: list[common_pb2.CandidateGroup],
+                on_judged: Callable[[judge_pb2.JudgedGroup], Awaitable[None]]
+                ) -> judge_pb2.JudgeSummary:
+    """Scores a fixed set of groups in one Judge stream."""
+    summaries: list[judge_pb2.JudgeSummary] = []
+
+    async def requests():
+        yield judge_pb2.JudgeRequest(config=config)
+        for group in groups:
+            yield judge_pb2.JudgeRequest(group=group)
+
+    async def handle(event: judge_pb2.JudgeResponse) -> None:
+        if event.HasField("group"):
+            await on_judged(event.group)
+        else:
+            summaries.append(event.summary)
+
+    call = clients.judge.Judge(requests(), metadata=clients.metadata)
+    await drive(call, "judge", clients.idle_seconds, handle)
+    if not summaries:
+        raise errors.Unavailable("judge: stream ended without a summary")
+    return summaries[-1]
+
+
+# A stream that ends with these lost its replica (killed, drained, unreachable), not the job.
+_REPLICA_LOST_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                                 grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def _replica_lost(exc: errors.DistillError) -> bool:
+    rpc = exc.__context__  # stage_error() keeps the RPC error there
+    if isinstance(rpc, grpc.aio.AioRpcError):
+        return rpc.code() in _REPLICA_LOST_CODES
+    return isinstance(exc, errors.Unavailable)  # the idle timeout: the replica went silent
+
+
 async def train(clients: StageClients, request: trainer_pb2.TrainRequest,
-                on_event: Callable[[trainer_pb2.TrainResponse], Awaitable[None]]
+                on_event: Callable[[trainer_pb2.TrainResponse], Awaitable[None]], *,
+                wait_seconds: float,
+                on_queue: Callable[[str], None] | None = None,
                 ) -> trainer_pb2.TrainFinished:
-    finished: list[trainer_pb2.TrainFinished] = []
+    """Trains on a replica from the pool: waits in its queue for a free slot, goes back there
+    when the replica turns out busy, moves to another replica (resuming from the last
+    checkpoint: `request.resume`) when the replica is lost mid-training."""
 
-    async def handle(event: trainer_pb2.TrainResponse) -> None:
-        await on_event(event)
-        if event.HasField("finished"):
-            finished.append(event.finished)
+    async def attempt(replica) -> trainer_pb2.TrainFinished:
+        finished: list[trainer_pb2.TrainFinished] = []
+        seen = False
 
-    call = clients.trainer.Train(request, metadata=clients.metadata)
-    await drive(call, "trainer", clients.idle_seconds, handle)
-    if not finished:
-        raise errors.Unavailable("trainer: stream ended without a finished event")
-    return finished[-1]
+        async def handle(event: trainer_pb2.TrainResponse) -> None:
+            nonlocal seen
+            seen = True
+            await on_event(event)
+            if event.HasField("finished"):
+                finished.append(event.finished)
+
+        stage = f"trainer {replica.address}"
+        try:
+            await drive(replica.train(request), stage, clients.idle_seconds, handle)
+        except errors.ResourceExhausted as exc:
+            if not seen:  # refused at once: at capacity
+                raise ReplicaBusy(str(exc)) from None
+            raise
+        except (errors.Unavailable, errors.DeadlineExceeded) as exc:
+            if _replica_lost(exc):
+                raise ReplicaLost(str(exc)) from None
+            raise
+        if not finished:
+            raise ReplicaLost(f"{stage}: stream ended without a finished event")
+        return finished[-1]
+
+    return await clients.trainers.run(request.job_id, attempt, wait_seconds=wait_seconds,
+                                      on_queue=on_queue)
 
 
 async def export(clients: StageClients, request: exporter_pb2.ExportRequest,

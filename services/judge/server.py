@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from distill.v1 import judge_pb2, judge_pb2_grpc
 from services.common.errors import InvalidArgument
+from services.common.metrics import JudgeMetrics
 from services.common.providers import Limits, RetryPolicy
 from services.common.server import Service
 from services.common.storage import ArtifactStore
@@ -23,10 +24,11 @@ _DONE = object()
 class JudgeService(judge_pb2_grpc.JudgeServiceServicer):
     def __init__(self, store: ArtifactStore,
                  open_models: Callable[[], JudgeModels] | None,
-                 max_concurrent_groups: int) -> None:
+                 max_concurrent_groups: int, metrics: JudgeMetrics | None = None) -> None:
         self.store = store
         self.open_models = open_models  # None: programmatic judges only
         self.max_concurrent_groups = max_concurrent_groups
+        self.metrics = metrics or JudgeMetrics()
 
     async def Judge(self, request_iterator: AsyncIterator[judge_pb2.JudgeRequest], context):  # noqa: N802
         first = await anext(aiter(request_iterator), None)
@@ -37,6 +39,7 @@ class JudgeService(judge_pb2_grpc.JudgeServiceServicer):
         try:
             judge = build_judge(first.config.judge, models)
             async for response in self._run(request_iterator, context, judge, config):
+                self.metrics.observe(response)
                 yield response
         finally:
             if models is not None:
@@ -112,4 +115,4 @@ def build(settings: JudgeSettings) -> Sequence[Service]:
                            settings.api_key_env_pattern)
 
     servicer = JudgeService(store, open_models, settings.max_concurrent_groups)
-    return [Service.of(judge_pb2, judge_pb2_grpc, servicer)]
+    return [Service.of(judge_pb2, judge_pb2_grpc, servicer, metrics=servicer.metrics.registry)]

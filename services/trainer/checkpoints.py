@@ -1,7 +1,8 @@
 """Checkpoints in the artifact store: jobs/{job_id}/checkpoints/step-{n}/.
 
 A checkpoint folder holds the PEFT adapter (`adapter/`), `trainer_state.pt` (optimizer, scheduler,
-RNG states, data position, counters) and, written last, `checkpoint.json`. A folder without
+RNG states, data position, counters), `training_log.jsonl` (one line per step so far, continued on
+resume) and, written last, `checkpoint.json`. A folder without
 `checkpoint.json` is a checkpoint whose upload was cut off (a killed process) and is ignored: the
 newest complete one is what `resume` continues from.
 """
@@ -9,6 +10,7 @@ newest complete one is what `resume` continues from.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from pathlib import Path
@@ -21,6 +23,9 @@ from services.common.storage.base import folder_digest
 MANIFEST = "checkpoint.json"
 STATE_FILE = "trainer_state.pt"
 ADAPTER_DIR = "adapter"
+# One JSON line per optimizer step; also shipped in the adapter folder, where the job report reads
+# it (services/gateway/report.py). Plain text: the exporter's pickle checks pass it.
+TRAINING_LOG = "training_log.jsonl"
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d+)/" + re.escape(MANIFEST) + "$")
 
@@ -93,6 +98,26 @@ def prune(store: ArtifactStore, job_id: str, keep: int) -> None:
         prefix = checkpoint_prefix(job_id, step)
         store.delete(prefix + MANIFEST)  # first: a half-deleted folder is never "complete"
         store.delete_prefix(prefix)
+
+
+def write_training_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Writes `rows` (one per step) as JSON lines; non-finite numbers become null."""
+    def clean(value: Any) -> Any:
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    with open(path, "w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps({k: clean(v) for k, v in row.items()}, allow_nan=False) + "\n")
+
+
+def read_training_log(path: Path, up_to_step: int) -> list[dict[str, Any]]:
+    """The rows of a training log for steps 1..up_to_step; [] when there is no log (a checkpoint
+    made before logs were kept)."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    return [row for row in rows if isinstance(row.get("step"), int) and row["step"] <= up_to_step]
 
 
 def capture_rng() -> dict[str, Any]:

@@ -2,7 +2,8 @@
 runs it in a worker thread. Every check that can fail cheaply runs before the model is loaded:
 
 request fields (config.py) → student resolution → backend selection → memory preflight →
-dataset (ref, sha256, rows, tokenisation) → resume checkpoint → load → train → adapter.
+dataset (ref, sha256, rows, tokenisation) → resume checkpoint → load → train → adapter (with
+the training log, `training_log.jsonl`: one JSON line per step, continued across resumes).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def run_training(config: TrainConfig, settings: TrainerSettings, store: Artifact
 
         adapter_dir = work / "adapter"
         loaded.model.save_pretrained(adapter_dir)
+        loop.write_log(adapter_dir / checkpoints.TRAINING_LOG)
         prefix = checkpoints.adapter_prefix(config.job_id)
         store.delete_prefix(prefix)
         adapter = store.put_dir(prefix, adapter_dir)

@@ -176,6 +176,8 @@ class TrainingLoop:
         self.tokens = 0
         self.train_seconds = 0.0
         self.last_loss = math.nan
+        # One row per step (the Step event's figures): the training log, kept across resumes.
+        self.history: list[dict[str, Any]] = []
 
     # state that makes a resumed run identical to an uninterrupted one
     def state_dict(self) -> dict[str, Any]:
@@ -214,7 +216,12 @@ class TrainingLoop:
         self.tokens = state["tokens"]
         self.train_seconds = state["train_seconds"]
         self.last_loss = state["last_loss"]
+        self.history = checkpoints.read_training_log(folder / checkpoints.TRAINING_LOG, self.step)
         checkpoints.restore_rng(state["rng"])
+
+    def write_log(self, path: Path) -> None:
+        """The training log so far (one JSON line per step) to `path`."""
+        checkpoints.write_training_log(path, self.history)
 
     def _checkpoint(self) -> None:
         import torch
@@ -222,6 +229,7 @@ class TrainingLoop:
         folder = Path(tempfile.mkdtemp(prefix=f"step-{self.step}-", dir=self.work_dir))
         self.model.save_pretrained(folder / checkpoints.ADAPTER_DIR)
         torch.save(self.state_dict(), folder / checkpoints.STATE_FILE)
+        self.write_log(folder / checkpoints.TRAINING_LOG)
         ref = self.save_checkpoint(self.step, folder)
         self.emit(Checkpoint(self.step, ref))
 
@@ -268,7 +276,7 @@ class TrainingLoop:
             loss, sft, pref, kl = (parts / accum).tolist()
             self.last_loss = loss
             per_step = (time.perf_counter() - run_started) / run_steps
-            self.emit(Step(
+            event = Step(
                 step=self.step,
                 total_steps=self.total_steps,
                 loss=loss,
@@ -279,7 +287,14 @@ class TrainingLoop:
                 tokens_per_second=step_tokens / seconds if seconds > 0 else 0.0,
                 eta_seconds=per_step * (self.total_steps - self.step),
                 epoch=self.data_position / self.batches_per_epoch,
-            ))
+            )
+            self.history.append({
+                "step": event.step, "loss": loss, "sft_loss": sft, "preference_loss": pref,
+                "kl_loss": kl, "learning_rate": learning_rate,
+                "tokens_per_second": event.tokens_per_second, "epoch": event.epoch,
+                "tokens": step_tokens, "seconds": seconds,
+            })
+            self.emit(event)
             if self.step % config.checkpoint_interval == 0 or self.step == self.total_steps:
                 self._checkpoint()
         return self.step

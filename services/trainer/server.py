@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from distill.v1 import trainer_pb2, trainer_pb2_grpc
+from services.common.errors import ResourceExhausted
+from services.common.metrics import TrainerMetrics
 from services.common.server import Service
 from services.common.storage import ArtifactStore
 from services.trainer import loop as events
@@ -57,6 +59,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         self.settings = settings
         self._store = store
         self.capacity = Capacity(settings.capacity)
+        self.metrics = TrainerMetrics(settings.capacity,
+                                      lambda: len(self.capacity.active_job_ids()))
         self._node: tuple[str, list[str], float] | None = None
 
     @property
@@ -71,7 +75,11 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
     ) -> AsyncIterator[trainer_pb2.TrainResponse]:
         config = TrainConfig.from_request(request)  # INVALID_ARGUMENT before any work
         store = self.store  # a bad store URL fails here, before a slot is taken
-        slot = self.capacity.acquire(config.job_id)  # RESOURCE_EXHAUSTED at once
+        try:
+            slot = self.capacity.acquire(config.job_id)  # RESOURCE_EXHAUSTED at once
+        except ResourceExhausted:
+            self.metrics.refused()
+            raise
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[events.Event | _Done] = asyncio.Queue()
         cancel = threading.Event()
@@ -108,7 +116,10 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                     if item.error is not None:
                         raise item.error
                     return
-                yield to_response(item)
+                response = to_response(item)
+                self.metrics.observe(response)
+                _log_event(config.job_id, response)
+                yield response
         finally:
             cancel.set()  # a no-op after a normal end; stops the worker after an early one
 
@@ -132,5 +143,18 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
                 round(memory, 2))
 
 
+def _log_event(job_id: str, response: trainer_pb2.TrainResponse) -> None:
+    """The start and end of each training, in this replica's log (the scheduling record)."""
+    if response.HasField("started"):
+        log.info("training started", extra={
+            "job_id": job_id, "resumed_from_step": response.started.resumed_from_step,
+            "total_steps": response.started.total_steps})
+    elif response.HasField("finished"):
+        log.info("training finished", extra={"job_id": job_id,
+                                             "steps": response.finished.steps})
+
+
 def build(settings: TrainerSettings) -> Sequence[Service]:
-    return [Service.of(trainer_pb2, trainer_pb2_grpc, TrainerService(settings))]
+    servicer = TrainerService(settings)
+    return [Service.of(trainer_pb2, trainer_pb2_grpc, servicer,
+                       metrics=servicer.metrics.registry)]

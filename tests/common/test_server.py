@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from contextlib import ExitStack
 from typing import ClassVar
 
@@ -21,7 +22,7 @@ from services.common import errors
 from services.common.server import Service
 from services.common.settings import ServiceSettings
 from tests.fixtures.inprocess import serve_in_thread
-from tests.fixtures.processes import REPO, ServiceProcess, free_port, start_module
+from tests.fixtures.processes import REPO, ServiceProcess, free_port, metrics_port, start_module
 from tests.fixtures.slow_generator import EVENTS
 
 SERVICES = {
@@ -31,8 +32,21 @@ SERVICES = {
     "trainer": "distill.v1.TrainerService",
     "exporter": "distill.v1.ExporterService",
 }
+# One metric each service exposes from its start (services/common/metrics.py has them all).
+METRICS = {
+    "gateway": "distill_training_queue_depth",
+    "generator": "distill_teacher_cost_usd",
+    "judge": "distill_judge_score",
+    "trainer": "distill_trainer_active_trainings",
+    "exporter": "distill_export_stage_duration_seconds",
+}
 # The venv's bin folder may not be on PATH when tests run as .venv/bin/python -m pytest.
 GRPCURL = shutil.which("grpcurl", path=f"{sys.prefix}/bin") or shutil.which("grpcurl")
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        return reply.read().decode()
 
 
 def grpcurl(*args: str) -> str:
@@ -54,6 +68,8 @@ def test_each_service_serves_health_and_reflection(name, tmp_path):
         assert f"{SERVICES[name]} is a service" in described and "rpc " in described
         health = json.loads(grpcurl(service.address, "grpc.health.v1.Health/Check"))
         assert health == {"status": "SERVING"}
+        metrics = scrape(metrics_port(service))  # Prometheus text over HTTP
+        assert f"# TYPE {METRICS[name]} " in metrics and "process_cpu_seconds_total" in metrics
     finally:
         assert service.stop() == 0
 

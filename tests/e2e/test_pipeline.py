@@ -3,6 +3,7 @@ fake OpenAI-compatible server, the real trainer and exporter."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -27,7 +28,7 @@ def spec(suite, dataset, student, *, steps=2, **fields) -> gateway_pb2.DistillSp
         n_samples=4, top_k=2, min_score=5,
         training={"max_steps": steps, "batch_size": 2, "max_seq_length": 64,
                   "checkpoint_interval": 1},
-        **fields)
+        **{"eval": {"holdout_fraction": 0}, **fields})  # evaluation only where a test wants it
 
 
 def wait_for(suite, name, states, timeout=300):
@@ -44,44 +45,80 @@ def wait_for(suite, name, states, timeout=300):
 
 
 @pytest.mark.slow
-def test_a_whole_job_succeeds_and_promotes_its_alias(suite, tmp_path):
+def test_a_whole_job_evaluates_then_promotes_only_past_the_gate(suite, tmp_path):
     from services.common.models import prepare_smollm2
     from tests.fixtures.tiny_llama import shared_cache_dir
 
     suite.fake.configure(replies=["positive", "negative", "Positive!", "meh"])
     student = prepare_smollm2(shared_cache_dir())
     # A few steps teach the answer, not yet to stop at once: the smoke test gets room to finish.
-    job = suite.client.distill(spec(suite, write_dataset(tmp_path / "d.jsonl", 6), student,
-                                    steps=4, promote_alias="sentiment",
-                                    export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"],
-                                            "smoke_max_tokens": 256}))
+    # Half of the 6 prompts are held out for the evaluation; a ratio of 0 always promotes.
+    s = spec(suite, write_dataset(tmp_path / "d.jsonl", 6), student, steps=4,
+             promote_alias="sentiment", eval={"holdout_fraction": 0.5, "promote_min_ratio": 0},
+             export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smoke_max_tokens": 256})
+    job = suite.client.distill(s)
     snapshots = list(suite.client.watch(job.name))
     final = snapshots[-1]
     assert final.state == State.JOB_STATE_SUCCEEDED, f"{final.error}\n{suite.logs()}"
     seen = [s.state for s in snapshots]
-    for stage in (State.JOB_STATE_GENERATING, State.JOB_STATE_TRAINING,
-                  State.JOB_STATE_EXPORTING):
-        assert stage in seen
-    assert seen.index(State.JOB_STATE_GENERATING) < seen.index(State.JOB_STATE_TRAINING) < \
-        seen.index(State.JOB_STATE_EXPORTING)
+    order = [State.JOB_STATE_GENERATING, State.JOB_STATE_TRAINING, State.JOB_STATE_EXPORTING,
+             State.JOB_STATE_EVALUATING]
+    assert all(stage in seen for stage in order)
+    assert [seen.index(stage) for stage in order] == sorted(seen.index(st) for st in order)
     outputs = final.outputs
-    for ref in (outputs.candidates, outputs.curated, outputs.adapter, outputs.student_gguf):
+    for ref in (outputs.candidates, outputs.curated, outputs.adapter, outputs.student_gguf,
+                outputs.train_dataset, outputs.held_out, outputs.base_gguf, outputs.evaluation):
         assert ref.uri.startswith("s3://") and len(ref.sha256) == 64
-    assert final.judge_statistics.prompts_kept == 6
+    assert final.judge_statistics.prompts_total == final.judge_statistics.prompts_kept == 3
     assert final.teacher_usage.requests > 0 and final.cost_usd > 0
-    assert suite.fake.stats()["completed_samples"] == 24
+    assert suite.fake.stats()["completed_samples"] == 3 * 4 + 3  # training set + held-out
+
+    evaluation = final.evaluation
+    assert evaluation.prompts == 3
+    models = {m.model: m for m in evaluation.models}
+    assert set(models) == {"teacher", "student", "base"}
+    for m in models.values():
+        assert 0 <= m.mean_score <= 10 and 0 <= m.pass_rate <= 1 and m.latency_seconds_mean > 0
+    assert models["student"].cost_per_1k_requests_usd > 0  # the machine's time
+    assert evaluation.student_wins + evaluation.student_ties + evaluation.student_losses == 3
+    assert evaluation.promoted and evaluation.promotion_reason.startswith("passed the eval gate")
+    rows = list(suite.client.read_jsonl(outputs.evaluation.uri))
+    held = [json.loads(line) for line in suite.client.download(
+        outputs.held_out.uri, tmp_path / "held.jsonl").read_text().splitlines()]
+    assert len(rows) == len(held) == 3
+    for row in rows:
+        assert set(row["answers"]) == {"teacher", "student", "base"}
+        assert row["reference"] == "positive"
+        for answer in row["answers"].values():
+            assert answer["passed"] == (answer["score"] == 10)
+    scored = [row["answers"]["student"]["score"] for row in rows]
+    assert models["student"].mean_score == pytest.approx(sum(scored) / 3)
+
     alias = suite.client.get_alias("sentiment")
     assert alias.target.job == job.name and alias.target.gguf.uri == outputs.student_gguf.uri
     assert final.promoted_alias_version == alias.version == 1
     gguf = suite.client.download(outputs.student_gguf.uri, tmp_path / "student.gguf")
     assert gguf.read_bytes()[:4] == b"GGUF"
     groups = list(suite.client.candidates(job.name))
-    assert len(groups) == 6 and all(len(g["candidates"]) == 4 for g in groups)
+    assert len(groups) == 3 and all(len(g["candidates"]) == 4 for g in groups)
     assert {"candidates", "curated", "adapter", "student_gguf"} <= set(
         suite.client.artifacts(job.name))
     curated = list(suite.client.read_jsonl(outputs.curated.uri))
     assert all(c["text"].lower().startswith("positive") for row in curated for c in row["chosen"])
     assert TEACHER_KEY not in suite.logs()
+
+    # The same job with a gate no student can pass: it succeeds without promoting and says
+    # why. Every teacher answer (training and held-out) comes from the cache, and the base GGUF
+    # made by the first job is reused.
+    s.eval.promote_min_ratio = 100
+    second = suite.client.wait(suite.client.distill(s).name, timeout=600)
+    assert second.state == State.JOB_STATE_SUCCEEDED, f"{second.error}\n{suite.logs()}"
+    assert not second.evaluation.promoted and second.promoted_alias_version == 0
+    assert second.evaluation.promotion_reason.startswith("below the eval gate")
+    assert "10000% required" in second.evaluation.promotion_reason
+    assert suite.client.get_alias("sentiment").version == 1
+    assert suite.fake.stats()["completed_samples"] == 3 * 4 + 3
+    assert second.outputs.base_gguf.uri == outputs.base_gguf.uri
 
 
 def test_duplicate_request_id_returns_the_same_job(suite, tmp_path, tiny_llama_dir):

@@ -65,7 +65,21 @@ def test_killed_and_resumed_run_ends_with_the_same_adapter(tmp_path, tiny_llama_
     assert finished["final_loss"] == whole_finished["final_loss"]
     assert finished["tokens"] == whole_finished["tokens"]
 
+    # The training log continues across the resume: steps 1-2 from the checkpoint, 3-4 after it.
+    whole_log = _training_log(tmp_path / "whole")
+    killed_log = _training_log(tmp_path / "killed")
+    assert [row["step"] for row in killed_log] == [row["step"] for row in whole_log] \
+        == list(range(1, STEPS + 1))
+    for got, want in zip(killed_log, whole_log, strict=True):
+        assert (got["loss"], got["learning_rate"], got["epoch"], got["tokens"]) == \
+            (want["loss"], want["learning_rate"], want["epoch"], want["tokens"])
+
 
 def _adapter(store: LocalStore, job: str, dest) -> dict[str, torch.Tensor]:
     store.get_dir(f"jobs/{job}/adapter/", dest)
     return load_file(dest / "adapter_model.safetensors")
+
+
+def _training_log(adapter_dir) -> list[dict]:
+    text = (adapter_dir / checkpoints.TRAINING_LOG).read_text()
+    return [json.loads(line) for line in text.splitlines()]

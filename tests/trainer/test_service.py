@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 from distill.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from services.common.server import start
 from services.common.storage import LocalStore
+from services.exporter import merge
 from services.trainer import checkpoints
 from services.trainer.server import build
 from services.trainer.settings import TrainerSettings
@@ -90,6 +92,24 @@ async def test_a_few_steps_of_the_tiny_llama_through_the_stream(trainer, tiny_ll
     weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     assert any("lora_B" in k for k in weights)
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+    # The training log ships in the adapter folder (the job report plots it) and in checkpoints.
+    log = _training_log(tmp_path / "adapter" / checkpoints.TRAINING_LOG)
+    assert [row["step"] for row in log] == [1, 2, 3]
+    for row, step in zip(log, steps, strict=True):
+        for name in ("loss", "sft_loss", "preference_loss", "kl_loss", "learning_rate",
+                     "tokens_per_second", "epoch"):
+            assert row[name] == pytest.approx(getattr(step, name), rel=1e-9), name
+        assert row["tokens"] > 0 and row["seconds"] > 0
+    store.get_dir("jobs/job-1/checkpoints/step-2/", tmp_path / "step-2")
+    assert [r["step"] for r in _training_log(tmp_path / "step-2" / checkpoints.TRAINING_LOG)] \
+        == [1, 2]
+    # ... and the exporter still takes the folder: no pickle, a LoRA adapter for the base model.
+    merge.validate_adapter(tmp_path / "adapter", tiny_llama_dir)
+
+
+def _training_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 async def test_validation_errors_come_before_any_work(trainer, tiny_llama_dir):

@@ -1,0 +1,30 @@
+"""`python -m services.common.health_probe HOST:PORT`: exit 0 when that server is SERVING.
+
+A container health check through the standard gRPC health protocol (grpc.health.v1 Check, the
+overall status), for docker compose (deploy/compose.yaml); Kubernetes uses its native gRPC probe.
+Prints the status; exits 1 for NOT_SERVING, UNKNOWN, or no answer within the timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from distill.local_suite import check_health
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.common.health_probe",
+        description="exit 0 when the gRPC health status of HOST:PORT is SERVING, else 1",
+    )
+    parser.add_argument("address", help="HOST:PORT of a distill service")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    args = parser.parse_args(argv)
+    status = check_health(args.address, timeout=args.timeout)
+    print(f"{args.address} {status}")
+    return 0 if status == "SERVING" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,268 @@
+"""The evaluation stage and the promotion gate.
+
+On the held-out split the exported student (its GGUF through llama.cpp), the untrained student
+(the base GGUF the exporter made the same way) and the teacher answer the same prompts, greedily
+(temperature 0), through the generator; the job's own judge scores the three answers of each
+prompt in one group. The held-out split is either given or cut off the dataset before
+generation, so the student never trained on it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from distill.v1 import common_pb2, gateway_pb2, generator_pb2, judge_pb2
+from services.common import errors
+from services.common.datasets import load_dataset, parse_jsonl, split_holdout
+from services.common.storage import ArtifactStore
+from services.common.usage import add_usage
+from services.gateway import stages
+from services.judge.scores import MAX_SCORE
+
+DEFAULT_HOLDOUT_FRACTION = 0.1
+MAX_HOLDOUT_FRACTION = 0.5
+DEFAULT_PROMOTE_MIN_RATIO = 0.95
+# Answer order inside a judged group (the sample_index of each model's answer).
+MODELS = ("teacher", "student", "base")
+# Judges whose scores are pass (10) or fail (0); for the others a pass needs min_score.
+PASS_FAIL_JUDGES = {"reference", "regex", "json_schema", "length"}
+
+Progress = Callable[[str, int, int], Awaitable[None]]
+
+
+def enabled(spec: gateway_pb2.DistillSpec) -> bool:
+    e = spec.eval
+    return bool(e.held_out.uri) or not e.HasField("holdout_fraction") or e.holdout_fraction > 0
+
+
+def holdout_fraction(spec: gateway_pb2.DistillSpec) -> float:
+    e = spec.eval
+    return e.holdout_fraction if e.HasField("holdout_fraction") else DEFAULT_HOLDOUT_FRACTION
+
+
+def min_ratio(spec: gateway_pb2.DistillSpec) -> float:
+    e = spec.eval
+    return e.promote_min_ratio if e.HasField("promote_min_ratio") else DEFAULT_PROMOTE_MIN_RATIO
+
+
+def check(spec: gateway_pb2.DistillSpec, prompts: list[common_pb2.Prompt],
+          store: ArtifactStore) -> None:
+    """Preflight of spec.eval: InvalidArgument naming the field."""
+    e = spec.eval
+    if e.HasField("promote_min_ratio") and not (math.isfinite(e.promote_min_ratio)
+                                                and e.promote_min_ratio >= 0):
+        raise errors.InvalidArgument(
+            f"spec.eval.promote_min_ratio: must be >= 0, got {e.promote_min_ratio}")
+    if e.held_out.uri:
+        try:
+            load_dataset(store, e.held_out, what="spec.eval.held_out")
+        except errors.NotFound:
+            raise errors.NotFound(f"spec.eval.held_out: no dataset at {e.held_out.uri}") from None
+        return
+    fraction = holdout_fraction(spec)
+    if not 0 <= fraction <= MAX_HOLDOUT_FRACTION:
+        raise errors.InvalidArgument(
+            f"spec.eval.holdout_fraction: must be in [0, {MAX_HOLDOUT_FRACTION}] (0 turns "
+            f"evaluation off), got {fraction}")
+    if fraction > 0 and len(prompts) < 2:
+        raise errors.InvalidArgument(
+            f"spec.eval.holdout_fraction: the dataset has {len(prompts)} prompt; a held-out "
+            "split needs at least 2 (or give spec.eval.held_out, or set the fraction to 0)")
+
+
+def split(store: ArtifactStore, job_id: str, spec: gateway_pb2.DistillSpec
+          ) -> tuple[common_pb2.ArtifactRef, common_pb2.ArtifactRef]:
+    """(train, held_out) datasets. A fraction split keeps the user's own JSONL lines, so the
+    generator parses exactly what the user wrote. Blocking."""
+    if spec.eval.held_out.uri:
+        return spec.dataset, spec.eval.held_out
+    raw = store.get_bytes(store.key_from_uri(spec.dataset.uri)).removeprefix(b"\xef\xbb\xbf")
+    prompts = parse_jsonl(raw, what="spec.dataset")
+    _, held = split_holdout(prompts, holdout_fraction(spec), seed=spec.eval.seed)
+    held_lines = {int(p.id.removeprefix("line-")) for p in held}
+    train_part, held_part = [], []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if line.strip():
+            (held_part if number in held_lines else train_part).append(line.rstrip(b"\r") + b"\n")
+    refs = []
+    for name, lines in (("train", train_part), ("held_out", held_part)):
+        stored = store.put_bytes(f"jobs/{job_id}/{name}.jsonl", b"".join(lines),
+                                 media_type="application/jsonl")
+        refs.append(stored.as_proto())
+    return refs[0], refs[1]
+
+
+@dataclass
+class Answer:
+    text: str
+    latency_seconds: float
+    cost_usd: float
+    cached: bool
+    score: float | None = None
+    passed: bool | None = None
+
+
+@dataclass
+class Outcome:
+    evaluation: gateway_pb2.Evaluation
+    rows: list[dict]
+    teacher_usage: common_pb2.Usage = field(default_factory=common_pb2.Usage)
+    judge_usage: common_pb2.Usage = field(default_factory=common_pb2.Usage)
+
+
+def _answer_spec(job: gateway_pb2.Job, model: str) -> common_pb2.ModelSpec:
+    teacher = job.spec.teacher
+    if model == "teacher":
+        spec = common_pb2.ModelSpec()
+        spec.CopyFrom(teacher)
+    else:
+        gguf = job.outputs.student_gguf if model == "student" else job.outputs.base_gguf
+        spec = common_pb2.ModelSpec(provider=common_pb2.PROVIDER_LOCAL, model=gguf.uri)
+        if teacher.HasField("max_tokens"):
+            spec.max_tokens = teacher.max_tokens
+    spec.temperature = 0.0  # one greedy answer each: the comparison is not a lottery
+    return spec
+
+
+async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
+                   on_progress: Progress, *, serving_usd_per_hour: float) -> Outcome:
+    """Answers from all three models, scored by the job's judge; the rows and the summary."""
+    spec = job.spec
+    job_id = job.name.removeprefix("jobs/")
+    outcome = Outcome(gateway_pb2.Evaluation(), [])
+    answers: dict[str, dict[str, Answer]] = {}
+    prompts: dict[str, common_pb2.Prompt] = {}
+    for model in MODELS:
+        limits = common_pb2.RateLimits()
+        if model == "teacher":
+            limits.CopyFrom(spec.limits)
+        else:  # llama.cpp answers one at a time; queueing would count as latency
+            limits.max_concurrency = 1
+        request = generator_pb2.GenerateRequest(
+            dataset=job.outputs.held_out, teacher=_answer_spec(job, model), n_samples=1,
+            system_prompt=spec.system_prompt, limits=limits, job_id=f"{job_id}-eval-{model}")
+
+        async def progress(p: generator_pb2.GenerateProgress, model: str = model) -> None:
+            await on_progress(f"{model} answering the held-out prompts", p.prompts_done,
+                              p.prompts_total)
+
+        groups, summary = await stages.generate(clients, request, progress)
+        if model == "teacher":
+            add_usage(outcome.teacher_usage, summary.usage)
+        for group in groups:
+            prompts[group.prompt.id] = group.prompt
+            (candidate,) = group.candidates
+            answers.setdefault(group.prompt.id, {})[model] = Answer(
+                candidate.text, candidate.latency_seconds, candidate.usage.cost_usd,
+                candidate.cached)
+
+    config = judge_pb2.JudgeConfig()
+    config.CopyFrom(spec.judge)
+    config.job_id = f"{job_id}-eval"
+    order = [pid for pid in prompts if set(answers[pid]) == set(MODELS)]
+    groups = [common_pb2.CandidateGroup(prompt=prompts[pid], candidates=[
+        common_pb2.Candidate(prompt_id=pid, sample_index=i, text=answers[pid][m].text)
+        for i, m in enumerate(MODELS)]) for pid in order]
+    pass_at = _pass_threshold(config)
+    judged = 0
+
+    async def on_judged(group: judge_pb2.JudgedGroup) -> None:
+        nonlocal judged
+        judged += 1
+        add_usage(outcome.judge_usage, group.usage)
+        for scored in group.candidates:
+            answer = answers[group.prompt_id][MODELS[scored.sample_index]]
+            if scored.HasField("score"):
+                answer.score = scored.score
+                answer.passed = None if pass_at is None else scored.score >= pass_at
+        await on_progress("judging the answers", judged, len(groups))
+
+    await on_progress("judging the answers", 0, len(groups))
+    await stages.judge(clients, config, groups, on_judged)
+    outcome.rows = [_row(prompts[pid], answers[pid]) for pid in order]
+    outcome.evaluation.CopyFrom(summarise(
+        [answers[pid] for pid in order], serving_usd_per_hour,
+        local_teacher=spec.teacher.provider == common_pb2.PROVIDER_LOCAL))
+    return outcome
+
+
+def _pass_threshold(config: judge_pb2.JudgeConfig) -> float | None:
+    if config.judge.WhichOneof("kind") in PASS_FAIL_JUDGES:
+        return MAX_SCORE
+    return config.min_score if config.HasField("min_score") else None
+
+
+def _row(prompt: common_pb2.Prompt, answers: dict[str, Answer]) -> dict:
+    user = [m.content for m in prompt.messages if m.role == common_pb2.ROLE_USER]
+    return {
+        "prompt_id": prompt.id,
+        "prompt": user[-1] if user else "",
+        "reference": prompt.reference if prompt.HasField("reference") else None,
+        "answers": {m: {"text": a.text, "score": a.score, "passed": a.passed,
+                        "latency_seconds": a.latency_seconds} for m, a in answers.items()},
+    }
+
+
+def summarise(rows: list[dict[str, Answer]], serving_usd_per_hour: float, *,
+              local_teacher: bool) -> gateway_pb2.Evaluation:
+    """Mean score, pass rate, latency and cost per 1,000 requests of each model, and the
+    student's win/tie/loss against the teacher (prompts where either was not scored are left
+    out of the comparison)."""
+    evaluation = gateway_pb2.Evaluation(prompts=len(rows))
+    for model in MODELS:
+        answers = [r[model] for r in rows]
+        scores = [a.score for a in answers if a.score is not None]
+        passes = [a.passed for a in answers if a.passed is not None]
+        latency = statistics.fmean(a.latency_seconds for a in answers) if answers else 0.0
+        if model == "teacher" and not local_teacher:
+            paid = [a.cost_usd for a in answers if not a.cached]
+            per_1k = statistics.fmean(paid) * 1000 if paid else 0.0
+        else:  # self-hosted: the machine's time
+            per_1k = latency * 1000 / 3600 * serving_usd_per_hour
+        result = gateway_pb2.ModelEvaluation(
+            model=model, mean_score=statistics.fmean(scores) if scores else 0.0,
+            latency_seconds_mean=latency, cost_per_1k_requests_usd=per_1k)
+        if passes:
+            result.pass_rate = sum(passes) / len(passes)
+        evaluation.models.append(result)
+    for r in rows:
+        student, teacher = r["student"].score, r["teacher"].score
+        if student is None or teacher is None:
+            continue
+        if student > teacher:
+            evaluation.student_wins += 1
+        elif student == teacher:
+            evaluation.student_ties += 1
+        else:
+            evaluation.student_losses += 1
+    compared = evaluation.student_wins + evaluation.student_ties + evaluation.student_losses
+    if compared:
+        evaluation.student_win_rate = (evaluation.student_wins
+                                       + 0.5 * evaluation.student_ties) / compared
+    return evaluation
+
+
+def model_result(evaluation: gateway_pb2.Evaluation, model: str) -> gateway_pb2.ModelEvaluation:
+    return next(m for m in evaluation.models if m.model == model)
+
+
+def gate(evaluation: gateway_pb2.Evaluation, ratio: float) -> tuple[bool, str]:
+    """Whether the student reached `ratio` of the teacher's mean score, and why (in words)."""
+    student = model_result(evaluation, "student").mean_score
+    teacher = model_result(evaluation, "teacher").mean_score
+    share = f"{student / teacher:.0%} of the teacher's" if teacher > 0 else "the teacher scored 0"
+    numbers = (f"student {student:.2f} vs teacher {teacher:.2f} on {evaluation.prompts} "
+               f"held-out prompts ({share}; {ratio:.0%} required)")
+    if student >= ratio * teacher:
+        return True, f"passed the eval gate: {numbers}"
+    return False, f"below the eval gate: {numbers}"
+
+
+def write_rows(store: ArtifactStore, job_id: str, rows: list[dict]) -> common_pb2.ArtifactRef:
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+    return store.put_bytes(f"jobs/{job_id}/evaluation.jsonl", data,
+                           media_type="application/jsonl").as_proto()
