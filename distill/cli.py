@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     alias.set_defaults(func=cmd_alias)
     demo = sub.add_parser("demo", help="the embedded demo: a whole distillation, locally")
     demo.add_argument("--dataset", type=Path, default=demo_module.DEFAULT_DATASET,
-                      help="training JSONL (default: the bundled addition task)")
+                      help="training JSONL (default: the bundled sentiment task)")
     demo.add_argument("--steps", type=int, default=demo_module.DEFAULT_STEPS,
                       help="training steps")
     demo.set_defaults(func=cmd_demo)
@@ -341,6 +341,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             code = _report(job)
             if code == 0:
                 demo_module.show_comparison(job, out)
+                if job.outputs.report.uri:
+                    page = client.download_report(job.name, Path(args.home) / "report")
+                    out.print(f"report: {page}")
                 if job.promoted_alias_version:
                     demo_module.show_answer(client, job, Path(args.home), out)
             return code

@@ -1,9 +1,12 @@
-"""The embedded demo: the bundled addition task, the offline SmolLM2 as teacher and student.
+"""The embedded demo: a sentiment-labelling task, the offline SmolLM2 as teacher and student.
 
-Why this demonstrates something real: SmolLM2-135M answers "What is 12 + 9?" right about one
-time in five with one sample, but one of four samples is right about half the time. A reference
-judge keeps the right ones; training on them moves the student's single answer toward the
-best-of-4 accuracy.
+Why this demonstrates something real. Asked bare, SmolLM2-135M answers "This review is
+negative." (a reference judge in label mode takes that as wrong: the task wants the label
+alone). With a few-shot system prompt, the teacher (the same model) answers with the bare label
+and is right about one sample in four, and one of four samples is right for most prompts. The
+judge keeps those; training on them, without the system prompt, teaches the student the task
+and its format. The evaluation on held-out reviews shows the untrained and the trained student
+side by side with the teacher.
 """
 
 from __future__ import annotations
@@ -17,22 +20,23 @@ from rich.console import Console
 from distill.client import Distiller
 from distill.v1 import common_pb2, gateway_pb2
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "addition"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "sentiment"
 DEFAULT_DATASET = EXAMPLES / "train.jsonl"
 HELD_OUT = EXAMPLES / "heldout.jsonl"
 DEFAULT_STEPS = 40
-ALIAS = "addition-demo"
+ALIAS = "sentiment-demo"
 
 
 def spec(client: Distiller, dataset: Path, steps: int) -> gateway_pb2.DistillSpec:
     teacher = common_pb2.ModelSpec(provider=common_pb2.PROVIDER_LOCAL, model="smollm2-135m-gguf",
                                    temperature=0.8, max_tokens=16)
+    system_prompt = (EXAMPLES / "system_prompt.txt").read_text(encoding="utf-8").strip()
     judge = common_pb2.JudgeSpec(reference=common_pb2.ReferenceJudge(
         mode=common_pb2.MATCH_MODE_LABEL))
     return client.spec(
         dataset=client.upload(dataset), teacher=teacher, student="smollm2-135m", judge=judge,
-        n_samples=4, top_k=2, min_score=5,
-        display_name="demo: addition", task_type="TASK_TYPE_SHORT_GENERATION",
+        n_samples=4, top_k=2, min_score=5, system_prompt=system_prompt,
+        display_name="demo: review sentiment", task_type="TASK_TYPE_CLASSIFICATION",
         training={"max_steps": steps, "batch_size": 4, "learning_rate": 3e-4,
                   "max_seq_length": 128, "checkpoint_interval": 20, "seed": 0},
         export={"quantizations": ["QUANTIZATION_TYPE_Q4_K_M"]},

@@ -63,6 +63,12 @@ class MetricsServer:
         self._thread.join(5)
 
 
+def _zero(counter: Counter, *values: str) -> None:
+    """Creates the children of a one-label counter, so each series exists (at 0) from start."""
+    for value in values:
+        counter.labels(value)
+
+
 # --- gateway ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -180,6 +186,8 @@ class JudgeMetrics:
                              registry=r)
         self.groups = Counter("distill_judge_groups", "Prompts judged, by result.", ["result"],
                               registry=r)
+        _zero(self.calls, "ok", "error")
+        _zero(self.groups, "kept", "dropped")
         self.model_requests = Counter("distill_judge_model_requests",
                                       "Judge model calls (LLM judges only).", registry=r)
         self.cost = Counter("distill_judge_cost_usd", "Judge model spend in USD.", registry=r)
@@ -214,6 +222,7 @@ class TrainerMetrics:
         self.trainings = Counter("distill_trainer_trainings",
                                  "Train calls by outcome (started, finished, refused: at "
                                  "capacity).", ["outcome"], registry=r)
+        _zero(self.trainings, "started", "finished", "refused")
 
     def refused(self) -> None:
         self.trainings.labels("refused").inc()
@@ -238,6 +247,7 @@ class ExporterMetrics:
             registry=r)
         self.exports = Counter("distill_exports", "Exports by outcome (complete, incomplete, "
                                "error).", ["outcome"], registry=r)
+        _zero(self.exports, "complete", "incomplete", "error")
 
     def stream(self) -> _ExportTimer:
         return _ExportTimer(self)

@@ -3,8 +3,9 @@
 On the held-out split the exported student (its GGUF through llama.cpp), the untrained student
 (the base GGUF the exporter made the same way) and the teacher answer the same prompts, greedily
 (temperature 0), through the generator; the job's own judge scores the three answers of each
-prompt in one group. The held-out split is either given or cut off the dataset before
-generation, so the student never trained on it.
+prompt in one group. Only the teacher gets the job's system prompt, as in generation: the
+students are asked the way they are served. The held-out split is either given or cut off the
+dataset before generation, so the student never trained on it.
 """
 
 from __future__ import annotations
@@ -142,9 +143,12 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
             limits.CopyFrom(spec.limits)
         else:  # llama.cpp answers one at a time; queueing would count as latency
             limits.max_concurrency = 1
+        # The teacher answers as it did in generation (with the job's system prompt); the
+        # students as they are served, without it: training distilled it into the student.
         request = generator_pb2.GenerateRequest(
             dataset=job.outputs.held_out, teacher=_answer_spec(job, model), n_samples=1,
-            system_prompt=spec.system_prompt, limits=limits, job_id=f"{job_id}-eval-{model}")
+            system_prompt=spec.system_prompt if model == "teacher" else "", limits=limits,
+            job_id=f"{job_id}-eval-{model}")
 
         async def progress(p: generator_pb2.GenerateProgress, model: str = model) -> None:
             await on_progress(f"{model} answering the held-out prompts", p.prompts_done,

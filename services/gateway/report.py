@@ -386,7 +386,7 @@ def cost_section(job: gateway_pb2.Job, evaluation: dict[str, Any],
                 f"{usage.input_tokens:,} input + {usage.output_tokens:,} output tokens")
 
     lines = [
-        {"item": "teacher (generation)", "usd": job.teacher_usage.cost_usd,
+        {"item": "teacher (generation and held-out answers)", "usd": job.teacher_usage.cost_usd,
          "detail": usage_detail(job.teacher_usage), "usage": _usage(job.teacher_usage)},
         {"item": "judge", "usd": job.judge_usage.cost_usd,
          "detail": usage_detail(job.judge_usage), "usage": _usage(job.judge_usage)},
@@ -394,10 +394,14 @@ def cost_section(job: gateway_pb2.Job, evaluation: dict[str, Any],
     per_1k = []
     if evaluation["available"]:
         prompts = evaluation["prompts"]
-        usd = sum(m["cost_per_1k_requests_usd"] * prompts / 1000 for m in evaluation["models"])
-        lines.append({"item": "evaluation", "usd": usd,
-                      "detail": f"each model's cost per 1,000 requests, for {prompts:,} "
-                                "held-out prompts"})
+        # Paid teacher calls are already in the teacher line; self-hosted models cost
+        # machine time (latency times the serving price).
+        paid_teacher = job.spec.teacher.provider != common_pb2.PROVIDER_LOCAL
+        usd = sum(m["cost_per_1k_requests_usd"] * prompts / 1000 for m in evaluation["models"]
+                  if not (paid_teacher and m["model"] == "teacher"))
+        lines.append({"item": "evaluation (self-hosted models)", "usd": usd,
+                      "detail": f"machine time of {prompts:,} held-out answers each at the "
+                                "serving price"})
         per_1k = [{"model": m["model"], "usd": m["cost_per_1k_requests_usd"],
                    "latency_seconds_mean": m["latency_seconds_mean"]}
                   for m in evaluation["models"]]

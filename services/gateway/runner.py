@@ -17,7 +17,7 @@ from distill.v1 import common_pb2, exporter_pb2, gateway_pb2, generator_pb2, tra
 from services.common import errors
 from services.common.storage import ArtifactStore
 from services.common.usage import add_usage
-from services.gateway import evaluation, stages
+from services.gateway import evaluation, report, stages
 from services.gateway.aliases import Aliases
 from services.gateway.job_store import TERMINAL, JobStore
 from services.gateway.watch import JobHub
@@ -93,6 +93,7 @@ class JobRunner:
             if evaluation.enabled(job.spec) and not job.outputs.HasField("evaluation"):
                 await self._evaluate(job)
             self._promote(job)
+            await self._report(job)
             job.state = gateway_pb2.JOB_STATE_SUCCEEDED
             job.progress.Clear()
             job.progress.message = "done"
@@ -110,6 +111,20 @@ class JobRunner:
         except Exception as exc:
             log.exception("job %s failed", name)
             self._fail(job, "INTERNAL", f"internal error: {type(exc).__name__}")
+
+    async def _report(self, job: gateway_pb2.Job) -> None:
+        """The job's HTML report as an artifact. A report that cannot be drawn is logged and
+        left out: it must not fail a job whose student is already exported and promoted."""
+        job.progress.message = "writing the report"
+        self.save(job)
+        final = gateway_pb2.Job()
+        final.CopyFrom(job)
+        final.state = gateway_pb2.JOB_STATE_SUCCEEDED  # what the report describes
+        try:
+            job.outputs.report.CopyFrom(
+                await asyncio.to_thread(report.build_report, final, self.artifacts))
+        except Exception:
+            log.exception("job %s: the report could not be written", job.name)
 
     def _fail(self, job: gateway_pb2.Job, code: str, message: str) -> None:
         if job.name in self.cancelling:  # a stage that ended because we cancelled it

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ipaddress
 import itertools
 import logging
@@ -284,7 +285,9 @@ class TrainerPool:
     def _start_dispatcher(self) -> None:
         if self._dispatcher is None or self._dispatcher.done():
             self._wakeup = asyncio.Event()
-            self._dispatcher = asyncio.create_task(self._dispatch(), name="trainer-dispatcher")
+            # A context of its own: not the request id of the RPC that happened to start it.
+            self._dispatcher = asyncio.create_task(self._dispatch(), name="trainer-dispatcher",
+                                                   context=contextvars.Context())
 
     async def _dispatch(self) -> None:
         assert self._wakeup is not None

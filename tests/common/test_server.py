@@ -35,7 +35,7 @@ SERVICES = {
 # One metric each service exposes from its start (services/common/metrics.py has them all).
 METRICS = {
     "gateway": "distill_training_queue_depth",
-    "generator": "distill_teacher_cost_usd",
+    "generator": "distill_teacher_cost_usd_total",
     "judge": "distill_judge_score",
     "trainer": "distill_trainer_active_trainings",
     "exporter": "distill_export_stage_duration_seconds",

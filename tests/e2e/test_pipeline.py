@@ -106,6 +106,12 @@ def test_a_whole_job_evaluates_then_promotes_only_past_the_gate(suite, tmp_path)
     curated = list(suite.client.read_jsonl(outputs.curated.uri))
     assert all(c["text"].lower().startswith("positive") for row in curated for c in row["chosen"])
     assert TEACHER_KEY not in suite.logs()
+    page = suite.client.download_report(job.name, tmp_path / "report")
+    data = json.loads((page.parent / "report.json").read_text())
+    assert data["evaluation"]["available"] and data["training"]["available"]
+    assert {"loss.png", "candidate_scores.png", "evaluation.png", "cost.png"} <= {
+        p.name for p in page.parent.iterdir()}
+    assert "student (trained)" in page.read_text()
 
     # The same job with a gate no student can pass: it succeeds without promoting and says
     # why. Every teacher answer (training and held-out) comes from the cache, and the base GGUF

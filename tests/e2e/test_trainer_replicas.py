@@ -12,6 +12,7 @@ the real smoke test; the export is not what this tests).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -63,6 +64,8 @@ def cluster(tmp_path_factory, tiny_llama_dir) -> Iterator[Cluster]:  # noqa: F81
             "DISTILL_METRICS_PORT": "0",  # free ports, read back from each "serving" log line
             "DISTILL_GRACE_SECONDS": "2",
             "DISTILL_TRAINER_CAPACITY": "1",
+            # Two trainers share this machine's cores: a torch thread pool each would thrash.
+            "OMP_NUM_THREADS": "1",
             TEACHER_KEY_ENV: TEACHER_KEY,
             "PYTHONUNBUFFERED": "1",
         }
@@ -182,7 +185,7 @@ def test_three_jobs_on_two_trainers(cluster: Cluster):
         assert len(started) == len(finished) >= 1, trainer.log()[-3000:]
         intervals = sorted(zip([e["ts"] for e in started], [e["ts"] for e in finished],
                                strict=True))
-        for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(intervals):
             assert end <= start, f"two trainings at once on {address}: {intervals}"
         metrics = scrape(trainer)
         assert metrics['distill_trainer_trainings_total{outcome="refused"}'] == 0
@@ -197,7 +200,8 @@ def test_three_jobs_on_two_trainers(cluster: Cluster):
 
 
 def test_killed_trainer_job_resumes_on_the_other(cluster: Cluster):
-    name = cluster.client.distill(spec(cluster, "kill", steps=400, checkpoint_interval=5)).name
+    STEPS = 150  # noqa: N806
+    name = cluster.client.distill(spec(cluster, "kill", steps=STEPS, checkpoint_interval=5)).name
     deadline = time.monotonic() + 180
     while True:
         job = cluster.client.get(name)
@@ -212,7 +216,7 @@ def test_killed_trainer_job_resumes_on_the_other(cluster: Cluster):
     survivor = next(a for a in cluster.trainers if a != victim)
     cluster.trainers[victim].proc.kill()  # SIGKILL: no goodbye on the stream
     killed_at_step = job.progress.done
-    assert killed_at_step < 400, "training ended before the kill: make it longer"
+    assert killed_at_step < STEPS, "training ended before the kill: make it longer"
 
     final = cluster.client.wait(name, timeout=240)
     assert final.state == State.JOB_STATE_SUCCEEDED, f"{final.error}\n{cluster.logs()}"
@@ -222,7 +226,7 @@ def test_killed_trainer_job_resumes_on_the_other(cluster: Cluster):
     assert resumed[0]["resumed_from_step"] % 5 == 0  # a checkpoint step
     finished = [e for e in log_events(cluster.trainers[survivor], "training finished")
                 if e["job_id"] == job_id(name)]
-    assert finished and finished[0]["steps"] == 400
+    assert finished and finished[0]["steps"] == STEPS
     gateway = scrape(cluster.gateway)
     assert gateway['distill_training_requeues_total{reason="replica_lost"}'] == 1
     assert gateway["distill_trainer_replicas_unreachable"] == 1

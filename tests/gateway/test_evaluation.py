@@ -74,7 +74,7 @@ def test_bad_eval_settings_name_the_field(tmp_path, fields, count, fragment):
 def test_missing_held_out_dataset_is_not_found(tmp_path):
     store = LocalStore(tmp_path)
     spec = _spec(_dataset(store, 4), held_out=common_pb2.ArtifactRef(uri=store.uri("d/x.jsonl")))
-    with pytest.raises(errors.NotFound, match="spec.eval.held_out"):
+    with pytest.raises(errors.NotFound, match=r"spec\.eval\.held_out"):
         evaluation.check(spec, [], store)
 
 
@@ -94,8 +94,8 @@ def test_summary_scores_pass_rates_wins_and_costs():
     # one win, one tie, one loss; the unscored prompt is not compared
     assert (result.student_wins, result.student_ties, result.student_losses) == (1, 1, 1)
     assert result.student_win_rate == pytest.approx(0.5)
-    assert models["teacher"].cost_per_1k_requests_usd == pytest.approx(2.0)  # 0.002 × 1000
-    # 0.5 s a request at 3.6 USD/h: 1000 × 0.5 / 3600 × 3.6
+    assert models["teacher"].cost_per_1k_requests_usd == pytest.approx(2.0)  # 0.002 USD x 1000
+    # 0.5 s a request at 3.6 USD/h: 1000 * 0.5 / 3600 * 3.6
     assert models["student"].cost_per_1k_requests_usd == pytest.approx(0.5)
     local = evaluation.summarise(rows, serving_usd_per_hour=3.6, local_teacher=True)
     assert local.models[0].cost_per_1k_requests_usd == pytest.approx(0.5)

@@ -209,11 +209,13 @@ def test_report_has_a_page_every_plot_and_the_numbers(store, tmp_path):
     assert evaluation["promoted"] and "95%" in evaluation["promotion_reason"]
     assert len(evaluation["examples"]) == 4
 
-    # cost: teacher and judge as accrued, evaluation from the per-1k costs, training unpriced
+    # cost: teacher and judge as accrued (the paid teacher's held-out calls included), the
+    # self-hosted models' machine time from their per-1k costs, training unpriced
     lines = {line["item"]: line for line in data["cost"]["lines"]}
-    assert lines["teacher (generation)"]["usd"] == 0.125
+    assert lines["teacher (generation and held-out answers)"]["usd"] == 0.125
     assert lines["judge"]["usd"] == 0.03125
-    assert lines["evaluation"]["usd"] == pytest.approx(4 * (0.5 + 0.01 + 0.01) / 1000)
+    assert lines["evaluation (self-hosted models)"]["usd"] == pytest.approx(
+        4 * (0.01 + 0.01) / 1000)
     assert lines["training"]["usd"] is None and "15.0 s" in lines["training"]["detail"]
     assert data["cost"]["accrued_usd"] == 0.15625
     for shown in ("0.1250", "0.0312", "7.500", "2.500", "student (trained)", "50.0%"):

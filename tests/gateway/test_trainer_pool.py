@@ -371,7 +371,7 @@ async def test_train_fails_on_a_trainer_error_without_moving():
     server = await _serve(broken)
     clients = stages.StageClients.connect("127.0.0.1:9", "127.0.0.1:9",
                                           f"127.0.0.1:{server.port}", "127.0.0.1:9", 5)
-    with pytest.raises(errors.InvalidArgument, match="lora.rank"):
+    with pytest.raises(errors.InvalidArgument, match=r"lora\.rank"):
         await stages.train(clients, trainer_pb2.TrainRequest(job_id="j"),
                            lambda e: asyncio.sleep(0), wait_seconds=5)
     assert broken.calls == 1
