@@ -30,7 +30,13 @@ ALIAS = "sentiment-demo"
 def spec(client: Distiller, dataset: Path, steps: int) -> gateway_pb2.DistillSpec:
     teacher = common_pb2.ModelSpec(provider=common_pb2.PROVIDER_LOCAL, model="smollm2-135m-gguf",
                                    temperature=0.8, max_tokens=16)
-    system_prompt = (EXAMPLES / "system_prompt.txt").read_text(encoding="utf-8").strip()
+    # The bundled task's prompt and held-out reviews; another dataset gets neither (its
+    # held-out split is then the default fraction of it).
+    bundled = dataset.resolve() == DEFAULT_DATASET
+    system_prompt = (EXAMPLES / "system_prompt.txt").read_text(encoding="utf-8").strip() \
+        if bundled else ""
+    held_out = {"held_out": json_format.MessageToDict(client.upload(HELD_OUT))} if bundled \
+        else {}
     judge = common_pb2.JudgeSpec(reference=common_pb2.ReferenceJudge(
         mode=common_pb2.MATCH_MODE_LABEL))
     return client.spec(
@@ -41,11 +47,11 @@ def spec(client: Distiller, dataset: Path, steps: int) -> gateway_pb2.DistillSpe
                   "max_seq_length": 128, "checkpoint_interval": 20, "seed": 0},
         export={"quantizations": ["QUANTIZATION_TYPE_Q4_K_M"]},
         promote_alias=ALIAS,
-        eval={"held_out": json_format.MessageToDict(client.upload(HELD_OUT))},
+        eval=held_out,
     )
 
 
-def show_comparison(job: gateway_pb2.Job, out: Console) -> None:
+def show_comparison(job: gateway_pb2.Job, out: Console) -> bool:
     """Before/after on the held-out questions: did training beat the untrained student?"""
     models = {m.model: m for m in job.evaluation.models}
     before, after = models["base"], models["student"]
@@ -54,6 +60,7 @@ def show_comparison(job: gateway_pb2.Job, out: Console) -> None:
               f"student answers {after.pass_rate:.0%} right, the untrained one "
               f"{before.pass_rate:.0%} (teacher {models['teacher'].pass_rate:.0%}): training "
               f"{verdict} the untrained student.")
+    return after.mean_score > before.mean_score
 
 
 def show_answer(client: Distiller, job: gateway_pb2.Job, home: Path, out: Console) -> None:
