@@ -8,17 +8,20 @@ samples it never returned. The API key is not part of the key and never stored.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 from services.common.errors import DataLoss, NotFound
 from services.common.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PREFIX = "cache/teacher/"
 # Bump when the meaning of a cached entry changes, so old entries stop matching.
@@ -59,19 +62,60 @@ def cache_key(
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+class _Batches:
+    """Runs blocking store calls off the event loop, all the calls queued meanwhile in one
+    thread hop. At dozens of teacher calls in flight, a hop per cache read and write (and the
+    GIL hand-offs between the pool's threads and the loop) cost several times the provider
+    call's own CPU; batched, the fan-out stays latency-bound."""
+
+    def __init__(self) -> None:
+        self._queued: list[tuple[asyncio.Future, Callable[[], Any]]] = []
+        self._drainer: asyncio.Task | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        future = asyncio.get_running_loop().create_future()
+        self._queued.append((future, functools.partial(fn, *args, **kwargs)))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            outcomes = await asyncio.to_thread(_call_each, [call for _, call in batch])
+            for (future, _), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():  # its caller was cancelled; the write still happened
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+
+def _call_each(calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+    outcomes: list[tuple[bool, Any]] = []
+    for call in calls:
+        try:
+            outcomes.append((True, call()))
+        except Exception as exc:  # noqa: BLE001 - handed to its own caller, as to_thread does
+            outcomes.append((False, exc))
+    return outcomes
+
+
 class TeacherCache:
     """Async front of the (blocking) artifact store for cache entries."""
 
     def __init__(self, store: ArtifactStore, prefix: str = PREFIX) -> None:
         self.store = store
         self.prefix = prefix
+        self._batches = _Batches()
 
     def object_key(self, key: str) -> str:
         return f"{self.prefix}{key}.json"
 
     async def get(self, key: str) -> CachedSample | None:
         try:
-            data = await asyncio.to_thread(self.store.get_bytes, self.object_key(key))
+            data = await self._batches.run(self.store.get_bytes, self.object_key(key))
         except NotFound:
             return None
         except DataLoss as exc:  # a damaged entry is a miss: the call is simply made again
@@ -90,7 +134,7 @@ class TeacherCache:
         data = json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8")
         # Not fsynced: a crashed process loses no entry, and one torn by a power loss fails its
         # sha256 on read and counts as a miss. The fsync per call cost more than the call's CPU.
-        await asyncio.to_thread(
+        await self._batches.run(
             self.store.put_bytes, self.object_key(key), data, media_type="application/json",
             durable=False,
         )

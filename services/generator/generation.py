@@ -180,9 +180,12 @@ class Generation:
             asyncio.Queue()
         )
         pending = iter(enumerate(self.plan.prompts))
+        # Twice as many workers as provider calls may be in flight (the limiter holds that
+        # bound): while some read or write the teacher cache, the others keep every call slot
+        # busy, so cache I/O does not eat into the provider's concurrency.
         workers = [
             asyncio.create_task(self._worker(pending, finished))
-            for _ in range(min(self.plan.limits.max_concurrency, total))
+            for _ in range(min(2 * self.plan.limits.max_concurrency, total))
         ]
         lines: dict[int, bytes] = {}
         last_progress = time.monotonic()
