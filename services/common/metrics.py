@@ -105,21 +105,20 @@ class GatewayMetrics:
                 jobs.add_metric([name.removeprefix("JOB_STATE_").lower()], counts.get(value, 0))
         yield jobs
         s = self._scheduler()
-        yield GaugeMetricFamily("distill_training_queue_depth",
-                                "Training tasks waiting for a trainer replica (FIFO).",
-                                value=s.queue_depth)
-        yield GaugeMetricFamily("distill_trainer_replicas",
-                                "Trainer replicas known (DNS or configured list).",
-                                value=s.replicas)
-        yield GaugeMetricFamily("distill_trainer_replicas_busy",
-                                "Trainer replicas with no free training slot.",
-                                value=s.replicas_busy)
-        yield GaugeMetricFamily("distill_trainer_replicas_unreachable",
-                                "Trainer replicas that did not answer their last status check.",
-                                value=s.replicas_unreachable)
-        yield GaugeMetricFamily("distill_trainings_running",
-                                "Trainings the gateway has running on trainer replicas.",
-                                value=s.trainings_running)
+        for name, text, value in (
+            ("distill_training_queue_depth",
+             "Training tasks waiting for a trainer replica (FIFO).", s.queue_depth),
+            ("distill_trainer_replicas",
+             "Trainer replicas known (DNS or configured list).", s.replicas),
+            ("distill_trainer_replicas_busy",
+             "Trainer replicas with no free training slot.", s.replicas_busy),
+            ("distill_trainer_replicas_unreachable",
+             "Trainer replicas that did not answer their last status check.",
+             s.replicas_unreachable),
+            ("distill_trainings_running",
+             "Trainings the gateway has running on trainer replicas.", s.trainings_running),
+        ):
+            yield GaugeMetricFamily(name, text, value=value)
         requeues = CounterMetricFamily(
             "distill_training_requeues", "Training tasks put back in the queue, by reason "
             "(busy: RESOURCE_EXHAUSTED; replica_lost: the stream broke).", labels=["reason"])
