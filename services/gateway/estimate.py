@@ -11,6 +11,7 @@ from distill.v1 import common_pb2, gateway_pb2
 from services.common import errors
 from services.common.models import get_model, vram_required_gb
 from services.common.providers.spec import resolve_model_spec
+from services.gateway import evaluation
 from services.gateway.tokens import counter_for
 from services.judge.spec import DEFAULT_JUDGE_MODEL
 
@@ -51,7 +52,9 @@ def _prompt_text(prompt: common_pb2.Prompt, system_prompt: str) -> list[str]:
 
 
 def estimate(spec: gateway_pb2.DistillSpec, prompts: Sequence[common_pb2.Prompt],
-             batch_api: bool = False) -> gateway_pb2.EstimateResponse:
+             batch_api: bool = False, held_out: int | None = None
+             ) -> gateway_pb2.EstimateResponse:
+    """`held_out`: the size of a given held-out set; None means the split of `prompts`."""
     out = gateway_pb2.EstimateResponse(prompts=len(prompts))
     n = spec.n_samples or DEFAULT_N
     teacher = resolve_model_spec(spec.teacher, field="spec.teacher", default_temperature=0.8)
@@ -90,7 +93,10 @@ def estimate(spec: gateway_pb2.DistillSpec, prompts: Sequence[common_pb2.Prompt]
     _line(out, "teacher", output.high, "output tokens",
           price.cost_usd(0, int(output.low)) * discount,
           price.cost_usd(0, int(output.high)) * discount)
-    _judge_lines(out, spec, prompt_tokens, output, n, discount)
+    judge_per_call = _judge_lines(out, spec, prompt_tokens, output, n, discount)
+    samples = max(n * len(prompts), 1)
+    _evaluation(out, spec, prompt_tokens, output.low / samples, output.high / samples, held_out,
+                judge_per_call, discount)
     _training(out, spec, prompt_tokens, output, n)
     out.total_usd_low = sum(line.usd_low for line in out.breakdown)
     out.total_usd_high = sum(line.usd_high for line in out.breakdown)
@@ -106,13 +112,39 @@ def _line(out, item: str, quantity: float, unit: str, low: float, high: float) -
     out.breakdown.add(item=item, quantity=quantity, unit=unit, usd_low=low, usd_high=high)
 
 
+def _evaluation(out, spec, prompt_tokens: list[int], out_low: float, out_high: float,
+                held_out: int | None, judge_per_call: Range, discount: float) -> None:
+    """The evaluation stage: one greedy teacher answer per held-out prompt, and the judge on
+    three answers (student, untrained student, teacher) per prompt."""
+    if not evaluation.enabled(spec):
+        out.assumptions.append("evaluation off (eval.holdout_fraction = 0)")
+        return
+    total = len(prompt_tokens)
+    if held_out is None:  # as services.common.datasets.split_holdout counts it
+        fraction = evaluation.holdout_fraction(spec)
+        held_out = min(max(round(total * fraction), 1), total - 1) if total > 1 else 0
+    per_prompt_in = sum(prompt_tokens) / max(total, 1)
+    price = resolve_model_spec(spec.teacher, field="spec.teacher",
+                               default_temperature=0.8).price
+    teacher_low = price.cost_usd(int(held_out * per_prompt_in), int(held_out * out_low))
+    teacher_high = price.cost_usd(int(held_out * per_prompt_in), int(held_out * out_high))
+    judged = 3 * held_out
+    _line(out, "evaluation", held_out, "held-out prompts",
+          (teacher_low + judged * judge_per_call.low) * discount,
+          (teacher_high + judged * judge_per_call.high) * discount)
+    out.assumptions.append(
+        f"evaluation: {held_out} held-out prompts, one teacher answer each and {judged} judged "
+        "answers (student, untrained student, teacher); generation is counted on every prompt")
+
+
 def _judge_lines(out, spec, prompt_tokens: list[int], output: Range, n: int,
-                 discount: float) -> None:
+                 discount: float) -> Range:
+    """The judge's cost line; returns its cost per judged candidate (before the discount)."""
     judge = spec.judge.judge
     llm_parts = _llm_judges(judge)
     if not llm_parts:
         out.assumptions.append("programmatic judge: no judge model calls")
-        return
+        return Range(0.0, 0.0)
     calls = len(prompt_tokens) * n * len(llm_parts)
     out.judge_calls = calls
     per_call_in = (sum(prompt_tokens) / max(len(prompt_tokens), 1) + JUDGE_RUBRIC_TOKENS)
@@ -134,6 +166,8 @@ def _judge_lines(out, spec, prompt_tokens: list[int], output: Range, n: int,
         f"LLM judge: one call per candidate, ~{JUDGE_RUBRIC_TOKENS} rubric tokens + prompt + "
         f"candidate in, ~{JUDGE_REPLY_TOKENS} out; parse retries not counted")
     _line(out, "judge", out.judge_tokens, "tokens", low * discount, high * discount)
+    candidates = max(len(prompt_tokens) * n, 1)
+    return Range(low / candidates, high / candidates)
 
 
 def _llm_judges(judge: common_pb2.JudgeSpec) -> list[common_pb2.LlmJudge]:

@@ -51,8 +51,9 @@ def min_ratio(spec: gateway_pb2.DistillSpec) -> float:
 
 
 def check(spec: gateway_pb2.DistillSpec, prompts: list[common_pb2.Prompt],
-          store: ArtifactStore) -> None:
-    """Preflight of spec.eval: InvalidArgument naming the field."""
+          store: ArtifactStore) -> int | None:
+    """Preflight of spec.eval: InvalidArgument naming the field. Returns the size of a given
+    held-out set (None when it is split off the dataset)."""
     e = spec.eval
     if e.HasField("promote_min_ratio") and not (math.isfinite(e.promote_min_ratio)
                                                 and e.promote_min_ratio >= 0):
@@ -60,10 +61,9 @@ def check(spec: gateway_pb2.DistillSpec, prompts: list[common_pb2.Prompt],
             f"spec.eval.promote_min_ratio: must be >= 0, got {e.promote_min_ratio}")
     if e.held_out.uri:
         try:
-            load_dataset(store, e.held_out, what="spec.eval.held_out")
+            return len(load_dataset(store, e.held_out, what="spec.eval.held_out"))
         except errors.NotFound:
             raise errors.NotFound(f"spec.eval.held_out: no dataset at {e.held_out.uri}") from None
-        return
     fraction = holdout_fraction(spec)
     if not 0 <= fraction <= MAX_HOLDOUT_FRACTION:
         raise errors.InvalidArgument(
@@ -73,6 +73,7 @@ def check(spec: gateway_pb2.DistillSpec, prompts: list[common_pb2.Prompt],
         raise errors.InvalidArgument(
             f"spec.eval.holdout_fraction: the dataset has {len(prompts)} prompt; a held-out "
             "split needs at least 2 (or give spec.eval.held_out, or set the fraction to 0)")
+    return None
 
 
 def split(store: ArtifactStore, job_id: str, spec: gateway_pb2.DistillSpec

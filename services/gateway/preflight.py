@@ -80,10 +80,10 @@ def check(spec: gateway_pb2.DistillSpec, store: ArtifactStore, cache_dir: Path,
             raise errors.InvalidArgument(f"spec.export.quantizations: unknown value {q}")
     if spec.promote_alias:
         validate_name(spec.promote_alias)
-    evaluation.check(spec, prompts, store)
+    held_out = evaluation.check(spec, prompts, store)
     if spec.HasField("budget_usd") and spec.budget_usd <= 0:
         raise errors.InvalidArgument(f"spec.budget_usd: must be > 0, got {spec.budget_usd}")
-    result = estimate(spec, prompts, batch_api)
+    result = estimate(spec, prompts, batch_api, held_out)
     if spec.HasField("budget_usd") and result.total_usd_low > spec.budget_usd:
         raise errors.ResourceExhausted(
             f"spec.budget_usd: {spec.budget_usd:g} USD is under even the low estimate "

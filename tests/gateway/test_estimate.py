@@ -78,3 +78,24 @@ def test_unknown_teacher_price_is_a_warning_not_an_error():
     result = estimate(gateway_pb2.DistillSpec(teacher=custom, student_model="smollm2-135m"),
                       PROMPTS)
     assert any("no price known for teacher" in w for w in result.warnings)
+
+
+def test_evaluation_line_prices_the_held_out_answers_and_their_judging():
+    llm = common_pb2.JudgeSpec(llm=common_pb2.LlmJudge())
+    result = estimate(spec(judge=llm), PROMPTS)  # default: 10% of 100 prompts held out
+    evaluation = line(result, "evaluation", "held-out prompts")
+    assert evaluation.quantity == 10
+    judge = line(result, "judge", "tokens")
+    # one teacher answer per held-out prompt (64 tokens at most, $0.60/M) and three judged
+    # answers, each priced like one of the 400 judged candidates of generation
+    teacher_high = 10 * 64 * 0.60 / 1e6
+    assert evaluation.usd_high == pytest.approx(
+        teacher_high + 10 * (line(result, "teacher", "input tokens").usd_high / 400)
+        + 30 * judge.usd_high / 400, rel=0.05)
+    assert evaluation.usd_low < evaluation.usd_high
+    assert result.total_usd_high == pytest.approx(sum(x.usd_high for x in result.breakdown))
+    given = estimate(spec(judge=llm), PROMPTS, held_out=25)
+    assert line(given, "evaluation", "held-out prompts").quantity == 25
+    off = estimate(spec(judge=llm, eval=gateway_pb2.EvalSettings(holdout_fraction=0)), PROMPTS)
+    assert not [x for x in off.breakdown if x.item == "evaluation"]
+    assert "evaluation off" in " ".join(off.assumptions)
