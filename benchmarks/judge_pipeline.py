@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ import grpc
 
 from benchmarks.generator_fanout import start_fake
 from benchmarks.result import emit
-from distill.local_suite import ServiceProcess, free_port, start_service
+from distill.local_suite import ServiceProcess, free_port, start_service, stop_process
 from distill.v1 import common_pb2, generator_pb2, generator_pb2_grpc, judge_pb2
 from services.gateway.stages import StageClients, generate_and_judge
 from tests.fixtures.fake_provider import FakeProviderHandle
@@ -243,12 +242,7 @@ def main(args: argparse.Namespace) -> None:
                 for service in services.values():
                     service.stop()
     finally:
-        fake_proc.terminate()
-        try:
-            fake_proc.wait(10)
-        except subprocess.TimeoutExpired:
-            fake_proc.kill()
-            fake_proc.wait()
+        stop_process(fake_proc, 10)
     emit("judge_pipeline", summarise(args, out["rounds"], load_start))
 
 

@@ -71,13 +71,19 @@ class ServiceProcess:
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM (graceful), then SIGKILL after `timeout`; returns the exit code."""
-        self.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+    """SIGTERM (graceful), then SIGKILL after `timeout`; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return proc.returncode
 
 
 def start_service(

@@ -33,9 +33,10 @@ from distill.v1 import common_pb2, gateway_pb2
 from services.common.errors import DistillError
 from services.common.storage import ArtifactStore
 
+# Written by the trainer into the adapter folder and each checkpoint.
+from services.trainer.checkpoints import TRAINING_LOG
+
 FORMAT_VERSION = 1
-# Written by the trainer into the adapter folder and each checkpoint (services/trainer).
-TRAINING_LOG = "training_log.jsonl"
 LOG_FIELDS = ("loss", "sft_loss", "preference_loss", "kl_loss", "learning_rate",
               "tokens_per_second", "epoch", "tokens", "seconds")
 # The judge's bins (services/judge/session.py): [0,1), ..., [9,10), [10].

@@ -11,6 +11,7 @@ import urllib.request
 import grpc
 import pytest
 
+from distill.local_suite import stop_process
 from distill.v1 import common_pb2, generator_pb2
 from services.common.models import packaged_smollm2_gguf
 from services.common.providers import CompletionRequest, Message
@@ -123,12 +124,7 @@ def llama_server(tmp_path_factory):
                 time.sleep(0.3)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
 
 
 @pytest.mark.slow
