@@ -10,6 +10,13 @@ generation code path (Generation + ModelClient + OpenAI SDK + rate limiter + tea
     over rpm/60 (target >= 0.90) with under 1% of requests answered 429;
 (c) job (a) again: zero provider calls (all from the teacher cache).
 The fake server runs as its own process so it does not share this one's interpreter lock.
+
+Beside (a), two ceilings on the same machine at the same concurrency: the OpenAI provider alone
+(the official SDK call the generator makes, without limiter, cache or stream) and bare aiohttp
+POSTs. They show how much of the gap to the ideal is the machine and the SDK, and how much is
+the generator. `store_file_create_us` is what creating one small file in the store's folder cost
+just before (a): on ext4 it rises far above its usual ~60 us for a while after many files were
+deleted, and each cache entry creates two.
 """
 
 from __future__ import annotations
@@ -23,9 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
+
 from benchmarks.result import emit
 from distill.v1 import common_pb2, generator_pb2
 from services.common.providers import (
+    CompletionRequest,
+    Message,
     ModelClient,
     RateLimiter,
     RetryPolicy,
@@ -78,6 +89,67 @@ async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest) -> 
             "retries": client.stats.retries, "cpu": time.process_time() - cpu_started}
 
 
+async def ceilings(fake: FakeProviderHandle, requests: int, concurrency: int,
+                   latency: float) -> dict:
+    """Requests/s of the provider alone and of bare HTTP, as ratios of the ideal."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = plan(job_request(fake, 1, "ceiling", concurrency), LocalStore(tmp),
+                    max_concurrency=1024).teacher
+    provider = open_provider(spec, field="teacher")
+    url = fake.openai_base_url.rstrip("/") + "/chat/completions"
+    ideal = concurrency / latency
+
+    async def timed(call) -> float:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with gate:
+                await call(i)
+
+        await asyncio.gather(*(one(i) for i in range(concurrency)))  # connections
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(requests)))
+        return round(requests / (time.perf_counter() - started) / ideal, 3)
+
+    async def via_provider(i: int) -> None:
+        await provider.complete(CompletionRequest((Message("user", f"ceiling {i}"),), 0.8, 64))
+
+    try:
+        sdk = await timed(via_provider)
+    finally:
+        await provider.aclose()
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer unused"}) as session:
+        async def bare(i: int) -> None:
+            body = {"model": spec.model, "max_tokens": 64, "temperature": 0.8,
+                    "messages": [{"role": "user", "content": f"bare {i}"}]}
+            async with session.post(url, json=body) as response:
+                await response.json()
+
+        http = await timed(bare)
+    return {"a_ceiling_provider_only_ratio": sdk, "a_ceiling_bare_http_ratio": http}
+
+
+def file_create_us(folder: str, count: int = 200) -> float:
+    """Microseconds to create, write and rename one small file in `folder` (then removed)."""
+    probe = Path(folder) / "fs-probe"
+    probe.mkdir()
+    started = time.perf_counter()
+    for i in range(count):
+        (probe / f"{i}.tmp").write_bytes(b"x" * 300)
+        os.replace(probe / f"{i}.tmp", probe / f"{i}.json")
+    elapsed = time.perf_counter() - started
+    for path in probe.iterdir():
+        path.unlink()
+    probe.rmdir()
+    return round(elapsed / count * 1e6, 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of another process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def main(args: argparse.Namespace) -> None:
     proc, fake = start_fake(args.latency)
     # The fan-out is CPU-bound on a small machine: record how busy it was.
@@ -88,9 +160,11 @@ async def main(args: argparse.Namespace) -> None:
             await run_job(store, job_request(fake, 8, "warmup", 8))  # imports, connections
 
             # (a) fan-out
-            before = fake.stats()["received"]
+            figures["store_file_create_us"] = file_create_us(tmp)
+            before, server_cpu = fake.stats()["received"], cpu_seconds(proc.pid)
             a = await run_job(store, job_request(fake, args.requests, "fanout", args.concurrency))
             calls = fake.stats()["received"] - before
+            server_cpu = cpu_seconds(proc.pid) - server_cpu
             ideal = args.concurrency / args.latency
             achieved = args.requests / a["elapsed"]
             serial = await run_job(store, job_request(fake, args.serial_requests, "serial", 1))
@@ -103,10 +177,13 @@ async def main(args: argparse.Namespace) -> None:
                 # this process's CPU per call (SDK, limiter, cache write, protobuf): at x ms
                 # one core sustains at most 1000/x calls/s
                 "a_client_cpu_ms_per_request": round(a["cpu"] / args.requests * 1000, 2),
+                # the fake server shares this machine's cores
+                "a_server_cpu_ms_per_request": round(server_cpu / args.requests * 1000, 2),
                 "a_serial_measured_requests": args.serial_requests,
                 "a_serial_per_request_s": round(per_call, 4),
                 "a_serial_extrapolated_s": round(per_call * args.requests, 1),
                 "a_speedup": round(per_call * args.requests / a["elapsed"], 1),
+                **await ceilings(fake, args.requests, args.concurrency, args.latency),
             })
 
             # (b) at a server-enforced rate limit

@@ -63,25 +63,32 @@ def cache_key(
 
 
 class _Batches:
-    """Runs blocking store calls off the event loop, all the calls queued meanwhile in one
-    thread hop. At dozens of teacher calls in flight, a hop per cache read and write (and the
-    GIL hand-offs between the pool's threads and the loop) cost several times the provider
-    call's own CPU; batched, the fan-out stays latency-bound."""
+    """Runs blocking store calls off the event loop, the calls queued meanwhile in a few
+    thread hops: up to `threads` batches at once, each of at most `max_batch` calls. At dozens
+    of teacher calls in flight, a hop per cache read and write (and the GIL hand-offs between
+    the pool's threads and the loop) cost several times the provider call's own CPU. Batches
+    run side by side so that slow writes (an S3 round trip; on ext4, creating files soon after
+    many were deleted costs a millisecond of kernel time each) overlap instead of queueing."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 4, max_batch: int = 16) -> None:
         self._queued: list[tuple[asyncio.Future, Callable[[], Any]]] = []
-        self._drainer: asyncio.Task | None = None
+        self._drainers: set[asyncio.Task] = set()
+        self._threads = threads
+        self._max_batch = max_batch
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         future = asyncio.get_running_loop().create_future()
         self._queued.append((future, functools.partial(fn, *args, **kwargs)))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain())
+        if len(self._drainers) < self._threads:
+            drainer = asyncio.create_task(self._drain())
+            self._drainers.add(drainer)
+            drainer.add_done_callback(self._drainers.discard)
         return await future
 
     async def _drain(self) -> None:
         while self._queued:
-            batch, self._queued = self._queued, []
+            batch = self._queued[: self._max_batch]
+            del self._queued[: self._max_batch]
             outcomes = await asyncio.to_thread(_call_each, [call for _, call in batch])
             for (future, _), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():  # its caller was cancelled; the write still happened
@@ -108,14 +115,15 @@ class TeacherCache:
     def __init__(self, store: ArtifactStore, prefix: str = PREFIX) -> None:
         self.store = store
         self.prefix = prefix
-        self._batches = _Batches()
+        # Reads apart from writes: a lookup (often a quick miss) must not wait behind writes.
+        self._reads, self._writes = _Batches(), _Batches()
 
     def object_key(self, key: str) -> str:
         return f"{self.prefix}{key}.json"
 
     async def get(self, key: str) -> CachedSample | None:
         try:
-            data = await self._batches.run(self.store.get_bytes, self.object_key(key))
+            data = await self._reads.run(self.store.get_bytes, self.object_key(key))
         except NotFound:
             return None
         except DataLoss as exc:  # a damaged entry is a miss: the call is simply made again
@@ -134,7 +142,7 @@ class TeacherCache:
         data = json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8")
         # Not fsynced: a crashed process loses no entry, and one torn by a power loss fails its
         # sha256 on read and counts as a miss. The fsync per call cost more than the call's CPU.
-        await self._batches.run(
+        await self._writes.run(
             self.store.put_bytes, self.object_key(key), data, media_type="application/json",
             durable=False,
         )

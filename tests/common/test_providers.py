@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 import time
 import uuid
 
@@ -333,6 +334,38 @@ async def test_teacher_cache_on_s3(fake, s3_server):
     await rerun.samples(HI, range(2), SamplingParams(0.8, 16))
     assert rerun.stats.requests == 0 and fake.stats()["completed"] == 1
     assert KEY.encode() not in b"".join(store.get_bytes(k) for k in keys)
+
+
+async def test_cache_io_runs_in_bounded_parallel_batches_with_errors_to_their_caller():
+    """Many cache calls at once take a few thread hops, at most `threads` side by side and
+    `max_batch` calls each; a failing call fails only its own caller."""
+    from services.common.teacher_cache import _Batches
+
+    batches = _Batches(threads=3, max_batch=4)
+    running = peak = 0
+    threads: set[str] = set()
+    lock = threading.Lock()
+
+    def call(i: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            threads.add(threading.current_thread().name)
+        time.sleep(0.01)  # slow, like a busy filesystem: the batches must overlap
+        with lock:
+            running -= 1
+        if i == 7:
+            raise ValueError("entry 7 is damaged")
+        return i * i
+
+    outcomes = await asyncio.gather(*(batches.run(call, i) for i in range(40)),
+                                    return_exceptions=True)
+    assert [o for i, o in enumerate(outcomes) if i != 7] == [i * i for i in range(40) if i != 7]
+    assert isinstance(outcomes[7], ValueError) and "entry 7" in str(outcomes[7])
+    assert peak == 3  # three batches overlapped, never a fourth
+    assert len(threads) >= 3
+    assert await batches.run(call, 2) == 4  # drainers start again once the queue emptied
 
 
 async def test_cost_from_usage_and_price_overrides(fake):

@@ -7,6 +7,8 @@ a key meaning the same object on both backends.
 
 from __future__ import annotations
 
+import re
+
 from services.common.errors import InvalidArgument
 
 MAX_KEY_BYTES = 1024  # S3's limit on an object name
@@ -14,6 +16,7 @@ MAX_KEY_BYTES = 1024  # S3's limit on an object name
 MAX_SEGMENT_BYTES = 250
 # file:// keeps its metadata sidecars under this top-level folder of the root.
 RESERVED_ROOT = ".distill-meta"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def validate_key(key: str) -> str:
@@ -59,7 +62,7 @@ def _problem(key: object, *, folder: bool) -> str | None:
         return "is an absolute path (leading '/')"
     if "\\" in key:
         return "contains a backslash"
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in key):
+    if _CONTROL.search(key):
         return "contains a control character"
     segments = key.split("/")
     if folder and key.endswith("/"):

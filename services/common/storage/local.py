@@ -46,20 +46,19 @@ class LocalStore(ArtifactStore):
         data_path, meta_path = self._data_path(key), self._meta_path(key)
         tmp_paths: list[Path] = []
         try:
-            data_tmp = _temp_in(data_path.parent, tmp_paths)
-            with open(data_tmp, "wb") as out:
+            with _temp_in(data_path.parent, tmp_paths) as out:
                 sha256, size = copy_hashing(stream, out)
                 out.flush()
                 if durable:
                     os.fsync(out.fileno())  # the rename below must not publish unwritten bytes
             ref = StoredObject(self.uri(key), sha256, size, media_type or guess_media_type(key))
-            meta_tmp = _temp_in(meta_path.parent, tmp_paths)
-            meta_tmp.write_text(
-                json.dumps({"sha256": sha256, "size_bytes": size, "media_type": ref.media_type}),
-                encoding="utf-8",
-            )
-            os.replace(data_tmp, data_path)
-            os.replace(meta_tmp, meta_path)  # commit point
+            with _temp_in(meta_path.parent, tmp_paths) as out:
+                out.write(json.dumps(
+                    {"sha256": sha256, "size_bytes": size, "media_type": ref.media_type}
+                ).encode("utf-8"))
+            os.replace(tmp_paths[0], data_path)
+            os.replace(tmp_paths[1], meta_path)  # commit point
+            tmp_paths.clear()  # (the teacher cache writes thousands of these: no stray syscalls)
             return ref
         except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
             # A filesystem cannot hold both "a" and "a/b"; S3 could, but keys never need it.
@@ -125,19 +124,19 @@ class LocalStore(ArtifactStore):
         return count
 
 
-def _temp_in(folder: Path, created: list[Path]) -> Path:
-    """A fresh temp file in `folder` (same filesystem as the target, so os.replace is atomic)."""
+def _temp_in(folder: Path, created: list[Path]) -> BinaryIO:
+    """A fresh temp file in `folder` (same filesystem as the target, so os.replace is atomic),
+    open for writing; its path is appended to `created`. The folder is made only when missing."""
     for attempt in range(3):
-        folder.mkdir(parents=True, exist_ok=True)
         try:
             fd, name = tempfile.mkstemp(dir=folder, prefix=_TMP_PREFIX)
             break
-        except FileNotFoundError:  # a concurrent delete_prefix pruned the folder; make it again
+        except FileNotFoundError:  # a new folder, or a concurrent delete_prefix pruned it
             if attempt == 2:
                 raise
-    os.close(fd)
+            folder.mkdir(parents=True, exist_ok=True)
     created.append(Path(name))
-    return Path(name)
+    return open(fd, "wb")
 
 
 def _prune_empty_dirs(top: Path, root: Path) -> None:
