@@ -37,7 +37,8 @@ class Service:
     """A servicer and how to add it: `Service.of(gateway_pb2, gateway_pb2_grpc, servicer)`.
 
     `on_start` runs once the server listens (e.g. resume unfinished jobs); `on_shutdown` runs
-    after health turns NOT_SERVING and before in-flight RPCs get their grace period. `metrics`
+    after health turns NOT_SERVING and before in-flight RPCs get their grace period;
+    `on_stopped` runs once every RPC has ended (close what RPCs use: channels, databases). `metrics`
     is the service's own Prometheus registry (services/common/metrics.py), served over HTTP on
     the settings' metrics port.
     """
@@ -48,14 +49,17 @@ class Service:
     on_start: Hook | None = None
     on_shutdown: Hook | None = None
     metrics: CollectorRegistry | None = None
+    on_stopped: Hook | None = None
 
     @classmethod
     def of(cls, pb2_module: Any, pb2_grpc_module: Any, servicer: Any, *,
            on_start: Hook | None = None, on_shutdown: Hook | None = None,
+           on_stopped: Hook | None = None,
            metrics: CollectorRegistry | None = None) -> Service:
         (descriptor,) = pb2_module.DESCRIPTOR.services_by_name.values()
         add = getattr(pb2_grpc_module, f"add_{descriptor.name}Servicer_to_server")
-        return cls(descriptor.full_name, servicer, add, on_start, on_shutdown, metrics)
+        return cls(descriptor.full_name, servicer, add, on_start, on_shutdown, metrics,
+                   on_stopped)
 
 
 async def _call(hook: Hook | None) -> None:
@@ -97,6 +101,8 @@ class RunningServer:
         for service in self._services:
             await _call(service.on_shutdown)
         await self.server.stop(self._grace)
+        for service in self._services:
+            await _call(service.on_stopped)
         self.metrics.stop()
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from distill.v1 import common_pb2, gateway_pb2
 from services.common import errors
+from services.common.datasets import split_holdout
 from services.common.models import get_model, vram_required_gb
 from services.common.providers.spec import resolve_model_spec
 from services.gateway import evaluation
@@ -54,16 +55,25 @@ def _prompt_text(prompt: common_pb2.Prompt, system_prompt: str) -> list[str]:
 def estimate(spec: gateway_pb2.DistillSpec, prompts: Sequence[common_pb2.Prompt],
              batch_api: bool = False, held_out: int | None = None
              ) -> gateway_pb2.EstimateResponse:
-    """`held_out`: the size of a given held-out set; None means the split of `prompts`."""
+    """`held_out`: the size of a given held-out set; None means the split of `prompts`, which
+    is made here as the job makes it: generation, judging and training count only the training
+    part, the evaluation line only the held-out part."""
     out = gateway_pb2.EstimateResponse(prompts=len(prompts))
     n = spec.n_samples or DEFAULT_N
     teacher = resolve_model_spec(spec.teacher, field="spec.teacher", default_temperature=0.8)
     count, how = counter_for(teacher.provider, teacher.model)
     out.assumptions.append(f"teacher tokens counted with {how}")
-    prompt_tokens = [
-        sum(count(t) + MESSAGE_OVERHEAD_TOKENS for t in _prompt_text(p, spec.system_prompt))
-        for p in prompts
-    ]
+
+    def tokens(part: Sequence[common_pb2.Prompt]) -> list[int]:
+        return [sum(count(t) + MESSAGE_OVERHEAD_TOKENS for t in _prompt_text(p, spec.system_prompt))
+                for p in part]
+
+    held_tokens: list[int] | None = None  # None: a given held-out set, not seen here
+    if evaluation.enabled(spec) and held_out is None:
+        prompts, held = split_holdout(prompts, evaluation.holdout_fraction(spec),
+                                      seed=spec.eval.seed)
+        held_tokens = tokens(held)
+    prompt_tokens = tokens(prompts)
     references = [count(p.reference) for p in prompts if p.HasField("reference")]
     if references:
         mean_out = sum(references) / len(references)
@@ -95,8 +105,8 @@ def estimate(spec: gateway_pb2.DistillSpec, prompts: Sequence[common_pb2.Prompt]
           price.cost_usd(0, int(output.high)) * discount)
     judge_per_call = _judge_lines(out, spec, prompt_tokens, output, n, discount)
     samples = max(n * len(prompts), 1)
-    _evaluation(out, spec, prompt_tokens, output.low / samples, output.high / samples, held_out,
-                judge_per_call, discount)
+    _evaluation(out, spec, prompt_tokens, output.low / samples, output.high / samples,
+                held_tokens, held_out, judge_per_call, discount)
     _training(out, spec, prompt_tokens, output, n)
     out.total_usd_low = sum(line.usd_low for line in out.breakdown)
     out.total_usd_high = sum(line.usd_high for line in out.breakdown)
@@ -113,28 +123,33 @@ def _line(out, item: str, quantity: float, unit: str, low: float, high: float) -
 
 
 def _evaluation(out, spec, prompt_tokens: list[int], out_low: float, out_high: float,
-                held_out: int | None, judge_per_call: Range, discount: float) -> None:
+                held_tokens: list[int] | None, held_out: int | None, judge_per_call: Range,
+                discount: float) -> None:
     """The evaluation stage: one greedy teacher answer per held-out prompt, and the judge on
-    three answers (student, untrained student, teacher) per prompt."""
+    three answers (student, untrained student, teacher) per prompt. `held_tokens`: the input
+    tokens of each held-out prompt; for a given held-out set of `held_out` prompts, the
+    training prompts' mean stands in."""
     if not evaluation.enabled(spec):
         out.assumptions.append("evaluation off (eval.holdout_fraction = 0)")
         return
-    total = len(prompt_tokens)
-    if held_out is None:  # as services.common.datasets.split_holdout counts it
-        fraction = evaluation.holdout_fraction(spec)
-        held_out = min(max(round(total * fraction), 1), total - 1) if total > 1 else 0
-    per_prompt_in = sum(prompt_tokens) / max(total, 1)
+    if held_tokens is not None:
+        held_out, input_tokens = len(held_tokens), sum(held_tokens)
+    else:
+        input_tokens = int((held_out or 0) * sum(prompt_tokens) / max(len(prompt_tokens), 1))
     price = resolve_model_spec(spec.teacher, field="spec.teacher",
                                default_temperature=0.8).price
-    teacher_low = price.cost_usd(int(held_out * per_prompt_in), int(held_out * out_low))
-    teacher_high = price.cost_usd(int(held_out * per_prompt_in), int(held_out * out_high))
+    teacher_low = price.cost_usd(input_tokens, int(held_out * out_low))
+    teacher_high = price.cost_usd(input_tokens, int(held_out * out_high))
     judged = 3 * held_out
     _line(out, "evaluation", held_out, "held-out prompts",
           (teacher_low + judged * judge_per_call.low) * discount,
           (teacher_high + judged * judge_per_call.high) * discount)
+    split = ("generation, judging and training count only the other "
+             f"{len(prompt_tokens)} prompts" if held_tokens is not None
+             else "the held-out set is spec.eval.held_out")
     out.assumptions.append(
         f"evaluation: {held_out} held-out prompts, one teacher answer each and {judged} judged "
-        "answers (student, untrained student, teacher); generation is counted on every prompt")
+        f"answers (student, untrained student, teacher); {split}")
 
 
 def _judge_lines(out, spec, prompt_tokens: list[int], output: Range, n: int,

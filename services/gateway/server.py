@@ -95,5 +95,9 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
         hub.close()
         await runner.shutdown()  # jobs stay non-terminal: the next gateway resumes them
 
+    async def stopped() -> None:
+        await clients.close()  # the stage channels and the trainer pool's scheduler
+        store.close()
+
     return [Service.of(gateway_pb2, gateway_pb2_grpc, servicer, on_start=jobs.resume_unfinished,
-                       on_shutdown=shutdown, metrics=metrics.registry)]
+                       on_shutdown=shutdown, on_stopped=stopped, metrics=metrics.registry)]

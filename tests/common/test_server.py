@@ -124,6 +124,8 @@ def test_sigterm_lets_inflight_stream_finish_and_refuses_new_rpcs(tmp_path):
     assert received == list(range(1, EVENTS + 1))
     assert service.proc.wait(15) == 0
     assert '"event": "stopping"' in service.log()
+    # on_stopped ran after the in-flight stream had sent everything
+    assert f'"event": "on_stopped", "events_sent": {EVENTS}' in service.log()
 
 
 class _Settings(ServiceSettings):

@@ -28,14 +28,16 @@ def line(result, item, unit):
 def test_openai_teacher_counts_with_its_own_tokenizer():
     hello = parse_jsonl(b'{"prompt": "hello world", "response": "hi"}\n' * 10)
     # o200k_base encodes "hello world" as [24912, 2375]: 2 tokens (4 characters per token
-    # would say 3); plus 4 per message, times 4 samples, times 10 prompts.
-    assert estimate(spec(), hello).teacher_input_tokens == (2 + 4) * 4 * 10
+    # would say 3); plus 4 per message, times 4 samples, times 10 prompts (none held out).
+    no_eval = gateway_pb2.EvalSettings(holdout_fraction=0)
+    assert estimate(spec(eval=no_eval), hello).teacher_input_tokens == (2 + 4) * 4 * 10
     result = estimate(spec(), PROMPTS)
     assert result.prompts == 100
     assert any("o200k_base" in a for a in result.assumptions)
-    assert result.teacher_output_tokens == 64 * 4 * 100
+    # the default split holds 10 prompts out of generation
+    assert result.teacher_output_tokens == 64 * 4 * 90
     out = line(result, "teacher", "output tokens")
-    assert out.usd_high == pytest.approx(64 * 4 * 100 * 0.60 / 1e6)  # gpt-4o-mini $0.60/M out
+    assert out.usd_high == pytest.approx(64 * 4 * 90 * 0.60 / 1e6)  # gpt-4o-mini $0.60/M out
     assert out.usd_low < out.usd_high  # low uses the mean reference answer length
     assert result.total_usd_low <= result.total_usd_high
 
@@ -53,7 +55,7 @@ def test_other_teachers_use_a_stated_approximation():
 
 def test_llm_judge_calls_and_cost_are_counted():
     result = estimate(spec(judge=common_pb2.JudgeSpec(llm=common_pb2.LlmJudge())), PROMPTS)
-    assert result.judge_calls == 400 and result.judge_tokens > 0
+    assert result.judge_calls == 4 * 90 and result.judge_tokens > 0
     assert line(result, "judge", "tokens").usd_high > 0
     programmatic = estimate(spec(), PROMPTS)
     assert programmatic.judge_calls == 0 and not [x for x in programmatic.breakdown
@@ -87,15 +89,34 @@ def test_evaluation_line_prices_the_held_out_answers_and_their_judging():
     assert evaluation.quantity == 10
     judge = line(result, "judge", "tokens")
     # one teacher answer per held-out prompt (64 tokens at most, $0.60/M) and three judged
-    # answers, each priced like one of the 400 judged candidates of generation
+    # answers, each priced like one of the 360 judged candidates of generation (90 training
+    # prompts x 4 samples: the held-out prompts are not generated for)
     teacher_high = 10 * 64 * 0.60 / 1e6
     assert evaluation.usd_high == pytest.approx(
-        teacher_high + 10 * (line(result, "teacher", "input tokens").usd_high / 400)
-        + 30 * judge.usd_high / 400, rel=0.05)
+        teacher_high + 10 * (line(result, "teacher", "input tokens").usd_high / 360)
+        + 30 * judge.usd_high / 360, rel=0.05)
     assert evaluation.usd_low < evaluation.usd_high
     assert result.total_usd_high == pytest.approx(sum(x.usd_high for x in result.breakdown))
     given = estimate(spec(judge=llm), PROMPTS, held_out=25)
     assert line(given, "evaluation", "held-out prompts").quantity == 25
+    # a given held-out set leaves every dataset prompt to generation
+    assert given.judge_calls == 4 * 100
     off = estimate(spec(judge=llm, eval=gateway_pb2.EvalSettings(holdout_fraction=0)), PROMPTS)
     assert not [x for x in off.breakdown if x.item == "evaluation"]
     assert "evaluation off" in " ".join(off.assumptions)
+
+
+def test_the_split_is_the_jobs_split():
+    """Generation is estimated on exactly the prompts the job will generate for."""
+    from services.common.datasets import split_holdout
+
+    rows = b"".join(b'{"prompt": "%s"}\n' % (b"word " * (i + 1)) for i in range(40))
+    prompts = parse_jsonl(rows)
+    settings = gateway_pb2.EvalSettings(holdout_fraction=0.25, seed=3)
+    train, held = split_holdout(prompts, 0.25, seed=3)
+    no_eval = estimate(spec(eval=gateway_pb2.EvalSettings(holdout_fraction=0)), train)
+    result = estimate(spec(eval=settings), prompts)
+    assert len(held) == 10 and result.prompts == 40
+    assert result.teacher_input_tokens == no_eval.teacher_input_tokens
+    assert line(result, "evaluation", "held-out prompts").quantity == 10
+    assert any("count only the other 30 prompts" in a for a in result.assumptions)
