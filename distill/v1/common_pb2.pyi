@@ -122,7 +122,7 @@ class Usage(_message.Message):
     def __init__(self, requests: _Optional[int] = ..., cached_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("prompt_id", "sample_index", "text", "finish_reason", "usage", "cached", "latency_seconds")
+    __slots__ = ("prompt_id", "sample_index", "text", "finish_reason", "usage", "cached", "latency_seconds", "original_cost_usd")
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,7 @@ class Candidate(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
     LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_COST_USD_FIELD_NUMBER: _ClassVar[int]
     prompt_id: str
     sample_index: int
     text: str
@@ -137,7 +138,8 @@ class Candidate(_message.Message):
     usage: Usage
     cached: bool
     latency_seconds: float
-    def __init__(self, prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cached: _Optional[bool] = ..., latency_seconds: _Optional[float] = ...) -> None: ...
+    original_cost_usd: float
+    def __init__(self, prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cached: _Optional[bool] = ..., latency_seconds: _Optional[float] = ..., original_cost_usd: _Optional[float] = ...) -> None: ...
 
 class CandidateGroup(_message.Message):
     __slots__ = ("prompt", "candidates")

@@ -102,8 +102,8 @@ def split(store: ArtifactStore, job_id: str, spec: gateway_pb2.DistillSpec
 class Answer:
     text: str
     latency_seconds: float
+    # what the provider call cost when it was made, also for an answer from the cache
     cost_usd: float
-    cached: bool
     score: float | None = None
     passed: bool | None = None
 
@@ -162,8 +162,7 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
             prompts[group.prompt.id] = group.prompt
             (candidate,) = group.candidates
             answers.setdefault(group.prompt.id, {})[model] = Answer(
-                candidate.text, candidate.latency_seconds, candidate.usage.cost_usd,
-                candidate.cached)
+                candidate.text, candidate.latency_seconds, candidate.original_cost_usd)
 
     config = judge_pb2.JudgeConfig()
     config.CopyFrom(spec.judge)
@@ -224,8 +223,8 @@ def summarise(rows: list[dict[str, Answer]], serving_usd_per_hour: float, *,
         passes = [a.passed for a in answers if a.passed is not None]
         latency = statistics.fmean(a.latency_seconds for a in answers) if answers else 0.0
         if model == "teacher" and not local_teacher:
-            paid = [a.cost_usd for a in answers if not a.cached]
-            per_1k = statistics.fmean(paid) * 1000 if paid else 0.0
+            # what the calls cost when made, also for answers served from the cache
+            per_1k = statistics.fmean(a.cost_usd for a in answers) * 1000 if answers else 0.0
         else:  # self-hosted: the machine's time
             per_1k = latency * 1000 / 3600 * serving_usd_per_hour
         result = gateway_pb2.ModelEvaluation(

@@ -252,6 +252,7 @@ class Generation:
                 ),
                 cached=sample.cached,
                 latency_seconds=sample.latency_seconds,
+                original_cost_usd=sample.original_cost_usd,
             )
         return group
 

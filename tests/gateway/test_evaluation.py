@@ -79,7 +79,7 @@ def test_missing_held_out_dataset_is_not_found(tmp_path):
 
 
 def _rows(triples, latency=0.5, cost=0.002):
-    return [{m: Answer(m, latency, cost, False, score, None if score is None else score == 10)
+    return [{m: Answer(m, latency, cost, score, None if score is None else score == 10)
              for m, score in zip(evaluation.MODELS, triple, strict=True)} for triple in triples]
 
 
@@ -99,13 +99,6 @@ def test_summary_scores_pass_rates_wins_and_costs():
     assert models["student"].cost_per_1k_requests_usd == pytest.approx(0.5)
     local = evaluation.summarise(rows, serving_usd_per_hour=3.6, local_teacher=True)
     assert local.models[0].cost_per_1k_requests_usd == pytest.approx(0.5)
-
-
-def test_cached_teacher_answers_do_not_count_as_paid():
-    rows = _rows([(10, 10, 10), (10, 10, 10)])
-    rows[0]["teacher"].cached, rows[0]["teacher"].cost_usd = True, 0.0
-    result = evaluation.summarise(rows, serving_usd_per_hour=1, local_teacher=False)
-    assert result.models[0].cost_per_1k_requests_usd == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize("student, teacher, ratio, passed", [

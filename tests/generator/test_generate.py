@@ -105,6 +105,15 @@ async def test_rerun_makes_zero_provider_calls(generator, fake):
     assert texts(again) == texts(first)
     assert all(c.cached for e in again if e.WhichOneof("event") == "group"
                for c in e.group.candidates)
+    # a cached candidate keeps what its call cost when it was made (evaluation prices the
+    # teacher per 1,000 requests from it), while its usage says nothing was paid again
+    original = lambda events: {(e.group.prompt.id, c.sample_index): c.original_cost_usd  # noqa: E731
+                               for e in events if e.WhichOneof("event") == "group"
+                               for c in e.group.candidates}
+    paid = {(e.group.prompt.id, c.sample_index): c.usage.cost_usd
+            for e in first if e.WhichOneof("event") == "group" for c in e.group.candidates}
+    assert original(first) == paid and min(paid.values()) > 0
+    assert original(again) == paid
 
 
 async def test_dataset_on_s3_with_cache_and_artifact_in_s3(generator_factory, fake, s3_server):

@@ -58,6 +58,8 @@ class Sample:
     requests: int
     cached: bool
     latency_seconds: float
+    # What the call cost when it was made (cost_usd is 0 for a cached sample).
+    original_cost_usd: float
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,9 @@ class ModelClient:
             hits = await asyncio.gather(*(self.cache.get(keys[i]) for i in indices))
             for i, hit in zip(indices, hits, strict=True):
                 if hit is not None:
-                    # Nothing is paid again; the latency is the original call's.
+                    # Nothing is paid again; latency and cost are the original call's.
                     found[i] = Sample(i, hit.text, hit.finish_reason, 0, 0, 0.0, 1, True,
-                                      hit.latency_seconds)
+                                      hit.latency_seconds, hit.cost_usd)
                     self.stats.cached_requests += 1
         missing = [i for i in indices if i not in found]
         while missing:
@@ -194,10 +196,10 @@ class ModelClient:
             # Split the call's usage over its samples so that the sums stay exact.
             in_tokens = _share(completion.input_tokens, count, position)
             out_tokens = _share(completion.output_tokens, count, position)
+            cost = self.price.cost_usd(in_tokens, out_tokens)
             samples.append(Sample(
-                index, choice.text, choice.finish_reason, in_tokens, out_tokens,
-                self.price.cost_usd(in_tokens, out_tokens), 1 if position == 0 else 0,
-                False, latency,
+                index, choice.text, choice.finish_reason, in_tokens, out_tokens, cost,
+                1 if position == 0 else 0, False, latency, cost,
             ))
         if self.cache is not None:
             await asyncio.gather(*(
