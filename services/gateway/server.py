@@ -95,9 +95,13 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
         hub.close()
         await runner.shutdown()  # jobs stay non-terminal: the next gateway resumes them
 
+    def started() -> None:
+        trainers.start()  # the replica metrics from the start, not from the first training
+        jobs.resume_unfinished()
+
     async def stopped() -> None:
         await clients.close()  # the stage channels and the trainer pool's scheduler
         store.close()
 
-    return [Service.of(gateway_pb2, gateway_pb2_grpc, servicer, on_start=jobs.resume_unfinished,
+    return [Service.of(gateway_pb2, gateway_pb2_grpc, servicer, on_start=started,
                        on_shutdown=shutdown, on_stopped=stopped, metrics=metrics.registry)]

@@ -50,7 +50,10 @@ async def idle_timeout(stream: AsyncIterator[T], seconds: float, stage: str) -> 
     iterator = aiter(stream)
     while True:
         try:
-            item = await asyncio.wait_for(anext(iterator), seconds)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel (CancelJob)
+            # that arrives together with a message, and the job would run on.
+            async with asyncio.timeout(seconds):
+                item = await anext(iterator)
         except StopAsyncIteration:
             return
         except TimeoutError:

@@ -7,7 +7,8 @@ scale up, move or go away are picked up on the next pass. A pass runs whenever a
 something changed (a task queued, a training ended) or `interval` seconds went by; it asks every
 replica `GetTrainerStatus` (capacity, active jobs) and hands the oldest waiting tasks to the
 replicas with free slots, never more than a replica's capacity (what the pool placed there plus
-what the replica says it runs).
+what the replica says it runs). With nothing queued, the replicas are checked every
+`idle_refresh` seconds, so the replica metrics stay current between trainings.
 
 An attempt that the chosen replica refuses as busy (`ReplicaBusy`, from RESOURCE_EXHAUSTED) goes
 back in the queue in its old place; one whose replica is lost mid-training (`ReplicaLost`: the
@@ -151,6 +152,7 @@ class TrainerPool:
                  connect: Callable[[str], Any] | None = None,
                  resolver: Callable[[str], Awaitable[list[str]]] = resolve,
                  status_timeout: float = 10.0, interval: float = 2.0, max_moves: int = 3,
+                 idle_refresh: float = 15.0,
                  metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self.targets = parse_targets(targets)
         if not self.targets:
@@ -160,6 +162,9 @@ class TrainerPool:
         self.status_timeout = status_timeout
         self.interval = interval
         self.max_moves = max_moves
+        # With nothing queued, the replicas are still checked this often, so that the replica
+        # gauges (how many, how many unreachable) stay current between trainings.
+        self.idle_refresh = idle_refresh
         self.replicas: dict[str, Replica] = {}
         self._waiting: list[_Ticket] = []
         self._seq = itertools.count()
@@ -282,6 +287,10 @@ class TrainerPool:
         if self._wakeup is not None:
             self._wakeup.set()
 
+    def start(self) -> None:
+        """Starts checking the replicas now, not at the first training (call inside the loop)."""
+        self._start_dispatcher()
+
     def _start_dispatcher(self) -> None:
         if self._dispatcher is None or self._dispatcher.done():
             self._wakeup = asyncio.Event()
@@ -291,20 +300,36 @@ class TrainerPool:
 
     async def _dispatch(self) -> None:
         assert self._wakeup is not None
+        next_check = 0.0  # with nothing queued, still check the replicas now and then
         while True:
             if not self._waiting:
+                if time.monotonic() >= next_check:
+                    try:
+                        await self._refresh()
+                    except Exception:
+                        log.exception("trainer replica check failed")
+                    next_check = time.monotonic() + self.idle_refresh
+                    continue  # a task may have arrived meanwhile
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                await self._wait_for_wakeup(next_check - time.monotonic())
                 continue
             self._wakeup.clear()
             try:
                 await self._pass()
             except Exception:
                 log.exception("trainer scheduling pass failed")
+            next_check = time.monotonic() + self.idle_refresh  # the pass checked them
             if self._waiting:
                 # Something must change first: a training ends, a task arrives, time passes.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self.interval)
+                await self._wait_for_wakeup(self.interval)
+
+    async def _wait_for_wakeup(self, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that arrives
+        # as the event is set, and close() would then wait for the dispatcher forever.
+        assert self._wakeup is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(seconds, 0)):
+                await self._wakeup.wait()
 
     async def _pass(self) -> None:
         """One scheduling pass: re-resolve, check every replica, place the oldest tasks."""

@@ -287,6 +287,23 @@ async def test_dns_name_is_one_replica_per_address_re_resolved_each_pass():
     await pool.close()
 
 
+async def test_idle_pool_keeps_checking_its_replicas():
+    """Started with nothing queued, the pool still finds its replicas and notices one going
+    down, so that the replica gauges are right between trainings."""
+    up, flaky = FakeReplica("u:1"), FakeReplica("f:1")
+    pool = Cluster(up, flaky).pool("u:1,f:1", idle_refresh=0.05)
+    pool.start()
+    await until(lambda: pool.snapshot().replicas == 2)
+    assert pool.snapshot().replicas_unreachable == 0 and pool.queue_depth() == 0
+    flaky.up = False
+    await until(lambda: pool.snapshot().replicas_unreachable == 1)
+    calls = up.status_calls
+    await until(lambda: up.status_calls >= calls + 2)  # and again, every idle_refresh
+    flaky.up = True
+    await until(lambda: pool.snapshot().replicas_unreachable == 0)
+    await pool.close()
+
+
 async def test_status_is_the_reachable_replica_with_most_memory():
     small, big, down = FakeReplica("s:1", memory_gb=8), FakeReplica("b:1", memory_gb=80), \
         FakeReplica("d:1", memory_gb=800)
