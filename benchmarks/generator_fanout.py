@@ -89,12 +89,10 @@ async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest) -> 
             "retries": client.stats.retries, "cpu": time.process_time() - cpu_started}
 
 
-async def ceilings(fake: FakeProviderHandle, requests: int, concurrency: int,
-                   latency: float) -> dict:
+async def ceilings(store: LocalStore, fake: FakeProviderHandle, requests: int,
+                   concurrency: int, latency: float) -> dict:
     """Requests/s of the provider alone and of bare HTTP, as ratios of the ideal."""
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = plan(job_request(fake, 1, "ceiling", concurrency), LocalStore(tmp),
-                    max_concurrency=1024).teacher
+    spec = plan(job_request(fake, 1, "ceiling", concurrency), store, max_concurrency=1024).teacher
     provider = open_provider(spec, field="teacher")
     url = fake.openai_base_url.rstrip("/") + "/chat/completions"
     ideal = concurrency / latency
@@ -183,7 +181,7 @@ async def main(args: argparse.Namespace) -> None:
                 "a_serial_per_request_s": round(per_call, 4),
                 "a_serial_extrapolated_s": round(per_call * args.requests, 1),
                 "a_speedup": round(per_call * args.requests / a["elapsed"], 1),
-                **await ceilings(fake, args.requests, args.concurrency, args.latency),
+                **await ceilings(store, fake, args.requests, args.concurrency, args.latency),
             })
 
             # (b) at a server-enforced rate limit

@@ -105,7 +105,7 @@ def estimate(spec: gateway_pb2.DistillSpec, prompts: Sequence[common_pb2.Prompt]
           price.cost_usd(0, int(output.high)) * discount)
     judge_per_call = _judge_lines(out, spec, prompt_tokens, output, n, discount)
     samples = max(n * len(prompts), 1)
-    _evaluation(out, spec, prompt_tokens, output.low / samples, output.high / samples,
+    _evaluation(out, spec, price, prompt_tokens, output.low / samples, output.high / samples,
                 held_tokens, held_out, judge_per_call, discount)
     _training(out, spec, prompt_tokens, output, n)
     out.total_usd_low = sum(line.usd_low for line in out.breakdown)
@@ -122,7 +122,7 @@ def _line(out, item: str, quantity: float, unit: str, low: float, high: float) -
     out.breakdown.add(item=item, quantity=quantity, unit=unit, usd_low=low, usd_high=high)
 
 
-def _evaluation(out, spec, prompt_tokens: list[int], out_low: float, out_high: float,
+def _evaluation(out, spec, price, prompt_tokens: list[int], out_low: float, out_high: float,
                 held_tokens: list[int] | None, held_out: int | None, judge_per_call: Range,
                 discount: float) -> None:
     """The evaluation stage: one greedy teacher answer per held-out prompt, and the judge on
@@ -136,8 +136,6 @@ def _evaluation(out, spec, prompt_tokens: list[int], out_low: float, out_high: f
         held_out, input_tokens = len(held_tokens), sum(held_tokens)
     else:
         input_tokens = int((held_out or 0) * sum(prompt_tokens) / max(len(prompt_tokens), 1))
-    price = resolve_model_spec(spec.teacher, field="spec.teacher",
-                               default_temperature=0.8).price
     teacher_low = price.cost_usd(input_tokens, int(held_out * out_low))
     teacher_high = price.cost_usd(input_tokens, int(held_out * out_high))
     judged = 3 * held_out

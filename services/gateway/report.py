@@ -34,7 +34,13 @@ from typing import Any
 from distill.v1 import common_pb2, gateway_pb2
 from services.common.errors import DistillError
 from services.common.storage import ArtifactStore
-from services.gateway.report_html import BIN_LABELS, MODEL_ORDER, SCORE_BINS, _order, render_html
+from services.gateway.report_html import (
+    BIN_LABELS,
+    MODEL_ORDER,
+    SCORE_BINS,
+    model_order,
+    render_html,
+)
 
 # Written by the trainer into the adapter folder and each checkpoint.
 from services.trainer.checkpoints import TRAINING_LOG
@@ -305,7 +311,7 @@ def evaluation_section(job: gateway_pb2.Job, store: ArtifactStore) -> dict[str, 
         "pass_rate": m.pass_rate if m.HasField("pass_rate") else None,
         "latency_seconds_mean": m.latency_seconds_mean,
         "cost_per_1k_requests_usd": m.cost_per_1k_requests_usd,
-    } for m in sorted(ev.models, key=lambda m: _order(m.model))]
+    } for m in sorted(ev.models, key=lambda m: model_order(m.model))]
     by_model = {m["model"]: m for m in models}
     section: dict[str, Any] = {
         "available": True,
@@ -356,7 +362,7 @@ def _evaluation_rows(job: gateway_pb2.Job, store: ArtifactStore) -> dict[str, An
                 })
     except _READ_ERRORS as exc:
         return {"per_prompt": _missing(f"the evaluation rows could not be read ({exc})")}
-    models = sorted({m for p in per_prompt for m in p["scores"]}, key=_order)
+    models = sorted({m for p in per_prompt for m in p["scores"]}, key=model_order)
     histograms = {m: _histogram([s for p in per_prompt if (s := p["scores"].get(m)) is not None])
                   for m in models}
     return {"per_prompt": {"available": True, "rows": per_prompt, "histograms": histograms,

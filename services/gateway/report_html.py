@@ -22,7 +22,7 @@ MODEL_NAMES = {"student": "student (trained)", "base": "base (untrained student)
 MAX_TABLE_ROWS = 25  # the page's step table; report.json has every step
 
 
-def _order(model: str) -> tuple[int, str]:
+def model_order(model: str) -> tuple[int, str]:
     return (MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER), model)
 
 
@@ -193,7 +193,7 @@ def _html_evaluation(data: dict[str, Any]) -> str:
                              for i, label in enumerate(BIN_LABELS)]))
     examples = evaluation.get("examples") or []
     if examples:
-        models = sorted({m for ex in examples for m in ex["answers"]}, key=_order)
+        models = sorted({m for ex in examples for m in ex["answers"]}, key=model_order)
         parts.append(f"<h3>Answers to the first {len(examples)} held-out prompts</h3>")
         parts.append(_table(
             ["prompt", "reference", *(f"{m} (score)" for m in models)],

@@ -99,21 +99,18 @@ async def test_rerun_makes_zero_provider_calls(generator, fake):
     summary = again[-1].summary
     assert summary.usage.requests == summary.usage.cached_requests == 18
     assert summary.usage.cost_usd == 0 and summary.usage.input_tokens == 0
-    texts = lambda events: {(e.group.prompt.id, c.sample_index): c.text  # noqa: E731
-                            for e in events if e.WhichOneof("event") == "group"
-                            for c in e.group.candidates}
-    assert texts(again) == texts(first)
+    def per_candidate(events, field):
+        return {(e.group.prompt.id, c.sample_index): field(c)
+                for e in events if e.WhichOneof("event") == "group" for c in e.group.candidates}
+
+    assert per_candidate(again, lambda c: c.text) == per_candidate(first, lambda c: c.text)
     assert all(c.cached for e in again if e.WhichOneof("event") == "group"
                for c in e.group.candidates)
     # a cached candidate keeps what its call cost when it was made (evaluation prices the
     # teacher per 1,000 requests from it), while its usage says nothing was paid again
-    original = lambda events: {(e.group.prompt.id, c.sample_index): c.original_cost_usd  # noqa: E731
-                               for e in events if e.WhichOneof("event") == "group"
-                               for c in e.group.candidates}
-    paid = {(e.group.prompt.id, c.sample_index): c.usage.cost_usd
-            for e in first if e.WhichOneof("event") == "group" for c in e.group.candidates}
-    assert original(first) == paid and min(paid.values()) > 0
-    assert original(again) == paid
+    paid = per_candidate(first, lambda c: c.usage.cost_usd)
+    assert per_candidate(first, lambda c: c.original_cost_usd) == paid and min(paid.values()) > 0
+    assert per_candidate(again, lambda c: c.original_cost_usd) == paid
 
 
 async def test_dataset_on_s3_with_cache_and_artifact_in_s3(generator_factory, fake, s3_server):
