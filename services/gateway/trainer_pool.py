@@ -402,6 +402,8 @@ class TrainerPool:
                     "reason": exc.code().name if isinstance(exc, grpc.aio.AioRpcError)
                     else str(exc)})
             replica.reachable = False
+            if not replica.placed:
+                await self._reconnect(replica)
             return
         if not replica.reachable:
             log.info("trainer replica ready", extra={"replica": replica.address,
@@ -410,6 +412,15 @@ class TrainerPool:
         replica.capacity = status.capacity
         replica.reported = frozenset(status.active_job_ids)
         replica.last_status = status
+
+    async def _reconnect(self, replica: Replica) -> None:
+        """A fresh connection for a replica that failed its check, so that the next check tries
+        to connect at once: a gRPC channel whose connection failed fails every call until its
+        reconnect backoff (growing to minutes) runs out, so a trainer that came up meanwhile
+        would look down. Only with none of our trainings on it: closing a channel ends its
+        streams."""
+        old, replica.client = replica.client, self._connect(replica.address)
+        await old.close()
 
     def _forget_unlisted(self, replica: Replica) -> None:
         """A replica gone from DNS is dropped once nothing of ours runs there."""

@@ -9,6 +9,7 @@ import socket
 import grpc
 import pytest
 
+from distill.local_suite import free_port
 from distill.v1 import trainer_pb2, trainer_pb2_grpc
 from services.common import errors
 from services.common.server import Service, start
@@ -394,3 +395,22 @@ async def test_train_fails_on_a_trainer_error_without_moving():
     assert broken.calls == 1
     await clients.close()
     await server.stop()
+
+
+async def test_a_replica_that_comes_up_late_answers_the_next_check():
+    """Checks that failed while the trainer was starting must not leave its channel waiting out
+    gRPC's reconnect backoff: the check after the trainer is up reaches it (the gateway starts
+    before its trainers, and preflight asks for their memory at the first job)."""
+    port = free_port()
+    pool = TrainerPool(f"127.0.0.1:{port}", interval=INTERVAL)
+    for _ in range(4):  # each failed connection attempt lengthens gRPC's backoff
+        assert await pool.status() is None
+        await asyncio.sleep(0.3)
+    server = await start(ServiceSettings(port=port, grace_seconds=0),
+                         [Service.of(trainer_pb2, trainer_pb2_grpc, FakeTrainer())])
+    try:
+        status = await asyncio.wait_for(pool.status(), 5)
+        assert status is not None and status.capacity == 1
+    finally:
+        await pool.close()
+        await server.stop()
