@@ -4,9 +4,12 @@
 # a config, with TRL's SFTTrainer/DPOTrainer as the yardstick; tokens/s and peak VRAM per case.
 #
 #   benchmarks/gpu_check.sh prepare   # HERE (network): wheels -> .whl/, SmolLM2 config+tokenizer -> .gpu/
-#   benchmarks/gpu_check.sh run       # THERE, in one device call (< 8 min), e.g.
-#       run(command="bash benchmarks/gpu_check.sh run", carry=[".whl", ".gpu"], timeout_s=540)
+#   benchmarks/gpu_check.sh run       # THERE, in one device call (< 9 min), e.g.
+#       run(command="bash benchmarks/gpu_check.sh run", carry=[".whl", ".gpu"], timeout_s=580)
+#   benchmarks/gpu_check.sh fanout    # THERE, only the generator fan-out benchmark (~1 min)
 #
+# `run` starts with the generator fan-out benchmark (issue #3's figure (a), CPU-bound at 64 calls
+# in flight): on 16 cores it shows whether the teacher SDK, not the machine, limits it.
 # The device image has torch (CUDA), transformers 5.17, peft, accelerate, safetensors, tokenizers,
 # sentencepiece, grpcio and protobuf; everything else the trainer imports travels as wheels. The
 # SmolLM2 weights (538 MB) exceed what a call carries (64 MiB), so SmolLM2-135M runs with random
@@ -24,20 +27,26 @@ WHEELS=(
   "grpcio-health-checking==1.85.1" "grpcio-reflection==1.85.1"
   "trl==1.15.0" "datasets==4.8.5" "dill==0.4.0" "multiprocess==0.70.18"
   "unsloth==2026.10.9" "unsloth-zoo" "bitsandbytes" "tyro" "docstring-parser" "shtab"
-  "typeguard" "cut-cross-entropy" "msgspec" "hf-transfer" "torchao"
+  "typeguard" "cut-cross-entropy" "msgspec" "hf-transfer" "torchao" "bitsandbytes==0.50.2"
+  # The generator fan-out benchmark: the teacher SDK, and the gRPC/protobuf versions the
+  # generated code in distill/v1 asks for (the image's may be older).
+  "openai==3.57.0" "httpx2==2.16.2" "jiter==0.19.0" "sniffio==1.3.1"
+  "grpcio==1.85.1" "protobuf==7.36.2"
 )
 
 prepare() {
   grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
   grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+  rm -rf .whl .gpu  # one version of each wheel: two stop the install there
   mkdir -p .whl .gpu/smollm2
   local py=${PYTHON:-.venv/bin/python}
   for w in "${WHEELS[@]}"; do
     "$py" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
-      --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
+      --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
       -d .whl "$w" || echo "WARNING: no wheel for $w" >&2
   done
+  "$py" benchmarks/slim_wheels.py .whl  # unsloth's web UI, other CUDA versions' libraries
   # SmolLM2's config and tokenizer (small); its weights stay behind.
   local smol
   smol=$("$py" -m services.common.models prepare-smollm2)
@@ -47,13 +56,23 @@ prepare() {
   echo "carry: .whl .gpu (must stay under 64 MiB together with the working tree)"
 }
 
-run() {
-  local out=${OUT:-/tmp/gpu_check}
+use_wheels() {
+  out=${OUT:-/tmp/gpu_check}
   mkdir -p "$out"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || { echo "wheel install failed"; exit 1; }
   export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
   export DISTILL_CACHE_DIR=/tmp/distill-cache HF_HUB_OFFLINE=1
+}
+
+fanout() {
+  nproc | sed 's/^/cores: /'
+  timeout 240 python3 -m benchmarks.generator_fanout 2>&1 | tee "$out/fanout.txt" \
+    | grep -E "^RESULT|ratio|Error"
+}
+
+run() {
+  fanout
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
   python3 -c "import torch, transformers, peft, trl; print('torch', torch.__version__, \
 'transformers', transformers.__version__, 'peft', peft.__version__, 'trl', trl.__version__)"
@@ -74,6 +93,7 @@ print('auto backend ->', r('auto'))" 2>&1 | tail -1
 
 case "${1:-}" in
   prepare) prepare ;;
-  run) run ;;
-  *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+  run) use_wheels && run ;;
+  fanout) use_wheels && fanout ;;
+  *) echo "usage: $0 prepare|run|fanout" >&2; exit 2 ;;
 esac
