@@ -80,7 +80,9 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
                            max_moves=settings.trainer_max_moves, metadata=auth_metadata(token))
     clients = StageClients.connect(settings.generator_address, settings.judge_address,
                                    trainers, settings.exporter_address,
-                                   settings.stage_idle_timeout_seconds, token)
+                                   settings.stage_idle_timeout_seconds, token,
+                                   connect_seconds=settings.stage_connect_timeout_seconds,
+                                   attempts=settings.stage_attempts)
     metrics = GatewayMetrics(store.count_by_state, trainers.snapshot)
 
     def smoke_prompts(job):

@@ -27,6 +27,10 @@ class GatewaySettings(ServiceSettings):
     db_path: Path = Path(".distill/gateway.db")
     # A stage stream that sends nothing for this long is treated as lost.
     stage_idle_timeout_seconds: float = Field(default=900.0, gt=0)
+    # A stage call waits this long for its service to be reachable (a restart, a rollout)...
+    stage_connect_timeout_seconds: float = Field(default=60.0, gt=0)
+    # ...and runs again when its stream is lost in transport, this many attempts in all.
+    stage_attempts: int = Field(default=3, ge=1)
     # Unary calls to stage services.
     call_timeout_seconds: float = Field(default=30.0, gt=0)
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)

@@ -2,14 +2,21 @@
 
 Streams carry per-message idle timeouts instead of one deadline: a training run may take hours
 but must keep talking.
+
+A stage that restarts (a rolling update, a crash) does not fail the job: a call first waits up to
+`connect_seconds` for the stage to be reachable, and a stream lost in transport is run again (at
+most `attempts` times in all). Running it again repeats no paid work: the generator and the judge
+answer completed calls from the teacher cache, and the exporter writes the same artifacts again.
+A status the stage itself sent (its servicer failed, e.g. a teacher that stayed down) is final.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -24,8 +31,11 @@ from distill.v1 import (
     trainer_pb2,
 )
 from services.common import errors
+from services.common.interceptors import REQUEST_ID_KEY
+from services.common.usage import add_usage
 from services.gateway.trainer_pool import ReplicaBusy, ReplicaLost, TrainerPool
 
+log = logging.getLogger("distill.gateway.stages")
 T = TypeVar("T")
 _STATUS_ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
@@ -74,6 +84,19 @@ async def drive(call, stage: str, idle_seconds: float,
         call.cancel()
 
 
+async def _stream(clients: StageClients, stage: str, open_call: Callable[[], Any],
+                  handle: Callable[[Any], Awaitable[None]]) -> None:
+    """Waits until the stage is reachable, then drives the stream `open_call()` starts."""
+    await clients.ready(stage)
+    await drive(open_call(), stage, clients.idle_seconds, handle)
+
+
+def _last(items: list[T], stage: str, what: str) -> T:
+    if not items:
+        raise errors.Unavailable(f"{stage}: stream ended without {what}")
+    return items[-1]
+
+
 def auth_metadata(auth_token: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {auth_token}"),) if auth_token else ()
 
@@ -87,25 +110,44 @@ class StageClients:
     judge: judge_pb2_grpc.JudgeServiceStub
     trainers: TrainerPool
     exporter: exporter_pb2_grpc.ExporterServiceStub
-    channels: tuple[grpc.aio.Channel, ...]
+    channels: dict[str, tuple[str, grpc.aio.Channel]]  # stage -> (address, channel)
     idle_seconds: float
     metadata: tuple[tuple[str, str], ...] = ()
+    connect_seconds: float = 60.0
+    attempts: int = 3
 
     @classmethod
     def connect(cls, generator: str, judge: str, trainer: str | TrainerPool, exporter: str,
-                idle_seconds: float, auth_token: str | None = None) -> StageClients:
+                idle_seconds: float, auth_token: str | None = None, *,
+                connect_seconds: float = 60.0, attempts: int = 3) -> StageClients:
         """`trainer`: a pool, or `host:port[,host:port...]` for a pool with default settings."""
-        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        channels = tuple(grpc.aio.insecure_channel(a, options=options)
-                         for a in (generator, judge, exporter))
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                   # A restarted stage is found within seconds, not after gRPC's default
+                   # reconnect backoff (up to two minutes).
+                   ("grpc.max_reconnect_backoff_ms", 2000)]
+        channels = {stage: (address, grpc.aio.insecure_channel(address, options=options))
+                    for stage, address in (("generator", generator), ("judge", judge),
+                                           ("exporter", exporter))}
         metadata = auth_metadata(auth_token)
         trainers = trainer if isinstance(trainer, TrainerPool) else \
             TrainerPool(trainer, metadata=metadata)
-        return cls(generator_pb2_grpc.GeneratorServiceStub(channels[0]),
-                   judge_pb2_grpc.JudgeServiceStub(channels[1]),
+        return cls(generator_pb2_grpc.GeneratorServiceStub(channels["generator"][1]),
+                   judge_pb2_grpc.JudgeServiceStub(channels["judge"][1]),
                    trainers,
-                   exporter_pb2_grpc.ExporterServiceStub(channels[2]),
-                   channels, idle_seconds, metadata)
+                   exporter_pb2_grpc.ExporterServiceStub(channels["exporter"][1]),
+                   channels, idle_seconds, metadata, connect_seconds, attempts)
+
+    async def ready(self, *stages: str) -> None:
+        """Waits until each stage's channel is connected, at most `connect_seconds` in all."""
+        try:
+            async with asyncio.timeout(self.connect_seconds):
+                for stage in stages:
+                    await self.channels[stage][1].channel_ready()
+        except TimeoutError:
+            down = [f"{s} at {self.channels[s][0]}" for s in stages
+                    if self.channels[s][1].get_state() != grpc.ChannelConnectivity.READY]
+            raise errors.Unavailable(f"{', '.join(down) or ' and '.join(stages)}: not "
+                                     f"reachable for {self.connect_seconds:.0f}s") from None
 
     async def trainer_status(self) -> trainer_pb2.GetTrainerStatusResponse | None:
         """The best trainer replica's capacity and memory, or None when none answers (the
@@ -114,8 +156,67 @@ class StageClients:
 
     async def close(self) -> None:
         await self.trainers.close()
-        for channel in self.channels:
+        for _address, channel in self.channels.values():
             await channel.close()
+
+
+def stream_lost(exc: errors.DistillError) -> bool:
+    """Whether a stage's stream broke in transport (the stage went away) rather than ending
+    with a status its servicer sent: every status our services send carries the request id in
+    its trailing metadata; a connection that broke has none."""
+    rpc = exc.__context__  # stage_error() keeps the RPC error there
+    if not isinstance(rpc, grpc.aio.AioRpcError):
+        return False
+    if rpc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        return False
+    return not any(key == REQUEST_ID_KEY for key, _ in rpc.trailing_metadata() or ())
+
+
+async def again_if_lost(clients: StageClients, stage: str, run: Callable[[], Awaitable[T]],
+                        on_retry: Callable[[], None] | None = None) -> T:
+    """`run()`, run again while its stream is lost in transport (at most `clients.attempts`
+    times in all); `on_retry` runs before each new attempt."""
+    attempt = 1
+    while True:
+        try:
+            return await run()
+        except errors.DistillError as exc:
+            if attempt >= clients.attempts or not stream_lost(exc):
+                raise
+            attempt += 1
+            log.warning("stage stream lost; running it again",
+                        extra={"stage": stage, "reason": str(exc), "attempt": attempt})
+        if on_retry is not None:
+            on_retry()
+
+
+class _LostSpending:
+    """What attempts whose stream was lost paid for (tokens and cost), counted from the groups
+    they delivered. The next attempt gets those calls from the cache, free; adding them back
+    counts every paid call once (job usage, budget). Request counts stay the last attempt's."""
+
+    def __init__(self) -> None:
+        self.lost = common_pb2.Usage()
+        self.attempt = common_pb2.Usage()  # the running attempt's delivered groups
+
+    def delivered(self, group: common_pb2.CandidateGroup) -> None:
+        for candidate in group.candidates:
+            self.paid(candidate.usage)
+
+    def paid(self, usage: common_pb2.Usage) -> None:
+        self.attempt.input_tokens += usage.input_tokens
+        self.attempt.output_tokens += usage.output_tokens
+        self.attempt.cost_usd += usage.cost_usd
+
+    def plus(self, usage: common_pb2.Usage) -> common_pb2.Usage:
+        total = common_pb2.Usage()
+        total.CopyFrom(usage)
+        add_usage(total, self.lost)
+        return total
+
+    def retry(self) -> None:
+        add_usage(self.lost, self.attempt)
+        self.attempt.Clear()
 
 
 @dataclass(frozen=True)
@@ -133,7 +234,42 @@ async def generate_and_judge(
     on_generate: Callable[[generator_pb2.GenerateProgress], Awaitable[None]],
     on_judged: Callable[[judge_pb2.JudgedGroup], Awaitable[None]],
 ) -> CurationResult:
-    """Pipes the generator's candidate groups straight into the judge as they arrive."""
+    """Pipes the generator's candidate groups straight into the judge as they arrive; both
+    run again if either stream is lost. Usage counts what lost attempts spent."""
+    teacher_spent, judge_spent = _LostSpending(), _LostSpending()
+
+    async def progress(event: generator_pb2.GenerateProgress) -> None:
+        reported = generator_pb2.GenerateProgress()
+        reported.CopyFrom(event)
+        reported.usage.CopyFrom(teacher_spent.plus(event.usage))
+        await on_generate(reported)
+
+    async def judged(group: judge_pb2.JudgedGroup) -> None:
+        judge_spent.paid(group.usage)
+        await on_judged(group)
+
+    def retry() -> None:
+        teacher_spent.retry()
+        judge_spent.retry()
+
+    result = await again_if_lost(clients, "generator and judge", lambda: _generate_and_judge(
+        clients, generate, judge_config, progress, teacher_spent.delivered, judged), retry)
+    statistics = judge_pb2.JudgeStatistics()
+    statistics.CopyFrom(result.statistics)
+    statistics.usage.CopyFrom(judge_spent.plus(result.statistics.usage))
+    return CurationResult(result.candidates, teacher_spent.plus(result.teacher_usage),
+                          result.curated, statistics)
+
+
+async def _generate_and_judge(
+    clients: StageClients,
+    generate: generator_pb2.GenerateRequest,
+    judge_config: judge_pb2.JudgeConfig,
+    on_generate: Callable[[generator_pb2.GenerateProgress], Awaitable[None]],
+    on_group: Callable[[common_pb2.CandidateGroup], None],
+    on_judged: Callable[[judge_pb2.JudgedGroup], Awaitable[None]],
+) -> CurationResult:
+    await clients.ready("generator", "judge")
     to_judge: asyncio.Queue[judge_pb2.JudgeRequest | None] = asyncio.Queue()
     await to_judge.put(judge_pb2.JudgeRequest(config=judge_config))
 
@@ -147,6 +283,7 @@ async def generate_and_judge(
     async def on_generated(event: generator_pb2.GenerateResponse) -> None:
         kind = event.WhichOneof("event")
         if kind == "group":
+            on_group(event.group)
             await to_judge.put(judge_pb2.JudgeRequest(group=event.group))
         elif kind == "progress":
             await on_generate(event.progress)
@@ -185,49 +322,59 @@ async def generate_and_judge(
 async def generate(clients: StageClients, request: generator_pb2.GenerateRequest,
                    on_progress: Callable[[generator_pb2.GenerateProgress], Awaitable[None]]
                    ) -> tuple[list[common_pb2.CandidateGroup], generator_pb2.GenerateSummary]:
-    """All candidate groups of one generation, in the order they finished, and its summary."""
-    groups: list[common_pb2.CandidateGroup] = []
-    summaries: list[generator_pb2.GenerateSummary] = []
+    """All candidate groups of one generation, in the order they finished, and its summary
+    (run again if its stream is lost; usage counts what lost attempts spent)."""
+    spent = _LostSpending()
 
-    async def handle(event: generator_pb2.GenerateResponse) -> None:
-        kind = event.WhichOneof("event")
-        if kind == "group":
-            groups.append(event.group)
-        elif kind == "progress":
-            await on_progress(event.progress)
-        elif kind == "summary":
-            summaries.append(event.summary)
+    async def once() -> tuple[list[common_pb2.CandidateGroup], generator_pb2.GenerateSummary]:
+        groups: list[common_pb2.CandidateGroup] = []
+        summaries: list[generator_pb2.GenerateSummary] = []
 
-    call = clients.generator.Generate(request, metadata=clients.metadata)
-    await drive(call, "generator", clients.idle_seconds, handle)
-    if not summaries:
-        raise errors.Unavailable("generator: stream ended without a summary")
-    return groups, summaries[-1]
+        async def handle(event: generator_pb2.GenerateResponse) -> None:
+            kind = event.WhichOneof("event")
+            if kind == "group":
+                groups.append(event.group)
+                spent.delivered(event.group)
+            elif kind == "progress":
+                await on_progress(event.progress)
+            elif kind == "summary":
+                summaries.append(event.summary)
+
+        await _stream(clients, "generator", lambda: clients.generator.Generate(
+            request, metadata=clients.metadata), handle)
+        return groups, _last(summaries, "generator", "a summary")
+
+    groups, summary = await again_if_lost(clients, "generator", once, spent.retry)
+    summary.usage.CopyFrom(spent.plus(summary.usage))
+    return groups, summary
 
 
 async def judge(clients: StageClients, config: judge_pb2.JudgeConfig,
                 groups: list[common_pb2.CandidateGroup],
                 on_judged: Callable[[judge_pb2.JudgedGroup], Awaitable[None]]
                 ) -> judge_pb2.JudgeSummary:
-    """Scores a fixed set of groups in one Judge stream."""
-    summaries: list[judge_pb2.JudgeSummary] = []
+    """Scores a fixed set of groups in one Judge stream (run again if it is lost; a group
+    judged before the loss is judged again, from the judge's cache)."""
 
-    async def requests():
-        yield judge_pb2.JudgeRequest(config=config)
-        for group in groups:
-            yield judge_pb2.JudgeRequest(group=group)
+    async def once() -> judge_pb2.JudgeSummary:
+        summaries: list[judge_pb2.JudgeSummary] = []
 
-    async def handle(event: judge_pb2.JudgeResponse) -> None:
-        if event.HasField("group"):
-            await on_judged(event.group)
-        else:
-            summaries.append(event.summary)
+        async def requests():
+            yield judge_pb2.JudgeRequest(config=config)
+            for group in groups:
+                yield judge_pb2.JudgeRequest(group=group)
 
-    call = clients.judge.Judge(requests(), metadata=clients.metadata)
-    await drive(call, "judge", clients.idle_seconds, handle)
-    if not summaries:
-        raise errors.Unavailable("judge: stream ended without a summary")
-    return summaries[-1]
+        async def handle(event: judge_pb2.JudgeResponse) -> None:
+            if event.HasField("group"):
+                await on_judged(event.group)
+            else:
+                summaries.append(event.summary)
+
+        await _stream(clients, "judge", lambda: clients.judge.Judge(
+            requests(), metadata=clients.metadata), handle)
+        return _last(summaries, "judge", "a summary")
+
+    return await again_if_lost(clients, "judge", once)
 
 
 # A stream that ends with these lost its replica (killed, drained, unreachable), not the job.
@@ -284,16 +431,19 @@ async def train(clients: StageClients, request: trainer_pb2.TrainRequest,
 async def export(clients: StageClients, request: exporter_pb2.ExportRequest,
                  on_progress: Callable[[exporter_pb2.ExportProgress], Awaitable[None]]
                  ) -> exporter_pb2.ExportManifest:
-    manifests: list[exporter_pb2.ExportManifest] = []
+    """The export's manifest (run again if its stream is lost)."""
 
-    async def handle(event: exporter_pb2.ExportResponse) -> None:
-        if event.HasField("progress"):
-            await on_progress(event.progress)
-        else:
-            manifests.append(event.manifest)
+    async def once() -> exporter_pb2.ExportManifest:
+        manifests: list[exporter_pb2.ExportManifest] = []
 
-    call = clients.exporter.Export(request, metadata=clients.metadata)
-    await drive(call, "exporter", clients.idle_seconds, handle)
-    if not manifests:
-        raise errors.Unavailable("exporter: stream ended without a manifest")
-    return manifests[-1]
+        async def handle(event: exporter_pb2.ExportResponse) -> None:
+            if event.HasField("progress"):
+                await on_progress(event.progress)
+            else:
+                manifests.append(event.manifest)
+
+        await _stream(clients, "exporter", lambda: clients.exporter.Export(
+            request, metadata=clients.metadata), handle)
+        return _last(manifests, "exporter", "a manifest")
+
+    return await again_if_lost(clients, "exporter", once)

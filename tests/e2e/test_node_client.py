@@ -70,7 +70,8 @@ def node() -> str:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[ServiceProcess]:
     """The gateway alone, with a bearer token; the stage services' ports have nothing behind them,
-    so Estimate and UploadDataset work and a started job fails at once, spending nothing."""
+    so Estimate and UploadDataset work and a started job fails after waiting 1 s for its first
+    stage (the connect timeout), spending nothing."""
     home = tmp_path_factory.mktemp("node-gateway")
     env = {
         "DISTILL_STORE_URL": f"file://{home / 'store'}",
@@ -78,6 +79,7 @@ def gateway(tmp_path_factory) -> Iterator[ServiceProcess]:
         "DISTILL_AUTH_TOKEN": TOKEN,
         "OPENAI_API_KEY": "sk-test",
         "PYTHONUNBUFFERED": "1",
+        "DISTILL_GATEWAY_STAGE_CONNECT_TIMEOUT_SECONDS": "1",
         **{f"DISTILL_GATEWAY_{name}_ADDRESS": f"127.0.0.1:{free_port()}"
            for name in ("GENERATOR", "JUDGE", "TRAINER", "EXPORTER")},
     }
@@ -161,7 +163,8 @@ def test_run_watches_the_job_to_failed_and_exits_non_zero(node, gateway):
     assert run.returncode == 3, run
     name = re.search(r"^started (jobs/\S+)$", run.stdout, re.M).group(1)
     assert re.search(rf"^\d\d:\d\d:\d\d  {name}  FAILED  cost \$0\.0000", run.stdout, re.M), run
-    assert re.search(r"^job error: UNAVAILABLE: ", run.stderr, re.M), run
+    assert re.search(r"^job error: UNAVAILABLE: generator at 127\.0\.0\.1:\d+, judge at "
+                     r"127\.0\.0\.1:\d+: not reachable for 1s", run.stderr, re.M), run
     assert f"{name} ended FAILED" in run.stdout, run
 
     # Watching a job that has already ended: its terminal snapshot, then the same exit status.

@@ -189,6 +189,30 @@ def test_gateway_restart_resumes_the_job_without_repeating_teacher_calls(suite, 
     suite.client.cancel(job.name)
 
 
+def test_a_generator_restart_mid_generation_neither_fails_the_job_nor_pays_twice(
+        suite, tmp_path, tiny_llama_dir):
+    suite.fake.configure(latency=0.2, replies=["positive", "negative"])
+    s = spec(suite, write_dataset(tmp_path / "d.jsonl", 60), tiny_llama_dir, steps=200)
+    s.limits.max_concurrency = 1  # 60 calls of 0.2 s: still generating after the 5 s grace
+    job = suite.client.distill(s)
+    deadline = time.monotonic() + 120
+    while suite.fake.stats()["completed"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    suite.restart("generator")  # its stream breaks once the grace period is over
+    resumed = wait_for(suite, job.name, {State.JOB_STATE_TRAINING}, timeout=180)
+    assert "stage stream lost; running it again" in suite.suite.processes["gateway"].log()
+    assert resumed.outputs.curated.uri
+    # Only the call in flight when the generator stopped may have been asked twice...
+    stats = suite.fake.stats()
+    assert 60 * 4 <= stats["completed_samples"] <= 60 * 4 + 4
+    assert sum(count == 8 for count in stats["served"].values()) <= 1
+    # ...and the job's usage counts what was paid before the restart too, once: the fake
+    # teacher answers one word (one output token) per sample.
+    assert stats["completed_samples"] - 4 <= resumed.teacher_usage.output_tokens \
+        <= stats["completed_samples"]
+    suite.client.cancel(job.name)
+
+
 def test_over_budget_job_stops_spending(suite, tmp_path, tiny_llama_dir):
     # Long answers: the up-front estimate (from the short reference answers) passes the budget,
     # the real spending does not.

@@ -1,0 +1,142 @@
+"""Stage calls ride through a stage restart: they wait for the stage to be reachable, run a
+stream lost in transport again, and keep a status the stage sent as final. In-process gRPC
+stages on loopback; a restart is the server stopped mid-stream and started again on its port."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from distill.local_suite import free_port
+from distill.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from services.common import errors
+from services.common.server import Service, start
+from services.common.settings import ServiceSettings
+from services.gateway import stages
+
+
+class Generator(generator_pb2_grpc.GeneratorServiceServicer):
+    """Streams one group per (prompt id, USD its teacher calls cost); after the first, hangs
+    (until the test stops its server) or fails with `fail`; then a summary."""
+
+    def __init__(self, groups: list[tuple[str, float]], *, hang: bool = False,
+                 fail: Exception | None = None):
+        self.groups, self.hang, self.fail, self.calls = groups, hang, fail, 0
+        self.delivered = asyncio.Event()
+
+    async def Generate(self, request, context):  # noqa: N802
+        self.calls += 1
+        for prompt_id, cost in self.groups:
+            yield generator_pb2.GenerateResponse(group=common_pb2.CandidateGroup(
+                prompt=common_pb2.Prompt(id=prompt_id), candidates=[common_pb2.Candidate(
+                    prompt_id=prompt_id, usage=common_pb2.Usage(requests=1, cost_usd=cost))]))
+            self.delivered.set()
+            if self.fail is not None:
+                raise self.fail
+            if self.hang:
+                await asyncio.sleep(60)
+        yield generator_pb2.GenerateResponse(summary=generator_pb2.GenerateSummary(
+            usage=common_pb2.Usage(requests=len(self.groups),
+                                   cost_usd=sum(cost for _, cost in self.groups))))
+
+
+async def _serve(servicer, port: int):
+    return await start(ServiceSettings(port=port, grace_seconds=0),
+                       [Service.of(generator_pb2, generator_pb2_grpc, servicer)])
+
+
+def _clients(port: int, **kw) -> stages.StageClients:
+    address = f"127.0.0.1:{port}"
+    return stages.StageClients.connect(address, "127.0.0.1:9", "127.0.0.1:9", "127.0.0.1:9",
+                                       idle_seconds=30, **kw)
+
+
+async def _no_progress(progress) -> None:
+    pass
+
+
+async def test_a_generator_restarted_mid_stream_is_waited_for_and_run_again():
+    port = free_port()
+    # p1 is paid before the restart; run again, p1 comes from the cache (free) and p2 is paid.
+    first, second = Generator([("p1", 0.5)], hang=True), Generator([("p1", 0.0), ("p2", 0.2)])
+    server = await _serve(first, port)
+    clients = _clients(port, connect_seconds=10)
+    try:
+        running = asyncio.create_task(stages.generate(
+            clients, generator_pb2.GenerateRequest(job_id="j"), _no_progress))
+        await asyncio.wait_for(first.delivered.wait(), 10)
+        await server.stop()  # the stream breaks in transport
+        await asyncio.sleep(0.5)  # down for a while: the retry waits for it
+        server = await _serve(second, port)
+        groups, summary = await asyncio.wait_for(running, 20)
+        assert [g.prompt.id for g in groups] == ["p1", "p2"]
+        assert (first.calls, second.calls) == (1, 1)
+        # What the lost attempt paid for stays counted, once.
+        assert summary.usage.cost_usd == pytest.approx(0.7) and summary.usage.requests == 2
+    finally:
+        await clients.close()
+        await server.stop()
+
+
+async def test_a_status_the_stage_sent_is_final():
+    port = free_port()
+    generator = Generator([("p1", 0.1)],
+                          fail=errors.Unavailable("teacher openai/x: HTTP 503 after 5 tries"))
+    server = await _serve(generator, port)
+    clients = _clients(port)
+    try:
+        with pytest.raises(errors.Unavailable, match="HTTP 503 after 5 tries"):
+            await stages.generate(clients, generator_pb2.GenerateRequest(), _no_progress)
+        assert generator.calls == 1
+    finally:
+        await clients.close()
+        await server.stop()
+
+
+async def test_an_unreachable_stage_fails_after_the_connect_timeout_naming_it():
+    port = free_port()
+    clients = _clients(port, connect_seconds=0.5)
+    try:
+        with pytest.raises(errors.Unavailable,
+                           match=rf"generator at 127\.0\.0\.1:{port}: not reachable for 0s"):
+            await stages.generate(clients, generator_pb2.GenerateRequest(), _no_progress)
+    finally:
+        await clients.close()
+
+
+def _rpc_error(code: grpc.StatusCode, trailing=()) -> errors.DistillError:
+    rpc = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), "x")
+    try:
+        raise rpc
+    except grpc.aio.AioRpcError as exc:
+        try:
+            raise stages.stage_error("generator", exc) from None
+        except errors.DistillError as mapped:
+            return mapped
+
+
+@pytest.mark.parametrize("code, trailing, lost", [
+    (grpc.StatusCode.UNAVAILABLE, (), True),
+    (grpc.StatusCode.CANCELLED, (), True),
+    (grpc.StatusCode.UNAVAILABLE, (("x-request-id", "abc"),), False),  # the servicer sent it
+    (grpc.StatusCode.INVALID_ARGUMENT, (), False),
+    (grpc.StatusCode.DEADLINE_EXCEEDED, (), False),
+])
+def test_which_failures_are_a_lost_stream(code, trailing, lost):
+    assert stages.stream_lost(_rpc_error(code, trailing)) is lost
+
+
+async def test_a_stream_lost_every_time_fails_after_the_attempts():
+    clients = _clients(9, attempts=3)
+    runs, retries = [], []
+
+    async def run():
+        runs.append(1)
+        raise _rpc_error(grpc.StatusCode.UNAVAILABLE)
+
+    with pytest.raises(errors.Unavailable):
+        await stages.again_if_lost(clients, "generator", run, lambda: retries.append(1))
+    assert (len(runs), len(retries)) == (3, 2)
+    await clients.close()
