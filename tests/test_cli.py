@@ -13,7 +13,9 @@ from tests.fixtures.processes import REPO
 
 
 def test_up_starts_the_whole_suite_healthy_and_ctrl_c_stops_it(tmp_path):
-    base = random.randrange(40000, 60000, 10)
+    # gRPC ports and their metrics ports (+1000) below the kernel's ephemeral range
+    # (32768+), where outgoing connections and free ports come from.
+    base = random.randrange(20000, 31000, 10)
     addresses = [f"127.0.0.1:{base + i}" for i in range(5)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "distill.cli", "--home", str(tmp_path), "--base-port", str(base),

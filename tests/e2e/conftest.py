@@ -58,7 +58,9 @@ def suite(tmp_path, s3_server) -> Iterator[Suite]:  # noqa: F811 - the fixture a
             TEACHER_KEY_ENV: TEACHER_KEY,
             "PYTHONUNBUFFERED": "1",
         }
-        base = random.randrange(20000, 40000, 10)
+        # gRPC ports and their metrics ports (+1000) below the kernel's ephemeral range
+        # (32768+), where outgoing connections and free ports come from.
+        base = random.randrange(20000, 31000, 10)
         ports = {name: base + i for i, name in
                  enumerate(("gateway", "generator", "judge", "trainer", "exporter"))}
         local = LocalSuite(log_dir=tmp_path / "logs", env={**os.environ, **env}, ports=ports)

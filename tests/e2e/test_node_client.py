@@ -80,6 +80,7 @@ def gateway(tmp_path_factory) -> Iterator[ServiceProcess]:
         "OPENAI_API_KEY": "sk-test",
         "PYTHONUNBUFFERED": "1",
         "DISTILL_GATEWAY_STAGE_CONNECT_TIMEOUT_SECONDS": "1",
+        "DISTILL_METRICS_PORT": "0",  # not port + 1000: that may be taken in the ephemeral range
         **{f"DISTILL_GATEWAY_{name}_ADDRESS": f"127.0.0.1:{free_port()}"
            for name in ("GENERATOR", "JUDGE", "TRAINER", "EXPORTER")},
     }

@@ -43,7 +43,7 @@ class Generator(generator_pb2_grpc.GeneratorServiceServicer):
 
 
 async def _serve(servicer, port: int):
-    return await start(ServiceSettings(port=port, grace_seconds=0),
+    return await start(ServiceSettings(port=port, metrics_port=0, grace_seconds=0),
                        [Service.of(generator_pb2, generator_pb2_grpc, servicer)])
 
 

@@ -406,7 +406,7 @@ async def test_a_replica_that_comes_up_late_answers_the_next_check():
     for _ in range(4):  # each failed connection attempt lengthens gRPC's backoff
         assert await pool.status() is None
         await asyncio.sleep(0.3)
-    server = await start(ServiceSettings(port=port, grace_seconds=0),
+    server = await start(ServiceSettings(port=port, metrics_port=0, grace_seconds=0),
                          [Service.of(trainer_pb2, trainer_pb2_grpc, FakeTrainer())])
     try:
         status = await asyncio.wait_for(pool.status(), 5)
