@@ -97,6 +97,22 @@ def _last(items: list[T], stage: str, what: str) -> T:
     return items[-1]
 
 
+async def _until_final(clients: StageClients, stage: str, open_call: Callable[[], Any],
+                       final: str, on_other: Callable[[Any], Awaitable[None]]) -> Any:
+    """Drives a stream whose last message carries the `final` field (a summary, a manifest)
+    and returns that field; every other message goes to `on_other`."""
+    finals: list[Any] = []
+
+    async def handle(event: Any) -> None:
+        if event.HasField(final):
+            finals.append(getattr(event, final))
+        else:
+            await on_other(event)
+
+    await _stream(clients, stage, open_call, handle)
+    return _last(finals, stage, f"a {final}")
+
+
 def auth_metadata(auth_token: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {auth_token}"),) if auth_token else ()
 
@@ -356,23 +372,16 @@ async def judge(clients: StageClients, config: judge_pb2.JudgeConfig,
     """Scores a fixed set of groups in one Judge stream (run again if it is lost; a group
     judged before the loss is judged again, from the judge's cache)."""
 
+    async def requests():
+        yield judge_pb2.JudgeRequest(config=config)
+        for group in groups:
+            yield judge_pb2.JudgeRequest(group=group)
+
     async def once() -> judge_pb2.JudgeSummary:
-        summaries: list[judge_pb2.JudgeSummary] = []
-
-        async def requests():
-            yield judge_pb2.JudgeRequest(config=config)
-            for group in groups:
-                yield judge_pb2.JudgeRequest(group=group)
-
-        async def handle(event: judge_pb2.JudgeResponse) -> None:
-            if event.HasField("group"):
-                await on_judged(event.group)
-            else:
-                summaries.append(event.summary)
-
-        await _stream(clients, "judge", lambda: clients.judge.Judge(
-            requests(), metadata=clients.metadata), handle)
-        return _last(summaries, "judge", "a summary")
+        return await _until_final(
+            clients, "judge",
+            lambda: clients.judge.Judge(requests(), metadata=clients.metadata),
+            "summary", lambda event: on_judged(event.group))
 
     return await again_if_lost(clients, "judge", once)
 
@@ -434,16 +443,9 @@ async def export(clients: StageClients, request: exporter_pb2.ExportRequest,
     """The export's manifest (run again if its stream is lost)."""
 
     async def once() -> exporter_pb2.ExportManifest:
-        manifests: list[exporter_pb2.ExportManifest] = []
-
-        async def handle(event: exporter_pb2.ExportResponse) -> None:
-            if event.HasField("progress"):
-                await on_progress(event.progress)
-            else:
-                manifests.append(event.manifest)
-
-        await _stream(clients, "exporter", lambda: clients.exporter.Export(
-            request, metadata=clients.metadata), handle)
-        return _last(manifests, "exporter", "a manifest")
+        return await _until_final(
+            clients, "exporter",
+            lambda: clients.exporter.Export(request, metadata=clients.metadata),
+            "manifest", lambda event: on_progress(event.progress))
 
     return await again_if_lost(clients, "exporter", once)
