@@ -15,6 +15,7 @@ from services.common.providers import (
     RetryPolicy,
     open_provider,
 )
+from services.common.providers.call_processes import CallProcesses
 from services.common.server import Service
 from services.common.storage import ArtifactStore
 from services.common.teacher_cache import TeacherCache
@@ -28,6 +29,8 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
         self.settings = settings
         self.store = store
         self.metrics = metrics or GeneratorMetrics()
+        count = settings.call_process_count()
+        self.call_processes = CallProcesses(count) if count else None
 
     async def Generate(  # noqa: N802 - gRPC method name
         self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
@@ -41,9 +44,11 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
             max_dataset_bytes=s.max_dataset_bytes,
             cache_dir=s.cache_dir,
         )
+        wide = job.limits.max_concurrency >= s.teacher_processes_from_concurrency
         provider = open_provider(
             job.teacher, field="teacher", key_env_pattern=s.api_key_env_pattern,
             openai_n=s.openai_n, local_n_ctx=s.local_n_ctx,
+            processes=self.call_processes if wide else None,
         )
         client = ModelClient(
             provider,
@@ -64,8 +69,12 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
         finally:
             await client.aclose()
 
+    async def aclose(self) -> None:
+        if self.call_processes is not None:
+            await self.call_processes.aclose()
+
 
 def build(settings: GeneratorSettings) -> Sequence[Service]:
     service = GeneratorService(settings, settings.open_store())
-    return [Service.of(generator_pb2, generator_pb2_grpc, service,
+    return [Service.of(generator_pb2, generator_pb2_grpc, service, on_stopped=service.aclose,
                        metrics=service.metrics.registry)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -26,6 +27,13 @@ class GeneratorSettings(ServiceSettings):
     openai_n: Literal["auto", "native", "separate"] = "auto"
     # Which environment variables a request may name in ModelSpec.api_key_env (a regex).
     api_key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN
+    # API teacher calls of a job with at least `teacher_processes_from_concurrency` calls in
+    # flight run in this many processes beside the service's (started at the first such job and
+    # shared by later ones; 0: never; unset: one per core, at most 4). One event loop spends about
+    # 2 ms of CPU on each SDK call, so at a few hundred calls a second it, not the teacher, sets
+    # the pace (benchmarks/RESULTS.md, generator_fanout). Limits and the cache stay here.
+    teacher_processes: int | None = Field(default=None, ge=0)
+    teacher_processes_from_concurrency: int = Field(default=32, ge=1)
     # Context window of the in-process llama.cpp teacher (PROVIDER_LOCAL).
     local_n_ctx: int = Field(default=2048, ge=256)
     # Progress events at most this often (plus one at the start and one at the end).
@@ -33,3 +41,8 @@ class GeneratorSettings(ServiceSettings):
     max_dataset_bytes: int = Field(default=1 << 30, ge=1)
     # Price table overrides, USD per million tokens: {"gpt-4o": [2.5, 10.0]} (JSON in env).
     price_overrides: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+    def call_process_count(self) -> int:
+        if self.teacher_processes is not None:
+            return self.teacher_processes
+        return min(4, len(os.sched_getaffinity(0)))

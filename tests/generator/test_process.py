@@ -1,5 +1,6 @@
 """The generator as a real process (python -m services.generator): SIGKILL half way and resume
-repeats no finished teacher call; the API key appears nowhere but in the provider's requests."""
+repeats no finished teacher call; the API key appears nowhere but in the provider's requests.
+Both with the teacher calls in the service's process and in call processes beside it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from tests.fixtures.processes import start_module
 from tests.generator.conftest import KEY, KEY_ENV
 
 PROMPTS, SAMPLES, CONCURRENCY = 30, 2, 3
+# DISTILL_GENERATOR_TEACHER_PROCESSES: 0, or 2 call processes for every job (from concurrency 1)
+CALLS_IN = pytest.mark.parametrize("call_processes", ["0", "2"], ids=["in-service", "processes"])
 
 
 def make_request(fake, api_key_env=KEY_ENV, job_id="resume-job", text="question"):
@@ -29,9 +32,11 @@ def make_request(fake, api_key_env=KEY_ENV, job_id="resume-job", text="question"
         limits=common_pb2.RateLimits(max_concurrency=CONCURRENCY))
 
 
-def start_generator(tmp_path: Path, **env: str):
+def start_generator(tmp_path: Path, call_processes: str, **env: str):
     return start_module("services.generator", log_dir=tmp_path / "logs", env={
         "DISTILL_GENERATOR_STORE_URL": f"file://{tmp_path / 'store'}",
+        "DISTILL_GENERATOR_TEACHER_PROCESSES": call_processes,
+        "DISTILL_GENERATOR_TEACHER_PROCESSES_FROM_CONCURRENCY": "1",
         # one call per sample, so that a kill lands between calls of one prompt too
         "DISTILL_GENERATOR_OPENAI_N": "separate",
         "DISTILL_GENERATOR_LOG_LEVEL": "DEBUG",
@@ -45,11 +50,34 @@ def run_all(service, request):
         return list(generator_pb2_grpc.GeneratorServiceStub(channel).Generate(request, timeout=60))
 
 
-def test_kill_half_way_then_resume_repeats_no_finished_call(tmp_path, fake):
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@CALLS_IN
+def test_kill_half_way_then_resume_repeats_no_finished_call(tmp_path, fake, call_processes):
     fake.configure(latency=0.05)
     store = LocalStore(tmp_path / "store")
-    service = start_generator(tmp_path)
+    service = start_generator(tmp_path, call_processes)
     groups = 0
+    helpers: list[int] = []
     with grpc.insecure_channel(service.address) as channel:
         stream = generator_pb2_grpc.GeneratorServiceStub(channel).Generate(
             make_request(fake), timeout=60)
@@ -57,9 +85,15 @@ def test_kill_half_way_then_resume_repeats_no_finished_call(tmp_path, fake):
             for event in stream:
                 groups += event.WhichOneof("event") == "group"
                 if groups == PROMPTS // 2:
+                    helpers = children(service.proc.pid)
                     service.proc.kill()  # SIGKILL: no cleanup, no graceful anything
         assert killed.value.code() == grpc.StatusCode.UNAVAILABLE
     service.proc.wait(10)
+    assert len(helpers) == int(call_processes)
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in helpers)  # call processes do not outlive the service
     time.sleep(0.3)  # calls the dead process had in flight finish at the provider
     cached = len(list(store.list(PREFIX)))
     served_before = fake.stats()["completed_samples"]
@@ -69,7 +103,7 @@ def test_kill_half_way_then_resume_repeats_no_finished_call(tmp_path, fake):
     assert 0 <= served_before - cached <= CONCURRENCY
     assert not store.exists("jobs/resume-job/candidates/candidates.jsonl")
 
-    service = start_generator(tmp_path)
+    service = start_generator(tmp_path, call_processes)
     try:
         events = run_all(service, make_request(fake))
         assert sum(e.WhichOneof("event") == "group" for e in events) == PROMPTS
@@ -89,10 +123,11 @@ def test_kill_half_way_then_resume_repeats_no_finished_call(tmp_path, fake):
         assert service.stop() == 0
 
 
-def test_api_key_appears_only_in_requests_to_the_provider(tmp_path, fake):
+@CALLS_IN
+def test_api_key_appears_only_in_requests_to_the_provider(tmp_path, fake, call_processes):
     wrong_key = "sk-distill-WRONG-KEY-0ddba11"
     fake.configure(api_key=KEY)
-    service = start_generator(tmp_path, WRONG_TEACHER_API_KEY=wrong_key)
+    service = start_generator(tmp_path, call_processes, WRONG_TEACHER_API_KEY=wrong_key)
     try:
         events = run_all(service, make_request(fake))
         assert events[-1].summary.candidate_count == PROMPTS * SAMPLES
@@ -103,8 +138,13 @@ def test_api_key_appears_only_in_requests_to_the_provider(tmp_path, fake):
         assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "Incorrect API key provided" in raised.value.details()
         assert wrong_key not in raised.value.details()
+        helpers = children(service.proc.pid)
+        assert len(helpers) == int(call_processes)
+        for pid in helpers:  # the key reaches a call process over its pipe, not its command
+            assert KEY not in Path(f"/proc/{pid}/cmdline").read_text()
     finally:
         assert service.stop() == 0
+    assert not any(alive(pid) for pid in helpers)  # a stopped service ends its call processes
     assert fake.server.keys_seen == {KEY, wrong_key}  # both were really used
     log = service.log()
     assert '"event": "generation finished"' in log  # the log is there, and verbose (DEBUG)

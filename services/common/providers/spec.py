@@ -26,6 +26,7 @@ from services.common.models import (
 )
 from services.common.providers.anthropic_provider import AnthropicProvider
 from services.common.providers.base import ModelProvider
+from services.common.providers.call_processes import CallProcesses
 from services.common.providers.local import LocalProvider
 from services.common.providers.openai_provider import NMode, OpenAIProvider
 
@@ -178,9 +179,19 @@ def open_provider(
     key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN,
     openai_n: NMode = "auto",
     local_n_ctx: int = 2048,
+    processes: CallProcesses | None = None,
 ) -> ModelProvider:
-    """A provider for `config`, the API key read here and held only inside the SDK client."""
+    """A provider for `config`, the API key read here and held only inside the SDK client.
+    With `processes`, an API teacher's calls run in those processes (the local one stays)."""
     key = read_api_key(config, field=field, environ=environ, key_env_pattern=key_env_pattern)
+    if processes is not None and config.provider != "local":
+        return processes.provider(config, key, openai_n=openai_n)
+    return build_provider(config, key, openai_n=openai_n, local_n_ctx=local_n_ctx)
+
+
+def build_provider(config: ModelConfig, key: str, *, openai_n: NMode = "auto",
+                   local_n_ctx: int = 2048) -> ModelProvider:
+    """The in-process provider for a checked config and its key (open_provider reads the key)."""
     if config.provider == "openai":
         # OpenAI-compatible local servers need no key, but the SDK insists on one.
         return OpenAIProvider(

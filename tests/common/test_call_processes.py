@@ -1,0 +1,166 @@
+"""Teacher calls in call processes (`CallProcesses`): real worker processes, real SDKs, the fake
+provider over HTTP. Answers, failures and what was learned about `n` cross the process
+boundary intact; a dead process costs its calls one retry, never the job."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from distill.v1 import common_pb2
+from services.common import errors
+from services.common.models import price_for
+from services.common.providers import (
+    CompletionRequest,
+    Limits,
+    Message,
+    ModelClient,
+    RateLimiter,
+    RetryableProviderError,
+    RetryPolicy,
+    SamplingParams,
+    open_provider,
+    resolve_model_spec,
+)
+from services.common.providers.call_processes import CallProcesses, RemoteProvider
+from services.common.storage import open_store
+from services.common.teacher_cache import TeacherCache
+from tests.fixtures.fake_provider import run_fake_provider
+
+KEY_ENV = "CALLPROC_TEACHER_API_KEY"
+KEY = "sk-distill-CALLPROC-7e57c0ffee"
+HI = (Message("user", "hi there"),)
+
+
+@pytest.fixture
+def fake():
+    with run_fake_provider(api_key=KEY) as handle:
+        yield handle
+
+
+@pytest.fixture
+async def processes():
+    pool = CallProcesses(2)
+    yield pool
+    await pool.aclose()
+
+
+def teacher(fake, processes, wire="openai", key_env=KEY_ENV) -> RemoteProvider:
+    spec = common_pb2.ModelSpec(
+        provider=common_pb2.PROVIDER_OPENAI if wire == "openai" else common_pb2.PROVIDER_ANTHROPIC,
+        model="gpt-4o-mini" if wire == "openai" else "claude-haiku-4-5",
+        base_url=fake.openai_base_url if wire == "openai" else fake.anthropic_base_url,
+        api_key_env=key_env)
+    config = resolve_model_spec(spec, field="teacher", default_temperature=0.8)
+    provider = open_provider(config, field="teacher", processes=processes,
+                             environ={key_env: KEY, "WRONG_TEACHER_API_KEY": "sk-wrong-0ddba11"})
+    assert isinstance(provider, RemoteProvider)
+    return provider
+
+
+def worker_pids(processes: CallProcesses) -> list[int]:
+    return [p.proc.pid for p in processes._slots if p is not None and p.alive]
+
+
+async def test_calls_run_in_the_processes_and_answer_as_in_process(fake, processes):
+    provider = teacher(fake, processes)
+    completions = await asyncio.gather(*(
+        provider.complete(CompletionRequest((Message("user", f"q {i}"),), n=2, max_tokens=8))
+        for i in range(20)))
+    assert all(len(c.choices) == 2 and c.output_tokens > 0 for c in completions)
+    assert fake.stats()["completed"] == 20
+    pids = worker_pids(processes)
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    # the calls were spread: each process was sent the provider (at its first call)
+    assert all(provider._id in p.opened for p in processes._slots)
+    anthropic = teacher(fake, processes, wire="anthropic")
+    reply = await anthropic.complete(CompletionRequest(HI, max_tokens=8))
+    assert reply.choices[0].text and anthropic.name == "anthropic"
+
+
+async def test_failures_cross_the_boundary_with_their_kind_status_and_retry_after(
+        fake, processes):
+    provider = teacher(fake, processes)
+    fake.push_faults({"status": 429, "retry_after": 0.25})
+    with pytest.raises(RetryableProviderError) as limited:
+        await provider.complete(CompletionRequest(HI, max_tokens=8))
+    assert limited.value.rate_limited and limited.value.retry_after == 0.25
+    fake.push_faults({"kind": "truncated"})
+    with pytest.raises(RetryableProviderError, match="malformed body"):
+        await provider.complete(CompletionRequest(HI, max_tokens=8))
+    fake.push_faults({"status": 404, "message": "The model `gpt-9` does not exist"})
+    with pytest.raises(errors.NotFound, match="does not exist"):
+        await provider.complete(CompletionRequest(HI, max_tokens=8))
+
+    wrong = teacher(fake, processes, key_env="WRONG_TEACHER_API_KEY")
+    with pytest.raises(errors.Unauthenticated) as refused:
+        await wrong.complete(CompletionRequest(HI, max_tokens=8))
+    assert "Incorrect API key provided" in str(refused.value)
+    assert "sk-wrong-0ddba11" not in str(refused.value)  # redacted in the call process
+
+
+async def test_what_a_process_learns_about_n_reaches_the_client(fake, processes):
+    fake.configure(honor_n=False)
+    provider = teacher(fake, processes)
+    first = await provider.complete(CompletionRequest(HI, n=3, max_tokens=8))
+    assert len(first.choices) == 1 and provider.supports_n is False
+    client = ModelClient(provider, price=price_for("gpt-4o-mini"), limiter=RateLimiter(Limits()),
+                         retry=RetryPolicy(3, 0.01, 0.05))
+    before = fake.stats()["received"]
+    samples = await client.samples(HI, range(4), SamplingParams(0.8, 8))
+    # one call per sample from the start: no call asks for n again
+    assert len(samples) == 4 and fake.stats()["received"] - before == 4
+
+
+async def test_a_killed_process_costs_its_calls_a_retry_and_is_started_again(
+        fake, processes, tmp_path):
+    fake.configure(latency=1.0)
+    provider = teacher(fake, processes)
+    await provider.complete(CompletionRequest(HI, max_tokens=8))  # both may now be running
+    client = ModelClient(provider, price=price_for("gpt-4o-mini"),
+                         limiter=RateLimiter(Limits(max_concurrency=8)),
+                         retry=RetryPolicy(3, 0.01, 0.05),
+                         cache=TeacherCache(open_store(f"file://{tmp_path}")))
+    job = asyncio.create_task(client.samples(HI, range(8), SamplingParams(0.8, 8)))
+    await asyncio.sleep(0.5)  # all 8 calls in flight
+    victim = worker_pids(processes)[0]
+    os.kill(victim, signal.SIGKILL)
+    samples = await asyncio.wait_for(job, 10)
+    assert len(samples) == 8 and client.stats.retries >= 1
+    assert victim not in worker_pids(processes) and len(worker_pids(processes)) == 2
+
+    with pytest.raises(RetryableProviderError, match=r"ended \(exit code -9\)"):
+        call = asyncio.create_task(provider.complete(CompletionRequest(HI, max_tokens=8)))
+        await asyncio.sleep(0.3)
+        for pid in worker_pids(processes):
+            os.kill(pid, signal.SIGKILL)
+        await call
+
+
+async def test_a_cancelled_call_leaves_nothing_waiting_and_the_process_serving(
+        fake, processes):
+    fake.configure(latency=0.5)
+    provider = teacher(fake, processes)
+    await provider.complete(CompletionRequest(HI, max_tokens=8))
+    call = asyncio.create_task(provider.complete(CompletionRequest(HI, max_tokens=8)))
+    await asyncio.sleep(0.2)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert all(not p.pending for p in processes._slots if p is not None)
+    await asyncio.sleep(0.5)  # when the dropped call would have answered
+    reply = await provider.complete(CompletionRequest(HI, max_tokens=8))
+    assert reply.choices and len(worker_pids(processes)) == 2
+
+
+async def test_close_ends_the_processes(fake):
+    pool = CallProcesses(2)
+    provider = teacher(fake, pool)
+    await provider.complete(CompletionRequest(HI, max_tokens=8))
+    procs = [p.proc for p in pool._slots]
+    await provider.aclose()
+    await pool.aclose()
+    assert [p.returncode for p in procs] == [0, 0]  # ended on their own, not killed
