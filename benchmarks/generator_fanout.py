@@ -5,7 +5,9 @@ generation code path (Generation + ModelClient + OpenAI SDK + rate limiter + tea
 
 (a) `requests` calls at `concurrency`: achieved requests/s over the ideal concurrency/latency
     (target >= 0.90), and the speed-up over a one-call-at-a-time loop (the loop is measured on
-    `--serial-requests` calls and its per-call time extrapolated to `requests`);
+    `--serial-requests` calls and its per-call time extrapolated to `requests`). The job runs as
+    the service runs it, its calls in `--call-processes` call processes (the generator's
+    teacher_processes), then once more with every call in this process (`a_one_process_*`);
 (b) the server enforcing `--rpm` requests/minute, the client limiter set to the same: achieved
     over rpm/60 (target >= 0.90) with under 1% of requests answered 429;
 (c) job (a) again: zero provider calls (all from the teacher cache).
@@ -34,17 +36,12 @@ import aiohttp
 
 from benchmarks.result import emit
 from distill.v1 import common_pb2, generator_pb2
-from services.common.providers import (
-    CompletionRequest,
-    Message,
-    ModelClient,
-    RateLimiter,
-    RetryPolicy,
-    open_provider,
-)
+from services.common.providers import CompletionRequest, Message, open_provider
+from services.common.providers.call_processes import CallProcesses
 from services.common.storage import LocalStore
-from services.common.teacher_cache import TeacherCache
 from services.generator.generation import Generation, plan
+from services.generator.server import teacher_client
+from services.generator.settings import GeneratorSettings
 from tests.fixtures.fake_provider import FakeProviderHandle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,13 +69,14 @@ def job_request(fake: FakeProviderHandle, count: int, prefix: str, concurrency: 
         limits=common_pb2.RateLimits(max_concurrency=concurrency, requests_per_minute=rpm))
 
 
-async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest) -> dict:
-    """One generation exactly as the servicer runs it; returns wall time and the summary."""
+async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest,
+                  processes: CallProcesses | None) -> dict:
+    """One generation exactly as the servicer runs it (with its call processes, or with none);
+    returns wall time, the summary and CPU seconds of this process and of the call processes."""
     job = plan(request, store, max_concurrency=1024)
-    provider = open_provider(job.teacher, field="teacher")
-    client = ModelClient(provider, price=job.teacher.price, limiter=RateLimiter(job.limits),
-                         retry=RetryPolicy(job.limits.max_retries), cache=TeacherCache(store))
+    client = teacher_client(job, GeneratorSettings(), store, processes)
     started, cpu_started = time.perf_counter(), time.process_time()
+    helpers_cpu = call_processes_cpu(processes)
     try:
         async for event in Generation(job, client, store).events():
             if event.WhichOneof("event") == "summary":
@@ -86,7 +84,18 @@ async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest) -> 
     finally:
         await client.aclose()
     return {"elapsed": time.perf_counter() - started, "summary": summary,
-            "retries": client.stats.retries, "cpu": time.process_time() - cpu_started}
+            "retries": client.stats.retries, "cpu": time.process_time() - cpu_started,
+            "helpers_cpu": call_processes_cpu(processes) - helpers_cpu}
+
+
+def median_run(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda run: run["elapsed"])[len(runs) // 2]
+
+
+def call_processes_cpu(processes: CallProcesses | None) -> float:
+    """CPU seconds the running call processes have used so far."""
+    slots = processes._slots if processes is not None else []
+    return sum(cpu_seconds(p.proc.pid) for p in slots if p is not None and p.alive)
 
 
 async def ceilings(store: LocalStore, fake: FakeProviderHandle, requests: int,
@@ -151,27 +160,49 @@ def cpu_seconds(pid: int) -> float:
 async def main(args: argparse.Namespace) -> None:
     proc, fake = start_fake(args.latency)
     # The fan-out is CPU-bound on a small machine: record how busy it was.
-    figures: dict = {"latency_s": args.latency, "load_average_1m": round(os.getloadavg()[0], 2)}
+    figures: dict = {"latency_s": args.latency, "load_average_1m": round(os.getloadavg()[0], 2),
+                     "call_processes": args.call_processes}
+    processes = CallProcesses(args.call_processes) if args.call_processes else None
     try:
         with tempfile.TemporaryDirectory() as tmp:
             store = LocalStore(tmp)
-            await run_job(store, job_request(fake, 8, "warmup", 8))  # imports, connections
+            # imports, connections; the call processes started
+            await run_job(store, job_request(fake, 64, "warmup", 64), processes)
+            await run_job(store, job_request(fake, 64, "warmup-1", 64), None)
 
-            # (a) fan-out
+            # (a) fan-out, as the service runs it and with every call in this process, in
+            # alternating rounds (the machine's state drifts between runs); medians reported
             figures["store_file_create_us"] = file_create_us(tmp)
-            before, server_cpu = fake.stats()["received"], cpu_seconds(proc.pid)
-            a = await run_job(store, job_request(fake, args.requests, "fanout", args.concurrency))
-            calls = fake.stats()["received"] - before
-            server_cpu = cpu_seconds(proc.pid) - server_cpu
             ideal = args.concurrency / args.latency
+            runs: dict[str, list[dict]] = {"processes": [], "one": []}
+            for r in range(args.rounds):
+                for kind, pool in (("processes", processes), ("one", None)):
+                    before, server_cpu = fake.stats()["received"], cpu_seconds(proc.pid)
+                    run = await run_job(store, job_request(
+                        fake, args.requests, f"fanout-{kind}-{r}", args.concurrency), pool)
+                    run["calls"] = fake.stats()["received"] - before
+                    run["server_cpu"] = cpu_seconds(proc.pid) - server_cpu
+                    run["ratio"] = round(args.requests / run["elapsed"] / ideal, 3)
+                    runs[kind].append(run)
+            a = median_run(runs["processes"])
+            one = median_run(runs["one"])
+            calls, server_cpu = a["calls"], a["server_cpu"]
             achieved = args.requests / a["elapsed"]
-            serial = await run_job(store, job_request(fake, args.serial_requests, "serial", 1))
+            serial = await run_job(store, job_request(fake, args.serial_requests, "serial", 1),
+                                   processes)
             per_call = serial["elapsed"] / args.serial_requests
             figures.update({
                 "a_requests": args.requests, "a_provider_calls": calls,
                 "a_concurrency": args.concurrency, "a_elapsed_s": round(a["elapsed"], 3),
                 "a_achieved_rps": round(achieved, 1), "a_ideal_rps": round(ideal, 1),
                 "a_ratio": round(achieved / ideal, 3), "a_target_ratio": 0.90,
+                "a_ratios": [run["ratio"] for run in runs["processes"]],
+                # the same job with no call processes (teacher_processes 0)
+                "a_one_process_ratio": one["ratio"],
+                "a_one_process_ratios": [run["ratio"] for run in runs["one"]],
+                "a_one_process_cpu_ms_per_request": round(one["cpu"] / args.requests * 1000, 2),
+                "a_call_processes_cpu_ms_per_request": round(
+                    a["helpers_cpu"] / args.requests * 1000, 2),
                 # this process's CPU per call (SDK, limiter, cache write, protobuf): at x ms
                 # one core sustains at most 1000/x calls/s
                 "a_client_cpu_ms_per_request": round(a["cpu"] / args.requests * 1000, 2),
@@ -188,7 +219,7 @@ async def main(args: argparse.Namespace) -> None:
             fake.configure(rpm=args.rpm, rpm_burst_seconds=1.0)
             before = fake.stats()
             b = await run_job(store, job_request(fake, args.rpm_requests, "ratelimited",
-                                                 args.concurrency, rpm=args.rpm))
+                                                 args.concurrency, rpm=args.rpm), processes)
             after = fake.stats()
             received = after["received"] - before["received"]
             limited = after["rate_limited"] - before["rate_limited"]
@@ -204,13 +235,16 @@ async def main(args: argparse.Namespace) -> None:
 
             # (c) job (a) again
             before = fake.stats()["received"]
-            c = await run_job(store, job_request(fake, args.requests, "fanout", args.concurrency))
+            c = await run_job(store, job_request(
+                fake, args.requests, "fanout-processes-0", args.concurrency), processes)
             figures.update({
                 "c_provider_calls": fake.stats()["received"] - before,
                 "c_cached_requests": c["summary"].usage.cached_requests,
                 "c_elapsed_s": round(c["elapsed"], 3), "c_target_provider_calls": 0,
             })
     finally:
+        if processes is not None:
+            await processes.aclose()
         proc.terminate()
         proc.wait(10)
     figures["pass"] = (figures["a_ratio"] >= 0.90 and figures["b_ratio"] >= 0.90
@@ -227,4 +261,9 @@ if __name__ == "__main__":
     parser.add_argument("--serial-requests", type=int, default=25)
     parser.add_argument("--rpm", type=int, default=600)
     parser.add_argument("--rpm-requests", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="(a) runs of each kind, alternating; medians reported")
+    parser.add_argument("--call-processes", type=int,
+                        default=GeneratorSettings().call_process_count(),
+                        help="the generator's teacher_processes (default: its default here)")
     asyncio.run(main(parser.parse_args()))

@@ -12,6 +12,8 @@ import functools
 import hashlib
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -63,40 +65,80 @@ def cache_key(
 
 
 class _Batches:
-    """Runs blocking store calls off the event loop, the calls queued meanwhile in a few
-    thread hops: up to `threads` batches at once, each of at most `max_batch` calls. At dozens
-    of teacher calls in flight, a hop per cache read and write (and the GIL hand-offs between
-    the pool's threads and the loop) cost several times the provider call's own CPU. Batches
-    run side by side so that slow writes (an S3 round trip; on ext4, creating files soon after
-    many were deleted costs a millisecond of kernel time each) overlap instead of queueing."""
+    """Runs blocking store calls off the event loop in a few threads of its own, each taking
+    the calls queued meanwhile as one batch (at most `max_batch`) and settling the batch's
+    futures in one hop back to the loop. At hundreds of teacher calls a second, a
+    `to_thread` per cache read and write (a concurrent Future, its condition and lock, a
+    callback chain, the GIL hand-offs) cost the event loop more than the calls themselves. Up
+    to `threads` batches run side by side so that slow writes (an S3 round trip; on ext4,
+    creating files soon after many were deleted costs a millisecond of kernel time each)
+    overlap instead of queueing. A thread idle for `idle_seconds` ends."""
 
-    def __init__(self, threads: int = 4, max_batch: int = 16) -> None:
-        self._queued: list[tuple[asyncio.Future, Callable[[], Any]]] = []
-        self._drainers: set[asyncio.Task] = set()
+    def __init__(self, threads: int = 4, max_batch: int = 16, idle_seconds: float = 5.0) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = threads
         self._max_batch = max_batch
+        self._idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._running = 0  # threads alive
+        self._waiting = 0  # of those, waiting for work
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        future = asyncio.get_running_loop().create_future()
-        self._queued.append((future, functools.partial(fn, *args, **kwargs)))
-        if len(self._drainers) < self._threads:
-            drainer = asyncio.create_task(self._drain())
-            self._drainers.add(drainer)
-            drainer.add_done_callback(self._drainers.discard)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((loop, future, functools.partial(fn, *args, **kwargs)))
+        self._start_if_needed()
         return await future
 
-    async def _drain(self) -> None:
-        while self._queued:
-            batch = self._queued[: self._max_batch]
-            del self._queued[: self._max_batch]
-            outcomes = await asyncio.to_thread(_call_each, [call for _, call in batch])
-            for (future, _), (ok, value) in zip(batch, outcomes, strict=True):
-                if future.done():  # its caller was cancelled; the write still happened
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+    def _start_if_needed(self) -> None:
+        """Another thread when work waits, no thread waits for work, and fewer than
+        `threads` run."""
+        with self._lock:
+            if self._waiting or self._running >= self._threads or self._queue.empty():
+                return
+            self._running += 1
+        threading.Thread(target=self._serve, name="teacher-cache-io", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                self._waiting += 1
+            try:
+                batch = [self._queue.get(timeout=self._idle_seconds)]
+            except queue.Empty:
+                with self._lock:
+                    self._waiting -= 1
+                    if self._queue.empty():
+                        self._running -= 1
+                        return
+                continue
+            with self._lock:
+                self._waiting -= 1
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._start_if_needed()  # more than one batch queued: run them side by side
+            outcomes = _call_each([call for _, _, call in batch])
+            by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+            for (loop, future, _), outcome in zip(batch, outcomes, strict=True):
+                by_loop.setdefault(loop, []).append((future, outcome))
+            for loop, settled in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, settled)
+                except RuntimeError:  # that loop closed: nobody waits for these
+                    pass
+
+
+def _settle(settled: list[tuple[asyncio.Future, tuple[bool, Any]]]) -> None:
+    for future, (ok, value) in settled:
+        if future.done():  # its caller was cancelled; the write still happened
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def _call_each(calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:

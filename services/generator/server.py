@@ -19,7 +19,7 @@ from services.common.providers.call_processes import CallProcesses
 from services.common.server import Service
 from services.common.storage import ArtifactStore
 from services.common.teacher_cache import TeacherCache
-from services.generator.generation import Generation, plan
+from services.generator.generation import Generation, GenerationPlan, plan
 from services.generator.settings import GeneratorSettings
 
 
@@ -44,21 +44,7 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
             max_dataset_bytes=s.max_dataset_bytes,
             cache_dir=s.cache_dir,
         )
-        wide = job.limits.max_concurrency >= s.teacher_processes_from_concurrency
-        provider = open_provider(
-            job.teacher, field="teacher", key_env_pattern=s.api_key_env_pattern,
-            openai_n=s.openai_n, local_n_ctx=s.local_n_ctx,
-            processes=self.call_processes if wide else None,
-        )
-        client = ModelClient(
-            provider,
-            price=job.teacher.price,
-            limiter=RateLimiter(job.limits),
-            retry=RetryPolicy(
-                job.limits.max_retries, s.retry_base_delay_seconds, s.retry_max_delay_seconds
-            ),
-            cache=TeacherCache(self.store),
-        )
+        client = teacher_client(job, s, self.store, self.call_processes)
         observe = self.metrics.stream(job.teacher.provider, job.teacher.model)
         try:
             async for event in Generation(
@@ -72,6 +58,26 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
     async def aclose(self) -> None:
         if self.call_processes is not None:
             await self.call_processes.aclose()
+
+
+def teacher_client(job: GenerationPlan, settings: GeneratorSettings, store: ArtifactStore,
+                   call_processes: CallProcesses | None) -> ModelClient:
+    """The job's teacher behind its limiter, retries and the cache; a job with many calls in
+    flight has them made in the call processes."""
+    wide = job.limits.max_concurrency >= settings.teacher_processes_from_concurrency
+    provider = open_provider(
+        job.teacher, field="teacher", key_env_pattern=settings.api_key_env_pattern,
+        openai_n=settings.openai_n, local_n_ctx=settings.local_n_ctx,
+        processes=call_processes if wide else None,
+    )
+    return ModelClient(
+        provider,
+        price=job.teacher.price,
+        limiter=RateLimiter(job.limits),
+        retry=RetryPolicy(job.limits.max_retries, settings.retry_base_delay_seconds,
+                          settings.retry_max_delay_seconds),
+        cache=TeacherCache(store),
+    )
 
 
 def build(settings: GeneratorSettings) -> Sequence[Service]:

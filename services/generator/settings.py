@@ -29,7 +29,7 @@ class GeneratorSettings(ServiceSettings):
     api_key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN
     # API teacher calls of a job with at least `teacher_processes_from_concurrency` calls in
     # flight run in this many processes beside the service's (started at the first such job and
-    # shared by later ones; 0: never; unset: one per core, at most 4). One event loop spends about
+    # shared by later ones; 0: never; unset: one per core, at most 4, none on one core). One event loop spends about
     # 2 ms of CPU on each SDK call, so at a few hundred calls a second it, not the teacher, sets
     # the pace (benchmarks/RESULTS.md, generator_fanout). Limits and the cache stay here.
     teacher_processes: int | None = Field(default=None, ge=0)
@@ -45,4 +45,5 @@ class GeneratorSettings(ServiceSettings):
     def call_process_count(self) -> int:
         if self.teacher_processes is not None:
             return self.teacher_processes
-        return min(4, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
+        return min(4, cores) if cores > 1 else 0  # on one core they only add work

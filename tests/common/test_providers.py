@@ -341,9 +341,9 @@ async def test_cache_io_runs_in_bounded_parallel_batches_with_errors_to_their_ca
     `max_batch` calls each; a failing call fails only its own caller."""
     from services.common.teacher_cache import _Batches
 
-    batches = _Batches(threads=3, max_batch=4)
+    batches = _Batches(threads=3, max_batch=4, idle_seconds=0.2)
     running = peak = 0
-    threads: set[str] = set()
+    threads: set[int] = set()
     lock = threading.Lock()
 
     def call(i: int) -> int:
@@ -351,7 +351,7 @@ async def test_cache_io_runs_in_bounded_parallel_batches_with_errors_to_their_ca
         with lock:
             running += 1
             peak = max(peak, running)
-            threads.add(threading.current_thread().name)
+            threads.add(threading.get_ident())
         time.sleep(0.01)  # slow, like a busy filesystem: the batches must overlap
         with lock:
             running -= 1
@@ -365,7 +365,9 @@ async def test_cache_io_runs_in_bounded_parallel_batches_with_errors_to_their_ca
     assert isinstance(outcomes[7], ValueError) and "entry 7" in str(outcomes[7])
     assert peak == 3  # three batches overlapped, never a fourth
     assert len(threads) >= 3
-    assert await batches.run(call, 2) == 4  # drainers start again once the queue emptied
+    await asyncio.sleep(0.5)
+    assert batches._running == 0  # idle threads ended
+    assert await batches.run(call, 2) == 4  # and start again for new work
 
 
 async def test_cost_from_usage_and_price_overrides(fake):
