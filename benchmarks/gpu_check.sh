@@ -9,7 +9,8 @@
 #   benchmarks/gpu_check.sh fanout    # THERE, only the generator fan-out benchmark (~1 min)
 #
 # `run` starts with the generator fan-out benchmark (issue #3's figure (a), CPU-bound at 64 calls
-# in flight): on 16 cores it shows whether the teacher SDK, not the machine, limits it.
+# in flight): on 16 cores, with the generator's default 4 call processes and with none, it shows
+# whether spreading the SDK calls over processes reaches the 0.90 target the 2-core box cannot.
 # The device image has torch (CUDA), transformers 5.17, peft, accelerate, safetensors, tokenizers,
 # sentencepiece, grpcio and protobuf; everything else the trainer imports travels as wheels. The
 # SmolLM2 weights (538 MB) exceed what a call carries (64 MiB), so SmolLM2-135M runs with random
