@@ -5,8 +5,11 @@ boundary intact; a dead process costs its calls one retry, never the job."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import pickle
 import signal
+import threading
 
 import pytest
 
@@ -26,6 +29,7 @@ from services.common.providers import (
     resolve_model_spec,
 )
 from services.common.providers.call_processes import CallProcesses, RemoteProvider
+from services.common.providers.call_worker import outcome_frame
 from services.common.storage import open_store
 from services.common.teacher_cache import TeacherCache
 from tests.fixtures.fake_provider import run_fake_provider
@@ -164,3 +168,16 @@ async def test_close_ends_the_processes(fake):
     await provider.aclose()
     await pool.aclose()
     assert [p.returncode for p in procs] == [0, 0]  # ended on their own, not killed
+
+
+def test_an_exception_that_does_not_pickle_comes_back_as_internal_without_its_text():
+    class HoldsALock(Exception):
+        def __init__(self, text: str) -> None:
+            super().__init__(text)
+            self.lock = threading.Lock()  # cannot be pickled
+
+    data = outcome_frame(7, False, HoldsALock(f"secret {KEY}"), True)
+    call_id, ok, value, supports_n = pickle.load(io.BytesIO(data[4:]))
+    assert (call_id, ok, supports_n) == (7, False, True)
+    assert type(value) is errors.DistillError and "HoldsALock" in str(value)
+    assert KEY not in str(value)

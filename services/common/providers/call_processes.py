@@ -122,10 +122,13 @@ class CallProcesses:
     async def _least_busy(self) -> _Process:
         alive = [p for p in self._slots if p is not None and p.alive]
         if len(alive) < self.count:
-            await asyncio.gather(*(self._started(i) for i in range(self.count)))
+            started = await asyncio.gather(*(self._started(i) for i in range(self.count)),
+                                           return_exceptions=True)
             alive = [p for p in self._slots if p is not None and p.alive]
-        if not alive:
-            raise RetryableProviderError("no teacher call process could be started")
+            if not alive:
+                failure = next((e for e in started if isinstance(e, Exception)), None)
+                raise RetryableProviderError(
+                    f"no teacher call process could be started: {failure!r}")
         return min(alive, key=lambda p: len(p.pending))
 
     async def _started(self, slot: int) -> None:
@@ -144,7 +147,9 @@ class CallProcesses:
             sys.executable, "-m", "services.common.providers.call_worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
         process = _Process(proc)
-        self._readers.add(asyncio.create_task(self._read(process)))
+        reader = asyncio.create_task(self._read(process))
+        self._readers.add(reader)
+        reader.add_done_callback(self._readers.discard)
         self._slots[slot] = process
 
     async def _read(self, process: _Process) -> None:

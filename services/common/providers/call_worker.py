@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -72,7 +73,9 @@ class _Worker:
                 self.closing.add(asyncio.create_task(provider.aclose()))
 
     async def _call(self, call_id: int, provider_id: int, request: Any) -> None:
-        provider = self.providers[provider_id]
+        provider = self.providers.get(provider_id)
+        if provider is None:  # closed, or never opened: a bug, but the caller must not hang
+            provider = errors.DistillError(f"teacher call for unknown provider {provider_id}")
         if isinstance(provider, Exception):
             self.writer.write(outcome_frame(call_id, False, provider, None))
             return
@@ -119,6 +122,9 @@ def main() -> None:
     # a library can corrupt a frame.
     channel_out = os.dup(1)
     os.dup2(2, 1)
+    # Ctrl-C in a terminal reaches the whole process group: the service ends this process by
+    # closing its stdin, after its own shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="teacher call process: %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(0, channel_out))
