@@ -29,9 +29,10 @@ class GeneratorSettings(ServiceSettings):
     api_key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN
     # API teacher calls of a job with at least `teacher_processes_from_concurrency` calls in
     # flight run in this many processes beside the service's (started at the first such job and
-    # shared by later ones; 0: never; unset: one per core, at most 4, none on one core). One event loop spends about
-    # 2 ms of CPU on each SDK call, so at a few hundred calls a second it, not the teacher, sets
-    # the pace (benchmarks/RESULTS.md, generator_fanout). Limits and the cache stay here.
+    # shared by later ones; 0: never; unset: one per core, at most 4, none on one core). One
+    # event loop spends about 2 ms of CPU on each SDK call, so at a few hundred calls a second
+    # it, not the teacher, sets the pace (benchmarks/RESULTS.md, generator_fanout). Limits and
+    # the cache stay here.
     teacher_processes: int | None = Field(default=None, ge=0)
     teacher_processes_from_concurrency: int = Field(default=32, ge=1)
     # Context window of the in-process llama.cpp teacher (PROVIDER_LOCAL).
