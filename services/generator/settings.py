@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -29,10 +31,10 @@ class GeneratorSettings(ServiceSettings):
     api_key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN
     # API teacher calls of a job with at least `teacher_processes_from_concurrency` calls in
     # flight run in this many processes beside the service's (started at the first such job and
-    # shared by later ones; 0: never; unset: one per core, at most 4, none on one core). One
-    # event loop spends about 2 ms of CPU on each SDK call, so at a few hundred calls a second
-    # it, not the teacher, sets the pace (benchmarks/RESULTS.md, generator_fanout). Limits and
-    # the cache stay here.
+    # shared by later ones; 0: never; unset: one per usable core (a container's CPU limit
+    # counts), at most 4, none on one core). One event loop spends about 2 ms of CPU on each SDK
+    # call, so at a few hundred calls a second it, not the teacher, sets the pace
+    # (benchmarks/RESULTS.md, generator_fanout). Limits and the cache stay here.
     teacher_processes: int | None = Field(default=None, ge=0)
     teacher_processes_from_concurrency: int = Field(default=32, ge=1)
     # Context window of the in-process llama.cpp teacher (PROVIDER_LOCAL).
@@ -46,5 +48,24 @@ class GeneratorSettings(ServiceSettings):
     def call_process_count(self) -> int:
         if self.teacher_processes is not None:
             return self.teacher_processes
-        cores = len(os.sched_getaffinity(0))
+        cores = usable_cores()
         return min(4, cores) if cores > 1 else 0  # on one core they only add work
+
+
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this process may use: its CPU affinity, capped by a container's CPU limit (cgroup
+    v2 `cpu.max`, or v1 `cpu/cpu.cfs_quota_us`), which the affinity does not show."""
+    cores = len(os.sched_getaffinity(0))
+    for quota_file, period_file in ((cgroup / "cpu.max", None),
+                                    (cgroup / "cpu" / "cpu.cfs_quota_us",
+                                     cgroup / "cpu" / "cpu.cfs_period_us")):
+        try:
+            fields = quota_file.read_text().split()
+            if period_file is not None:
+                fields.append(period_file.read_text().strip())
+            quota, period = fields[0], float(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if quota not in ("max", "-1"):
+            return max(1, min(cores, math.ceil(float(quota) / period)))
+    return cores
