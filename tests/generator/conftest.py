@@ -11,7 +11,7 @@ import pytest
 from distill.v1 import generator_pb2_grpc
 from services.common.server import start
 from services.common.storage import ArtifactStore
-from services.generator.server import build
+from services.generator.server import GeneratorService, build
 from services.generator.settings import GeneratorSettings
 from tests.fixtures.fake_provider import FakeProviderHandle, run_fake_provider
 from tests.fixtures.s3_server import s3_server  # noqa: F401 - re-exported as a pytest fixture
@@ -31,6 +31,7 @@ class Generator:
     stub: generator_pb2_grpc.GeneratorServiceStub
     store: ArtifactStore
     settings: GeneratorSettings
+    servicer: GeneratorService
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ async def generator_factory(tmp_path, monkeypatch) -> AsyncIterator:
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
         opened.append((running, channel))
         return Generator(generator_pb2_grpc.GeneratorServiceStub(channel),
-                         services[0].servicer.store, settings)
+                         services[0].servicer.store, settings, services[0].servicer)
 
     yield launch
     for running, channel in opened:

@@ -256,3 +256,25 @@ async def test_cancelling_the_stream_stops_teacher_calls(generator, fake):
     settled = fake.stats()["received"]
     await asyncio.sleep(0.5)
     assert fake.stats()["received"] == settled < 20
+
+
+async def test_wide_jobs_call_the_teacher_from_call_processes_narrow_ones_from_the_service(
+        generator_factory, fake):
+    generator = await generator_factory(teacher_processes=2,
+                                        teacher_processes_from_concurrency=8)
+    processes = generator.servicer.call_processes
+    narrow = await run(generator, request(fake, count=6, n=2, concurrency=7, job_id="narrow"))
+    assert narrow[-1].summary.candidate_count == 12
+    assert processes._slots == [None, None]  # none started for a job under the threshold
+
+    wide = await run(generator, request(fake, count=6, n=2, concurrency=8, job_id="wide",
+                                        prompts=inline(6, "other")))
+    # one call per prompt: `n` works through the call processes too
+    assert wide[-1].summary.candidate_count == 12 and wide[-1].summary.usage.requests == 6
+    assert all(p is not None and p.alive for p in processes._slots)
+    groups = read_candidates(generator.store, wide[-1].summary.candidates)
+    assert [len(g.candidates) for g in groups] == [2] * 6
+
+    rerun = await run(generator, request(fake, count=6, n=2, concurrency=8, job_id="wide-again",
+                                         prompts=inline(6, "other")))
+    assert rerun[-1].summary.usage.cached_requests == 12  # the cache is the service's
