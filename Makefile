@@ -64,8 +64,9 @@ lint: setup check-deploy
 check-deploy: setup
 	$(PY) deploy/validate/check.py
 
+# The slowest tests are listed at the end, so that a slower CI run shows where the time went.
 test: setup check-protos lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
 
 # Without the slow (real-model) tests, for quick iteration.
 test-fast: setup
