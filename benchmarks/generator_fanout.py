@@ -94,8 +94,7 @@ def median_run(runs: list[dict]) -> dict:
 
 def call_processes_cpu(processes: CallProcesses | None) -> float:
     """CPU seconds the running call processes have used so far."""
-    slots = processes._slots if processes is not None else []
-    return sum(cpu_seconds(p.proc.pid) for p in slots if p is not None and p.alive)
+    return sum(cpu_seconds(pid) for pid in (processes.pids() if processes is not None else []))
 
 
 async def ceilings(store: LocalStore, fake: FakeProviderHandle, requests: int,

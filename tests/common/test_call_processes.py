@@ -65,10 +65,6 @@ def teacher(fake, processes, wire="openai", key_env=KEY_ENV) -> RemoteProvider:
     return provider
 
 
-def worker_pids(processes: CallProcesses) -> list[int]:
-    return [p.proc.pid for p in processes._slots if p is not None and p.alive]
-
-
 async def test_calls_run_in_the_processes_and_answer_as_in_process(fake, processes):
     provider = teacher(fake, processes)
     completions = await asyncio.gather(*(
@@ -76,7 +72,7 @@ async def test_calls_run_in_the_processes_and_answer_as_in_process(fake, process
         for i in range(20)))
     assert all(len(c.choices) == 2 and c.output_tokens > 0 for c in completions)
     assert fake.stats()["completed"] == 20
-    pids = worker_pids(processes)
+    pids = processes.pids()
     assert len(set(pids)) == 2 and os.getpid() not in pids
     # the calls were spread: each process was sent the provider (at its first call)
     assert all(provider._id in p.opened for p in processes._slots)
@@ -130,16 +126,16 @@ async def test_a_killed_process_costs_its_calls_a_retry_and_is_started_again(
                          cache=TeacherCache(open_store(f"file://{tmp_path}")))
     job = asyncio.create_task(client.samples(HI, range(8), SamplingParams(0.8, 8)))
     await asyncio.sleep(0.5)  # all 8 calls in flight
-    victim = worker_pids(processes)[0]
+    victim = processes.pids()[0]
     os.kill(victim, signal.SIGKILL)
     samples = await asyncio.wait_for(job, 10)
     assert len(samples) == 8 and client.stats.retries >= 1
-    assert victim not in worker_pids(processes) and len(worker_pids(processes)) == 2
+    assert victim not in processes.pids() and len(processes.pids()) == 2
 
     with pytest.raises(RetryableProviderError, match=r"ended \(exit code -9\)"):
         call = asyncio.create_task(provider.complete(CompletionRequest(HI, max_tokens=8)))
         await asyncio.sleep(0.3)
-        for pid in worker_pids(processes):
+        for pid in processes.pids():
             os.kill(pid, signal.SIGKILL)
         await call
 
@@ -157,7 +153,7 @@ async def test_a_cancelled_call_leaves_nothing_waiting_and_the_process_serving(
     assert all(not p.pending for p in processes._slots if p is not None)
     await asyncio.sleep(0.5)  # when the dropped call would have answered
     reply = await provider.complete(CompletionRequest(HI, max_tokens=8))
-    assert reply.choices and len(worker_pids(processes)) == 2
+    assert reply.choices and len(processes.pids()) == 2
 
 
 async def test_close_ends_the_processes(fake):

@@ -265,13 +265,13 @@ async def test_wide_jobs_call_the_teacher_from_call_processes_narrow_ones_from_t
     processes = generator.servicer.call_processes
     narrow = await run(generator, request(fake, count=6, n=2, concurrency=7, job_id="narrow"))
     assert narrow[-1].summary.candidate_count == 12
-    assert processes._slots == [None, None]  # none started for a job under the threshold
+    assert processes.pids() == []  # none started for a job under the threshold
 
     wide = await run(generator, request(fake, count=6, n=2, concurrency=8, job_id="wide",
                                         prompts=inline(6, "other")))
     # one call per prompt: `n` works through the call processes too
     assert wide[-1].summary.candidate_count == 12 and wide[-1].summary.usage.requests == 6
-    assert all(p is not None and p.alive for p in processes._slots)
+    assert len(processes.pids()) == 2
     groups = read_candidates(generator.store, wide[-1].summary.candidates)
     assert [len(g.candidates) for g in groups] == [2] * 6
 

@@ -70,6 +70,10 @@ class CallProcesses:
         self._ids = itertools.count()
         self._readers: set[asyncio.Task] = set()
 
+    def pids(self) -> list[int]:
+        """Process ids of the call processes running now."""
+        return [p.proc.pid for p in self._slots if p is not None and p.alive]
+
     def provider(self, config: Any, api_key: str, *, openai_n: str = "auto") -> RemoteProvider:
         provider_id = next(self._ids)
         self._providers[provider_id] = ("open", provider_id, config, api_key, openai_n)
