@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import aiohttp
 
 from benchmarks.result import emit
 from distill.v1 import common_pb2, generator_pb2
+from services.common.heap import freeze_startup_objects
 from services.common.providers import CompletionRequest, Message, open_provider
 from services.common.providers.call_processes import CallProcesses
 from services.common.storage import LocalStore
@@ -69,23 +71,48 @@ def job_request(fake: FakeProviderHandle, count: int, prefix: str, concurrency: 
         limits=common_pb2.RateLimits(max_concurrency=concurrency, requests_per_minute=rpm))
 
 
+class CollectorPauses:
+    """The cyclic garbage collector's pauses in this process while in use (every call in
+    flight waits them out)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+
+    def __enter__(self) -> CollectorPauses:
+        gc.callbacks.append(self._track)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._track)
+
+    def _track(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._started)
+
+
 async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest,
                   processes: CallProcesses | None) -> dict:
     """One generation exactly as the servicer runs it (with its call processes, or with none);
-    returns wall time, the summary and CPU seconds of this process and of the call processes."""
+    returns wall time, the summary, CPU seconds of this process and of the call processes, and
+    this process's collector pauses."""
     job = plan(request, store, max_concurrency=1024)
     client = teacher_client(job, GeneratorSettings(), store, processes)
     started, cpu_started = time.perf_counter(), time.process_time()
     helpers_cpu = call_processes_cpu(processes)
     try:
-        async for event in Generation(job, client, store).events():
-            if event.WhichOneof("event") == "summary":
-                summary = event.summary
+        with CollectorPauses() as collector:
+            async for event in Generation(job, client, store).events():
+                if event.WhichOneof("event") == "summary":
+                    summary = event.summary
     finally:
         await client.aclose()
     return {"elapsed": time.perf_counter() - started, "summary": summary,
             "retries": client.stats.retries, "cpu": time.process_time() - cpu_started,
-            "helpers_cpu": call_processes_cpu(processes) - helpers_cpu}
+            "helpers_cpu": call_processes_cpu(processes) - helpers_cpu,
+            "gc_pauses": collector.pauses}
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -168,6 +195,7 @@ async def main(args: argparse.Namespace) -> None:
             # imports, connections; the call processes started
             await run_job(store, job_request(fake, 64, "warmup", 64), processes)
             await run_job(store, job_request(fake, 64, "warmup-1", 64), None)
+            freeze_startup_objects()  # as a service process does once it serves
 
             # (a) fan-out, as the service runs it and with every call in this process, in
             # alternating rounds (the machine's state drifts between runs); medians reported
@@ -200,6 +228,9 @@ async def main(args: argparse.Namespace) -> None:
                 "a_one_process_ratio": one["ratio"],
                 "a_one_process_ratios": [run["ratio"] for run in runs["one"]],
                 "a_one_process_cpu_ms_per_request": round(one["cpu"] / args.requests * 1000, 2),
+                # this process's collector pauses in that run, all and the longest
+                "a_gc_pause_ms_total": round(sum(a["gc_pauses"]) * 1000, 1),
+                "a_gc_pause_ms_max": round(max(a["gc_pauses"], default=0) * 1000, 1),
                 "a_call_processes_cpu_ms_per_request": round(
                     a["helpers_cpu"] / args.requests * 1000, 2),
                 # this process's CPU per call (SDK, limiter, cache write, protobuf): at x ms

@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from services.common.heap import freeze_startup_objects
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import MetricsServer
 from services.common.settings import ServiceSettings
@@ -143,6 +144,7 @@ async def serve(settings: ServiceSettings,
     """Builds the services inside the event loop, serves until SIGTERM or SIGINT, then shuts
     down gracefully."""
     running = await start(settings, build(settings))
+    freeze_startup_objects()
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -26,6 +26,7 @@ import sys
 from typing import Any
 
 from services.common import errors
+from services.common.heap import freeze_startup_objects
 from services.common.providers.call_processes import frame, read_frame
 
 
@@ -47,6 +48,7 @@ class _Worker:
         self.providers: dict[int, Any] = {}
         self.calls: dict[int, asyncio.Task] = {}
         self.closing: set[asyncio.Task] = set()
+        self.frozen = False
 
     def handle(self, message: tuple) -> None:
         kind = message[0]
@@ -58,6 +60,9 @@ class _Worker:
                 self.providers[provider_id] = build_provider(config, api_key, openai_n=openai_n)
             except Exception as exc:  # noqa: BLE001 - every call to it answers with this
                 self.providers[provider_id] = exc
+            if not self.frozen:  # the first open: the SDK is imported now, no call runs yet
+                freeze_startup_objects()
+                self.frozen = True
         elif kind == "call":
             _, call_id, provider_id, request = message
             task = asyncio.create_task(self._call(call_id, provider_id, request))
