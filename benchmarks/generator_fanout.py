@@ -18,7 +18,10 @@ Beside (a), two ceilings on the same machine at the same concurrency: the OpenAI
 POSTs. They show how much of the gap to the ideal is the machine and the SDK, and how much is
 the generator. `store_file_create_us` is what creating one small file in the store's folder cost
 just before (a): on ext4 it rises far above its usual ~60 us for a while after many files were
-deleted, and each cache entry creates two.
+deleted, and each cache entry creates two. `a_call_latency_*` is a provider call's time in (a) as
+the job saw it (request sent to answer back; the server waits a fixed `--latency`), beside the same
+for the provider alone; `a_gc_pause_*` is the garbage collector's pauses in this process during (a),
+after startup's objects were frozen as a service freezes them (services/common/heap.py).
 """
 
 from __future__ import annotations
@@ -96,23 +99,34 @@ class CollectorPauses:
 async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest,
                   processes: CallProcesses | None) -> dict:
     """One generation exactly as the servicer runs it (with its call processes, or with none);
-    returns wall time, the summary, CPU seconds of this process and of the call processes, and
-    this process's collector pauses."""
+    returns wall time, the summary, CPU seconds of this process and of the call processes, this
+    process's collector pauses and each provider call's latency as the job saw it."""
     job = plan(request, store, max_concurrency=1024)
     client = teacher_client(job, GeneratorSettings(), store, processes)
     started, cpu_started = time.perf_counter(), time.process_time()
     helpers_cpu = call_processes_cpu(processes)
+    latencies: list[float] = []
     try:
         with CollectorPauses() as collector:
             async for event in Generation(job, client, store).events():
-                if event.WhichOneof("event") == "summary":
+                kind = event.WhichOneof("event")
+                if kind == "group":
+                    latencies += [c.latency_seconds for c in event.group.candidates
+                                  if not c.cached]
+                elif kind == "summary":
                     summary = event.summary
     finally:
         await client.aclose()
     return {"elapsed": time.perf_counter() - started, "summary": summary,
             "retries": client.stats.retries, "cpu": time.process_time() - cpu_started,
             "helpers_cpu": call_processes_cpu(processes) - helpers_cpu,
-            "gc_pauses": collector.pauses}
+            "gc_pauses": collector.pauses, "latencies": latencies}
+
+
+def percentiles_ms(name: str, seconds: list[float]) -> dict:
+    ordered = sorted(seconds)
+    return {f"{name}_{label}_ms": round(ordered[int(q * (len(ordered) - 1))] * 1000, 1)
+            for label, q in (("p50", 0.5), ("p95", 0.95))}
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -144,8 +158,12 @@ async def ceilings(store: LocalStore, fake: FakeProviderHandle, requests: int,
         await asyncio.gather(*(one(i) for i in range(requests)))
         return round(requests / (time.perf_counter() - started) / ideal, 3)
 
+    latencies: list[float] = []
+
     async def via_provider(i: int) -> None:
+        started = time.perf_counter()
         await provider.complete(CompletionRequest((Message("user", f"ceiling {i}"),), 0.8, 64))
+        latencies.append(time.perf_counter() - started)
 
     try:
         sdk = await timed(via_provider)
@@ -159,7 +177,8 @@ async def ceilings(store: LocalStore, fake: FakeProviderHandle, requests: int,
                 await response.json()
 
         http = await timed(bare)
-    return {"a_ceiling_provider_only_ratio": sdk, "a_ceiling_bare_http_ratio": http}
+    return {"a_ceiling_provider_only_ratio": sdk, "a_ceiling_bare_http_ratio": http,
+            **percentiles_ms("a_ceiling_provider_only_latency", latencies[concurrency:])}
 
 
 def file_create_us(folder: str, count: int = 200) -> float:
@@ -228,6 +247,9 @@ async def main(args: argparse.Namespace) -> None:
                 "a_one_process_ratio": one["ratio"],
                 "a_one_process_ratios": [run["ratio"] for run in runs["one"]],
                 "a_one_process_cpu_ms_per_request": round(one["cpu"] / args.requests * 1000, 2),
+                # a provider call's time (request sent to answer back, in this process) over
+                # that run, against the server's fixed latency
+                **percentiles_ms("a_call_latency", a["latencies"]),
                 # this process's collector pauses in that run, all and the longest
                 "a_gc_pause_ms_total": round(sum(a["gc_pauses"]) * 1000, 1),
                 "a_gc_pause_ms_max": round(max(a["gc_pauses"], default=0) * 1000, 1),
