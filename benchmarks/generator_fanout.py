@@ -38,6 +38,7 @@ from pathlib import Path
 
 import aiohttp
 
+from benchmarks.cpu import cpu_seconds
 from benchmarks.result import emit
 from distill.v1 import common_pb2, generator_pb2
 from services.common.heap import freeze_startup_objects
@@ -194,12 +195,6 @@ def file_create_us(folder: str, count: int = 200) -> float:
         path.unlink()
     probe.rmdir()
     return round(elapsed / count * 1e6, 1)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of another process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def main(args: argparse.Namespace) -> None:

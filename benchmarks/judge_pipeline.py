@@ -32,6 +32,7 @@ from pathlib import Path
 
 import grpc
 
+from benchmarks.cpu import cpu_seconds
 from benchmarks.generator_fanout import start_fake
 from benchmarks.result import emit
 from distill.local_suite import ServiceProcess, free_port, start_service, stop_process
@@ -49,15 +50,6 @@ REPLIES = [
                 "rationale": "ok"})
     for c, i, k in ((8, 8, 8), (6, 7, 9), (9, 5, 4), (3, 4, 6))
 ]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU of a process so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
 
 def model(fake: FakeProviderHandle, max_tokens: int) -> common_pb2.ModelSpec:
     return common_pb2.ModelSpec(provider=common_pb2.PROVIDER_OPENAI, model="gpt-4o-mini",
