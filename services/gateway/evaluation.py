@@ -172,17 +172,18 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
         common_pb2.Candidate(prompt_id=pid, sample_index=i, text=answers[pid][m].text)
         for i, m in enumerate(MODELS)]) for pid in order]
     pass_at = _pass_threshold(config)
-    judged: set[str] = set()  # (a judge stream run again after a loss sends groups again)
+    judged = 0
 
     async def on_judged(group: judge_pb2.JudgedGroup) -> None:
-        judged.add(group.prompt_id)
+        nonlocal judged
+        judged += 1
         add_usage(outcome.judge_usage, group.usage)
         for scored in group.candidates:
             answer = answers[group.prompt_id][MODELS[scored.sample_index]]
             if scored.HasField("score"):
                 answer.score = scored.score
                 answer.passed = None if pass_at is None else scored.score >= pass_at
-        await on_progress("judging the answers", len(judged), len(groups))
+        await on_progress("judging the answers", judged, len(groups))
 
     await on_progress("judging the answers", 0, len(groups))
     await stages.judge(clients, config, groups, on_judged)

@@ -369,19 +369,26 @@ async def judge(clients: StageClients, config: judge_pb2.JudgeConfig,
                 groups: list[common_pb2.CandidateGroup],
                 on_judged: Callable[[judge_pb2.JudgedGroup], Awaitable[None]]
                 ) -> judge_pb2.JudgeSummary:
-    """Scores a fixed set of groups in one Judge stream (run again if it is lost; a group
-    judged before the loss is judged again, from the judge's cache)."""
+    """Scores a fixed set of groups in one Judge stream (run again if it is lost). `on_judged`
+    sees each group once: a group judged before a loss comes again from the judge's cache, and
+    its first delivery is the one that carries what its judge calls paid."""
+    seen: set[str] = set()
 
     async def requests():
         yield judge_pb2.JudgeRequest(config=config)
         for group in groups:
             yield judge_pb2.JudgeRequest(group=group)
 
+    async def first_time(event: judge_pb2.JudgeResponse) -> None:
+        if event.group.prompt_id not in seen:
+            seen.add(event.group.prompt_id)
+            await on_judged(event.group)
+
     async def once() -> judge_pb2.JudgeSummary:
         return await _until_final(
             clients, "judge",
             lambda: clients.judge.Judge(requests(), metadata=clients.metadata),
-            "summary", lambda event: on_judged(event.group))
+            "summary", first_time)
 
     return await again_if_lost(clients, "judge", once)
 

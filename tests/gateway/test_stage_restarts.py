@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from distill.local_suite import free_port
-from distill.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from distill.v1 import common_pb2, generator_pb2, generator_pb2_grpc, judge_pb2, judge_pb2_grpc
 from services.common import errors
 from services.common.server import Service, start
 from services.common.settings import ServiceSettings
@@ -42,15 +42,40 @@ class Generator(generator_pb2_grpc.GeneratorServiceServicer):
                                    cost_usd=sum(cost for _, cost in self.groups))))
 
 
+class Judge(judge_pb2_grpc.JudgeServiceServicer):
+    """One judged group per group sent, its judge calls costing `costs[prompt id]`; after the
+    first, hangs if `hang` (until the test stops its server); then a summary."""
+
+    def __init__(self, costs: dict[str, float], *, hang: bool = False):
+        self.costs, self.hang, self.calls = costs, hang, 0
+        self.delivered = asyncio.Event()
+
+    async def Judge(self, request_iterator, context):  # noqa: N802
+        self.calls += 1
+        async for request in request_iterator:
+            if not request.HasField("group"):
+                continue
+            prompt_id = request.group.prompt.id
+            cost = self.costs[prompt_id]
+            yield judge_pb2.JudgeResponse(group=judge_pb2.JudgedGroup(
+                prompt_id=prompt_id, usage=common_pb2.Usage(
+                    requests=1, cached_requests=0 if cost else 1, cost_usd=cost)))
+            self.delivered.set()
+            if self.hang:
+                await asyncio.sleep(60)
+        yield judge_pb2.JudgeResponse(summary=judge_pb2.JudgeSummary())
+
+
 async def _serve(servicer, port: int):
+    modules = (judge_pb2, judge_pb2_grpc) if isinstance(servicer, Judge) else \
+        (generator_pb2, generator_pb2_grpc)
     return await start(ServiceSettings(port=port, metrics_port=0, grace_seconds=0),
-                       [Service.of(generator_pb2, generator_pb2_grpc, servicer)])
+                       [Service.of(*modules, servicer)])
 
 
-def _clients(port: int, **kw) -> stages.StageClients:
-    address = f"127.0.0.1:{port}"
-    return stages.StageClients.connect(address, "127.0.0.1:9", "127.0.0.1:9", "127.0.0.1:9",
-                                       idle_seconds=30, **kw)
+def _clients(port: int, judge_port: int = 9, **kw) -> stages.StageClients:
+    return stages.StageClients.connect(f"127.0.0.1:{port}", f"127.0.0.1:{judge_port}",
+                                       "127.0.0.1:9", "127.0.0.1:9", idle_seconds=30, **kw)
 
 
 async def _no_progress(progress) -> None:
@@ -75,6 +100,35 @@ async def test_a_generator_restarted_mid_stream_is_waited_for_and_run_again():
         assert (first.calls, second.calls) == (1, 1)
         # What the lost attempt paid for stays counted, once.
         assert summary.usage.cost_usd == pytest.approx(0.7) and summary.usage.requests == 2
+    finally:
+        await clients.close()
+        await server.stop()
+
+
+async def test_a_judge_stream_run_again_reports_each_group_once_with_what_it_paid():
+    port = free_port()
+    # p1 is judged (paid) before the restart; run again, the judge sends p1 again from its
+    # cache (free), then p2.
+    first, second = Judge({"p1": 0.3}, hang=True), Judge({"p1": 0.0, "p2": 0.1})
+    server = await _serve(first, port)
+    clients = _clients(9, judge_port=port, connect_seconds=10)
+    seen: list[judge_pb2.JudgedGroup] = []
+
+    async def on_judged(group: judge_pb2.JudgedGroup) -> None:
+        seen.append(group)
+
+    groups = [common_pb2.CandidateGroup(prompt=common_pb2.Prompt(id=p)) for p in ("p1", "p2")]
+    try:
+        running = asyncio.create_task(
+            stages.judge(clients, judge_pb2.JudgeConfig(), groups, on_judged))
+        await asyncio.wait_for(first.delivered.wait(), 10)
+        await server.stop()  # the stream breaks in transport
+        server = await _serve(second, port)
+        await asyncio.wait_for(running, 20)
+        assert (first.calls, second.calls) == (1, 1)
+        assert [g.prompt_id for g in seen] == ["p1", "p2"]
+        assert sum(g.usage.requests for g in seen) == 2
+        assert sum(g.usage.cost_usd for g in seen) == pytest.approx(0.4)
     finally:
         await clients.close()
         await server.stop()
