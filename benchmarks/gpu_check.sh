@@ -31,8 +31,10 @@ WHEELS=(
   "typeguard" "cut-cross-entropy" "msgspec" "hf-transfer" "torchao" "bitsandbytes==0.50.2"
   # The generator fan-out benchmark: the teacher SDK, and the gRPC/protobuf versions the
   # generated code in distill/v1 asks for (the image's may be older).
-  "openai==3.57.0" "httpx2==2.16.2" "jiter==0.19.0" "sniffio==1.3.1"
-  "grpcio==1.85.1" "protobuf==7.36.2"
+  "openai==3.57.0" "httpx2==2.16.2" "httpcore2==2.16.2" "truststore==0.10.5" "jiter==0.19.0"
+  "sniffio==1.3.1" "grpcio==1.85.1" "protobuf==7.36.2"
+  # minio's argon2 bindings load cffi's backend, which the image lacks.
+  "cffi==2.1.1" "pycparser==3.12"
 )
 
 prepare() {
