@@ -20,8 +20,10 @@ the generator. `store_file_create_us` is what creating one small file in the sto
 just before (a): on ext4 it rises far above its usual ~60 us for a while after many files were
 deleted, and each cache entry creates two. `a_call_latency_*` is a provider call's time in (a) as
 the job saw it (request sent to answer back; the server waits a fixed `--latency`), beside the same
-for the provider alone; `a_gc_pause_*` is the garbage collector's pauses in this process during (a),
-after startup's objects were frozen as a service freezes them (services/common/heap.py).
+for the provider alone: over all calls, the first wave (all leave at once and queue for the CPU)
+and the calls started after 5 latencies (spread out); `a_gc_pause_*` is the garbage collector's
+pauses in this process during (a), after startup's objects were frozen as a service freezes them
+(services/common/heap.py).
 """
 
 from __future__ import annotations
@@ -101,19 +103,22 @@ async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest,
                   processes: CallProcesses | None) -> dict:
     """One generation exactly as the servicer runs it (with its call processes, or with none);
     returns wall time, the summary, CPU seconds of this process and of the call processes, this
-    process's collector pauses and each provider call's latency as the job saw it."""
+    process's collector pauses and each provider call as the job saw it: (seconds from the
+    job's start to the call's, its latency). The start is the group's arrival less the call's
+    latency, a little late by the cache write between them."""
     job = plan(request, store, max_concurrency=1024)
     client = teacher_client(job, GeneratorSettings(), store, processes)
     started, cpu_started = time.perf_counter(), time.process_time()
     helpers_cpu = call_processes_cpu(processes)
-    latencies: list[float] = []
+    calls: list[tuple[float, float]] = []
     try:
         with CollectorPauses() as collector:
             async for event in Generation(job, client, store).events():
                 kind = event.WhichOneof("event")
                 if kind == "group":
-                    latencies += [c.latency_seconds for c in event.group.candidates
-                                  if not c.cached]
+                    now = time.perf_counter() - started
+                    calls += [(now - c.latency_seconds, c.latency_seconds)
+                              for c in event.group.candidates if not c.cached]
                 elif kind == "summary":
                     summary = event.summary
     finally:
@@ -121,13 +126,23 @@ async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest,
     return {"elapsed": time.perf_counter() - started, "summary": summary,
             "retries": client.stats.retries, "cpu": time.process_time() - cpu_started,
             "helpers_cpu": call_processes_cpu(processes) - helpers_cpu,
-            "gc_pauses": collector.pauses, "latencies": latencies}
+            "gc_pauses": collector.pauses, "call_times": calls}
 
 
 def percentiles_ms(name: str, seconds: list[float]) -> dict:
     ordered = sorted(seconds)
     return {f"{name}_{label}_ms": round(ordered[int(q * (len(ordered) - 1))] * 1000, 1)
-            for label, q in (("p50", 0.5), ("p95", 0.95))}
+            for label, q in (("p50", 0.5), ("p95", 0.95)) if ordered}
+
+
+def call_latency_figures(name: str, calls: list[tuple[float, float]], latency: float) -> dict:
+    """Percentiles of all calls, of the first wave (calls started before one server latency
+    had passed: they all left at once) and of the calls started after five (spread out)."""
+    return {
+        **percentiles_ms(name, [took for _, took in calls]),
+        **percentiles_ms(f"{name}_first_wave", [took for start, took in calls if start < latency]),
+        **percentiles_ms(f"{name}_steady", [took for start, took in calls if start >= 5 * latency]),
+    }
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -147,7 +162,10 @@ async def ceilings(store: LocalStore, fake: FakeProviderHandle, requests: int,
     url = fake.openai_base_url.rstrip("/") + "/chat/completions"
     ideal = concurrency / latency
 
+    measured_from = 0.0
+
     async def timed(call) -> float:
+        nonlocal measured_from
         gate = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
@@ -155,16 +173,16 @@ async def ceilings(store: LocalStore, fake: FakeProviderHandle, requests: int,
                 await call(i)
 
         await asyncio.gather(*(one(i) for i in range(concurrency)))  # connections
-        started = time.perf_counter()
+        measured_from = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(requests)))
-        return round(requests / (time.perf_counter() - started) / ideal, 3)
+        return round(requests / (time.perf_counter() - measured_from) / ideal, 3)
 
-    latencies: list[float] = []
+    call_times: list[tuple[float, float]] = []  # (start, latency) as in run_job
 
     async def via_provider(i: int) -> None:
         started = time.perf_counter()
         await provider.complete(CompletionRequest((Message("user", f"ceiling {i}"),), 0.8, 64))
-        latencies.append(time.perf_counter() - started)
+        call_times.append((started - measured_from, time.perf_counter() - started))
 
     try:
         sdk = await timed(via_provider)
@@ -179,7 +197,8 @@ async def ceilings(store: LocalStore, fake: FakeProviderHandle, requests: int,
 
         http = await timed(bare)
     return {"a_ceiling_provider_only_ratio": sdk, "a_ceiling_bare_http_ratio": http,
-            **percentiles_ms("a_ceiling_provider_only_latency", latencies[concurrency:])}
+            **call_latency_figures("a_ceiling_provider_only_latency",
+                                   call_times[concurrency:], latency)}
 
 
 def file_create_us(folder: str, count: int = 200) -> float:
@@ -244,7 +263,7 @@ async def main(args: argparse.Namespace) -> None:
                 "a_one_process_cpu_ms_per_request": round(one["cpu"] / args.requests * 1000, 2),
                 # a provider call's time (request sent to answer back, in this process) over
                 # that run, against the server's fixed latency
-                **percentiles_ms("a_call_latency", a["latencies"]),
+                **call_latency_figures("a_call_latency", a["call_times"], args.latency),
                 # this process's collector pauses in that run, all and the longest
                 "a_gc_pause_ms_total": round(sum(a["gc_pauses"]) * 1000, 1),
                 "a_gc_pause_ms_max": round(max(a["gc_pauses"], default=0) * 1000, 1),
