@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -32,7 +33,7 @@ from services.common.providers import (
     SamplingParams,
     resolve_model_spec,
 )
-from services.common.storage import ArtifactStore
+from services.common.storage import ArtifactStore, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -187,31 +188,26 @@ class Generation:
             asyncio.create_task(self._worker(pending, finished))
             for _ in range(min(2 * self.plan.limits.max_concurrency, total))
         ]
-        lines: dict[int, bytes] = {}
         last_progress = time.monotonic()
-        try:
-            while self.done < total:
-                item = await finished.get()
-                if isinstance(item, BaseException):
-                    raise item
-                position, group = item
-                self.done += 1
-                lines[position] = _jsonl_line(group)
-                yield generator_pb2.GenerateResponse(group=group)
-                if time.monotonic() - last_progress >= self.progress_interval:
-                    last_progress = time.monotonic()
-                    yield self._progress()
-        finally:
-            for worker in workers:
-                worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*workers, return_exceptions=True)
-        ref = await asyncio.to_thread(
-            self.store.put_bytes,
-            self.plan.candidates_key,
-            b"".join(lines[i] for i in range(total)),
-            media_type="application/jsonl",
-        )
+        with _CandidatesSpool() as spool:
+            try:
+                while self.done < total:
+                    item = await finished.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    position, group = item
+                    self.done += 1
+                    spool.add(position, _jsonl_line(group))
+                    yield generator_pb2.GenerateResponse(group=group)
+                    if time.monotonic() - last_progress >= self.progress_interval:
+                        last_progress = time.monotonic()
+                        yield self._progress()
+            finally:
+                for worker in workers:
+                    worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.gather(*workers, return_exceptions=True)
+            ref = await asyncio.to_thread(spool.upload, self.store, self.plan.candidates_key)
         yield self._progress()
         log.info("generation finished", extra={
             "job_id": self.plan.job_id, "requests": self.client.stats.requests,
@@ -274,6 +270,39 @@ class Generation:
             retries=self.client.stats.retries,
             rate_limited=self.client.stats.rate_limited,
         ))
+
+
+class _CandidatesSpool:
+    """The candidates artifact's lines on local disk as groups finish (in any order), uploaded
+    in dataset order at the end. A job's candidates can outgrow the service's memory (a 1 GiB
+    dataset, up to 16 samples a prompt), so they are not held until then."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+        self._spans: dict[int, tuple[int, int]] = {}  # position -> (offset, length)
+        self._size = 0
+
+    def __enter__(self) -> _CandidatesSpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def add(self, position: int, line: bytes) -> None:
+        self._spans[position] = (self._size, len(line))
+        self._file.write(line)
+        self._size += len(line)
+
+    def upload(self, store: ArtifactStore, key: str) -> StoredObject:
+        """Blocking: every line in position order into one file, then that file to the store."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder, CANDIDATES_FILE)
+            with path.open("wb") as ordered:
+                for position in range(len(self._spans)):
+                    offset, length = self._spans[position]
+                    self._file.seek(offset)
+                    ordered.write(self._file.read(length))
+            return store.put_file(key, path, media_type="application/jsonl")
 
 
 def _jsonl_line(group: common_pb2.CandidateGroup) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 import uuid
 
 import grpc
@@ -89,6 +90,36 @@ async def test_stream_groups_progress_summary_and_artifact(generator, fake):
     stored = read_candidates(generator.store, ref)
     assert [g.prompt.id for g in stored] == [f"p{i}" for i in range(12)]  # dataset order
     assert {g.prompt.id: g for g in stored} == {g.prompt.id: g for g in groups}
+
+
+
+async def test_candidates_are_spooled_to_disk_and_stored_in_dataset_order(generator, fake):
+    """A job's candidates can outgrow the service's memory: they go to a local spool as groups
+    finish and are uploaded in dataset order, not held until the end."""
+    fake.configure(replies=["x" * 50_000])
+    await run(generator, request(fake, count=2, n=4, job_id="warm-up"))  # the SDK's lazy imports
+    fake.push_faults({"kind": "slow", "seconds": 0.5})  # one early call finishes last
+    streamed: list[str] = []
+    held: list[int] = []  # memory allocated since the start, at each group streamed
+    tracemalloc.start()
+    try:
+        async for event in generator.stub.Generate(
+                request(fake, count=200, n=4, concurrency=8, job_id="big"), timeout=120):
+            if event.WhichOneof("event") == "group":
+                streamed.append(event.group.prompt.id)  # the events themselves are dropped
+                held.append(tracemalloc.get_traced_memory()[0])
+            elif event.WhichOneof("event") == "summary":
+                ref = event.summary.candidates
+    finally:
+        tracemalloc.stop()
+    dataset_order = [f"p{i}" for i in range(200)]
+    assert streamed != dataset_order and sorted(streamed) == sorted(dataset_order)
+    assert ref.size_bytes > 40_000_000
+    # Kept in memory, the lines would make this grow to the artifact's size by the last group.
+    assert max(held) < ref.size_bytes / 4, (max(held), ref.size_bytes)
+    stored = read_candidates(generator.store, ref)
+    assert [g.prompt.id for g in stored] == dataset_order
+    assert all(len(c.text) == 50_000 for g in stored for c in g.candidates)
 
 
 async def test_rerun_makes_zero_provider_calls(generator, fake):
