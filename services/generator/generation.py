@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -33,7 +32,8 @@ from services.common.providers import (
     SamplingParams,
     resolve_model_spec,
 )
-from services.common.storage import ArtifactStore, StoredObject
+from services.common.storage import ArtifactStore
+from services.common.storage.spool import LineSpool
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,8 @@ class Generation:
             for _ in range(min(2 * self.plan.limits.max_concurrency, total))
         ]
         last_progress = time.monotonic()
-        with _CandidatesSpool() as spool:
+        # The lines go to disk as groups finish, stored in dataset order at the end.
+        with LineSpool() as spool:
             try:
                 while self.done < total:
                     item = await finished.get()
@@ -207,7 +208,7 @@ class Generation:
                     worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.gather(*workers, return_exceptions=True)
-            ref = await asyncio.to_thread(spool.upload, self.store, self.plan.candidates_key)
+            ref = await asyncio.to_thread(spool.store, self.store, self.plan.candidates_key)
         yield self._progress()
         log.info("generation finished", extra={
             "job_id": self.plan.job_id, "requests": self.client.stats.requests,
@@ -270,39 +271,6 @@ class Generation:
             retries=self.client.stats.retries,
             rate_limited=self.client.stats.rate_limited,
         ))
-
-
-class _CandidatesSpool:
-    """The candidates artifact's lines on local disk as groups finish (in any order), uploaded
-    in dataset order at the end. A job's candidates can outgrow the service's memory (a 1 GiB
-    dataset, up to 16 samples a prompt), so they are not held until then."""
-
-    def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile()
-        self._spans: dict[int, tuple[int, int]] = {}  # position -> (offset, length)
-        self._size = 0
-
-    def __enter__(self) -> _CandidatesSpool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
-
-    def add(self, position: int, line: bytes) -> None:
-        self._spans[position] = (self._size, len(line))
-        self._file.write(line)
-        self._size += len(line)
-
-    def upload(self, store: ArtifactStore, key: str) -> StoredObject:
-        """Blocking: every line in position order into one file, then that file to the store."""
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder, CANDIDATES_FILE)
-            with path.open("wb") as ordered:
-                for position in range(len(self._spans)):
-                    offset, length = self._spans[position]
-                    self._file.seek(offset)
-                    ordered.write(self._file.read(length))
-            return store.put_file(key, path, media_type="application/jsonl")
 
 
 def _jsonl_line(group: common_pb2.CandidateGroup) -> bytes:

@@ -73,6 +73,7 @@ class JudgeService(judge_pb2_grpc.JudgeServiceServicer):
                 with contextlib.suppress(Exception):
                     await asyncio.shield(writing)
                 await asyncio.to_thread(session.discard)
+            session.close()
 
     async def _judge_all(self, requests: AsyncIterator[judge_pb2.JudgeRequest],
                          session: JudgeSession, results: asyncio.Queue) -> None:

@@ -12,6 +12,7 @@ from google.protobuf import json_format
 from distill.v1 import common_pb2, judge_pb2
 from services.common.errors import InvalidArgument
 from services.common.storage import ArtifactStore
+from services.common.storage.spool import LineSpool
 from services.common.usage import add_usage
 from services.judge.composite import Judge
 from services.judge.scores import MAX_SCORE, Score
@@ -92,7 +93,7 @@ class JudgeSession:
         self.config = config
         self.store = store
         self.stats = Statistics()
-        self._rows: list[tuple[int, dict]] = []
+        self._curated = LineSpool()  # rows on disk as groups finish, stored in arrival order
         self._arrivals = 0
 
     async def judge_group(self, group: common_pb2.CandidateGroup) -> judge_pb2.JudgedGroup:
@@ -119,7 +120,7 @@ class JudgeSession:
                 "pairs": [[selection.chosen.index(c), selection.rejected.index(r)]
                           for c, r in selection.pairs],
             }
-            self._rows.append((order, row))
+            self._curated.add(order, (json.dumps(row, ensure_ascii=False) + "\n").encode())
         return judged
 
     @property
@@ -129,12 +130,12 @@ class JudgeSession:
     def discard(self) -> None:
         self.store.delete(self.curated_key)
 
+    def close(self) -> None:
+        self._curated.close()
+
     def finish(self) -> judge_pb2.JudgeSummary:
         """Writes the curated JSONL (in arrival order) and returns the summary."""
-        rows = [row for _, row in sorted(self._rows, key=lambda r: r[0])]
-        lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
-        ref = self.store.put_bytes(self.curated_key,
-                                   "".join(lines).encode(), media_type="application/jsonl")
+        ref = self._curated.store(self.store, self.curated_key)
         return judge_pb2.JudgeSummary(
             curated=ref.as_proto(),
             statistics=self.stats.to_proto(),

@@ -26,6 +26,7 @@ from services.common.storage import (
 )
 from services.common.storage.keys import MAX_KEY_BYTES
 from services.common.storage.s3 import SHA256_HEADER
+from services.common.storage.spool import LineSpool
 from tests.fixtures.s3_server import S3Server
 
 MiB = 1024 * 1024
@@ -152,6 +153,20 @@ def test_put_file_get_file_roundtrip(store: ArtifactStore, tmp_path: Path) -> No
     assert dest.read_bytes() == src.read_bytes()
     assert [p.name for p in dest.parent.iterdir()] == ["model.gguf"]  # no temp file left
 
+
+
+def test_line_spool_stores_lines_in_position_order(store: ArtifactStore) -> None:
+    """Lines added in any order, with gaps, are stored sorted by position; nothing else."""
+    with LineSpool() as spool:
+        for position in (7, 2, 11, 0):
+            spool.add(position, f'{{"at": {position}}}\n'.encode())
+        ref = spool.store(store, "jobs/j1/rows.jsonl")
+    expected = b'{"at": 0}\n{"at": 2}\n{"at": 7}\n{"at": 11}\n'
+    assert store.get_bytes("jobs/j1/rows.jsonl") == expected
+    assert (ref.sha256, ref.size_bytes, ref.media_type) == (sha(expected), len(expected),
+                                                            "application/jsonl")
+    with LineSpool() as empty:
+        assert empty.store(store, "jobs/j1/none.jsonl").size_bytes == 0
 
 def test_put_dir_get_dir_roundtrip(store: ArtifactStore, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "ckpt")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import tracemalloc
 
 import grpc
 import pytest
@@ -73,6 +74,41 @@ def test_groups_are_judged_and_curated(judge_address):
     assert [c["score"] for c in rows[0]["rejected"]] == [0.0, 0.0]
     assert rows[0]["pairs"] == [[0, 0], [0, 1], [1, 0], [1, 1]]
 
+
+
+def test_curated_rows_are_spooled_to_disk_and_stored_in_arrival_order(judge_address):
+    """A job's curated rows can outgrow the service's memory: they go to a local spool as
+    groups are judged and are stored in arrival order, not held until the stream ends."""
+    address, store = judge_address
+    text = "x" * 50_000
+    config = judge_pb2.JudgeConfig(judge=common_pb2.JudgeSpec(
+        length=common_pb2.LengthJudge(min_chars=1)), top_k=2, job_id="big")
+
+    def requests():  # built as they are sent: the test holds none of them
+        yield judge_pb2.JudgeRequest(config=config)
+        for i in range(200):
+            yield judge_pb2.JudgeRequest(group=group(i, [text] * 4, ""))
+
+    held: list[int] = []  # memory allocated since the start, at each judged group
+    tracemalloc.start()
+    try:
+        with grpc.insecure_channel(address) as channel:
+            for response in judge_pb2_grpc.JudgeServiceStub(channel).Judge(
+                    requests(), timeout=120):
+                if response.HasField("group"):
+                    held.append(tracemalloc.get_traced_memory()[0])
+                else:
+                    summary = response.summary
+    finally:
+        tracemalloc.stop()
+    assert len(held) == 200 and summary.statistics.prompts_kept == 200
+    assert summary.curated.size_bytes > 40_000_000
+    # Kept in memory, the rows would make this grow past the artifact's size by the end.
+    assert max(held) < summary.curated.size_bytes / 4, (max(held), summary.curated.size_bytes)
+    rows = [json.loads(line) for line in store.get_bytes(
+        store.key_from_uri(summary.curated.uri)).decode().splitlines()]
+    assert [r["prompt"]["id"] for r in rows] == [f"line-{i}" for i in range(200)]
+    assert all(len(c["text"]) == 50_000 for r in rows for c in r["chosen"] + r["rejected"])
 
 def _status(call_requests, address):
     with grpc.insecure_channel(address) as channel:
