@@ -115,8 +115,10 @@ async def test_candidates_are_spooled_to_disk_and_stored_in_dataset_order(genera
     dataset_order = [f"p{i}" for i in range(200)]
     assert streamed != dataset_order and sorted(streamed) == sorted(dataset_order)
     assert ref.size_bytes > 40_000_000
-    # Kept in memory, the lines would make this grow to the artifact's size by the last group.
-    assert max(held) < ref.size_bytes / 4, (max(held), ref.size_bytes)
+    # Kept in memory, the lines would make this grow by the artifact's size from the early groups
+    # to the last; spooled, only the calls in flight (7-10 MB here) come and go.
+    growth = max(held[20:]) - held[19]
+    assert growth < ref.size_bytes / 6, (held[19], max(held[20:]), ref.size_bytes)
     stored = read_candidates(generator.store, ref)
     assert [g.prompt.id for g in stored] == dataset_order
     assert all(len(c.text) == 50_000 for g in stored for c in g.candidates)
