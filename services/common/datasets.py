@@ -14,10 +14,11 @@ once. The generator, the judge and the gateway all parse with this module.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 from distill.v1 import common_pb2
 from services.common.errors import InvalidArgument
@@ -68,13 +69,18 @@ class _Bad(Exception):
     pass
 
 
-def parse_jsonl(data: bytes | str, *, what: str = "dataset") -> list[common_pb2.Prompt]:
-    """All prompts of a JSONL dataset, ids "line-{n}"; InvalidDataset listing every bad line."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark, as some editors write
+def parse_jsonl(data: bytes | str | BinaryIO, *,
+                what: str = "dataset") -> list[common_pb2.Prompt]:
+    """All prompts of a JSONL dataset, ids "line-{n}"; InvalidDataset listing every bad line.
+    `data` is the whole file or a binary stream, read a line at a time."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    lines = io.BytesIO(data) if isinstance(data, bytes) else data
     prompts: list[common_pb2.Prompt] = []
     bad: list[tuple[int, str]] = []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
+    for number, raw in enumerate(lines, start=1):
+        # (a UTF-8 byte order mark, as some editors write, before the first line)
+        line = raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw
         if not line.strip():
             continue
         try:
@@ -221,7 +227,8 @@ def load_dataset(
     max_bytes: int = DEFAULT_MAX_BYTES,
     what: str = "dataset",
 ) -> list[common_pb2.Prompt]:
-    """Reads (and sha256-verifies) a dataset artifact and parses it. Blocking."""
+    """Reads (and sha256-verifies) a dataset artifact and parses it as it streams in: only the
+    prompts are held, not the file as well. Blocking."""
     if not ref.uri:
         raise InvalidArgument(f"{what}.uri: required")
     key = store.key_from_uri(ref.uri)
@@ -232,7 +239,8 @@ def load_dataset(
         )
     if stored.size_bytes > max_bytes:
         raise InvalidArgument(f"{what}: {stored.size_bytes} bytes, over the {max_bytes} limit")
-    return parse_jsonl(store.get_bytes(key), what=what)
+    with store.open(key) as stream:  # reading to the end verifies the sha256 (DataLoss)
+        return parse_jsonl(io.BufferedReader(stream, 1 << 20), what=what)
 
 
 def split_holdout(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
 
@@ -15,7 +16,7 @@ from services.common.datasets import (
     split_holdout,
     validate_prompts,
 )
-from services.common.errors import InvalidArgument
+from services.common.errors import DataLoss, InvalidArgument
 from services.common.storage import LocalStore
 
 U, S, A = common_pb2.ROLE_USER, common_pb2.ROLE_SYSTEM, common_pb2.ROLE_ASSISTANT
@@ -150,6 +151,32 @@ def test_load_dataset_from_store_checks_sha256(tmp_path):
     with pytest.raises(InvalidArgument, match="limit"):
         load_dataset(store, ref, max_bytes=5)
 
+
+
+def test_load_dataset_streams_the_file_and_still_verifies_it(tmp_path):
+    """Only the prompts are held, not the file beside them (a dataset may be 1 GiB), and the
+    bytes read are still checked against the stored sha256."""
+    store = LocalStore(tmp_path)
+    rows = [{"prompt": f"q{i} " + "w" * 10_000, "response": "a"} for i in range(2000)]
+    stored = store.put_bytes("datasets/big.jsonl", jsonl(*rows))
+    ref = common_pb2.ArtifactRef(uri=stored.uri, sha256=stored.sha256)
+    tracemalloc.start()
+    try:
+        prompts = load_dataset(store, ref)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [p.id for p in prompts] == [f"line-{i}" for i in range(1, 2001)]
+    assert prompts[-1].messages[0].content == rows[-1]["prompt"]
+    assert stored.size_bytes > 20_000_000
+    assert peak < stored.size_bytes / 4, (peak, stored.size_bytes)  # read whole: 2x the size
+
+    path = tmp_path / "datasets" / "big.jsonl"
+    damaged = bytearray(path.read_bytes())
+    damaged[-10] ^= 1  # same size, a different sha256
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DataLoss, match="sha256"):
+        load_dataset(store, ref)
 
 def test_holdout_split_is_deterministic_and_disjoint():
     prompts = parse_jsonl(jsonl(*({"prompt": f"p{i}"} for i in range(200))))
