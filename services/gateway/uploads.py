@@ -50,7 +50,7 @@ async def upload_dataset(requests: AsyncIterator[gateway_pb2.UploadDatasetReques
 def _store(path: str, sha256: str, store: ArtifactStore,
            what: str) -> gateway_pb2.UploadDatasetResponse:
     with open(path, "rb") as data:
-        prompts = parse_jsonl(data.read(), what=what)  # nothing is stored unless every line is good
+        prompts = parse_jsonl(data, what=what)  # nothing is stored unless every line is good
     key = f"datasets/{sha256}.jsonl"
     deduplicated = store.exists(key) and store.stat(key).sha256 == sha256
     stored = store.stat(key) if deduplicated else store.put_file(
