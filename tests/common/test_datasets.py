@@ -152,7 +152,6 @@ def test_load_dataset_from_store_checks_sha256(tmp_path):
         load_dataset(store, ref, max_bytes=5)
 
 
-
 def test_load_dataset_streams_the_file_and_still_verifies_it(tmp_path):
     """Only the prompts are held, not the file beside them (a dataset may be 1 GiB), and the
     bytes read are still checked against the stored sha256."""
@@ -177,6 +176,7 @@ def test_load_dataset_streams_the_file_and_still_verifies_it(tmp_path):
     path.write_bytes(bytes(damaged))
     with pytest.raises(DataLoss, match="sha256"):
         load_dataset(store, ref)
+
 
 def test_holdout_split_is_deterministic_and_disjoint():
     prompts = parse_jsonl(jsonl(*({"prompt": f"p{i}"} for i in range(200))))

@@ -154,7 +154,6 @@ def test_put_file_get_file_roundtrip(store: ArtifactStore, tmp_path: Path) -> No
     assert [p.name for p in dest.parent.iterdir()] == ["model.gguf"]  # no temp file left
 
 
-
 def test_line_spool_stores_lines_in_position_order(store: ArtifactStore) -> None:
     """Lines added in any order, with gaps, are stored sorted by position; nothing else."""
     with LineSpool() as spool:
@@ -167,6 +166,7 @@ def test_line_spool_stores_lines_in_position_order(store: ArtifactStore) -> None
                                                             "application/jsonl")
     with LineSpool() as empty:
         assert empty.store(store, "jobs/j1/none.jsonl").size_bytes == 0
+
 
 def test_put_dir_get_dir_roundtrip(store: ArtifactStore, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "ckpt")

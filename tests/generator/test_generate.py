@@ -92,7 +92,6 @@ async def test_stream_groups_progress_summary_and_artifact(generator, fake):
     assert {g.prompt.id: g for g in stored} == {g.prompt.id: g for g in groups}
 
 
-
 async def test_candidates_are_spooled_to_disk_and_stored_in_dataset_order(generator, fake):
     """A job's candidates can outgrow the service's memory: they go to a local spool as groups
     finish and are uploaded in dataset order, not held until the end."""

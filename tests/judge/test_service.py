@@ -75,7 +75,6 @@ def test_groups_are_judged_and_curated(judge_address):
     assert rows[0]["pairs"] == [[0, 0], [0, 1], [1, 0], [1, 1]]
 
 
-
 def test_curated_rows_are_spooled_to_disk_and_stored_in_arrival_order(judge_address):
     """A job's curated rows can outgrow the service's memory: they go to a local spool as
     groups are judged and are stored in arrival order, not held until the stream ends."""
@@ -109,6 +108,7 @@ def test_curated_rows_are_spooled_to_disk_and_stored_in_arrival_order(judge_addr
         store.key_from_uri(summary.curated.uri)).decode().splitlines()]
     assert [r["prompt"]["id"] for r in rows] == [f"line-{i}" for i in range(200)]
     assert all(len(c["text"]) == 50_000 for r in rows for c in r["chosen"] + r["rejected"])
+
 
 def _status(call_requests, address):
     with grpc.insecure_channel(address) as channel:
