@@ -13,6 +13,7 @@ from services.common.errors import InvalidArgument
 from services.judge.composite import Component, CompositeJudge, Judge
 from services.judge.llm_judge import DEFAULT_CRITERIA, Complete, Criterion, LlmJudge
 from services.judge.programmatic import JsonSchemaJudge, LengthJudge, ReferenceJudge, RegexJudge
+from services.judge.safe_regex import compile_field, re2_validator
 
 # The default LLM judge is a cheap model, not the teacher.
 DEFAULT_JUDGE_MODEL = common_pb2.ModelSpec(
@@ -40,10 +41,7 @@ def build_judge(spec: common_pb2.JudgeSpec, make_complete: CompleteFactory | Non
         mode = _MATCH_MODES.get(spec.reference.mode, "normalized")
         return ReferenceJudge(mode)
     if kind == "regex":
-        try:
-            pattern = re.compile(spec.regex.pattern)
-        except re.error as exc:
-            raise InvalidArgument(f"{field}.regex.pattern: invalid regex ({exc})") from None
+        pattern = compile_field(spec.regex.pattern, f"{field}.regex.pattern")
         return RegexJudge(pattern, spec.regex.full_match)
     if kind == "json_schema":
         return JsonSchemaJudge(_schema_validator(spec.json_schema.schema_json, field))
@@ -69,7 +67,7 @@ def _schema_validator(schema_json: str, field: str) -> jsonschema.protocols.Vali
     except jsonschema.SchemaError as exc:
         raise InvalidArgument(f"{field}.json_schema.schema_json: not a valid JSON Schema "
                               f"({exc.message})") from None
-    return cls(schema)
+    return re2_validator(cls, schema, f"{field}.json_schema.schema_json")
 
 
 def _llm_judge(llm: common_pb2.LlmJudge, make_complete: CompleteFactory | None,

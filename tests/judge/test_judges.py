@@ -56,6 +56,46 @@ async def test_regex_judge():
     assert (await score(search, "call 555-1234")).value == 10
 
 
+async def test_regex_judge_runs_in_linear_time():
+    """`^(a+)+$` backtracks exponentially in Python's `re` (seconds at 25 characters, doubling
+    with each one); in RE2 it answers at once. pytest-timeout bounds the test."""
+    judge = spec(regex=common_pb2.RegexJudge(pattern=r"^(a+)+$"))
+    assert (await score(judge, "a" * 40 + "!")).value == 0
+    assert (await score(judge, "a" * 40)).value == 10
+
+
+async def test_json_schema_patterns_run_in_linear_time():
+    schema = json.dumps({"type": "object",
+                         "properties": {"word": {"type": "string", "pattern": "^(a+)+$"}},
+                         "patternProperties": {"^(b+)+$": {"type": "integer"}}})
+    judge = spec(json_schema=common_pb2.JsonSchemaJudge(schema_json=schema))
+    refused = await score(judge, json.dumps({"word": "a" * 40 + "!"}))
+    assert refused.value == 0 and "does not match" in refused.rationale
+    assert (await score(judge, json.dumps({"word": "a" * 40}))).value == 10
+    # patternProperties: a matching key's value must be an integer; a near miss is ignored.
+    assert (await score(judge, json.dumps({"b" * 40: "x"}))).value == 0
+    assert (await score(judge, json.dumps({"b" * 40 + "!": "x"}))).value == 10
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        (spec(regex=common_pb2.RegexJudge(pattern=r"(a)\1")), "judge.regex.pattern"),
+        (spec(regex=common_pb2.RegexJudge(pattern=r"foo(?=bar)")), "judge.regex.pattern"),
+        (spec(json_schema=common_pb2.JsonSchemaJudge(schema_json=json.dumps(
+            {"properties": {"x": {"type": "string", "pattern": r"(?<!a)b"}}}))),
+         "judge.json_schema.schema_json at /properties/x/pattern"),
+        (spec(json_schema=common_pb2.JsonSchemaJudge(schema_json=json.dumps(
+            {"patternProperties": {r"(x)\1": {}}}))),
+         "judge.json_schema.schema_json at /patternProperties/(x)\\1"),
+    ],
+)
+def test_patterns_re2_cannot_run_are_refused_naming_the_field(bad, field):
+    with pytest.raises(InvalidArgument) as raised:
+        build_judge(bad, None)
+    assert field in str(raised.value) and "no backreferences or lookaround" in str(raised.value)
+
+
 SCHEMA = json.dumps({"type": "object", "required": ["name", "age"],
                      "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}})
 

@@ -9,6 +9,7 @@ import tracemalloc
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from distill.v1 import common_pb2, judge_pb2, judge_pb2_grpc
 from services.common.server import Service
@@ -108,6 +109,38 @@ def test_curated_rows_are_spooled_to_disk_and_stored_in_arrival_order(judge_addr
         store.key_from_uri(summary.curated.uri)).decode().splitlines()]
     assert [r["prompt"]["id"] for r in rows] == [f"line-{i}" for i in range(200)]
     assert all(len(c["text"]) == 50_000 for r in rows for c in r["chosen"] + r["rejected"])
+
+
+@pytest.mark.timeout(60)
+def test_redos_pattern_answers_while_health_stays_serving(judge_address):
+    """`^(a+)+$` on 25 `a`s and a `!` blocked Python's `re` for 1.4 s per answer (doubling per
+    character), and the judge's health checks with it. In RE2 every group is judged at once;
+    health is checked from another channel while the stream is open and mid-job."""
+    address, _ = judge_address
+    evil = "a" * 25 + "!"
+    config = judge_pb2.JudgeConfig(judge=common_pb2.JudgeSpec(
+        regex=common_pb2.RegexJudge(pattern=r"^(a+)+$")), top_k=1, min_score=5, job_id="redos")
+    health_checked = threading.Event()
+
+    def requests():
+        yield judge_pb2.JudgeRequest(config=config)
+        yield judge_pb2.JudgeRequest(group=group(0, [evil] * 4, ""))
+        health_checked.wait(30)
+        for i in range(1, 20):
+            yield judge_pb2.JudgeRequest(group=group(i, [evil] * 4 + ["aaaa"], ""))
+
+    with grpc.insecure_channel(address) as channel, grpc.insecure_channel(address) as other:
+        call = judge_pb2_grpc.JudgeServiceStub(channel).Judge(requests(), timeout=60)
+        first = next(call)
+        health = health_pb2_grpc.HealthStub(other).Check(health_pb2.HealthCheckRequest(),
+                                                          timeout=30)
+        health_checked.set()
+        rest = list(call)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert first.group.dropped  # no answer matched
+    assert [c.score for c in first.group.candidates] == [0, 0, 0, 0]
+    summary = rest[-1].summary
+    assert summary.statistics.prompts_kept == 19 and summary.statistics.prompts_dropped == 1
 
 
 def _status(call_requests, address):
