@@ -111,7 +111,8 @@ async def start(settings: ServiceSettings, services: Sequence[Service]) -> Runni
     """Starts serving and returns at once (tests use this; `serve` waits for a signal)."""
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(token)], options=server_options(settings)
+        interceptors=[ServerInterceptor(token)], options=server_options(settings),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     for service in services:
         service.add_to_server(service.servicer, server)

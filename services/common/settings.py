@@ -44,6 +44,9 @@ class ServiceSettings(BaseSettings):
     # Seconds in-flight RPCs get to finish after SIGTERM.
     grace_seconds: float = Field(default=30.0, ge=0)
     max_message_bytes: int = Field(default=16 * MiB, ge=4 * MiB)
+    # RPCs in progress at once (open streams included, WatchJob too); one more is refused with
+    # RESOURCE_EXHAUSTED instead of queueing without bound.
+    max_concurrent_rpcs: int = Field(default=256, ge=1)
     keepalive_seconds: float = Field(default=30.0, gt=0)
     log_level: str = "INFO"
     # Artifact store: file:// (embedded default) or s3://bucket[/prefix].

@@ -24,6 +24,7 @@ from services.common.settings import ServiceSettings
 from tests.fixtures.inprocess import serve_in_thread
 from tests.fixtures.processes import REPO, ServiceProcess, free_port, metrics_port, start_module
 from tests.fixtures.slow_generator import EVENTS
+from tests.fixtures.waits import wait_for
 
 SERVICES = {
     "gateway": "distill.v1.GatewayService",
@@ -210,6 +211,35 @@ def test_message_size_limit(in_process_server):
         with pytest.raises(grpc.RpcError) as raised:
             list(stub.Generate(request, timeout=10))
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_rpcs_over_the_concurrency_limit_are_refused(in_process_server):
+    """With `max_concurrent_rpcs` open streams, the next RPC is RESOURCE_EXHAUSTED; once one
+    ends, RPCs are served again."""
+    address = in_process_server(max_concurrent_rpcs=2)
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(2)]
+        for watch in watches:  # each stream is open and counted once it has answered
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as raised:
+            health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with pytest.raises(grpc.RpcError) as raised:
+            _generate(address)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        watches[0].cancel()
+
+        def served() -> bool:
+            try:
+                return health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == (
+                    health_pb2.HealthCheckResponse.SERVING)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                return False
+
+        wait_for(served, what="a slot freed by the cancelled stream")
+        watches[1].cancel()
 
 
 def test_settings_precedence(monkeypatch):
