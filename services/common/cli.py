@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
+from services.common.errors import StartupRefused
 from services.common.logs import configure_logging
 from services.common.server import Service, serve
 from services.common.settings import ServiceSettings
@@ -34,4 +35,7 @@ def run_service(
     except ValidationError as exc:
         parser.exit(2, f"invalid settings for {name}:\n{exc}\n")
     configure_logging(settings.log_level, service=name)
-    asyncio.run(serve(settings, build))
+    try:
+        asyncio.run(serve(settings, build))
+    except StartupRefused as exc:
+        parser.exit(1, f"{name} refused to start: {exc}\n")

@@ -78,3 +78,8 @@ class DataLoss(DistillError):
     """Stored bytes no longer match the sha256 recorded when they were written."""
 
     code = grpc.StatusCode.DATA_LOSS
+
+
+class StartupRefused(Exception):
+    """A service must not start (e.g. another gateway owns its job store): `python -m
+    services.<name>` prints the reason and exits with status 1. Not an RPC error."""

@@ -17,6 +17,7 @@ from services.gateway.stages import StageClients, auth_metadata
 from services.gateway.trainer_pool import TrainerPool
 from services.gateway.uploads import download_artifact, upload_dataset
 from services.gateway.watch import JobHub
+from services.gateway.writer_lock import WriterLock
 
 
 class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
@@ -69,6 +70,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
 
 
 def build(settings: GatewaySettings) -> Sequence[Service]:
+    writer = WriterLock(settings.db_path)  # before the store: a second gateway touches nothing
     store = JobStore(settings.db_path)
     artifacts = settings.open_store()
     hub = JobHub()
@@ -104,6 +106,7 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
     async def stopped() -> None:
         await clients.close()  # the stage channels and the trainer pool's scheduler
         store.close()
+        writer.release()
 
     return [Service.of(gateway_pb2, gateway_pb2_grpc, servicer, on_start=started,
                        on_shutdown=shutdown, on_stopped=stopped, metrics=metrics.registry)]
