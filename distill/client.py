@@ -33,6 +33,39 @@ TERMINAL = (gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED,
             gateway_pb2.JOB_STATE_CANCELLED)
 
 
+class _VerifiedChunks:
+    """A DownloadArtifact stream's bytes, checked against the ref it must open with: a stream
+    with no ref first, a second ref, or bytes that do not match its size and sha256 end in
+    DATA_LOSS (after the last chunk: callers keep nothing until the iteration ends)."""
+
+    def __init__(self, uri: str, parts: Iterator[gateway_pb2.DownloadArtifactResponse]) -> None:
+        self.uri = uri
+        self.sha256 = ""
+        self._parts = parts
+
+    def __iter__(self) -> Iterator[bytes]:
+        ref: common_pb2.ArtifactRef | None = None
+        digest, size = hashlib.sha256(), 0
+        for part in self._parts:
+            if part.HasField("artifact") and ref is None:
+                ref = part.artifact
+            elif ref is None or part.HasField("artifact"):
+                self._refuse("the stream must start with the artifact's ref, once")
+            elif part.HasField("chunk"):
+                digest.update(part.chunk)
+                size += len(part.chunk)
+                yield part.chunk
+        if ref is None or not ref.sha256:
+            self._refuse("the stream carried no sha256 to verify")
+        if size != ref.size_bytes or digest.hexdigest() != ref.sha256:
+            self._refuse(f"received {size} bytes with sha256 {digest.hexdigest()}, expected "
+                         f"{ref.size_bytes} bytes with sha256 {ref.sha256}")
+        self.sha256 = ref.sha256
+
+    def _refuse(self, why: str) -> None:
+        raise DistillClientError(grpc.StatusCode.DATA_LOSS, f"{self.uri}: {why}")
+
+
 class DistillClientError(Exception):
     """A failed gateway call: `code` is the grpc.StatusCode, the message is the server's."""
 
@@ -131,26 +164,22 @@ class Distiller:
         return dest
 
     def _fetch(self, uri: str, dest: Path) -> str:
-        """Downloads one file artifact to `dest`; returns its sha256 (checked on arrival)."""
+        """Downloads one file artifact to `dest`; returns its sha256 (checked on arrival).
+        `dest` appears only once every byte is verified."""
         tmp = dest.with_name(dest.name + ".part")
-        digest = hashlib.sha256()
-        expected = ""
         try:
             with open(tmp, "wb") as out:
-                for part in self._stream("DownloadArtifact",
-                                         gateway_pb2.DownloadArtifactRequest(uri=uri)):
-                    if part.HasField("artifact"):
-                        expected = part.artifact.sha256
-                    elif part.HasField("chunk"):
-                        digest.update(part.chunk)
-                        out.write(part.chunk)
-            if expected and digest.hexdigest() != expected:
-                raise DistillClientError(grpc.StatusCode.DATA_LOSS,
-                                         f"{uri}: received bytes do not match sha256 {expected}")
+                chunks = self._verified_chunks(uri)
+                for chunk in chunks:
+                    out.write(chunk)
             tmp.replace(dest)
         finally:
             tmp.unlink(missing_ok=True)
-        return digest.hexdigest()
+        return chunks.sha256
+
+    def _verified_chunks(self, uri: str) -> _VerifiedChunks:
+        return _VerifiedChunks(uri, self._stream("DownloadArtifact",
+                                                 gateway_pb2.DownloadArtifactRequest(uri=uri)))
 
     def download_report(self, job: str, dest: str | Path) -> Path:
         """Downloads the job's report (index.html, its PNG plots, report.json) into the folder
@@ -182,12 +211,13 @@ class Distiller:
         return dest / "index.html"
 
     def read_jsonl(self, uri: str) -> Iterator[dict[str, Any]]:
+        """The artifact's rows as they arrive; DATA_LOSS at the end if its bytes do not match
+        its sha256."""
         buffer = b""
-        for part in self._stream("DownloadArtifact", gateway_pb2.DownloadArtifactRequest(uri=uri)):
-            if part.HasField("chunk"):
-                buffer += part.chunk
-                *lines, buffer = buffer.split(b"\n")
-                yield from (json.loads(line) for line in lines if line.strip())
+        for chunk in self._verified_chunks(uri):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            yield from (json.loads(line) for line in lines if line.strip())
         if buffer.strip():
             yield json.loads(buffer)
 

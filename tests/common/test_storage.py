@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import random
 import tracemalloc
 import uuid
@@ -455,6 +456,40 @@ def test_local_missing_file_behind_a_record_is_data_loss(tmp_path: Path) -> None
     (tmp_path / "a" / "b").unlink()
     with pytest.raises(DataLoss, match="file is missing"):
         store.get_bytes("a/b")
+
+
+def test_local_durable_put_fsyncs_both_files_then_both_folders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power loss after a put returns must not lose it: each file is forced to disk before the
+    rename that publishes it, and each folder after the rename it holds (the rename itself lives
+    in the folder). The calls are observed as they reach the kernel."""
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", str(src), str(dst)))
+        real_replace(src, dst)
+
+    store = LocalStore(tmp_path)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    store.put_bytes("jobs/j/out.jsonl", b"{}\n")
+    data, meta = tmp_path / "jobs/j/out.jsonl", tmp_path / ".distill-meta/jobs/j/out.jsonl.json"
+    renames = {dst: (i, src) for i, (kind, *rest) in enumerate(events) if kind == "replace"
+               for src, dst in [rest]}
+    synced = {path: i for i, (kind, *rest) in enumerate(events) if kind == "fsync"
+              for path in rest}
+    for target in (data, meta):
+        at, temp = renames[str(target)]
+        assert synced[temp] < at, events  # the file reached the disk before it was published
+        assert synced[str(target.parent)] > max(i for i, _ in renames.values()), events
+    events.clear()
+    store.put_bytes("cache/x", b"x", durable=False)  # the teacher cache: no forced writes
+    assert [e for e in events if e[0] == "fsync"] == []
 
 
 def test_s3_creates_the_bucket_on_first_write(s3_server: S3Server) -> None:

@@ -3,7 +3,9 @@
 `root/<key>` holds the bytes, so other tools (llama.cpp, transformers) can open a stored file by
 its path. `root/.distill-meta/<key>.json` holds its ref. The sidecar is written last and is the
 commit marker: an object exists only once its sidecar does, so a crash between the two renames
-shows either nothing (new key) or a mismatch that reads raise as DataLoss (overwrite).
+shows either nothing (new key) or a mismatch that reads raise as DataLoss (overwrite). A durable
+put fsyncs both files before their renames and both folders after them, so a committed object
+survives a power loss too.
 """
 
 from __future__ import annotations
@@ -56,9 +58,16 @@ class LocalStore(ArtifactStore):
                 out.write(json.dumps(
                     {"sha256": sha256, "size_bytes": size, "media_type": ref.media_type}
                 ).encode("utf-8"))
+                out.flush()
+                if durable:
+                    os.fsync(out.fileno())
             os.replace(tmp_paths[0], data_path)
             os.replace(tmp_paths[1], meta_path)  # commit point
             tmp_paths.clear()  # (the teacher cache writes thousands of these: no stray syscalls)
+            if durable:  # the renames live in the folders: a crash must not undo a commit
+                _fsync_dir(data_path.parent)
+                if meta_path.parent != data_path.parent:
+                    _fsync_dir(meta_path.parent)
             return ref
         except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
             # A filesystem cannot hold both "a" and "a/b"; S3 could, but keys never need it.
@@ -137,6 +146,14 @@ def _temp_in(folder: Path, created: list[Path]) -> BinaryIO:
             folder.mkdir(parents=True, exist_ok=True)
     created.append(Path(name))
     return open(fd, "wb")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _prune_empty_dirs(top: Path, root: Path) -> None:
