@@ -11,6 +11,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import closing
 from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -22,6 +23,9 @@ TERMINAL = frozenset({gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAI
                       gateway_pb2.JOB_STATE_CANCELLED})
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
+# A ListJobs page stops before its jobs pass this many bytes, well under gRPC's default 4 MiB
+# receive limit, so large rows (long system prompts) cannot make the listing fail for everyone.
+MAX_PAGE_BYTES = 2 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -127,9 +131,10 @@ class JobStore:
         if not updated:
             raise NotFound(f"job {job.name!r} not found")
 
-    def list_jobs(self, page_size: int = 0, page_token: str = "",
-                  states: Iterable[int] = ()) -> tuple[list[gateway_pb2.Job], str]:
-        """Newest first; keyset pagination so pages stay stable while jobs are added."""
+    def list_jobs(self, page_size: int = 0, page_token: str = "", states: Iterable[int] = (),
+                  page_bytes: int = MAX_PAGE_BYTES) -> tuple[list[gateway_pb2.Job], str]:
+        """Newest first; keyset pagination so pages stay stable while jobs are added. A page ends
+        at `page_size` jobs or before `page_bytes` of them (always at least one job)."""
         size = _page_size(page_size)
         where, args = [], []
         if page_token:
@@ -144,10 +149,17 @@ class JobStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY create_time DESC, id DESC LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(sql, (*args, size + 1)).fetchall()
-        jobs = [gateway_pb2.Job.FromString(r[2]) for r in rows[:size]]
-        token = _page_token(rows[size - 1][1], rows[size - 1][0]) if len(rows) > size else ""
+        jobs: list[gateway_pb2.Job] = []
+        used, last, token = 0, ("", 0.0), ""
+        with self._lock, closing(self._db.execute(sql, (*args, size + 1))) as rows:
+            # Rows are read one at a time: a page never holds more than its budget and one row.
+            for job_id, created, blob in rows:
+                if len(jobs) == size or (jobs and used + len(blob) > page_bytes):
+                    token = _page_token(last[1], last[0])
+                    break
+                jobs.append(gateway_pb2.Job.FromString(blob))
+                used += len(blob)
+                last = (job_id, created)
         return jobs, token
 
     def unfinished_jobs(self) -> list[gateway_pb2.Job]:

@@ -49,6 +49,24 @@ def test_job_round_trip_and_survives_reopen(tmp_path):
     assert [x.name for x in reopened.unfinished_jobs()] == ["jobs/j001"]
 
 
+def test_list_jobs_pages_stop_at_the_byte_budget(store):
+    for i in range(5):
+        j = job(i)
+        j.spec.system_prompt = "x" * 1000 * (i + 1)  # j004 is the largest, and newest
+        store.create_job(j)
+    pages, token = [], ""
+    while True:
+        jobs, token = store.list_jobs(page_token=token, page_bytes=6000)
+        pages.append([j.name.removeprefix("jobs/") for j in jobs])
+        assert sum(j.ByteSize() for j in jobs) <= 6000 or len(jobs) == 1
+        if not token:
+            break
+    # 5000 alone; 4000 (+3000 would pass 6000); 3000+2000 (+1000 would pass); 1000.
+    assert pages == [["j004"], ["j003"], ["j002", "j001"], ["j000"]]
+    # A row larger than the whole budget still comes, alone: the listing always moves on.
+    assert [j.name for j in store.list_jobs(page_bytes=10)[0]] == ["jobs/j004"]
+
+
 def test_unknown_and_malformed_job_names(store):
     with pytest.raises(NotFound):
         store.get_job("jobs/nope")

@@ -9,6 +9,7 @@ import pytest
 
 from distill.client import DistillClientError, Distiller
 from distill.v1 import common_pb2, gateway_pb2
+from services.gateway.job_store import JobStore
 from services.gateway.server import build
 from services.gateway.settings import GatewaySettings
 from tests.fixtures.fake_provider import run_fake_provider
@@ -100,6 +101,23 @@ def test_distill_refuses_bad_specs_before_any_spend(gateway, change, code, fragm
     assert raised.value.code == code, raised.value.message
     assert fragment in raised.value.message
     assert list(client.list()) == []  # and no job was created
+
+
+def test_list_jobs_over_large_rows_still_answers(gateway):
+    """Seven jobs with 900 kB system prompts: one page of them would pass the 4 MiB a gRPC client
+    accepts by default, and ListJobs would fail for everyone. Pages stop at the byte budget."""
+    client, tmp = gateway
+    store = JobStore(tmp / "gateway.db")  # rows written directly: no spec limit stands in the way
+    try:
+        for i in range(7):
+            job = gateway_pb2.Job(name=f"jobs/big{i}", state=gateway_pb2.JOB_STATE_SUCCEEDED,
+                                  spec=gateway_pb2.DistillSpec(system_prompt=str(i) * 900_000))
+            job.create_time.FromSeconds(1_700_000_000 + i)
+            store.create_job(job)
+    finally:
+        store.close()
+    listed = [job.name for job in client.list()]  # every page, through the default 4 MiB limit
+    assert listed == [f"jobs/big{i}" for i in reversed(range(7))]
 
 
 def test_unknown_job_and_bad_names(gateway):

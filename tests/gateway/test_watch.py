@@ -47,8 +47,8 @@ async def test_a_watcher_gets_every_change_then_the_terminal_snapshot():
     await async_wait_for(lambda: len(seen) == 2, "the first change")
     hub.publish(job(1, DONE, "finished"))
     await asyncio.wait_for(watcher, 60)  # the watch ends at the terminal snapshot
-    assert [(s.state, s.error.message) for s in seen] == [(RUNNING, ""), (RUNNING, "step 1"),
-                                                  (DONE, "finished")]
+    assert [(s.state, s.error.message) for s in seen] == [
+        (RUNNING, ""), (RUNNING, "step 1"), (DONE, "finished")]
     finished = [s async for s in hub.watch(job(1, DONE, "finished"))]
     # A terminal job read from the store: yielded once, nothing to wait for.
     assert [s.error.message for s in finished] == ["finished"]
