@@ -22,17 +22,27 @@ class UnsupportedPattern(ValueError):
     """The pattern is not valid RE2 syntax (or uses a feature RE2 lacks)."""
 
 
+def _options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # a bad pattern is the caller's error, not a line on our stderr
+    return options  # (max_mem keeps RE2's default: a pattern too large to run is refused)
+
+
+_OPTIONS = _options()
+
+
 @functools.lru_cache(maxsize=1024)
 def compile_pattern(pattern: str) -> Any:
     """The compiled RE2 pattern; cached, as JSON-schema validation compiles per instance."""
     try:
-        return re2.compile(pattern)
+        return re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
         reason = exc.args[0] if exc.args else exc
         if isinstance(reason, bytes):
             reason = reason.decode("utf-8", "replace")
         raise UnsupportedPattern(
-            f"{reason} (patterns run in RE2: no backreferences or lookaround)") from None
+            f"{reason} (patterns run in RE2: no backreferences or lookaround, repetitions up to "
+            "1000, programs up to 8 MiB)") from None
 
 
 def compile_field(pattern: str, field: str) -> Any:

@@ -88,12 +88,15 @@ async def test_json_schema_patterns_run_in_linear_time():
         (spec(json_schema=common_pb2.JsonSchemaJudge(schema_json=json.dumps(
             {"patternProperties": {r"(x)\1": {}}}))),
          "judge.json_schema.schema_json at /patternProperties/(x)\\1"),
+        (spec(regex=common_pb2.RegexJudge(pattern=r"\pL{1000}" * 20)),
+         "judge.regex.pattern: invalid regex: pattern too large"),
     ],
 )
 def test_patterns_re2_cannot_run_are_refused_naming_the_field(bad, field):
     with pytest.raises(InvalidArgument) as raised:
         build_judge(bad, None)
-    assert field in str(raised.value) and "no backreferences or lookaround" in str(raised.value)
+    message = str(raised.value)
+    assert field in message and "patterns run in RE2: no backreferences or lookaround" in message
 
 
 SCHEMA = json.dumps({"type": "object", "required": ["name", "age"],
