@@ -483,10 +483,14 @@ def test_local_durable_put_fsyncs_both_files_then_both_folders(
                for src, dst in [rest]}
     synced = {path: i for i, (kind, *rest) in enumerate(events) if kind == "fsync"
               for path in rest}
+    last_rename = max(i for i, _ in renames.values())
     for target in (data, meta):
         at, temp = renames[str(target)]
         assert synced[temp] < at, events  # the file reached the disk before it was published
-        assert synced[str(target.parent)] > max(i for i, _ in renames.values()), events
+        assert synced[str(target.parent)] > last_rename, events
+    # The put made jobs/j/ and .distill-meta/jobs/j/: the folders that gained them are synced.
+    for folder in ("", "jobs", ".distill-meta", ".distill-meta/jobs"):
+        assert synced[str(tmp_path.joinpath(folder))] > last_rename, (folder, events)
     events.clear()
     store.put_bytes("cache/x", b"x", durable=False)  # the teacher cache: no forced writes
     assert [e for e in events if e[0] == "fsync"] == []

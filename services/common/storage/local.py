@@ -4,8 +4,8 @@
 its path. `root/.distill-meta/<key>.json` holds its ref. The sidecar is written last and is the
 commit marker: an object exists only once its sidecar does, so a crash between the two renames
 shows either nothing (new key) or a mismatch that reads raise as DataLoss (overwrite). A durable
-put fsyncs both files before their renames and both folders after them, so a committed object
-survives a power loss too.
+put fsyncs both files before their renames and, after them, both folders and the parent of any
+folder it made, so a committed object survives a power loss too.
 """
 
 from __future__ import annotations
@@ -47,14 +47,15 @@ class LocalStore(ArtifactStore):
         validate_key(key)
         data_path, meta_path = self._data_path(key), self._meta_path(key)
         tmp_paths: list[Path] = []
+        made: list[Path] = []  # folders this put created: their parents gained an entry
         try:
-            with _temp_in(data_path.parent, tmp_paths) as out:
+            with _temp_in(data_path.parent, tmp_paths, made) as out:
                 sha256, size = copy_hashing(stream, out)
                 out.flush()
                 if durable:
                     os.fsync(out.fileno())  # the rename below must not publish unwritten bytes
             ref = StoredObject(self.uri(key), sha256, size, media_type or guess_media_type(key))
-            with _temp_in(meta_path.parent, tmp_paths) as out:
+            with _temp_in(meta_path.parent, tmp_paths, made) as out:
                 out.write(json.dumps(
                     {"sha256": sha256, "size_bytes": size, "media_type": ref.media_type}
                 ).encode("utf-8"))
@@ -65,9 +66,9 @@ class LocalStore(ArtifactStore):
             os.replace(tmp_paths[1], meta_path)  # commit point
             tmp_paths.clear()  # (the teacher cache writes thousands of these: no stray syscalls)
             if durable:  # the renames live in the folders: a crash must not undo a commit
-                _fsync_dir(data_path.parent)
-                if meta_path.parent != data_path.parent:
-                    _fsync_dir(meta_path.parent)
+                for folder in dict.fromkeys([data_path.parent, meta_path.parent,
+                                             *(m.parent for m in made)]):
+                    _fsync_dir(folder)
             return ref
         except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
             # A filesystem cannot hold both "a" and "a/b"; S3 could, but keys never need it.
@@ -133,9 +134,10 @@ class LocalStore(ArtifactStore):
         return count
 
 
-def _temp_in(folder: Path, created: list[Path]) -> BinaryIO:
+def _temp_in(folder: Path, created: list[Path], made: list[Path]) -> BinaryIO:
     """A fresh temp file in `folder` (same filesystem as the target, so os.replace is atomic),
-    open for writing; its path is appended to `created`. The folder is made only when missing."""
+    open for writing; its path is appended to `created`. The folder is made only when missing,
+    and the folders made are appended to `made`."""
     for attempt in range(3):
         try:
             fd, name = tempfile.mkstemp(dir=folder, prefix=_TMP_PREFIX)
@@ -143,6 +145,10 @@ def _temp_in(folder: Path, created: list[Path]) -> BinaryIO:
         except FileNotFoundError:  # a new folder, or a concurrent delete_prefix pruned it
             if attempt == 2:
                 raise
+            missing = folder
+            while not missing.exists():
+                made.append(missing)
+                missing = missing.parent
             folder.mkdir(parents=True, exist_ok=True)
     created.append(Path(name))
     return open(fd, "wb")
