@@ -85,6 +85,8 @@ def test_download_outside_datasets_and_jobs_is_refused(gateway):
          "under even the low estimate"),
         (lambda s: s.judge.judge.regex.__setattr__("pattern", "("),
          grpc.StatusCode.INVALID_ARGUMENT, "spec.judge.judge.regex.pattern"),
+        (lambda s: s.judge.judge.regex.__setattr__("pattern", r"(\w+) \1"),  # RE2 has no \1
+         grpc.StatusCode.INVALID_ARGUMENT, "spec.judge.judge.regex.pattern: invalid regex"),
         (lambda s: setattr(s, "promote_alias", "Not An Alias"), grpc.StatusCode.INVALID_ARGUMENT,
          "aliases are"),
     ],
