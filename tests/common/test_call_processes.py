@@ -33,6 +33,7 @@ from services.common.providers.call_worker import outcome_frame
 from services.common.storage import open_store
 from services.common.teacher_cache import TeacherCache
 from tests.fixtures.fake_provider import run_fake_provider
+from tests.fixtures.waits import async_wait_for
 
 KEY_ENV = "CALLPROC_TEACHER_API_KEY"
 KEY = "sk-distill-CALLPROC-7e57c0ffee"
@@ -125,16 +126,17 @@ async def test_a_killed_process_costs_its_calls_a_retry_and_is_started_again(
                          retry=RetryPolicy(3, 0.01, 0.05),
                          cache=TeacherCache(open_store(f"file://{tmp_path}")))
     job = asyncio.create_task(client.samples(HI, range(8), SamplingParams(0.8, 8)))
-    await asyncio.sleep(0.5)  # all 8 calls in flight
-    victim = processes.pids()[0]
+    # one call asks for all 8 (n=8): kill the process that holds it, once it is at the provider
+    await async_wait_for(lambda: fake.server.in_flight == 1, "the call reached the provider")
+    victim = next(p.proc.pid for p in processes._slots if p.pending)
     os.kill(victim, signal.SIGKILL)
-    samples = await asyncio.wait_for(job, 10)
+    samples = await job
     assert len(samples) == 8 and client.stats.retries >= 1
     assert victim not in processes.pids() and len(processes.pids()) == 2
 
     with pytest.raises(RetryableProviderError, match=r"ended \(exit code -9\)"):
         call = asyncio.create_task(provider.complete(CompletionRequest(HI, max_tokens=8)))
-        await asyncio.sleep(0.3)
+        await async_wait_for(lambda: fake.server.in_flight == 1, "the call reached the provider")
         for pid in processes.pids():
             os.kill(pid, signal.SIGKILL)
         await call
@@ -146,12 +148,13 @@ async def test_a_cancelled_call_leaves_nothing_waiting_and_the_process_serving(
     provider = teacher(fake, processes)
     await provider.complete(CompletionRequest(HI, max_tokens=8))
     call = asyncio.create_task(provider.complete(CompletionRequest(HI, max_tokens=8)))
-    await asyncio.sleep(0.2)
+    await async_wait_for(lambda: fake.server.in_flight == 1, "the call reached the provider")
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
     assert all(not p.pending for p in processes._slots if p is not None)
-    await asyncio.sleep(0.5)  # when the dropped call would have answered
+    # the dropped call has answered (or been dropped) at the provider
+    await async_wait_for(lambda: fake.server.in_flight == 0, "the dropped call ended")
     reply = await provider.complete(CompletionRequest(HI, max_tokens=8))
     assert reply.choices and len(processes.pids()) == 2
 
