@@ -5,11 +5,13 @@ Also what the tests use to start real service processes, so there is one way to 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,14 +54,26 @@ class ServiceProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def serving_event(self) -> dict | None:
+        """The service's "serving" log line (its bound ports), or None before it has one."""
+        for line in self.log().split("\n")[:-1]:  # whole lines only: it may be mid-write
+            if line.startswith("{") and (event := json.loads(line)).get("event") == "serving":
+                return event
+        return None
+
     def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Waits until SERVING; a service started on port 0 gets its address from the port it
+        logged (the "serving" line comes before health says SERVING)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
                 )
-            if check_health(self.address, timeout=1.0) == "SERVING":
+            if self.address.endswith(":0") and (event := self.serving_event()) is not None:
+                self.address = f"127.0.0.1:{event['port']}"
+            if (not self.address.endswith(":0")
+                    and check_health(self.address, timeout=1.0) == "SERVING"):
                 return
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} at {self.address} not SERVING after {timeout:.0f}s")
@@ -94,10 +108,17 @@ def start_service(
     args: Sequence[str] = (),
     cwd: Path | None = None,
 ) -> ServiceProcess:
-    """Starts `python -m module --port P` without waiting; call wait_healthy() next."""
+    """Starts `python -m module --port P` without waiting; call wait_healthy() next. With port
+    0 the service binds a port the kernel picks (no race with other processes picking ports)
+    and wait_healthy() learns it."""
     log_dir.mkdir(parents=True, exist_ok=True)
     name = module.rsplit(".", 1)[-1]
-    log_path = log_dir / f"{name}-{port}.log"
+    if port:
+        log_path = log_dir / f"{name}-{port}.log"
+    else:
+        handle, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=log_dir)
+        os.close(handle)
+        log_path = Path(path)
     cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -132,10 +132,12 @@ async def start(settings: ServiceSettings, services: Sequence[Service]) -> Runni
     except BaseException:
         metrics.stop()
         raise
-    for name in ("", *names):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # Logged before health says SERVING: whoever sees SERVING can read the ports (port 0 means
+    # the kernel picked them) from this line.
     log.info("serving", extra={"host": settings.host, "port": port, "services": names,
                                "metrics_port": metrics.port})
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(server, port, health_servicer, services, settings.grace_seconds,
                          metrics)
 

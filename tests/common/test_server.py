@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from contextlib import ExitStack
 from typing import ClassVar
@@ -17,6 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from distill.local_suite import check_health
 from distill.v1 import generator_pb2, generator_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from services.common import errors
 from services.common.server import Service
@@ -111,11 +111,12 @@ def test_sigterm_lets_inflight_stream_finish_and_refuses_new_rpcs(tmp_path):
     received: list[int] = []
     with grpc.insecure_channel(service.address) as channel:
         stub = generator_pb2_grpc.GeneratorServiceStub(channel)
-        stream = stub.Generate(generator_pb2.GenerateRequest(), timeout=30)
+        stream = stub.Generate(generator_pb2.GenerateRequest(), timeout=120)
         first = next(stream)
         received.append(first.progress.prompts_done)
         service.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)  # let the server flip health and close its listener
+        wait_for(lambda: check_health(service.address, timeout=3) == "UNREACHABLE",
+                 "the server closed its listener")
         with grpc.insecure_channel(service.address) as fresh:
             with pytest.raises(grpc.RpcError) as refused:
                 health_pb2_grpc.HealthStub(fresh).Check(health_pb2.HealthCheckRequest(), timeout=3)
