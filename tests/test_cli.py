@@ -6,10 +6,10 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 from distill.local_suite import check_health
 from tests.fixtures.processes import REPO
+from tests.fixtures.waits import wait_for
 
 
 def test_up_starts_the_whole_suite_healthy_and_ctrl_c_stops_it(tmp_path):
@@ -21,12 +21,11 @@ def test_up_starts_the_whole_suite_healthy_and_ctrl_c_stops_it(tmp_path):
         [sys.executable, "-m", "distill.cli", "--home", str(tmp_path), "--base-port", str(base),
          "up"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not all(
-                check_health(a, timeout=0.5) == "SERVING" for a in addresses):
+        def all_serving() -> bool:
             assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.5)
-        assert all(check_health(a) == "SERVING" for a in addresses)
+            return all(check_health(a, timeout=2) == "SERVING" for a in addresses)
+
+        wait_for(all_serving, "all five services SERVING", interval=0.5)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     finally:

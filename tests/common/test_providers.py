@@ -4,7 +4,6 @@ error mapping, retries and backoff, the shared rate limiter, the teacher cache, 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import threading
 import time
@@ -32,6 +31,7 @@ from services.common.providers.openai_provider import OpenAIProvider
 from services.common.storage import open_store
 from services.common.teacher_cache import PREFIX, TeacherCache
 from tests.fixtures.fake_provider import run_fake_provider
+from tests.fixtures.waits import async_wait_for
 
 KEY = "sk-distill-FAKE-0123456789abcdef"  # recognisable, so a leak is easy to find
 HI = (Message("user", "hi there"),)
@@ -230,13 +230,15 @@ async def test_retry_after_pauses_all_dispatch(fake):
     results = await asyncio.gather(*(run(i) for i in range(40)))
     assert len(results) == 40 and client.stats.rate_limited == 1
     stats = fake.stats()
-    assert stats["rate_limited"] == 1
-    # the 429 answer went out at t429; calls dispatched before it was seen may still arrive in
-    # the next few ms, but nothing may arrive in the rest of the 0.6 s pause
-    (t429,) = [answered for _, answered, status in stats["log"] if status == 429]
-    in_pause = [t for t in stats["arrivals"] if t429 + 0.06 < t < t429 + 0.55]
-    assert in_pause == []
-    assert any(t >= t429 + 0.55 for t in stats["arrivals"])  # and calls resumed after it
+    assert stats["rate_limited"] == 1 and client.limiter.pauses == 1
+    # The client paused at `paused` (the same system-wide clock as the fake's). Only calls that
+    # had their slot before then may arrive during the pause, however late a loaded machine
+    # delivers them: at most the other max_concurrency - 1 = 3; none dispatched after it.
+    resumed = client.limiter._paused_until
+    paused = resumed - 0.6
+    in_pause = [t for t in stats["arrivals"] if paused < t < resumed]
+    assert len(in_pause) <= 3
+    assert any(t >= resumed for t in stats["arrivals"])  # and calls resumed after it
     assert time.monotonic() - started >= 0.6
 
 
@@ -262,11 +264,10 @@ async def test_requests_per_minute_pacing_meets_a_server_enforced_limit(fake):
         for i in range(30)))
     elapsed = time.monotonic() - started
     assert fake.stats()["rate_limited"] == 0
-    assert 29 / 20 * 0.95 <= elapsed <= 29 / 20 + 0.7
-    arrivals = fake.stats()["arrivals"]
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    # paced (one every 50 ms), not burst; the first call also pays for opening a connection
-    assert min(gaps[1:]) > 0.03
+    # Paced (one every 50 ms), not burst: 10 at once then 20/s would take 1.0 s. A loaded
+    # machine only makes it slower; arrival gaps are not checked, since it can bunch arrivals
+    # of calls dispatched 50 ms apart.
+    assert elapsed >= 29 / 20 * 0.95
 
 
 async def test_without_the_client_limiter_the_server_would_answer_429(fake):
@@ -286,15 +287,15 @@ async def test_tokens_per_minute_budget():
         async with limiter.slot(200) as slot:
             slot.actual_tokens = 200
     elapsed = time.monotonic() - started
-    # 2000 tokens with a 1000-token burst allowance: about one second
-    assert 0.8 <= elapsed <= 1.5
-    # unused estimate is given back: 10 calls that used nothing do not wait
-    started = time.monotonic()
+    # 2000 tokens with a 1000-token burst allowance: at least about one second (a loaded
+    # machine only adds to it)
+    assert elapsed >= 0.8
+    # unused estimate is given back: 10 calls that used nothing never have to wait
     limiter = RateLimiter(Limits(max_concurrency=64, tokens_per_minute=60_000))
     for _ in range(10):
+        assert limiter._tokens.delay(time.monotonic()) <= 0
         async with limiter.slot(500) as slot:
             slot.actual_tokens = 0
-    assert time.monotonic() - started < 0.3
 
 
 # --- cache, cost, keys ---------------------------------------------------------------------
@@ -365,8 +366,7 @@ async def test_cache_io_runs_in_bounded_parallel_batches_with_errors_to_their_ca
     assert isinstance(outcomes[7], ValueError) and "entry 7" in str(outcomes[7])
     assert peak == 3  # three batches overlapped, never a fourth
     assert len(threads) >= 3
-    await asyncio.sleep(0.5)
-    assert batches._running == 0  # idle threads ended
+    await async_wait_for(lambda: batches._running == 0, "idle threads ended")  # idle_seconds
     assert await batches.run(call, 2) == 4  # and start again for new work
 
 

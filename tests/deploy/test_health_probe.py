@@ -11,8 +11,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from distill.local_suite import free_port
 from services.common import health_probe
+from tests.fixtures.ports import held_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -47,8 +47,9 @@ def test_not_serving_exits_1(health_server, capsys):
 
 
 def test_nothing_listening_exits_1(capsys):
-    address = f"127.0.0.1:{free_port()}"
-    assert health_probe.main([address, "--timeout", "0.5"]) == 1
+    with held_port() as port:  # bound, not listening: refused, and no one else takes it
+        address = f"127.0.0.1:{port}"
+        assert health_probe.main([address, "--timeout", "0.5"]) == 1
     assert capsys.readouterr().out.strip() == f"{address} UNREACHABLE"
 
 

@@ -34,7 +34,7 @@ class Suite:
         self.suite.processes[name] = start_service(
             f"services.{name}", self.suite.ports[name], self.suite.log_dir,
             {**self.suite.env, **_gateway_env(self.suite)})
-        self.suite.processes[name].wait_healthy(60)
+        self.suite.processes[name].wait_healthy(120)
 
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n{p.log()[-4000:]}" for n, p in self.suite.processes.items())

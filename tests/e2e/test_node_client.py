@@ -14,13 +14,15 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from distill.local_suite import ServiceProcess, free_port, start_service
+from distill.local_suite import ServiceProcess, start_service
 from distill.v1 import gateway_pb2
+from tests.fixtures.ports import held_port
 from tests.fixtures.processes import REPO
 
 NODE_DIR = REPO / "examples" / "node"
@@ -81,15 +83,18 @@ def gateway(tmp_path_factory) -> Iterator[ServiceProcess]:
         "PYTHONUNBUFFERED": "1",
         "DISTILL_GATEWAY_STAGE_CONNECT_TIMEOUT_SECONDS": "1",
         "DISTILL_METRICS_PORT": "0",  # not port + 1000: that may be taken in the ephemeral range
-        **{f"DISTILL_GATEWAY_{name}_ADDRESS": f"127.0.0.1:{free_port()}"
-           for name in ("GENERATOR", "JUDGE", "TRAINER", "EXPORTER")},
     }
-    service = start_service("services.gateway", free_port(), home / "logs", env, cwd=REPO)
-    try:
-        service.wait_healthy(timeout=60)
-        yield service
-    finally:
-        service.stop()
+    with ExitStack() as stack:
+        # held, not listening: connections are refused, and no other process can take them
+        env.update({f"DISTILL_GATEWAY_{name}_ADDRESS":
+                    f"127.0.0.1:{stack.enter_context(held_port())}"
+                    for name in ("GENERATOR", "JUDGE", "TRAINER", "EXPORTER")})
+        service = start_service("services.gateway", 0, home / "logs", env, cwd=REPO)
+        try:
+            service.wait_healthy(timeout=120)
+            yield service
+        finally:
+            service.stop()
 
 
 @dataclass

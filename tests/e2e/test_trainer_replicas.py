@@ -30,8 +30,9 @@ from distill.local_suite import ServiceProcess, start_service
 from distill.v1 import common_pb2, gateway_pb2, trainer_pb2, trainer_pb2_grpc
 from tests.e2e.conftest import TEACHER_KEY, TEACHER_KEY_ENV, write_dataset
 from tests.fixtures.fake_provider import FakeProviderHandle, run_fake_provider
-from tests.fixtures.processes import REPO, free_port, metrics_port
+from tests.fixtures.processes import REPO, metrics_port
 from tests.fixtures.tiny_llama import tiny_llama_dir  # noqa: F401 - pytest fixture
+from tests.fixtures.waits import wait_for
 
 pytestmark = pytest.mark.slow
 State = gateway_pb2
@@ -71,25 +72,29 @@ def cluster(tmp_path_factory, tiny_llama_dir) -> Iterator[Cluster]:  # noqa: F81
         }
 
         def start(module: str, extra: dict[str, str] | None = None) -> ServiceProcess:
-            return start_service(module, free_port(), logs, {**env, **(extra or {})}, cwd=REPO)
+            # port 0: each binds a port the kernel picks; wait_healthy() reads it back
+            return start_service(module, 0, logs, {**env, **(extra or {})}, cwd=REPO)
 
         others = [start("services.generator"), start("services.judge"),
                   start("tests.fixtures.stub_exporter")]
         trainers = [start("services.trainer"), start("services.trainer")]
         generator, judge, exporter = others
-        gateway = start("services.gateway", {
-            "DISTILL_GATEWAY_DB_PATH": str(tmp / "gateway.db"),
-            "DISTILL_GATEWAY_GENERATOR_ADDRESS": generator.address,
-            "DISTILL_GATEWAY_JUDGE_ADDRESS": judge.address,
-            "DISTILL_GATEWAY_EXPORTER_ADDRESS": exporter.address,
-            "DISTILL_GATEWAY_TRAINER_ADDRESSES": ",".join(t.address for t in trainers),
-            "DISTILL_GATEWAY_TRAINER_SCHEDULE_INTERVAL_SECONDS": "0.5",
-            "DISTILL_GATEWAY_STAGE_IDLE_TIMEOUT_SECONDS": "120",
-        })
-        processes = [*others, *trainers, gateway]
+        processes = [*others, *trainers]
         try:
             for process in processes:
                 process.wait_healthy(120)
+            # the gateway last: it is given the others' addresses, known once they serve
+            gateway = start("services.gateway", {
+                "DISTILL_GATEWAY_DB_PATH": str(tmp / "gateway.db"),
+                "DISTILL_GATEWAY_GENERATOR_ADDRESS": generator.address,
+                "DISTILL_GATEWAY_JUDGE_ADDRESS": judge.address,
+                "DISTILL_GATEWAY_EXPORTER_ADDRESS": exporter.address,
+                "DISTILL_GATEWAY_TRAINER_ADDRESSES": ",".join(t.address for t in trainers),
+                "DISTILL_GATEWAY_TRAINER_SCHEDULE_INTERVAL_SECONDS": "0.5",
+                "DISTILL_GATEWAY_STAGE_IDLE_TIMEOUT_SECONDS": "120",
+            })
+            processes.append(gateway)
+            gateway.wait_healthy(120)
             with Distiller(gateway.address) as client:
                 yield Cluster(client, gateway, {t.address: t for t in trainers}, others, fake,
                               tiny_llama_dir, tmp)
@@ -202,15 +207,17 @@ def test_three_jobs_on_two_trainers(cluster: Cluster):
 def test_killed_trainer_job_resumes_on_the_other(cluster: Cluster):
     STEPS = 150  # noqa: N806
     name = cluster.client.distill(spec(cluster, "kill", steps=STEPS, checkpoint_interval=5)).name
-    deadline = time.monotonic() + 180
-    while True:
+    seen = []
+
+    def checkpointed() -> bool:
         job = cluster.client.get(name)
         assert job.state not in (State.JOB_STATE_FAILED, State.JOB_STATE_SUCCEEDED), \
             f"{job}\n{cluster.logs()}"
-        if job.outputs.checkpoint.uri:  # a checkpoint is in the store: kill its trainer now
-            break
-        assert time.monotonic() < deadline, f"no checkpoint\n{cluster.logs()}"
-        time.sleep(0.1)
+        seen[:] = [job]
+        return bool(job.outputs.checkpoint.uri)  # a checkpoint is in the store
+
+    wait_for(checkpointed, lambda: f"a checkpoint\n{cluster.logs()}", interval=0.1)
+    job = seen[0]  # kill its trainer now
     victim = next(a for a in cluster.trainers if job_id(name) in
                   trainer_status(a).active_job_ids)
     survivor = next(a for a in cluster.trainers if a != victim)

@@ -9,12 +9,12 @@ import asyncio
 import grpc
 import pytest
 
-from distill.local_suite import free_port
 from distill.v1 import common_pb2, generator_pb2, generator_pb2_grpc, judge_pb2, judge_pb2_grpc
 from services.common import errors
 from services.common.server import Service, start
 from services.common.settings import ServiceSettings
 from services.gateway import stages
+from tests.fixtures.ports import held_port
 
 
 class Generator(generator_pb2_grpc.GeneratorServiceServicer):
@@ -83,63 +83,64 @@ async def _no_progress(progress) -> None:
 
 
 async def test_a_generator_restarted_mid_stream_is_waited_for_and_run_again():
-    port = free_port()
-    # p1 is paid before the restart; run again, p1 comes from the cache (free) and p2 is paid.
-    first, second = Generator([("p1", 0.5)], hang=True), Generator([("p1", 0.0), ("p2", 0.2)])
-    server = await _serve(first, port)
-    clients = _clients(port, connect_seconds=10)
-    try:
-        running = asyncio.create_task(stages.generate(
-            clients, generator_pb2.GenerateRequest(job_id="j"), _no_progress))
-        await asyncio.wait_for(first.delivered.wait(), 10)
-        await server.stop()  # the stream breaks in transport
-        await asyncio.sleep(0.5)  # down for a while: the retry waits for it
-        server = await _serve(second, port)
-        groups, summary = await asyncio.wait_for(running, 20)
-        assert [g.prompt.id for g in groups] == ["p1", "p2"]
-        assert (first.calls, second.calls) == (1, 1)
-        # What the lost attempt paid for stays counted, once.
-        assert summary.usage.cost_usd == pytest.approx(0.7) and summary.usage.requests == 2
-    finally:
-        await clients.close()
-        await server.stop()
+    with held_port() as port:
+        # p1 is paid before the restart; run again, p1 comes from the cache (free) and p2 is paid.
+        first = Generator([("p1", 0.5)], hang=True)
+        second = Generator([("p1", 0.0), ("p2", 0.2)])
+        server = await _serve(first, port)
+        clients = _clients(port, connect_seconds=120)
+        try:
+            running = asyncio.create_task(stages.generate(
+                clients, generator_pb2.GenerateRequest(job_id="j"), _no_progress))
+            await asyncio.wait_for(first.delivered.wait(), 120)
+            await server.stop()  # the stream breaks in transport
+            await asyncio.sleep(0.5)  # down for a while: the retry waits for it
+            server = await _serve(second, port)
+            groups, summary = await asyncio.wait_for(running, 120)
+            assert [g.prompt.id for g in groups] == ["p1", "p2"]
+            assert (first.calls, second.calls) == (1, 1)
+            # What the lost attempt paid for stays counted, once.
+            assert summary.usage.cost_usd == pytest.approx(0.7) and summary.usage.requests == 2
+        finally:
+            await clients.close()
+            await server.stop()
 
 
 async def test_a_judge_stream_run_again_reports_each_group_once_with_what_it_paid():
-    port = free_port()
-    # p1 is judged (paid) before the restart; run again, the judge sends p1 again from its
-    # cache (free), then p2.
-    first, second = Judge({"p1": 0.3}, hang=True), Judge({"p1": 0.0, "p2": 0.1})
-    server = await _serve(first, port)
-    clients = _clients(9, judge_port=port, connect_seconds=10)
-    seen: list[judge_pb2.JudgedGroup] = []
+    with held_port() as port:
+        # p1 is judged (paid) before the restart; run again, the judge sends p1 again from its
+        # cache (free), then p2.
+        first, second = Judge({"p1": 0.3}, hang=True), Judge({"p1": 0.0, "p2": 0.1})
+        server = await _serve(first, port)
+        clients = _clients(9, judge_port=port, connect_seconds=120)
+        seen: list[judge_pb2.JudgedGroup] = []
 
-    async def on_judged(group: judge_pb2.JudgedGroup) -> None:
-        seen.append(group)
+        async def on_judged(group: judge_pb2.JudgedGroup) -> None:
+            seen.append(group)
 
-    groups = [common_pb2.CandidateGroup(prompt=common_pb2.Prompt(id=p)) for p in ("p1", "p2")]
-    try:
-        running = asyncio.create_task(
-            stages.judge(clients, judge_pb2.JudgeConfig(), groups, on_judged))
-        await asyncio.wait_for(first.delivered.wait(), 10)
-        await server.stop()  # the stream breaks in transport
-        server = await _serve(second, port)
-        await asyncio.wait_for(running, 20)
-        assert (first.calls, second.calls) == (1, 1)
-        assert [g.prompt_id for g in seen] == ["p1", "p2"]
-        assert sum(g.usage.requests for g in seen) == 2
-        assert sum(g.usage.cost_usd for g in seen) == pytest.approx(0.4)
-    finally:
-        await clients.close()
-        await server.stop()
+        groups = [common_pb2.CandidateGroup(prompt=common_pb2.Prompt(id=p))
+                  for p in ("p1", "p2")]
+        try:
+            running = asyncio.create_task(
+                stages.judge(clients, judge_pb2.JudgeConfig(), groups, on_judged))
+            await asyncio.wait_for(first.delivered.wait(), 120)
+            await server.stop()  # the stream breaks in transport
+            server = await _serve(second, port)
+            await asyncio.wait_for(running, 120)
+            assert (first.calls, second.calls) == (1, 1)
+            assert [g.prompt_id for g in seen] == ["p1", "p2"]
+            assert sum(g.usage.requests for g in seen) == 2
+            assert sum(g.usage.cost_usd for g in seen) == pytest.approx(0.4)
+        finally:
+            await clients.close()
+            await server.stop()
 
 
 async def test_a_status_the_stage_sent_is_final():
-    port = free_port()
     generator = Generator([("p1", 0.1)],
                           fail=errors.Unavailable("teacher openai/x: HTTP 503 after 5 tries"))
-    server = await _serve(generator, port)
-    clients = _clients(port)
+    server = await _serve(generator, 0)
+    clients = _clients(server.port)
     try:
         with pytest.raises(errors.Unavailable, match="HTTP 503 after 5 tries"):
             await stages.generate(clients, generator_pb2.GenerateRequest(), _no_progress)
@@ -150,14 +151,14 @@ async def test_a_status_the_stage_sent_is_final():
 
 
 async def test_an_unreachable_stage_fails_after_the_connect_timeout_naming_it():
-    port = free_port()
-    clients = _clients(port, connect_seconds=0.5)
-    try:
-        with pytest.raises(errors.Unavailable,
-                           match=rf"generator at 127\.0\.0\.1:{port}: not reachable for 0s"):
-            await stages.generate(clients, generator_pb2.GenerateRequest(), _no_progress)
-    finally:
-        await clients.close()
+    with held_port() as port:
+        clients = _clients(port, connect_seconds=0.5)
+        try:
+            with pytest.raises(errors.Unavailable,
+                               match=rf"generator at 127\.0\.0\.1:{port}: not reachable for 0s"):
+                await stages.generate(clients, generator_pb2.GenerateRequest(), _no_progress)
+        finally:
+            await clients.close()
 
 
 def _rpc_error(code: grpc.StatusCode, trailing=()) -> errors.DistillError:

@@ -9,7 +9,6 @@ import socket
 import grpc
 import pytest
 
-from distill.local_suite import free_port
 from distill.v1 import trainer_pb2, trainer_pb2_grpc
 from services.common import errors
 from services.common.server import Service, start
@@ -22,6 +21,8 @@ from services.gateway.trainer_pool import (
     parse_targets,
     resolve,
 )
+from tests.fixtures.ports import held_port
+from tests.fixtures.waits import async_wait_for
 
 INTERVAL = 0.05
 
@@ -103,11 +104,12 @@ class Trainings:
         self.gates.setdefault(job, asyncio.Event()).set()
 
 
-async def until(condition, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.01)
+async def passes_go_by(pool: TrainerPool, cluster: Cluster, count: int = 5) -> None:
+    """For negative checks: the scheduler makes `count` more passes (each re-resolves every
+    target), however long a loaded machine takes for them."""
+    start = cluster.resolved
+    await async_wait_for(lambda: cluster.resolved >= start + count * len(pool.targets),
+                         f"{count} scheduling passes")
 
 
 async def test_fifo_queue_never_exceeds_capacity():
@@ -116,20 +118,20 @@ async def test_fifo_queue_never_exceeds_capacity():
     t = Trainings()
     tasks = {}
     for job in ("j1", "j2", "j3", "j4"):
-        tasks[job] = asyncio.create_task(pool.run(job, t.attempt(job), wait_seconds=30))
-        await asyncio.sleep(0.02)  # submission order is queue order
-    await until(lambda: len(t.placements) == 2)
+        tasks[job] = asyncio.create_task(pool.run(job, t.attempt(job), wait_seconds=120))
+        await asyncio.sleep(0)  # its first step takes its place in the queue: submission order
+    await async_wait_for(lambda: len(t.placements) == 2, "len(t.placements) == 2")
     assert {j for j, _ in t.placements} == {"j1", "j2"}
     assert {r for _, r in t.placements} == {"a:1", "b:1"}  # one each
     assert pool.queue_depth() == 2
     snap = pool.snapshot()
     assert (snap.replicas, snap.replicas_busy, snap.trainings_running) == (2, 2, 2)
-    await asyncio.sleep(5 * INTERVAL)  # passes go by: nothing more is placed
+    await passes_go_by(pool, cluster)  # nothing more is placed
     assert len(t.placements) == 2
     first_replica = dict(t.placements)["j1"]
     t.finish("j1")
     assert await tasks["j1"] == first_replica
-    await until(lambda: len(t.placements) == 3)
+    await async_wait_for(lambda: len(t.placements) == 3, "len(t.placements) == 3")
     assert t.placements[2] == ("j3", first_replica)  # the oldest waiting task, on the freed slot
     assert pool.queue_depth() == 1
     for job in ("j2", "j3", "j4"):
@@ -148,12 +150,12 @@ async def test_capacity_two_takes_two_and_counts_what_the_replica_reports():
     cluster = Cluster(big)
     pool = cluster.pool("big:1")
     t = Trainings()
-    tasks = [asyncio.create_task(pool.run(j, t.attempt(j), wait_seconds=30)) for j in "xy"]
-    await until(lambda: len(t.placements) == 1)
-    await asyncio.sleep(5 * INTERVAL)
+    tasks = [asyncio.create_task(pool.run(j, t.attempt(j), wait_seconds=120)) for j in "xy"]
+    await async_wait_for(lambda: len(t.placements) == 1, "len(t.placements) == 1")
+    await passes_go_by(pool, cluster)
     assert len(t.placements) == 1 and pool.queue_depth() == 1
     big.active.remove("someone-else")
-    await until(lambda: len(t.placements) == 2)
+    await async_wait_for(lambda: len(t.placements) == 2, "len(t.placements) == 2")
     assert big.peak == 2
     t.finish("x"), t.finish("y")
     await asyncio.gather(*tasks)
@@ -166,9 +168,9 @@ async def test_busy_replica_sends_the_task_back_to_its_place_in_the_queue():
     t = Trainings()
     t.script["j1"] = [ReplicaBusy]  # the status said free, the replica says busy
     seen: list[str] = []
-    task = asyncio.create_task(pool.run("j1", t.attempt("j1"), wait_seconds=30,
+    task = asyncio.create_task(pool.run("j1", t.attempt("j1"), wait_seconds=120,
                                         on_queue=seen.append))
-    await until(lambda: len(t.placements) == 2)
+    await async_wait_for(lambda: len(t.placements) == 2, "len(t.placements) == 2")
     t.finish("j1")
     assert await task == "a:1"
     assert pool.requeues["busy"] == 1
@@ -181,20 +183,21 @@ async def test_lost_replica_moves_the_task_to_another_replica():
     cluster = Cluster(a, b)
     pool = cluster.pool("a:1,b:1")
     t = Trainings()
-    keep_b = asyncio.create_task(pool.run("other", t.attempt("other"), wait_seconds=30))
-    await until(lambda: len(t.placements) == 1)
+    keep_b = asyncio.create_task(pool.run("other", t.attempt("other"), wait_seconds=120))
+    await async_wait_for(lambda: len(t.placements) == 1, "len(t.placements) == 1")
     busy_replica = t.placements[0][1]
     free_replica = "b:1" if busy_replica == "a:1" else "a:1"
     t.script["job"] = [ReplicaLost]
-    moved = asyncio.create_task(pool.run("job", t.attempt("job"), wait_seconds=30))
-    await until(lambda: len(t.placements) == 2 and pool.queue_depth() == 1)
+    moved = asyncio.create_task(pool.run("job", t.attempt("job"), wait_seconds=120))
+    await async_wait_for(lambda: len(t.placements) == 2 and pool.queue_depth() == 1,
+                         "the job lost and queued again")
     assert t.placements[1] == ("job", free_replica)  # and it was lost there
-    await asyncio.sleep(5 * INTERVAL)
+    await passes_go_by(pool, cluster)
     assert len(t.placements) == 2  # the other replica is still busy: the task waits
     assert pool.snapshot().replicas_unreachable == 1
     t.finish("other")
     await keep_b
-    await until(lambda: len(t.placements) == 3)
+    await async_wait_for(lambda: len(t.placements) == 3, "len(t.placements) == 3")
     assert t.placements[2] == ("job", busy_replica)  # resumed on the remaining replica
     t.finish("job")
     assert await moved == busy_replica
@@ -208,11 +211,11 @@ async def test_a_job_still_running_on_a_lost_replica_waits_for_it_to_stop():
     pool = cluster.pool("a:1")
     a.active = ["job"]  # the stream broke, but the replica still trains the job
     t = Trainings()
-    task = asyncio.create_task(pool.run("job", t.attempt("job"), wait_seconds=30))
-    await asyncio.sleep(5 * INTERVAL)
+    task = asyncio.create_task(pool.run("job", t.attempt("job"), wait_seconds=120))
+    await passes_go_by(pool, cluster)
     assert t.placements == [] and pool.queue_depth() == 1  # a free slot, but not for this job
     a.active = []
-    await until(lambda: len(t.placements) == 1)
+    await async_wait_for(lambda: len(t.placements) == 1, "len(t.placements) == 1")
     t.finish("job")
     await task
     await pool.close()
@@ -228,7 +231,7 @@ async def test_too_many_lost_replicas_fail_the_job():
         raise ReplicaLost("stream reset")
 
     with pytest.raises(errors.Unavailable, match="lost 2 replicas"):
-        await pool.run("job", attempt, wait_seconds=30)
+        await pool.run("job", attempt, wait_seconds=120)
     assert calls == ["a:1", "a:1"]  # the only replica, so the same one again
     await pool.close()
 
@@ -247,8 +250,8 @@ async def test_cancelled_while_waiting_leaves_the_queue():
     a = FakeReplica("a:1")
     a.active = ["forever"]
     pool = Cluster(a).pool("a:1")
-    task = asyncio.create_task(pool.run("job", Trainings().attempt("job"), wait_seconds=30))
-    await until(lambda: pool.queue_depth() == 1)
+    task = asyncio.create_task(pool.run("job", Trainings().attempt("job"), wait_seconds=120))
+    await async_wait_for(lambda: pool.queue_depth() == 1, "pool.queue_depth() == 1")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -262,25 +265,25 @@ async def test_dns_name_is_one_replica_per_address_re_resolved_each_pass():
     cluster.names["trainer:50054"] = None  # scaled to zero: the name does not resolve
     pool = cluster.pool("trainer:50054")
     t = Trainings()
-    tasks = [asyncio.create_task(pool.run(j, t.attempt(j), wait_seconds=30))
+    tasks = [asyncio.create_task(pool.run(j, t.attempt(j), wait_seconds=120))
              for j in ("j1", "j2", "j3")]
-    await until(lambda: cluster.resolved >= 3)
+    await async_wait_for(lambda: cluster.resolved >= 3, "cluster.resolved >= 3")
     assert t.placements == [] and pool.queue_depth() == 3  # waiting: what scales trainers up
     cluster.names["trainer:50054"] = ["10.0.0.1:50054", "10.0.0.2:50054"]  # two pods ready
-    await until(lambda: len(t.placements) == 2)
+    await async_wait_for(lambda: len(t.placements) == 2, "len(t.placements) == 2")
     assert {r for _, r in t.placements} == {"10.0.0.1:50054", "10.0.0.2:50054"}
     cluster.names["trainer:50054"] = ["10.0.0.1:50054", "10.0.0.2:50054", "10.0.0.3:50054"]
-    await until(lambda: len(t.placements) == 3)
+    await async_wait_for(lambda: len(t.placements) == 3, "len(t.placements) == 3")
     assert t.placements[2] == ("j3", "10.0.0.3:50054")
     # A pod gone from DNS takes no new task, and is dropped once its training ends.
     cluster.names["trainer:50054"] = ["10.0.0.1:50054", "10.0.0.2:50054"]
-    tasks.append(asyncio.create_task(pool.run("j4", t.attempt("j4"), wait_seconds=30)))
-    await until(lambda: not pool.replicas["10.0.0.3:50054"].listed)
+    tasks.append(asyncio.create_task(pool.run("j4", t.attempt("j4"), wait_seconds=120)))
+    await async_wait_for(lambda: not pool.replicas["10.0.0.3:50054"].listed, "c unlisted")
     t.finish("j3")
-    await until(lambda: "10.0.0.3:50054" not in pool.replicas)
+    await async_wait_for(lambda: "10.0.0.3:50054" not in pool.replicas, "c dropped")
     assert replicas["c"].closed and len(t.placements) == 3 and pool.queue_depth() == 1
     t.finish("j1")
-    await until(lambda: len(t.placements) == 4)
+    await async_wait_for(lambda: len(t.placements) == 4, "len(t.placements) == 4")
     assert t.placements[3] == ("j4", dict(t.placements)["j1"])
     for job in ("j2", "j4"):
         t.finish(job)
@@ -294,14 +297,14 @@ async def test_idle_pool_keeps_checking_its_replicas():
     up, flaky = FakeReplica("u:1"), FakeReplica("f:1")
     pool = Cluster(up, flaky).pool("u:1,f:1", idle_refresh=0.05)
     pool.start()
-    await until(lambda: pool.snapshot().replicas == 2)
+    await async_wait_for(lambda: pool.snapshot().replicas == 2, "pool.snapshot().replicas == 2")
     assert pool.snapshot().replicas_unreachable == 0 and pool.queue_depth() == 0
     flaky.up = False
-    await until(lambda: pool.snapshot().replicas_unreachable == 1)
+    await async_wait_for(lambda: pool.snapshot().replicas_unreachable == 1, "flaky is down")
     calls = up.status_calls
-    await until(lambda: up.status_calls >= calls + 2)  # and again, every idle_refresh
+    await async_wait_for(lambda: up.status_calls >= calls + 2, "checked every idle_refresh")
     flaky.up = True
-    await until(lambda: pool.snapshot().replicas_unreachable == 0)
+    await async_wait_for(lambda: pool.snapshot().replicas_unreachable == 0, "flaky is back")
     await pool.close()
 
 
@@ -369,7 +372,7 @@ async def test_train_goes_to_the_next_replica_when_one_is_busy_or_lost(first):
         events.append(event.WhichOneof("event"))
 
     finished = await asyncio.wait_for(stages.train(
-        clients, trainer_pb2.TrainRequest(job_id="j"), on_event, wait_seconds=30), 10)
+        clients, trainer_pb2.TrainRequest(job_id="j"), on_event, wait_seconds=120), 120)
     assert finished.steps == 2 and (bad.calls, good.calls) == (1, 1)
     assert pool.requeues == {"busy" if first == "busy" else "replica_lost": 1}
     assert events[-1] == "finished"
@@ -401,15 +404,15 @@ async def test_a_replica_that_comes_up_late_answers_the_next_check():
     """Checks that failed while the trainer was starting must not leave its channel waiting out
     gRPC's reconnect backoff: the check after the trainer is up reaches it (the gateway starts
     before its trainers, and preflight asks for their memory at the first job)."""
-    port = free_port()
-    pool = TrainerPool(f"127.0.0.1:{port}", interval=INTERVAL)
-    for _ in range(4):  # each failed connection attempt lengthens gRPC's backoff
-        assert await pool.status() is None
-        await asyncio.sleep(0.3)
-    server = await start(ServiceSettings(port=port, metrics_port=0, grace_seconds=0),
-                         [Service.of(trainer_pb2, trainer_pb2_grpc, FakeTrainer())])
+    with held_port() as port:
+        pool = TrainerPool(f"127.0.0.1:{port}", interval=INTERVAL)
+        for _ in range(4):  # each failed connection attempt lengthens gRPC's backoff
+            assert await pool.status() is None
+            await asyncio.sleep(0.3)  # time for the backoff to grow: what the test is about
+        server = await start(ServiceSettings(port=port, metrics_port=0, grace_seconds=0),
+                             [Service.of(trainer_pb2, trainer_pb2_grpc, FakeTrainer())])
     try:
-        status = await asyncio.wait_for(pool.status(), 5)
+        status = await pool.status()
         assert status is not None and status.capacity == 1
     finally:
         await pool.close()

@@ -3,10 +3,9 @@ llama.cpp OpenAI-compatible server (`python -m llama_cpp.server`) through the `o
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-import time
-import urllib.request
 
 import grpc
 import pytest
@@ -16,7 +15,7 @@ from distill.v1 import common_pb2, generator_pb2
 from services.common.models import packaged_smollm2_gguf
 from services.common.providers import CompletionRequest, Message
 from services.common.providers.local import LocalProvider, _load
-from tests.fixtures.processes import free_port
+from tests.fixtures.waits import wait_for
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="the `local` extra (make setup) installs it")
 
@@ -102,27 +101,22 @@ async def test_local_model_from_a_gguf_artifact(generator_factory, tmp_path):
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
-    port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with open(log, "wb") as out:
+        # port 0: the server binds a port the kernel picks and logs it once it serves
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(packaged_smollm2_gguf()),
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+             "--host", "127.0.0.1", "--port", "0", "--n_ctx", "2048"],
             stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    running = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
+
+    def serving() -> re.Match | None:
+        assert proc.poll() is None, f"llama_cpp.server exited:\n{log.read_text()[-2000:]}"
+        return running.search(log.read_text(errors="replace"))
+
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited:\n{log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/v1/models", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("llama_cpp.server did not come up") from None
-                time.sleep(0.3)
-        yield url
+        wait_for(serving, lambda: f"llama_cpp.server serving\n{log.read_text()[-2000:]}")
+        yield serving().group(1)
     finally:
         stop_process(proc, 10)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import tracemalloc
 
 import grpc
@@ -17,6 +16,7 @@ from services.common.storage import open_store
 from services.judge.server import JudgeService
 from services.judge.settings import JudgeSettings
 from tests.fixtures.inprocess import serve_in_thread
+from tests.fixtures.waits import wait_for
 
 LABELS = ["positive", "negative"]
 
@@ -54,7 +54,8 @@ def test_groups_are_judged_and_curated(judge_address):
     requests = [reference_config(top_k=2, min_score=5, job_id="job-1"),
                 *(judge_pb2.JudgeRequest(group=g) for g in groups)]
     with grpc.insecure_channel(address) as channel:
-        responses = list(judge_pb2_grpc.JudgeServiceStub(channel).Judge(iter(requests), timeout=30))
+        responses = list(judge_pb2_grpc.JudgeServiceStub(channel).Judge(iter(requests),
+                                                                        timeout=120))
     judged = {r.group.prompt_id: r.group for r in responses[:-1]}
     summary = responses[-1].summary
     assert set(judged) == {"line-0", "line-1", "line-2"}
@@ -146,7 +147,7 @@ def test_redos_pattern_answers_while_health_stays_serving(judge_address):
 def _status(call_requests, address):
     with grpc.insecure_channel(address) as channel:
         with pytest.raises(grpc.RpcError) as raised:
-            list(judge_pb2_grpc.JudgeServiceStub(channel).Judge(iter(call_requests), timeout=30))
+            list(judge_pb2_grpc.JudgeServiceStub(channel).Judge(iter(call_requests), timeout=120))
     return raised.value
 
 
@@ -173,11 +174,11 @@ def test_client_that_closes_early_leaves_no_curated_dataset(judge_address):
     def requests():
         yield reference_config(job_id="early")
         yield judge_pb2.JudgeRequest(group=group(0, ["positive", "negative"], "positive"))
-        more.wait(10)  # hold the stream open until the client has cancelled
+        more.wait(120)  # hold the stream open until the client has cancelled
         yield judge_pb2.JudgeRequest(group=group(1, ["positive"], "positive"))
 
     with grpc.insecure_channel(address) as channel:
-        call = judge_pb2_grpc.JudgeServiceStub(channel).Judge(requests(), timeout=30)
+        call = judge_pb2_grpc.JudgeServiceStub(channel).Judge(requests(), timeout=120)
         first = next(call)
         assert first.group.prompt_id == "line-0"
         call.cancel()
@@ -185,13 +186,10 @@ def test_client_that_closes_early_leaves_no_curated_dataset(judge_address):
         with pytest.raises(grpc.RpcError) as raised:
             next(call)
         assert raised.value.code() == grpc.StatusCode.CANCELLED
-    deadline = time.monotonic() + 5
-    while list(store.list("jobs/early/")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert list(store.list("jobs/early/")) == []
+    wait_for(lambda: not list(store.list("jobs/early/")), "the cancelled job's files removed")
     # The server is still healthy for the next stream.
     with grpc.insecure_channel(address) as channel:
         replies = list(judge_pb2_grpc.JudgeServiceStub(channel).Judge(
             iter([reference_config(), judge_pb2.JudgeRequest(group=group(0, ["a"], "a"))]),
-            timeout=30))
+            timeout=120))
     assert replies[-1].HasField("summary")
