@@ -35,7 +35,7 @@ import grpc
 from benchmarks.cpu import cpu_seconds
 from benchmarks.generator_fanout import start_fake
 from benchmarks.result import emit
-from distill.local_suite import ServiceProcess, free_port, start_service, stop_process
+from distill.local_suite import ServiceProcess, start_service, stop_process
 from distill.v1 import common_pb2, generator_pb2, generator_pb2_grpc, judge_pb2
 from services.gateway.stages import StageClients, generate_and_judge
 from tests.fixtures.fake_provider import FakeProviderHandle
@@ -137,7 +137,8 @@ def start_services(args: argparse.Namespace, store_dir: str, log_dir: Path,
         "DISTILL_JUDGE_MAX_CONCURRENT_CALLS": str(args.judge_calls),
     }
     for name in ("generator", "judge"):
-        services[name] = start_service(f"services.{name}", free_port(), log_dir, env, cwd=REPO)
+        # port 0: each binds a port the kernel picks; wait_healthy() reads it back
+        services[name] = start_service(f"services.{name}", 0, log_dir, env, cwd=REPO)
     for service in services.values():
         service.wait_healthy(60)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,12 +23,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 SERVICES = ("generator", "judge", "trainer", "exporter", "gateway")
 DEFAULT_PORTS = {"gateway": 50051, "generator": 50052, "judge": 50053, "trainer": 50054,
                  "exporter": 50055}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check_health(address: str, timeout: float = 2.0) -> str:

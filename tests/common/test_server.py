@@ -22,7 +22,8 @@ from services.common import errors
 from services.common.server import Service
 from services.common.settings import ServiceSettings
 from tests.fixtures.inprocess import serve_in_thread
-from tests.fixtures.processes import REPO, ServiceProcess, free_port, metrics_port, start_module
+from tests.fixtures.ports import held_port
+from tests.fixtures.processes import REPO, ServiceProcess, metrics_port, start_module
 from tests.fixtures.slow_generator import EVENTS
 from tests.fixtures.waits import wait_for
 
@@ -76,19 +77,19 @@ def test_each_service_serves_health_and_reflection(name, tmp_path):
 
 
 def test_port_from_environment(tmp_path):
-    port = free_port()
     log_path = tmp_path / "judge.log"
-    with open(log_path, "wb") as log:
+    # The named port stays held here (gRPC binds it too, with SO_REUSEPORT): no race for it.
+    with held_port() as port, open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.judge"], cwd=REPO, stdout=log,
             stderr=subprocess.STDOUT, env={**os.environ, "DISTILL_JUDGE_PORT": str(port)},
         )
-    service = ServiceProcess("judge", proc, f"127.0.0.1:{port}", log_path)
-    try:
-        service.wait_healthy(timeout=60)
-        assert json.loads(grpcurl(service.address, "grpc.health.v1.Health/Check"))["status"]
-    finally:
-        assert service.stop() == 0
+        service = ServiceProcess("judge", proc, f"127.0.0.1:{port}", log_path)
+        try:
+            service.wait_healthy(timeout=120)
+            assert json.loads(grpcurl(service.address, "grpc.health.v1.Health/Check"))["status"]
+        finally:
+            assert service.stop() == 0
 
 
 def test_unimplemented_rpc_answers_unimplemented():
