@@ -10,6 +10,17 @@ The batch is a padded block of sequences (chosen and rejected responses of sever
 `labels` is -100 everywhere but on response tokens, as for a Hugging Face causal LM, and logits at
 position t predict the token at t + 1. A term whose weight is 0 is left out of the sum (not
 multiplied by 0), so beta = gamma = 0 is exactly the SFT loss and needs no reference logits.
+
+Two ways in, one set of terms (`_terms`, from per-position figures only):
+- `bond_loss` / `bond_loss_at` take logits: the reference, and the step's path for models whose
+  LM head is more than a frozen linear projection.
+- `bond_loss_chunked` takes the last hidden states [M, H] and the LM head's weight and never holds
+  the [M x V] logits: it runs the head over chunks of positions (`CHUNK_ELEMENTS` logits at a
+  time) and keeps, per position, the token's log-probability, the KL to the reference and their
+  gradients with respect to the hidden state ([M, H] each, exact: each figure depends on its own
+  position's hidden state only). Backward is then one multiply per position, with no second pass
+  over the vocabulary. Same idea as the chunked/fused LM-head losses of Liger-Kernel, Cut
+  Cross-Entropy and TRL, written for BOND's three terms.
 """
 
 from __future__ import annotations
@@ -21,6 +32,9 @@ import torch
 import torch.nn.functional as nnf
 
 IGNORE_INDEX = -100
+# Logits one chunk of `bond_loss_chunked` holds (float32: 32 MB each; the chunk keeps about five
+# such [positions x vocabulary] buffers at its peak). services.common.training_memory counts them.
+CHUNK_ELEMENTS = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,8 @@ def response_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return mask, labels[:, 1:][mask], mask.nonzero(as_tuple=True)[0]
 
 
+
+
 def bond_loss_at(
     policy_logits: torch.Tensor,
     targets: torch.Tensor,
@@ -112,41 +128,95 @@ def bond_loss_at(
     tau: float,
 ) -> BondLoss:
     """`bond_loss` on the response positions only: logits [M, V] at the M positions that predict
-    a response token, `targets` [M] those tokens, `rows` [M] the sequence of each. The training
-    step computes the LM head at these positions only (prompt positions never need logits)."""
+    a response token, `targets` [M] those tokens, `rows` [M] the sequence of each."""
+    _check(beta, gamma, tau, int(pairs.shape[0]), ref_logits is not None)
+    policy_logps = nnf.log_softmax(policy_logits.float(), dim=-1)
+    token_logps = policy_logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    on_chosen = chosen.to(policy_logits.device)[rows]
+    ref_token_logps = kl = None
+    if ref_logits is not None:
+        with torch.no_grad():
+            ref_logps = nnf.log_softmax(ref_logits.float(), dim=-1)
+        ref_token_logps = ref_logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        p_logps = policy_logps[on_chosen]
+        kl = (p_logps.exp() * (p_logps - ref_logps[on_chosen])).sum(-1)
+    return _terms(token_logps, ref_token_logps, kl, rows, chosen, pairs,
+                  beta=beta, gamma=gamma, tau=tau)
+
+
+def bond_loss_chunked(
+    policy_hidden: torch.Tensor,
+    head_weight: torch.Tensor,
+    targets: torch.Tensor,
+    rows: torch.Tensor,
+    chosen: torch.Tensor,
+    pairs: torch.Tensor,
+    ref_hidden: torch.Tensor | None = None,
+    *,
+    beta: float,
+    gamma: float,
+    tau: float,
+    head_bias: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> BondLoss:
+    """`bond_loss_at` from the last hidden states instead of the logits, which are never held in
+    full: logits = hidden @ head_weight.T (+ head_bias), computed `chunk_size` positions at a time
+    (default: CHUNK_ELEMENTS / vocabulary). The head is frozen (no gradient reaches it)."""
+    _check(beta, gamma, tau, int(pairs.shape[0]), ref_hidden is not None)
+    if head_weight.requires_grad or (head_bias is not None and head_bias.requires_grad):
+        raise ValueError("bond_loss_chunked needs a frozen LM head; use bond_loss_at")
+    vocab = int(head_weight.shape[0])
+    chunk = chunk_size or max(1, CHUNK_ELEMENTS // vocab)
+    on_chosen = chosen.to(policy_hidden.device)[rows]
+    token_logps, ref_token_logps, kl = _ChunkedHead.apply(
+        policy_hidden, ref_hidden, head_weight, head_bias, targets, on_chosen, chunk, gamma > 0)
+    if ref_hidden is None:
+        ref_token_logps = kl = None
+    return _terms(token_logps, ref_token_logps, kl, rows, chosen, pairs,
+                  beta=beta, gamma=gamma, tau=tau)
+
+
+def _check(beta: float, gamma: float, tau: float, n_pairs: int, with_reference: bool) -> None:
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if gamma < 0 or tau <= 0:
         raise ValueError(f"gamma must be >= 0 and tau > 0, got gamma={gamma}, tau={tau}")
-    n_pairs = int(pairs.shape[0])
-    if ref_logits is None and needs_reference(beta, gamma, n_pairs):
+    if not with_reference and needs_reference(beta, gamma, n_pairs):
         raise ValueError("ref_logits are required when gamma > 0 or beta > 0 with pairs")
 
-    device = policy_logits.device
-    n_rows = int(chosen.shape[0])
-    zero = torch.zeros((), device=device)
-    policy_logps = nnf.log_softmax(policy_logits.float(), dim=-1)
-    token_logps = policy_logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    on_chosen = chosen.to(device)[rows]
 
-    chosen_token_logps = token_logps[on_chosen]
+def _terms(
+    token_logps: torch.Tensor,
+    ref_token_logps: torch.Tensor | None,
+    kl: torch.Tensor | None,
+    rows: torch.Tensor,
+    chosen: torch.Tensor,
+    pairs: torch.Tensor,
+    *,
+    beta: float,
+    gamma: float,
+    tau: float,
+) -> BondLoss:
+    """The loss from per-position figures: `token_logps` [M] under the policy, `ref_token_logps`
+    [M] under the reference and `kl` [K] at the K positions on chosen rows (None without a
+    reference)."""
+    device = token_logps.device
+    n_rows, n_pairs = int(chosen.shape[0]), int(pairs.shape[0])
+    zero = torch.zeros((), device=device)
+    chosen_token_logps = token_logps[chosen.to(device)[rows]]
     sft = -chosen_token_logps.mean() if chosen_token_logps.numel() else zero
 
-    preference, kl, margin = zero, zero, torch.full((), math.nan, device=device)
-    if ref_logits is not None:
-        with torch.no_grad():
-            ref_logps = nnf.log_softmax(ref_logits.float(), dim=-1)
+    preference, kl_mean, margin = zero, zero, torch.full((), math.nan, device=device)
+    if ref_token_logps is not None:
         if n_pairs:
-            ref_token_logps = ref_logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
             log_ratio = torch.zeros(n_rows, device=device).index_add(
-                0, rows, token_logps - ref_token_logps
+                0, rows, token_logps - ref_token_logps.detach()
             )
             margins = log_ratio[pairs[:, 0]] - log_ratio[pairs[:, 1]]
             preference = -nnf.logsigmoid(tau * margins).mean()
             margin = margins.detach().mean()
-        if chosen_token_logps.numel():
-            p_logps = policy_logps[on_chosen]
-            kl = (p_logps.exp() * (p_logps - ref_logps[on_chosen])).sum(-1).mean()
+        if kl is not None and kl.numel():
+            kl_mean = kl.mean()
 
     if beta == 0:
         loss = sft
@@ -155,5 +225,70 @@ def bond_loss_at(
     else:
         loss = (1 - beta) * sft + beta * preference
     if gamma:
-        loss = loss + gamma * kl
-    return BondLoss(loss=loss, sft=sft, preference=preference, kl=kl, margin=margin)
+        loss = loss + gamma * kl_mean
+    return BondLoss(loss=loss, sft=sft, preference=preference, kl=kl_mean, margin=margin)
+
+
+def _head_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+                ) -> torch.Tensor:
+    """float32 log-softmax of one chunk's logits, computed in the head's dtype as the model
+    would."""
+    return nnf.log_softmax(nnf.linear(hidden, weight, bias).float(), dim=-1)
+
+
+class _ChunkedHead(torch.autograd.Function):
+    """Per position: log pi(target), log ref(target) and (on chosen rows) KL(pi || ref), from the
+    hidden states, chunk by chunk. Forward also keeps d(figure)/d(hidden) for the two figures
+    with a gradient; backward scales them by the incoming gradients."""
+
+    @staticmethod
+    def forward(ctx, hidden, ref_hidden, weight, bias, targets, on_chosen, chunk, kl_grad):
+        n = hidden.shape[0]
+        grad = ctx.needs_input_grad[0]
+        token_logps = hidden.new_empty(n, dtype=torch.float32)
+        ref_token_logps = hidden.new_zeros(n, dtype=torch.float32)
+        kl_index = on_chosen.nonzero(as_tuple=True)[0]
+        kl = hidden.new_zeros(kl_index.numel(), dtype=torch.float32)
+        d_token = torch.empty_like(hidden) if grad else None
+        d_kl = hidden.new_empty(kl_index.numel(), hidden.shape[1]) if grad and kl_grad and \
+            ref_hidden is not None else None
+        kl_start = 0
+        for start in range(0, n, chunk):
+            end = min(start + chunk, n)
+            t = targets[start:end].unsqueeze(-1)
+            logps = _head_logps(hidden[start:end].detach(), weight, bias)
+            token_logps[start:end] = logps.gather(-1, t).squeeze(-1)
+            if grad:  # d log p(t) / d logits = onehot(t) - p
+                g = logps.exp().neg_().scatter_add_(-1, t, torch.ones_like(t, dtype=logps.dtype))
+                d_token[start:end] = g.to(weight.dtype) @ weight
+                del g
+            if ref_hidden is None:
+                continue
+            ref_logps = _head_logps(ref_hidden[start:end], weight, bias)
+            ref_token_logps[start:end] = ref_logps.gather(-1, t).squeeze(-1)
+            local = on_chosen[start:end].nonzero(as_tuple=True)[0]
+            if local.numel():
+                kl_end = kl_start + local.numel()
+                p_logps = logps[local]
+                diff = p_logps - ref_logps[local]
+                del ref_logps
+                p = p_logps.exp()
+                chunk_kl = (p * diff).sum(-1)
+                kl[kl_start:kl_end] = chunk_kl
+                if d_kl is not None:  # d KL / d logits = p * (log p - log ref - KL)
+                    d_kl[kl_start:kl_end] = \
+                        (p * diff.sub_(chunk_kl.unsqueeze(-1))).to(weight.dtype) @ weight
+                kl_start = kl_end
+        ctx.save_for_backward(d_token, d_kl, kl_index)
+        ctx.mark_non_differentiable(ref_token_logps)
+        return token_logps, ref_token_logps, kl
+
+    @staticmethod
+    def backward(ctx, g_token, g_ref, g_kl):
+        d_token, d_kl, kl_index = ctx.saved_tensors
+        if d_token is None:
+            return (None,) * 8
+        grad = g_token.unsqueeze(-1).to(d_token.dtype) * d_token
+        if d_kl is not None and g_kl is not None:
+            grad.index_add_(0, kl_index, g_kl.unsqueeze(-1).to(d_kl.dtype) * d_kl)
+        return grad, None, None, None, None, None, None, None

@@ -20,6 +20,7 @@ from services.trainer import checkpoints
 from services.trainer.bond_loss import (
     BondLoss,
     bond_loss_at,
+    bond_loss_chunked,
     needs_reference,
     response_positions,
 )
@@ -76,41 +77,66 @@ Emit = Callable[[Event], None]
 
 # --- one step ----------------------------------------------------------------------------------
 
-def response_logits(model: Any, batch: Batch, mask: Any) -> Any:
-    """Logits [M, V] at the positions in `mask` ([N, T-1]) only.
+def _plain_head(model: Any) -> tuple[Any, Any] | None:
+    """(backbone, LM head) when the logits are exactly a frozen linear projection of the
+    backbone's last hidden state; None for heads that do more (logit soft-capping or scaling, a
+    LoRA adapter or gradients on the head), which take the logits path."""
+    import torch
 
-    The LM head (vocabulary x hidden: a fifth of SmolLM2's weights) runs on the response positions
-    alone instead of every position; models whose head does more than a projection (logit
-    soft-capping or scaling) fall back to the full forward.
-    """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = base.config.get_text_config() if hasattr(base.config, "get_text_config") \
         else base.config
     backbone = getattr(base, getattr(base, "base_model_prefix", ""), None)
-    plain_head = not any(getattr(config, name, None) for name in
-                         ("final_logit_softcapping", "logit_scale", "logits_scaling",
-                          "output_multiplier", "lm_head_multiplier"))
-    if backbone is None or not plain_head or backbone is base:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        return logits[:, :-1][mask]
+    head = base.get_output_embeddings()
+    plain = not any(getattr(config, name, None) for name in
+                    ("final_logit_softcapping", "logit_scale", "logits_scaling",
+                     "output_multiplier", "lm_head_multiplier"))
+    if backbone is None or backbone is base or not plain or type(head) is not torch.nn.Linear \
+            or any(p.requires_grad for p in head.parameters()):
+        return None
+    return backbone, head
+
+
+def response_hidden(backbone: Any, batch: Batch, mask: Any) -> Any:
+    """The backbone's last hidden states [M, H] at the positions in `mask` ([N, T-1]) only."""
     hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                       use_cache=False).last_hidden_state
-    return base.get_output_embeddings()(hidden[:, :-1][mask])
+    return hidden[:, :-1][mask]
+
+
+def response_logits(model: Any, batch: Batch, mask: Any) -> Any:
+    """Logits [M, V] at the positions in `mask` ([N, T-1]): the full forward, for heads that are
+    not a plain projection."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    return logits[:, :-1][mask]
 
 
 def bond_step(model: Any, batch: Batch, bond: BondConfig) -> BondLoss:
     """Forward passes and the BOND loss of one batch. The reference is the same model with its
-    adapter disabled, under no_grad: no second copy of the weights."""
+    adapter disabled, under no_grad: no second copy of the weights. With a plain LM head the loss
+    runs the head itself, chunk by chunk, on the response positions only (no [M x V] logits)."""
     import torch
 
     mask, targets, rows = response_positions(batch.labels)
-    ref_logits = None
-    if needs_reference(bond.beta, bond.gamma, int(batch.pairs.shape[0])):
+    with_reference = needs_reference(bond.beta, bond.gamma, int(batch.pairs.shape[0]))
+    terms = {"beta": bond.beta, "gamma": bond.gamma, "tau": bond.tau}
+    plain = _plain_head(model)
+    if plain is None:
+        ref_logits = None
+        if with_reference:
+            with torch.no_grad(), model.disable_adapter():
+                ref_logits = response_logits(model, batch, mask)
+        logits = response_logits(model, batch, mask)
+        return bond_loss_at(logits, targets, rows, batch.chosen, batch.pairs, ref_logits,
+                            **terms)
+    backbone, head = plain
+    ref_hidden = None
+    if with_reference:
         with torch.no_grad(), model.disable_adapter():
-            ref_logits = response_logits(model, batch, mask)
-    logits = response_logits(model, batch, mask)
-    return bond_loss_at(logits, targets, rows, batch.chosen, batch.pairs, ref_logits,
-                        beta=bond.beta, gamma=bond.gamma, tau=bond.tau)
+            ref_hidden = response_hidden(backbone, batch, mask)
+    hidden = response_hidden(backbone, batch, mask)
+    return bond_loss_chunked(hidden, head.weight, targets, rows, batch.chosen, batch.pairs,
+                             ref_hidden, head_bias=head.bias, **terms)
 
 
 def make_optimizer(model: Any, config: TrainConfig, total_steps: int) -> tuple[Any, Any]:

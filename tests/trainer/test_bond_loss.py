@@ -8,10 +8,18 @@ import pytest
 import torch
 import torch.nn.functional as nnf
 
-from services.trainer.bond_loss import IGNORE_INDEX, bond_loss, needs_reference, sequence_logps
+from services.trainer.bond_loss import (
+    IGNORE_INDEX,
+    bond_loss,
+    bond_loss_at,
+    bond_loss_chunked,
+    needs_reference,
+    response_positions,
+    sequence_logps,
+)
 from services.trainer.config import BondConfig, LoraConfig
 from services.trainer.data import collate, read_curated, tokenize_rows
-from services.trainer.loop import bond_step
+from services.trainer.loop import _plain_head, bond_step
 from tests.trainer.helpers import curated_rows
 
 V, T = 11, 7
@@ -85,6 +93,73 @@ def test_missing_reference_is_refused_when_needed():
     logits, labels, chosen, pairs = _batch()
     with pytest.raises(ValueError, match="ref_logits"):
         bond_loss(logits, labels, chosen, pairs, beta=0.5, gamma=0.0, tau=0.1)
+
+
+# --- the chunked loss (hidden states and a frozen head; no [positions x vocabulary] logits) ---
+
+H = 5
+
+
+def _hidden_batch(seed: int = 0, vocab: int = V):
+    """The rows of `_batch` as hidden states at the response positions and a random head."""
+    _, labels, chosen, pairs = _batch(seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    mask, targets, rows = response_positions(labels)
+    hidden = torch.randn(int(mask.sum()), H, generator=g, requires_grad=True)
+    ref_hidden = torch.randn(hidden.shape, generator=g)
+    weight = torch.randn(vocab, H, generator=g)
+    bias = torch.randn(vocab, generator=g)
+    return hidden, ref_hidden, weight, bias, targets, rows, chosen, pairs
+
+
+@pytest.mark.parametrize("beta,gamma", [(0.0, 0.0), (0.5, 0.1), (1.0, 0.0), (0.25, 2.0),
+                                        (0.0, 1.0)])
+@pytest.mark.parametrize("chunk_size", [1, 3, None])
+def test_chunked_loss_and_gradient_equal_the_unchunked_reference(beta, gamma, chunk_size):
+    hidden, ref_hidden, weight, bias, targets, rows, chosen, pairs = _hidden_batch(3, vocab=50)
+    kw = {"beta": beta, "gamma": gamma, "tau": 0.3}
+    ours = bond_loss_chunked(hidden, weight, targets, rows, chosen, pairs, ref_hidden,
+                             head_bias=bias, chunk_size=chunk_size, **kw)
+    (grad,) = torch.autograd.grad(ours.loss, hidden)
+
+    ref_h = hidden.detach().clone().requires_grad_()
+    logits = nnf.linear(ref_h, weight, bias)
+    expected = bond_loss_at(logits, targets, rows, chosen, pairs,
+                            nnf.linear(ref_hidden, weight, bias), **kw)
+    (expected_grad,) = torch.autograd.grad(expected.loss, ref_h)
+    for part in ("loss", "sft", "preference", "kl", "margin"):
+        torch.testing.assert_close(getattr(ours, part), getattr(expected, part))
+    torch.testing.assert_close(grad, expected_grad)
+    assert grad.abs().sum() > 0
+
+
+def test_chunked_beta_gamma_zero_is_exactly_the_sft_loss_without_a_reference():
+    hidden, _, weight, _, targets, rows, chosen, pairs = _hidden_batch(4)
+    out = bond_loss_chunked(hidden, weight, targets, rows, chosen, pairs, beta=0.0, gamma=0.0,
+                            tau=0.1, chunk_size=2)
+    on_chosen = chosen[rows]
+    expected = nnf.cross_entropy(hidden[on_chosen] @ weight.T, targets[on_chosen])
+    assert out.loss is out.sft
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_chunked_reference_equal_to_policy_gives_exactly_zero_kl_and_log2_preference():
+    hidden, _, weight, bias, targets, rows, chosen, pairs = _hidden_batch(5)
+    out = bond_loss_chunked(hidden, weight, targets, rows, chosen, pairs, hidden.detach().clone(),
+                            beta=0.5, gamma=0.1, tau=0.1, head_bias=bias, chunk_size=2)
+    assert out.kl.item() == 0.0
+    assert out.margin.item() == 0.0
+    assert out.preference.item() == pytest.approx(math.log(2), abs=1e-7)
+
+
+def test_chunked_loss_refuses_a_trainable_head_and_a_missing_reference():
+    hidden, _, weight, _, targets, rows, chosen, pairs = _hidden_batch()
+    with pytest.raises(ValueError, match="frozen LM head"):
+        bond_loss_chunked(hidden, weight.requires_grad_(), targets, rows, chosen, pairs,
+                          hidden.detach(), beta=0.5, gamma=0.1, tau=0.1)
+    with pytest.raises(ValueError, match="ref_logits"):
+        bond_loss_chunked(hidden, weight.detach(), targets, rows, chosen, pairs, beta=0.5,
+                          gamma=0.1, tau=0.1)
 
 
 # --- on the tiny Llama with a LoRA adapter ----------------------------------------------------
@@ -162,3 +237,36 @@ def test_one_optimiser_step_raises_the_chosen_over_rejected_margin(tiny_llama_di
 
 def test_lora_defaults_are_the_documented_ones():
     assert LoraConfig() == LoraConfig(r=16, alpha=32, dropout=0.05, target_modules=())
+
+
+def test_step_through_the_chunked_head_has_the_gradient_of_the_full_logits(peft_model):
+    """bond_step (hidden states, chunked head) against the model's own logits through
+    bond_loss: same loss, same LoRA gradients."""
+    model, tokenizer = peft_model
+    batch = collate(_examples(tokenizer), tokenizer.pad_token_id, with_rejected=True)
+    bond = BondConfig(beta=0.5, gamma=0.5, tau=0.5)
+    assert _plain_head(model) is not None  # the step takes the chunked path
+    with torch.no_grad():  # move the adapter off its zero start so the reference differs
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+    try:
+        model.eval()
+        lora = [p for p in model.parameters() if p.requires_grad]
+        ours = bond_step(model, batch, bond)
+        ours_grads = torch.autograd.grad(ours.loss, lora)
+        with torch.no_grad(), model.disable_adapter():
+            ref = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        full = bond_loss(logits, batch.labels, batch.chosen, batch.pairs, ref, beta=bond.beta,
+                         gamma=bond.gamma, tau=bond.tau)
+        full_grads = torch.autograd.grad(full.loss, lora)
+    finally:  # the module's model goes back to its zero-initialised adapter
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.zero_()
+    assert ours.kl.item() > 0
+    torch.testing.assert_close(ours.loss, full.loss)
+    for a, b in zip(ours_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
