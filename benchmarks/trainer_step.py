@@ -13,7 +13,9 @@ Cases (each in its own process, so peak memory is its own):
 
 Models: smollm2 (the dequantised student), tiny (the test model), smollm2-random (SmolLM2's
 config with random weights: same step cost, for machines the weights can't reach), llama-0.5b
-(a ~0.5B Llama from a config, random weights).
+(a ~0.5B Llama from a config, random weights), llama-vocab (Llama-3.2-1B's vocabulary, 128,256,
+and hidden size, 2048, with 2 blocks and random weights: the vocabulary-heavy case; the SmolLM2
+tokenizer feeds it, so its ids use the first 49,152 rows, but every logit is computed).
 
 Same LoRA (r 16, alpha 32, dropout 0.05, all linear projections), AdamW, learning rate, batch of
 prompts, sequence length and rows for every case; one chosen and one rejected response per
@@ -21,7 +23,9 @@ prompt. A step's time is the interval between consecutive step ends (data, forwa
 optimizer), the first `--warmup` steps excluded; the figure is the median. tokens/s counts the
 non-padding tokens of the sequences a step trains on (chosen for SFT; chosen and rejected for
 BOND/DPO) and is the same count for our case and TRL's. Peak memory: the process's peak RSS on
-CPU, torch.cuda.max_memory_allocated on GPU. Ends with `RESULT {json}`.
+CPU, torch.cuda.max_memory_allocated on GPU; for our cases also the peak the memory model
+(services.common.training_memory) predicts for the job, and predicted / measured. Ends with
+`RESULT {json}`.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from benchmarks.result import emit  # noqa: E402
 
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 LEARNING_RATE = 1e-4
-TARGETS = {"sft": 1.05, "bond": 1.15}
+TARGETS = {"sft": 1.05, "bond": 1.15, "memory_bond": 1.10, "prediction": 0.20}
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
          "november oscar papa quebec romeo sierra tango uniform victor whiskey xray").split()
 
@@ -92,6 +96,14 @@ def prepare_model(name: str, work: Path, tokenizer_dir: Path | None = None) -> P
         config = LlamaConfig(vocab_size=vocab, hidden_size=1280, num_hidden_layers=24,
                              num_attention_heads=20, num_key_value_heads=4,
                              intermediate_size=3456, max_position_embeddings=4096,
+                             tie_word_embeddings=True)
+        return save_random_llama(config, source, work / name)
+    if name == "llama-vocab":
+        from transformers import LlamaConfig
+
+        config = LlamaConfig(vocab_size=128_256, hidden_size=2048, num_hidden_layers=2,
+                             num_attention_heads=32, num_key_value_heads=8,
+                             intermediate_size=8192, max_position_embeddings=4096,
                              tie_word_embeddings=True)
         return save_random_llama(config, source, work / name)
     return Path(name)
@@ -145,9 +157,39 @@ def intervals(ends: list[float], warmup: int) -> list[float]:
     return [b - a for a, b in zip(ends[first - 1:], ends[first:], strict=False)]
 
 
+def ours_config(model_dir: Path, args, bond: bool, backend: str, curated_uri: str = ""):
+    from services.trainer.config import BondConfig, LoraConfig, TrainConfig
+
+    return TrainConfig(
+        job_id="bench", student_model=str(model_dir), curated_uri=curated_uri,
+        lora=LoraConfig(LORA["r"], LORA["alpha"], LORA["dropout"]),
+        bond=BondConfig(0.5, 0.1, 0.1) if bond else BondConfig(0.0, 0.0, 0.1),
+        max_steps=args.warmup + args.steps, learning_rate=LEARNING_RATE,
+        batch_size=args.batch_size, max_seq_length=args.seq_len, checkpoint_interval=10**6,
+        backend=backend, warmup_ratio=0.0,
+    )
+
+
+def predicted_peak_gb(model_dir: Path, args, bond: bool, backend: str) -> float:
+    """The memory model's peak for this case's job, as the trainer's preflight computes it."""
+    from services.common.training_memory import peak_memory
+    from services.trainer.preflight import model_shape, training_job
+    from services.trainer.settings import TrainerSettings
+
+    device = "cuda" if backend == "unsloth" or cuda_available() else "cpu"
+    job = training_job(ours_config(model_dir, args, bond, backend), backend, device,
+                       load_in_4bit=TrainerSettings().unsloth_load_in_4bit)
+    return peak_memory(model_shape(model_dir), job).total_gb
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_ours(model_dir: Path, data: list[dict], args, bond: bool, backend: str) -> list[float]:
     from services.common.storage import LocalStore
-    from services.trainer.config import BondConfig, LoraConfig, TrainConfig
     from services.trainer.job import run_training
     from services.trainer.loop import Step
     from services.trainer.settings import TrainerSettings
@@ -156,15 +198,7 @@ def run_ours(model_dir: Path, data: list[dict], args, bond: bool, backend: str) 
     store = LocalStore(work / "store")
     body = "\n".join(json.dumps(r) for r in data).encode()
     curated = store.put_bytes("datasets/bench.jsonl", body)
-    total = args.warmup + args.steps
-    config = TrainConfig(
-        job_id="bench", student_model=str(model_dir), curated_uri=curated.uri,
-        lora=LoraConfig(LORA["r"], LORA["alpha"], LORA["dropout"]),
-        bond=BondConfig(0.5, 0.1, 0.1) if bond else BondConfig(0.0, 0.0, 0.1),
-        max_steps=total, learning_rate=LEARNING_RATE, batch_size=args.batch_size,
-        max_seq_length=args.seq_len, checkpoint_interval=10**6, backend=backend,
-        warmup_ratio=0.0,
-    )
+    config = ours_config(model_dir, args, bond, backend, curated.uri)
     ends: list[float] = []
 
     def on_event(event):
@@ -286,16 +320,24 @@ def run_case(args) -> dict:
     model_dir = Path(args.model_dir)
     data = rows(args.batch_size * (args.warmup + args.steps), args.seq_len)
     bond = args.case.endswith(("bond", "dpo"))
+    predicted = None
     if args.case.startswith(("ours", "unsloth")):
         backend = "unsloth" if args.case.startswith("unsloth") else "trl"
         times = run_ours(model_dir, data, args, bond, backend)
+        predicted = predicted_peak_gb(model_dir, args, bond, backend)
     else:
         times = run_trl(model_dir, data, args, dpo=bond)
     seconds = statistics.median(times)
     tokens = step_tokens(model_dir, data, args.batch_size, args.seq_len, bond)
-    return {"seconds_per_step": round(seconds, 4), "tokens_per_second": round(tokens / seconds, 1),
-            "tokens_per_step": round(tokens, 1), "peak_memory_gb": round(peak_memory_gb(), 3),
-            "step_seconds": [round(t, 4) for t in times]}
+    measured = peak_memory_gb()
+    figures = {"seconds_per_step": round(seconds, 4),
+               "tokens_per_second": round(tokens / seconds, 1),
+               "tokens_per_step": round(tokens, 1), "peak_memory_gb": round(measured, 3),
+               "step_seconds": [round(t, 4) for t in times]}
+    if predicted is not None:
+        figures["predicted_peak_gb"] = predicted
+        figures["predicted_over_measured"] = round(predicted / measured, 3)
+    return figures
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +346,7 @@ def run_case(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2",
-                        help="smollm2 | tiny | smollm2-random | llama-0.5b | a model folder")
+                        help="smollm2|tiny|smollm2-random|llama-0.5b|llama-vocab|a folder")
     parser.add_argument("--tokenizer", type=Path,
                         help="folder with the SmolLM2 tokenizer (and config, for smollm2-random)")
     parser.add_argument("--batch-size", type=int, default=2)
@@ -342,15 +384,19 @@ def main() -> None:
             print(f"{case}: {figures[case]['seconds_per_step']:.3f} s/step "
                   f"({time.perf_counter() - started:.0f} s with load)", file=sys.stderr)
 
-    def ratio(ours: str, theirs: str) -> float | None:
+    def ratio(ours: str, theirs: str, key: str = "seconds_per_step") -> float | None:
         a, b = figures.get(ours, {}), figures.get(theirs, {})
-        if "seconds_per_step" in a and "seconds_per_step" in b:
-            return round(a["seconds_per_step"] / b["seconds_per_step"], 3)
+        if key in a and key in b:
+            return round(a[key] / b[key], 3)
         return None
 
     figures["ratio_sft"] = ratio("ours-sft", "trl-sft")
     figures["ratio_bond_vs_dpo"] = ratio("ours-bond", "trl-dpo")
-    figures["targets"] = {"ratio_sft": TARGETS["sft"], "ratio_bond_vs_dpo": TARGETS["bond"]}
+    figures["ratio_memory_bond_vs_dpo"] = ratio("ours-bond", "trl-dpo", "peak_memory_gb")
+    figures["targets"] = {"ratio_sft": TARGETS["sft"], "ratio_bond_vs_dpo": TARGETS["bond"],
+                          "ratio_memory_bond_vs_dpo": TARGETS["memory_bond"],
+                          "predicted_over_measured": [1 - TARGETS["prediction"],
+                                                      1 + TARGETS["prediction"]]}
     emit(args.name, figures)
 
 

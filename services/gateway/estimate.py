@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from distill.v1 import common_pb2, gateway_pb2
-from services.common import errors
+from services.common import errors, training_memory
 from services.common.datasets import split_holdout
 from services.common.models import get_model, vram_required_gb
 from services.common.providers.spec import resolve_model_spec
@@ -230,9 +230,8 @@ def _training(out, spec, prompt_tokens: list[int], output: Range, n: int) -> Non
         f"{params / 1e9:.2f}B student, {GPU_USD_PER_HOUR:g} USD per GPU hour")
     _line(out, "training", out.gpu_hours_high, "GPU hours", out.gpu_hours_low * GPU_USD_PER_HOUR,
           out.gpu_hours_high * GPU_USD_PER_HOUR)
-    out.peak_vram_gb = vram_required_gb(params)
-    out.assumptions.append(f"peak VRAM {out.peak_vram_gb} GB: LoRA on a 4-bit base "
-                           "(0.6-1B: 8 GB, 3B: 16 GB, 8B: 24 GB)")
+    _peak_vram(out, spec, student.name, params, prompt_tokens, output.high / max(
+        len(prompt_tokens) * n, 1), beta, gamma)
     floor = FLOOR_PARAMS.get(spec.task_type)
     if floor and params < floor * 0.9:
         task = gateway_pb2.TaskType.Name(spec.task_type).removeprefix("TASK_TYPE_").lower()
@@ -241,3 +240,33 @@ def _training(out, spec, prompt_tokens: list[int], output: Range, n: int) -> Non
             f"{task} tasks ({floor / 1e9:g}B): expect a larger gap to the teacher")
     if math.isfinite(out.gpu_hours_high) and out.gpu_hours_high > 24:
         out.warnings.append(f"training may take up to {out.gpu_hours_high:.0f} GPU hours")
+
+
+def _peak_vram(out, spec, student: str, params: int, prompt_tokens: list[int],
+               answer_tokens: float, beta: float, gamma: float) -> None:
+    """peak_vram_gb from the memory model for this job's student, batch, sequence length (the
+    longest prompt plus the longest answer, at most training.max_seq_length), LoRA rank and
+    loss; the seed's table for students whose architecture is not known here."""
+    shape = training_memory.STUDENT_SHAPES.get(student)
+    if shape is None:
+        out.peak_vram_gb = vram_required_gb(params)
+        out.assumptions.append(f"peak VRAM {out.peak_vram_gb} GB: LoRA on a 4-bit base "
+                               "(0.6-1B: 8 GB, 3B: 16 GB, 8B: 24 GB)")
+        return
+    training = spec.training
+    max_len = training.max_seq_length if training.HasField("max_seq_length") else 1024
+    length = min(max_len, int(max(prompt_tokens, default=0) + answer_tokens))
+    trl = training.backend == common_pb2.TRAINER_BACKEND_TRL
+    job = training_memory.TrainingJob(
+        sequence_length=max(length, 1),
+        batch_size=training.batch_size if training.HasField("batch_size") else 4,
+        lora_r=spec.lora.r if spec.lora.HasField("r") else 16, beta=beta, gamma=gamma,
+        precision="bfloat16" if trl else "4bit", device="cuda", gradient_checkpointing=not trl)
+    peak = training_memory.peak_memory(shape, job)
+    out.peak_vram_gb = peak.total_gb
+    base = "bf16 base (trl backend)" if trl else \
+        "4-bit base with gradient checkpointing (unsloth backend)"
+    out.assumptions.append(
+        f"peak VRAM {peak.total_gb} GB for {student} on a {base}, batch {job.batch_size} x "
+        f"{job.sequences // job.batch_size} sequences of up to {job.sequence_length} tokens, "
+        f"LoRA r {job.lora_r}: {peak.parts()}; {training_memory.FORMULA}")

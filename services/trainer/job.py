@@ -63,6 +63,14 @@ def run_training(config: TrainConfig, settings: TrainerSettings, store: Artifact
                                load_in_4bit=settings.unsloth_load_in_4bit)
     log.info("preflight", extra={"job_id": config.job_id, "required_gb": estimate.required_gb,
                                  "available_gb": estimate.available_gb})
+    if estimate.lowered_from is not None:
+        log.warning(
+            f"batch_size {estimate.lowered_from} needs more than the "
+            f"{estimate.available_gb:.1f} GB here: training with batch_size "
+            f"{estimate.config.batch_size} and gradient_accumulation_steps "
+            f"{estimate.config.gradient_accumulation_steps} (same effective batch, about "
+            f"{estimate.required_gb:.1f} GB)", extra={"job_id": config.job_id})
+        config = estimate.config
 
     if settings.work_dir is not None:
         settings.work_dir.mkdir(parents=True, exist_ok=True)

@@ -1,37 +1,29 @@
 """Will the student train in this node's memory? Checked before any weights are loaded.
 
-The estimate counts the weights in the dtype the backend loads them in, LoRA weights with their
-gradients and AdamW moments, logits (the largest activation for small models: sequences x
-length x vocabulary, for the policy and, with BOND, the reference pass) and the hidden
-activations kept for the backward pass, plus a fixed overhead. On CUDA it is never below the
-seed's table for 4-bit LoRA training (`services.common.models.vram_required_gb`: 0.6-1B 8 GB,
-3B 16 GB, 8B 24 GB). Coarse on purpose: it gates, it does not plan.
+The figure is services.common.training_memory's model of the step's peak (weights, LoRA state,
+activations, the chunked loss, runtime), from the model's config.json and the job's settings.
+When the batch does not fit, the largest batch size that divides it and fits is used, with
+gradient accumulation making up the rest (same effective batch); when not even batch 1 fits, the
+job is refused with what would make it fit.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from services.common.errors import FailedPrecondition
-from services.common.models import vram_required_gb
+from services.common.training_memory import (
+    GB,
+    ModelShape,
+    PeakMemory,
+    TrainingJob,
+    how_to_fit,
+    largest_batch,
+    peak_memory,
+)
 from services.trainer.config import TrainConfig
-
-GB = 1e9
-OVERHEAD_GB = 0.5
-# Bytes per base weight as each backend loads it.
-WEIGHT_BYTES = {("trl", "cpu"): 4.0, ("trl", "cuda"): 2.0, ("unsloth", "cuda"): 2.0}
-UNSLOTH_4BIT_WEIGHT_BYTES = 0.55  # 4-bit blocks plus their scales; embeddings stay 16-bit
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    parameters: int
-    hidden: int
-    layers: int
-    intermediate: int
-    vocab: int
 
 
 @dataclass(frozen=True)
@@ -40,6 +32,10 @@ class MemoryEstimate:
     available_gb: float
     shape: ModelShape
     device_type: str
+    peak: PeakMemory
+    # The config to train with: the request's, or with a lower batch_size (lowered_from it).
+    config: TrainConfig
+    lowered_from: int | None = None
 
     @property
     def fits(self) -> bool:
@@ -82,44 +78,44 @@ def node_memory_gb(device_type: str) -> float:
     return ram / GB
 
 
-def estimate_gb(shape: ModelShape, config: TrainConfig, backend: str, device_type: str,
-                *, load_in_4bit: bool = False) -> float:
-    weight_bytes = WEIGHT_BYTES.get((backend, device_type), 4.0)
+def training_job(config: TrainConfig, backend: str, device_type: str, *,
+                 load_in_4bit: bool = False) -> TrainingJob:
+    """The memory model's view of a job on this backend and device."""
     if backend == "unsloth" and load_in_4bit:
-        weight_bytes = UNSLOTH_4BIT_WEIGHT_BYTES
-    weights = shape.parameters * weight_bytes
-    # LoRA on the 7 projections of each block: r x (in + out) each; weights, grads, 2 moments.
-    per_layer = 4 * 2 * shape.hidden + 3 * (shape.hidden + shape.intermediate)
-    lora = 4 * 4 * config.lora.r * per_layer * shape.layers
-    # Sequences per micro-batch: a chosen and (with BOND's preference term) a rejected per prompt.
-    sequences = config.batch_size * (2 if config.bond.beta > 0 else 1)
-    tokens = sequences * config.max_seq_length
-    with_reference = config.bond.beta > 0 or config.bond.gamma > 0
-    # Policy logits, their float32 log-softmax and its gradient; the reference's logits.
-    logits = tokens * shape.vocab * 4 * (3 + (2 if with_reference else 0))
-    activation_bytes = 2 if device_type == "cuda" else 4
-    hidden = tokens * shape.layers * (10 * shape.hidden + 3 * shape.intermediate) * \
-        activation_bytes
-    total = (weights + lora + logits + hidden) / GB + OVERHEAD_GB
-    if device_type == "cuda":
-        total = max(total, float(vram_required_gb(shape.parameters)))
-    return round(total, 2)
+        precision = "4bit"
+    else:
+        precision = "bfloat16" if device_type == "cuda" else "float32"
+    return TrainingJob(
+        sequence_length=config.max_seq_length, batch_size=config.batch_size,
+        lora_r=config.lora.r, beta=config.bond.beta, gamma=config.bond.gamma,
+        precision=precision, device="cuda" if device_type == "cuda" else "cpu",
+        gradient_checkpointing=backend == "unsloth")
 
 
 def check(model_dir: Path, config: TrainConfig, backend: str, device_type: str,
           memory_gb: float | None = None, *, load_in_4bit: bool = False) -> MemoryEstimate:
-    """The estimate, or FAILED_PRECONDITION when it exceeds `memory_gb` (default: the node's)."""
+    """The estimate for `config`, or for it with a lower batch size when that is what fits;
+    FAILED_PRECONDITION when not even batch size 1 fits `memory_gb` (default: the node's)."""
     shape = model_shape(model_dir)
-    required = estimate_gb(shape, config, backend, device_type, load_in_4bit=load_in_4bit)
-    available = memory_gb if memory_gb is not None else node_memory_gb(device_type)
-    estimate = MemoryEstimate(required, round(available, 2), shape, device_type)
-    if not estimate.fits:
-        where = "GPU memory" if device_type == "cuda" else "RAM"
+    job = training_job(config, backend, device_type, load_in_4bit=load_in_4bit)
+    available = round(memory_gb if memory_gb is not None else node_memory_gb(device_type), 2)
+    peak = peak_memory(shape, job)
+    if peak.total_gb <= available:
+        return MemoryEstimate(peak.total_gb, available, shape, device_type, peak, config)
+    where = "GPU memory" if device_type == "cuda" else "RAM"
+    fits = largest_batch(shape, job, available)
+    if fits == 0:
+        one = peak_memory(shape, replace(job, batch_size=1))
         raise FailedPrecondition(
             f"not enough memory to train {config.student_model!r} "
-            f"({shape.parameters / 1e6:.0f}M parameters) with batch_size {config.batch_size} and "
-            f"max_seq_length {config.max_seq_length}: needs about {required:.1f} GB of {where}, "
-            f"this trainer has {available:.1f} GB. Use a smaller student, batch_size or "
-            "max_seq_length, or a node with more memory"
+            f"({shape.parameters / 1e6:.0f}M parameters) with max_seq_length "
+            f"{config.max_seq_length}: even batch_size 1 needs about {one.total_gb:.1f} GB of "
+            f"{where} ({one.parts()}), this trainer has {available:.1f} GB. It would fit with "
+            f"{how_to_fit(shape, job, available)}, or on a node with more memory"
         )
-    return estimate
+    batch = max(d for d in range(1, fits + 1) if config.batch_size % d == 0)
+    lowered = replace(config, batch_size=batch, gradient_accumulation_steps=(
+        config.gradient_accumulation_steps * (config.batch_size // batch)))
+    peak = peak_memory(shape, replace(job, batch_size=batch))
+    return MemoryEstimate(peak.total_gb, available, shape, device_type, peak, lowered,
+                          lowered_from=config.batch_size)

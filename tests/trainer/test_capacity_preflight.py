@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from services.common.errors import FailedPrecondition, ResourceExhausted
+from services.common.training_memory import peak_memory
 from services.trainer import backends, preflight
 from services.trainer.capacity import Capacity
-from services.trainer.config import BondConfig, TrainConfig
+from services.trainer.config import TrainConfig
 
 
 def test_capacity_refuses_beyond_its_size_and_frees_on_release():
@@ -25,29 +28,37 @@ def test_capacity_refuses_beyond_its_size_and_frees_on_release():
     capacity.acquire("c")
 
 
-def test_preflight_estimate_grows_with_size_and_follows_the_table_on_cuda(tiny_llama_dir):
+def test_preflight_uses_the_memory_model_for_the_models_shape(tiny_llama_dir):
     shape = preflight.model_shape(tiny_llama_dir)
     assert 3_000_000 < shape.parameters < 4_000_000 and shape.vocab == 49152
     config = TrainConfig(job_id="j", student_model="tiny", batch_size=2, max_seq_length=64)
-    small = preflight.estimate_gb(shape, config, "trl", "cpu")
-    assert 0.5 < small < 1.0
-    bigger = TrainConfig(job_id="j", student_model="tiny", batch_size=16, max_seq_length=2048)
-    assert preflight.estimate_gb(shape, bigger, "trl", "cpu") > small + 5
-    sft = TrainConfig(job_id="j", student_model="tiny", batch_size=16, max_seq_length=2048,
-                      bond=BondConfig(beta=0.0, gamma=0.0))
-    assert preflight.estimate_gb(shape, sft, "trl", "cpu") < preflight.estimate_gb(
-        shape, bigger, "trl", "cpu")
-    # The seed's table for 4-bit LoRA (0.6-1B: 8 GB, 3B: 16 GB, 8B: 24 GB) is the floor on CUDA.
-    for params, gb in ((800_000_000, 8), (3_000_000_000, 16), (8_000_000_000, 24)):
-        big = preflight.ModelShape(params, 2048, 16, 8192, 32000)
-        assert preflight.estimate_gb(big, config, "unsloth", "cuda", load_in_4bit=True) >= gb
-
-
-def test_preflight_refuses_too_little_memory(tiny_llama_dir):
-    config = TrainConfig(job_id="j", student_model="tiny", batch_size=2, max_seq_length=64)
     estimate = preflight.check(tiny_llama_dir, config, "trl", "cpu")
-    assert estimate.fits and estimate.available_gb > 1
-    with pytest.raises(FailedPrecondition, match=r"needs about 0\.\d GB of RAM.*has 0\.1 GB"):
+    job = preflight.training_job(config, "trl", "cpu")
+    assert job.precision == "float32" and not job.gradient_checkpointing and job.sequences == 4
+    assert estimate.required_gb == peak_memory(shape, job).total_gb
+    assert estimate.fits and estimate.config is config and estimate.lowered_from is None
+    four = preflight.training_job(config, "unsloth", "cuda", load_in_4bit=True)
+    assert four.precision == "4bit" and four.gradient_checkpointing
+
+
+def test_preflight_lowers_the_batch_to_a_divisor_that_fits(tiny_llama_dir):
+    config = TrainConfig(job_id="j", student_model="tiny", batch_size=6, max_seq_length=2048,
+                         gradient_accumulation_steps=2)
+    shape = preflight.model_shape(tiny_llama_dir)
+    job = preflight.training_job(config, "trl", "cpu")
+    # Room for batch 4 but not 5 or 6: the largest divisor of 6 that fits is 3.
+    room = (peak_memory(shape, replace(job, batch_size=4)).total_gb
+            + peak_memory(shape, replace(job, batch_size=5)).total_gb) / 2
+    estimate = preflight.check(tiny_llama_dir, config, "trl", "cpu", memory_gb=room)
+    assert estimate.lowered_from == 6
+    assert estimate.config.batch_size == 3 and estimate.config.gradient_accumulation_steps == 4
+    assert estimate.fits
+
+
+def test_preflight_refuses_when_not_even_batch_1_fits(tiny_llama_dir):
+    config = TrainConfig(job_id="j", student_model="tiny", batch_size=2, max_seq_length=64)
+    with pytest.raises(FailedPrecondition, match=r"even batch_size 1 needs about 0\.\d GB of RAM "
+                       r"\(weights .*has 0\.1 GB.*a smaller student"):
         preflight.check(tiny_llama_dir, config, "trl", "cpu", memory_gb=0.1)
 
 
