@@ -4,9 +4,10 @@
 # a config, with TRL's SFTTrainer/DPOTrainer as the yardstick; tokens/s and peak VRAM per case.
 #
 #   benchmarks/gpu_check.sh prepare   # HERE (network): wheels -> .whl/, SmolLM2 config+tokenizer -> .gpu/
-#   benchmarks/gpu_check.sh run       # THERE, in one device call (< 9 min), e.g.
+#   benchmarks/gpu_check.sh run       # THERE, in one device call (< 10 min), e.g.
 #       run(command="bash benchmarks/gpu_check.sh run", carry=[".whl", ".gpu"], timeout_s=580)
 #   benchmarks/gpu_check.sh fanout    # THERE, only the generator fan-out benchmark (~1 min)
+#   benchmarks/gpu_check.sh memory    # THERE, only issue 25's vocabulary-heavy memory check (~2 min)
 #
 # `run` starts with the generator fan-out benchmark (issue #3's figure (a), CPU-bound at 64 calls
 # in flight): on 16 cores, with the generator's default 4 call processes and with none, it shows
@@ -85,18 +86,31 @@ run() {
 print('auto backend ->', r('auto'))" 2>&1 | tail -1
 
   local cases="ours-sft,trl-sft,ours-bond,trl-dpo,unsloth-sft,unsloth-bond"
-  # SmolLM2-135M (random weights, real config); then the ~0.5B Llama. Budget ~3.5 min each.
+  # SmolLM2-135M (random weights, real config); then the ~0.5B Llama (~3.5 min each at most),
+  # then the vocabulary-heavy Llama (~2.5 min at most).
   timeout 210 python3 benchmarks/trainer_step.py --model smollm2-random --tokenizer .gpu/smollm2 \
     --batch-size 8 --seq-len 512 --steps 10 --warmup 3 --cases "$cases" \
     --name trainer_step_gpu_smollm2 2>&1 | tee "$out/smollm2.txt" | grep -E "^RESULT|s/step|Error"
   timeout 210 python3 benchmarks/trainer_step.py --model llama-0.5b --tokenizer .gpu/smollm2 \
     --batch-size 8 --seq-len 512 --steps 10 --warmup 3 --cases "$cases" \
     --name trainer_step_gpu_llama05b 2>&1 | tee "$out/llama05b.txt" | grep -E "^RESULT|s/step|Error"
+  memory
+}
+
+# Issue 25: the vocabulary-heavy case (Llama-3.2-1B's 128,256 x 2048 head, 2 blocks), 512 tokens,
+# batch 4: BOND's peak (torch.cuda.max_memory_allocated) against DPOTrainer's, and the memory
+# model's prediction for each of our cases (predicted_peak_gb, predicted_over_measured).
+memory() {
+  timeout 150 python3 benchmarks/trainer_step.py --model llama-vocab --tokenizer .gpu/smollm2 \
+    --batch-size 4 --seq-len 512 --steps 5 --warmup 2 --cases ours-bond,trl-dpo,unsloth-bond \
+    --name trainer_memory_gpu_llama_vocab 2>&1 | tee "$out/llama_vocab.txt" \
+    | grep -E "^RESULT|s/step|Error"
 }
 
 case "${1:-}" in
   prepare) prepare ;;
   run) use_wheels && run ;;
   fanout) use_wheels && fanout ;;
-  *) echo "usage: $0 prepare|run|fanout" >&2; exit 2 ;;
+  memory) use_wheels && memory ;;
+  *) echo "usage: $0 prepare|run|fanout|memory" >&2; exit 2 ;;
 esac
