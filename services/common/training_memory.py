@@ -36,7 +36,8 @@ WEIGHT_BYTES: dict[str, float] = {"float32": 4.0, "bfloat16": 2.0, "4bit": 0.55}
 ACTIVATION_BYTES: dict[str, int] = {"float32": 4, "bfloat16": 2, "4bit": 2}
 LORA_BYTES_PER_PARAM = 16
 ACTIVATION_HIDDEN, ACTIVATION_INTERMEDIATE = 18, 5
-# Mirrors services.trainer.bond_loss.CHUNK_ELEMENTS (services import only services.common).
+# Logits one chunk of the trainer's chunked BOND loss holds (float32: 32 MB); at its peak a chunk
+# keeps about CHUNK_BUFFERS such [positions x vocabulary] buffers.
 CHUNK_ELEMENTS = 1 << 23
 CHUNK_BUFFERS, FULL_LOGIT_BUFFERS = 5, 6
 OVERHEAD_GB: dict[str, float] = {"cpu": 0.45, "cuda": 0.5}

@@ -31,10 +31,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as nnf
 
+from services.common.training_memory import CHUNK_ELEMENTS  # the memory model counts its buffers
+
 IGNORE_INDEX = -100
-# Logits one chunk of `bond_loss_chunked` holds (float32: 32 MB each; the chunk keeps about five
-# such [positions x vocabulary] buffers at its peak). services.common.training_memory counts them.
-CHUNK_ELEMENTS = 1 << 23
 
 
 @dataclass(frozen=True)
