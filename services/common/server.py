@@ -1,10 +1,10 @@
 """The one way every distill service serves: `serve(settings, build)`.
 
 grpc.aio server with the standard health service, server reflection (grpcurl needs no .proto
-files), the interceptor (request id, auth, error mapping, RPC log), message size limits and
-keepalive, and the service's Prometheus metrics over HTTP (services/common/metrics.py).
-SIGTERM/SIGINT → health NOT_SERVING → stop accepting RPCs → in-flight RPCs get
-`grace_seconds` to finish.
+files, and resolves methods too: services/common/reflection.py), the interceptor (request id,
+auth, error mapping, RPC log), message size limits and keepalive, and the service's Prometheus
+metrics over HTTP (services/common/metrics.py). SIGTERM/SIGINT → health NOT_SERVING → stop
+accepting RPCs → in-flight RPCs get `grace_seconds` to finish.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from services.common.heap import freeze_startup_objects
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import MetricsServer
+from services.common.reflection import enable as enable_reflection
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger("distill.server")
@@ -119,9 +119,7 @@ async def start(settings: ServiceSettings, services: Sequence[Service]) -> Runni
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [s.full_name for s in services]
-    reflection.enable_server_reflection(
-        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    enable_reflection([*names, health.SERVICE_NAME], server)
     port = server.add_insecure_port(f"{settings.host}:{settings.bind_port}")
     metrics = MetricsServer(settings.host, settings.metrics_bind_port,
                             [s.metrics for s in services if s.metrics is not None])

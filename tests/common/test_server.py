@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from typing import ClassVar
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from distill.local_suite import check_health
@@ -68,12 +70,37 @@ def test_each_service_serves_health_and_reflection(name, tmp_path):
                                "grpc.reflection.v1alpha.ServerReflection"}
         described = grpcurl(service.address, "describe", SERVICES[name])
         assert f"{SERVICES[name]} is a service" in described and "rpc " in described
+        importlib.import_module(f"distill.v1.{name}_pb2")  # its descriptors, to compare with
+        _assert_reflection_resolves_every_symbol(service.address, SERVICES[name])
         health = json.loads(grpcurl(service.address, "grpc.health.v1.Health/Check"))
         assert health == {"status": "SERVING"}
         metrics = scrape(metrics_port(service))  # Prometheus text over HTTP
         assert f"# TYPE {METRICS[name]} " in metrics and "process_cpu_seconds_total" in metrics
     finally:
         assert service.stop() == 0
+
+
+def _assert_reflection_resolves_every_symbol(address: str, service_name: str) -> None:
+    """What grpcurl asks beyond `list`: a service's methods, each method, its messages, the
+    enums of its file, and nested types (services/common/reflection.py)."""
+    service = descriptor_pool.Default().FindServiceByName(service_name)
+    methods = grpcurl(address, "list", service_name).split()
+    assert sorted(methods) == sorted(m.full_name for m in service.methods)
+    for method in service.methods:
+        described = grpcurl(address, "describe", method.full_name)
+        assert f"{method.full_name} is a method:" in described
+        assert f"rpc {method.name} (" in described
+        for message in (method.input_type, method.output_type):
+            described = grpcurl(address, "describe", message.full_name)
+            assert f"{message.full_name} is a message:" in described
+    for enum in service.file.enum_types_by_name.values():
+        described = grpcurl(address, "describe", enum.full_name)
+        assert f"{enum.full_name} is an enum:" in described
+        assert enum.values[0].name in described
+    nested = "grpc.health.v1.HealthCheckResponse.ServingStatus"
+    assert f"{nested} is an enum:" in grpcurl(address, "describe", nested)
+    health_check = "grpc.health.v1.Health.Check"
+    assert f"{health_check} is a method:" in grpcurl(address, "describe", health_check)
 
 
 def test_port_from_environment(tmp_path):
