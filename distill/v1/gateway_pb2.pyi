@@ -34,6 +34,15 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_CANCELLING: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
     JOB_STATE_EVALUATING: _ClassVar[JobState]
+
+class JobEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_EVENT_KIND_UNSPECIFIED: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_STATE: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_PROGRESS: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_RETRY: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_WARNING: _ClassVar[JobEventKind]
+    JOB_EVENT_KIND_ERROR: _ClassVar[JobEventKind]
 TASK_TYPE_UNSPECIFIED: TaskType
 TASK_TYPE_CLASSIFICATION: TaskType
 TASK_TYPE_JSON_EXTRACTION: TaskType
@@ -51,18 +60,26 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLING: JobState
 JOB_STATE_CANCELLED: JobState
 JOB_STATE_EVALUATING: JobState
+JOB_EVENT_KIND_UNSPECIFIED: JobEventKind
+JOB_EVENT_KIND_STATE: JobEventKind
+JOB_EVENT_KIND_PROGRESS: JobEventKind
+JOB_EVENT_KIND_RETRY: JobEventKind
+JOB_EVENT_KIND_WARNING: JobEventKind
+JOB_EVENT_KIND_ERROR: JobEventKind
 
 class EvalSettings(_message.Message):
-    __slots__ = ("held_out", "holdout_fraction", "promote_min_ratio", "seed")
+    __slots__ = ("held_out", "holdout_fraction", "promote_min_ratio", "seed", "promote_min_pass_rate")
     HELD_OUT_FIELD_NUMBER: _ClassVar[int]
     HOLDOUT_FRACTION_FIELD_NUMBER: _ClassVar[int]
     PROMOTE_MIN_RATIO_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_MIN_PASS_RATE_FIELD_NUMBER: _ClassVar[int]
     held_out: _common_pb2.ArtifactRef
     holdout_fraction: float
     promote_min_ratio: float
     seed: int
-    def __init__(self, held_out: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., holdout_fraction: _Optional[float] = ..., promote_min_ratio: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    promote_min_pass_rate: float
+    def __init__(self, held_out: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., holdout_fraction: _Optional[float] = ..., promote_min_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., promote_min_pass_rate: _Optional[float] = ...) -> None: ...
 
 class DistillSpec(_message.Message):
     __slots__ = ("display_name", "dataset", "task_type", "teacher", "n_samples", "system_prompt", "limits", "judge", "student_model", "lora", "bond", "training", "export", "eval", "budget_usd", "promote_alias")
@@ -197,7 +214,7 @@ class ModelEvaluation(_message.Message):
     def __init__(self, model: _Optional[str] = ..., mean_score: _Optional[float] = ..., pass_rate: _Optional[float] = ..., latency_seconds_mean: _Optional[float] = ..., cost_per_1k_requests_usd: _Optional[float] = ...) -> None: ...
 
 class Evaluation(_message.Message):
-    __slots__ = ("prompts", "models", "student_wins", "student_ties", "student_losses", "student_win_rate", "promoted", "promotion_reason")
+    __slots__ = ("prompts", "models", "student_wins", "student_ties", "student_losses", "student_win_rate", "promoted", "promotion_reason", "min_pass_rate")
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     STUDENT_WINS_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +223,7 @@ class Evaluation(_message.Message):
     STUDENT_WIN_RATE_FIELD_NUMBER: _ClassVar[int]
     PROMOTED_FIELD_NUMBER: _ClassVar[int]
     PROMOTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    MIN_PASS_RATE_FIELD_NUMBER: _ClassVar[int]
     prompts: int
     models: _containers.RepeatedCompositeFieldContainer[ModelEvaluation]
     student_wins: int
@@ -214,7 +232,8 @@ class Evaluation(_message.Message):
     student_win_rate: float
     promoted: bool
     promotion_reason: str
-    def __init__(self, prompts: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelEvaluation, _Mapping]]] = ..., student_wins: _Optional[int] = ..., student_ties: _Optional[int] = ..., student_losses: _Optional[int] = ..., student_win_rate: _Optional[float] = ..., promoted: _Optional[bool] = ..., promotion_reason: _Optional[str] = ...) -> None: ...
+    min_pass_rate: float
+    def __init__(self, prompts: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelEvaluation, _Mapping]]] = ..., student_wins: _Optional[int] = ..., student_ties: _Optional[int] = ..., student_losses: _Optional[int] = ..., student_win_rate: _Optional[float] = ..., promoted: _Optional[bool] = ..., promotion_reason: _Optional[str] = ..., min_pass_rate: _Optional[float] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("code", "message", "stage")
@@ -227,7 +246,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., stage: _Optional[_Union[JobState, str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("name", "request_id", "spec", "state", "progress", "teacher_usage", "judge_usage", "cost_usd", "outputs", "judge_statistics", "evaluation", "error", "create_time", "update_time", "promoted_alias_version", "train_loss")
+    __slots__ = ("name", "request_id", "spec", "state", "progress", "teacher_usage", "judge_usage", "cost_usd", "outputs", "judge_statistics", "evaluation", "error", "create_time", "update_time", "promoted_alias_version", "train_loss", "warnings")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +263,7 @@ class Job(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     PROMOTED_ALIAS_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     name: str
     request_id: str
     spec: DistillSpec
@@ -260,7 +280,8 @@ class Job(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     promoted_alias_version: int
     train_loss: float
-    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[DistillSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., teacher_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., judge_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., outputs: _Optional[_Union[JobOutputs, _Mapping]] = ..., judge_statistics: _Optional[_Union[_judge_pb2.JudgeStatistics, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promoted_alias_version: _Optional[int] = ..., train_loss: _Optional[float] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[DistillSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., teacher_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., judge_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., outputs: _Optional[_Union[JobOutputs, _Mapping]] = ..., judge_statistics: _Optional[_Union[_judge_pb2.JudgeStatistics, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promoted_alias_version: _Optional[int] = ..., train_loss: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DistillRequest(_message.Message):
     __slots__ = ("spec", "request_id")
@@ -329,6 +350,84 @@ class CancelJobResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: Job
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class DeleteJobRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteJobResponse(_message.Message):
+    __slots__ = ("artifacts_deleted",)
+    ARTIFACTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    artifacts_deleted: int
+    def __init__(self, artifacts_deleted: _Optional[int] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("time", "kind", "state", "message")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    kind: JobEventKind
+    state: JobState
+    message: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[JobEventKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ListJobEventsRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[JobEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[JobEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetJobMetricsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class TrainingStep(_message.Message):
+    __slots__ = ("step", "epoch", "loss", "sft_loss", "preference_loss", "kl_loss", "learning_rate", "tokens_per_second")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    SFT_LOSS_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCE_LOSS_FIELD_NUMBER: _ClassVar[int]
+    KL_LOSS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    epoch: float
+    loss: float
+    sft_loss: float
+    preference_loss: float
+    kl_loss: float
+    learning_rate: float
+    tokens_per_second: float
+    def __init__(self, step: _Optional[int] = ..., epoch: _Optional[float] = ..., loss: _Optional[float] = ..., sft_loss: _Optional[float] = ..., preference_loss: _Optional[float] = ..., kl_loss: _Optional[float] = ..., learning_rate: _Optional[float] = ..., tokens_per_second: _Optional[float] = ...) -> None: ...
+
+class GetJobMetricsResponse(_message.Message):
+    __slots__ = ("training", "training_note", "evaluation")
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_NOTE_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    training: _containers.RepeatedCompositeFieldContainer[TrainingStep]
+    training_note: str
+    evaluation: Evaluation
+    def __init__(self, training: _Optional[_Iterable[_Union[TrainingStep, _Mapping]]] = ..., training_note: _Optional[str] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ...) -> None: ...
 
 class UploadMetadata(_message.Message):
     __slots__ = ("filename", "sha256")

@@ -66,6 +66,21 @@ class GatewayServiceStub:
                 request_serializer=distill_dot_v1_dot_gateway__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=distill_dot_v1_dot_gateway__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/distill.v1.GatewayService/DeleteJob',
+                request_serializer=distill_dot_v1_dot_gateway__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=distill_dot_v1_dot_gateway__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
+        self.ListJobEvents = channel.unary_unary(
+                '/distill.v1.GatewayService/ListJobEvents',
+                request_serializer=distill_dot_v1_dot_gateway__pb2.ListJobEventsRequest.SerializeToString,
+                response_deserializer=distill_dot_v1_dot_gateway__pb2.ListJobEventsResponse.FromString,
+                _registered_method=True)
+        self.GetJobMetrics = channel.unary_unary(
+                '/distill.v1.GatewayService/GetJobMetrics',
+                request_serializer=distill_dot_v1_dot_gateway__pb2.GetJobMetricsRequest.SerializeToString,
+                response_deserializer=distill_dot_v1_dot_gateway__pb2.GetJobMetricsResponse.FromString,
+                _registered_method=True)
         self.UploadDataset = channel.stream_unary(
                 '/distill.v1.GatewayService/UploadDataset',
                 request_serializer=distill_dot_v1_dot_gateway__pb2.UploadDatasetRequest.SerializeToString,
@@ -144,6 +159,30 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJob(self, request, context):
+        """Deletes a finished job and the artifacts only it uses (everything under its jobs/{id}/
+        folder); datasets, the teacher cache and shared base models stay. FAILED_PRECONDITION while
+        the job runs or while an alias serves its student.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobEvents(self, request, context):
+        """The job's event log, oldest first: stage transitions, progress steps, retries, warnings and
+        errors, each with its time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobMetrics(self, request, context):
+        """The training curve and the evaluation figures of a job, as data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UploadDataset(self, request_iterator, context):
         """Streams a local JSONL file into the store, deduplicated by sha256, so clients need no
         storage credentials.
@@ -217,6 +256,21 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=distill_dot_v1_dot_gateway__pb2.CancelJobRequest.FromString,
                     response_serializer=distill_dot_v1_dot_gateway__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=distill_dot_v1_dot_gateway__pb2.DeleteJobRequest.FromString,
+                    response_serializer=distill_dot_v1_dot_gateway__pb2.DeleteJobResponse.SerializeToString,
+            ),
+            'ListJobEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobEvents,
+                    request_deserializer=distill_dot_v1_dot_gateway__pb2.ListJobEventsRequest.FromString,
+                    response_serializer=distill_dot_v1_dot_gateway__pb2.ListJobEventsResponse.SerializeToString,
+            ),
+            'GetJobMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobMetrics,
+                    request_deserializer=distill_dot_v1_dot_gateway__pb2.GetJobMetricsRequest.FromString,
+                    response_serializer=distill_dot_v1_dot_gateway__pb2.GetJobMetricsResponse.SerializeToString,
             ),
             'UploadDataset': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadDataset,
@@ -413,6 +467,87 @@ class GatewayService:
             '/distill.v1.GatewayService/CancelJob',
             distill_dot_v1_dot_gateway__pb2.CancelJobRequest.SerializeToString,
             distill_dot_v1_dot_gateway__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/distill.v1.GatewayService/DeleteJob',
+            distill_dot_v1_dot_gateway__pb2.DeleteJobRequest.SerializeToString,
+            distill_dot_v1_dot_gateway__pb2.DeleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/distill.v1.GatewayService/ListJobEvents',
+            distill_dot_v1_dot_gateway__pb2.ListJobEventsRequest.SerializeToString,
+            distill_dot_v1_dot_gateway__pb2.ListJobEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/distill.v1.GatewayService/GetJobMetrics',
+            distill_dot_v1_dot_gateway__pb2.GetJobMetricsRequest.SerializeToString,
+            distill_dot_v1_dot_gateway__pb2.GetJobMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,
