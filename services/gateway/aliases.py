@@ -36,6 +36,15 @@ class Aliases:
     def list(self, page_size: int, page_token: str) -> tuple[list[gateway_pb2.Alias], str]:
         return self.store.list_aliases(page_size, page_token)
 
+    def serving(self, job: str) -> list[str]:
+        """The aliases whose current target is `job`'s student."""
+        names, token = [], ""
+        while True:
+            aliases, token = self.store.list_aliases(0, token)
+            names += [a.name for a in aliases if a.target.job == job]
+            if not token:
+                return names
+
     def rollback(self, name: str, to_version: int, expected_version: int) -> gateway_pb2.Alias:
         """Restores an earlier version's target as a new version (history is never rewritten)."""
         alias = self.get(name)

@@ -10,7 +10,7 @@ import base64
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from pathlib import Path
 
@@ -71,7 +71,11 @@ def _page_size(size: int) -> int:
 
 
 class JobStore:
-    def __init__(self, path: Path | str) -> None:
+    """`on_save` sees every job as it is created or saved (the job event log)."""
+
+    def __init__(self, path: Path | str,
+                 on_save: Callable[[gateway_pb2.Job], None] | None = None) -> None:
+        self._on_save = on_save
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -102,6 +106,8 @@ class JobStore:
                 if job.request_id and (existing := self._by_request_id(job.request_id)):
                     return existing, False  # a concurrent retry won the insert
                 raise AlreadyExists(f"job {job.name} already exists") from None
+        if self._on_save is not None:
+            self._on_save(job)
         return job, True
 
     def _by_request_id(self, request_id: str) -> gateway_pb2.Job | None:
@@ -130,6 +136,12 @@ class JobStore:
             ).rowcount
         if not updated:
             raise NotFound(f"job {job.name!r} not found")
+        if self._on_save is not None:
+            self._on_save(job)
+
+    def delete_job(self, name: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM jobs WHERE id = ?", (_job_id(name),))
 
     def list_jobs(self, page_size: int = 0, page_token: str = "", states: Iterable[int] = (),
                   page_bytes: int = MAX_PAGE_BYTES) -> tuple[list[gateway_pb2.Job], str]:

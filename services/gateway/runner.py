@@ -17,7 +17,7 @@ from distill.v1 import common_pb2, exporter_pb2, gateway_pb2, generator_pb2, tra
 from services.common import errors
 from services.common.storage import ArtifactStore
 from services.common.usage import add_usage
-from services.gateway import evaluation, report, stages
+from services.gateway import evaluation, events, report, stages
 from services.gateway.aliases import Aliases
 from services.gateway.job_store import TERMINAL, JobStore
 from services.gateway.watch import JobHub
@@ -80,6 +80,7 @@ class JobRunner:
                 "spending stopped")
 
     async def _run(self, name: str) -> None:
+        events.running(name)  # what the gateway logs from here on is about this job
         job = self.store.get_job(name)
         try:
             if evaluation.enabled(job.spec) and not job.outputs.HasField("held_out"):

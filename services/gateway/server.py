@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 
 from distill.v1 import gateway_pb2, gateway_pb2_grpc
@@ -9,6 +11,9 @@ from services.common.metrics import GatewayMetrics
 from services.common.server import Service
 from services.gateway import preflight
 from services.gateway.aliases import Aliases
+from services.gateway.deletion import delete_job
+from services.gateway.events import JobEvents, LogRecorder
+from services.gateway.job_metrics import job_metrics
 from services.gateway.job_store import JobStore
 from services.gateway.jobs import Jobs
 from services.gateway.runner import JobRunner
@@ -21,10 +26,12 @@ from services.gateway.writer_lock import WriterLock
 
 
 class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, jobs: Jobs, aliases: Aliases, settings: GatewaySettings) -> None:
+    def __init__(self, jobs: Jobs, aliases: Aliases, settings: GatewaySettings,
+                 events: JobEvents) -> None:
         self.jobs = jobs
         self.aliases = aliases
         self.settings = settings
+        self.events = events
 
     async def Estimate(self, request, context):  # noqa: N802
         return await self.jobs.estimate(request)
@@ -44,6 +51,20 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def CancelJob(self, request, context):  # noqa: N802
         return gateway_pb2.CancelJobResponse(job=await self.jobs.cancel(request.name))
+
+    async def DeleteJob(self, request, context):  # noqa: N802
+        deleted = await delete_job(request.name, self.jobs.store, self.events, self.aliases,
+                                   self.jobs.artifacts)
+        return gateway_pb2.DeleteJobResponse(artifacts_deleted=deleted)
+
+    async def ListJobEvents(self, request, context):  # noqa: N802
+        events, token = self.events.list(self.jobs.get(request.parent), request.page_size,
+                                         request.page_token)
+        return gateway_pb2.ListJobEventsResponse(events=events, next_page_token=token)
+
+    async def GetJobMetrics(self, request, context):  # noqa: N802
+        return await asyncio.to_thread(job_metrics, self.jobs.get(request.name),
+                                       self.jobs.artifacts)
 
     async def UploadDataset(self, request_iterator, context):  # noqa: N802
         return await upload_dataset(request_iterator, self.jobs.artifacts,
@@ -71,7 +92,10 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
 
 def build(settings: GatewaySettings) -> Sequence[Service]:
     writer = WriterLock(settings.db_path)  # before the store: a second gateway touches nothing
-    store = JobStore(settings.db_path)
+    events = JobEvents(settings.db_path)
+    store = JobStore(settings.db_path, on_save=events.record)
+    recorder = LogRecorder(events)
+    logging.getLogger("distill.gateway").addHandler(recorder)
     artifacts = settings.open_store()
     hub = JobHub()
     aliases = Aliases(store)
@@ -93,7 +117,7 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
     runner = JobRunner(store, hub, clients, artifacts, aliases, settings.trainer_wait_seconds,
                        smoke_prompts, serving_usd_per_hour=settings.serving_usd_per_hour)
     jobs = Jobs(store, hub, runner, artifacts, settings.cache_dir)
-    servicer = GatewayService(jobs, aliases, settings)
+    servicer = GatewayService(jobs, aliases, settings, events)
 
     async def shutdown() -> None:
         hub.close()
@@ -105,7 +129,9 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
 
     async def stopped() -> None:
         await clients.close()  # the stage channels and the trainer pool's scheduler
+        logging.getLogger("distill.gateway").removeHandler(recorder)
         store.close()
+        events.close()
         writer.release()
 
     return [Service.of(gateway_pb2, gateway_pb2_grpc, servicer, on_start=started,

@@ -1,0 +1,40 @@
+"""DeleteJob: a finished job, its event log and the artifacts only it uses.
+
+What only the job uses lives under its folder `jobs/{id}/` (held-out split, candidates, curated
+set, checkpoints, adapter, exports, evaluation, report) and the folders of its evaluation's
+generation runs (`jobs/{id}-eval-{model}/`). Datasets, the teacher cache and the base models
+the exporter shares between jobs (`models/base/`) stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from distill.v1 import gateway_pb2
+from services.common.errors import FailedPrecondition
+from services.common.storage import ArtifactStore
+from services.gateway.aliases import Aliases
+from services.gateway.events import JobEvents
+from services.gateway.job_store import TERMINAL, JobStore
+
+
+async def delete_job(name: str, store: JobStore, events: JobEvents, aliases: Aliases,
+                     artifacts: ArtifactStore) -> int:
+    """Deletes the job; returns how many stored objects went with it. The artifacts go first
+    and the job row last, so a deletion cut short can simply be asked for again."""
+    job = store.get_job(name)
+    state = gateway_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+    if job.state not in TERMINAL:
+        raise FailedPrecondition(f"{name} is {state}: cancel it first (`distill cancel {name}`) "
+                                 "or let it end, then delete it")
+    if serving := aliases.serving(name):
+        raise FailedPrecondition(
+            f"{name}: alias {', '.join(repr(a) for a in serving)} serves its student; point it "
+            "at another job or roll it back first")
+    job_id = name.removeprefix("jobs/")
+    deleted = await asyncio.to_thread(artifacts.delete_prefix, f"jobs/{job_id}/")
+    # Ids are 16 hex digits, so no other job's folder starts with "{id}-eval".
+    deleted += await asyncio.to_thread(artifacts.delete_prefix, f"jobs/{job_id}-eval")
+    events.delete(name)
+    store.delete_job(name)
+    return deleted
