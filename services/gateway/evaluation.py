@@ -27,6 +27,9 @@ from services.judge.scores import MAX_SCORE
 DEFAULT_HOLDOUT_FRACTION = 0.1
 MAX_HOLDOUT_FRACTION = 0.5
 DEFAULT_PROMOTE_MIN_RATIO = 0.95
+# The absolute floor where the held-out rows have reference answers: a student that gets under
+# half of them right is not promoted, however close it is to its teacher.
+DEFAULT_PROMOTE_MIN_PASS_RATE = 0.5
 # Answer order inside a judged group (the sample_index of each model's answer).
 MODELS = ("teacher", "student", "base")
 # Judges whose scores are pass (10) or fail (0); for the others a pass needs min_score.
@@ -50,6 +53,15 @@ def min_ratio(spec: gateway_pb2.DistillSpec) -> float:
     return e.promote_min_ratio if e.HasField("promote_min_ratio") else DEFAULT_PROMOTE_MIN_RATIO
 
 
+def min_pass_rate(spec: gateway_pb2.DistillSpec, references: bool) -> float:
+    """The gate's absolute floor: as set, else the default where every held-out row has a
+    reference answer (`references`), else none (0)."""
+    e = spec.eval
+    if e.HasField("promote_min_pass_rate"):
+        return e.promote_min_pass_rate
+    return DEFAULT_PROMOTE_MIN_PASS_RATE if references else 0.0
+
+
 def check(spec: gateway_pb2.DistillSpec, prompts: list[common_pb2.Prompt],
           store: ArtifactStore) -> int | None:
     """Preflight of spec.eval: InvalidArgument naming the field. Returns the size of a given
@@ -59,6 +71,10 @@ def check(spec: gateway_pb2.DistillSpec, prompts: list[common_pb2.Prompt],
                                                 and e.promote_min_ratio >= 0):
         raise errors.InvalidArgument(
             f"spec.eval.promote_min_ratio: must be >= 0, got {e.promote_min_ratio}")
+    if e.HasField("promote_min_pass_rate") and not 0 <= e.promote_min_pass_rate <= 1:
+        raise errors.InvalidArgument(
+            f"spec.eval.promote_min_pass_rate: must be in [0, 1] (0 turns the floor off), got "
+            f"{e.promote_min_pass_rate}")
     if e.held_out.uri:
         try:
             return len(load_dataset(store, e.held_out, what="spec.eval.held_out"))
@@ -191,6 +207,8 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
     outcome.evaluation.CopyFrom(summarise(
         [answers[pid] for pid in order], serving_usd_per_hour,
         local_teacher=spec.teacher.provider == common_pb2.PROVIDER_LOCAL))
+    references = bool(order) and all(prompts[pid].HasField("reference") for pid in order)
+    outcome.evaluation.min_pass_rate = min_pass_rate(spec, references)
     return outcome
 
 
@@ -254,16 +272,48 @@ def model_result(evaluation: gateway_pb2.Evaluation, model: str) -> gateway_pb2.
     return next(m for m in evaluation.models if m.model == model)
 
 
+def right_share(result: gateway_pb2.ModelEvaluation) -> float:
+    """The share of held-out prompts a model got right: its pass rate, or for a graded judge
+    without min_score its mean score out of the maximum."""
+    return result.pass_rate if result.HasField("pass_rate") else result.mean_score / MAX_SCORE
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.0f} %"
+
+
 def gate(evaluation: gateway_pb2.Evaluation, ratio: float) -> tuple[bool, str]:
-    """Whether the student reached `ratio` of the teacher's mean score, and why (in words)."""
+    """Whether the student reached `ratio` of the teacher's mean score and the absolute floor
+    (`evaluation.min_pass_rate`), and why (in words)."""
     student = model_result(evaluation, "student").mean_score
     teacher = model_result(evaluation, "teacher").mean_score
     share = f"{student / teacher:.0%} of the teacher's" if teacher > 0 else "the teacher scored 0"
     numbers = (f"student {student:.2f} vs teacher {teacher:.2f} on {evaluation.prompts} "
                f"held-out prompts ({share}; {ratio:.0%} required)")
+    floor = evaluation.min_pass_rate
+    if floor:
+        right = right_share(model_result(evaluation, "student"))
+        numbers += f"; the student gets {_percent(right)} right ({_percent(floor)} required)"
+        if right < floor:
+            return False, f"below the eval gate's floor: {numbers}"
     if student >= ratio * teacher:
         return True, f"passed the eval gate: {numbers}"
     return False, f"below the eval gate: {numbers}"
+
+
+def teacher_warning(evaluation: gateway_pb2.Evaluation) -> str | None:
+    """A plain warning when the teacher itself is under the floor: its student cannot learn the
+    task from it, whatever the gate says about the two of them."""
+    floor = evaluation.min_pass_rate
+    if not floor or not evaluation.prompts:
+        return None
+    right = right_share(model_result(evaluation, "teacher"))
+    if right >= floor:
+        return None
+    return (f"the teacher gets {_percent(right)} of these right — a student cannot learn the "
+            f"task from it ({evaluation.prompts} held-out prompts; the eval gate's floor is "
+            f"{_percent(floor)}): try a stronger teacher, a better system prompt or a judge "
+            "that fits the task")
 
 
 def write_rows(store: ArtifactStore, job_id: str, rows: list[dict]) -> common_pb2.ArtifactRef:

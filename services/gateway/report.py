@@ -168,6 +168,7 @@ def job_section(job: gateway_pb2.Job) -> dict[str, Any]:
         "cost_usd": job.cost_usd,
         "promote_alias": spec.promote_alias,
         "promoted_alias_version": job.promoted_alias_version,
+        "warnings": list(job.warnings),
     }
     if job.HasField("error"):
         out["error"] = {"code": job.error.code, "message": job.error.message}
@@ -323,6 +324,7 @@ def evaluation_section(job: gateway_pb2.Job, store: ArtifactStore) -> dict[str, 
         "student_win_rate": ev.student_win_rate,
         "promoted": ev.promoted,
         "promotion_reason": ev.promotion_reason,
+        "min_pass_rate": ev.min_pass_rate,
         "student_to_teacher_ratio": None,
         "student_gain_over_base": None,
     }

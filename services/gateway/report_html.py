@@ -261,6 +261,7 @@ def render_html(data: dict[str, Any]) -> str:
         f"<h1>Distillation report: {_e(title)}</h1>"
         f"<p class=\"sub\">{_e(job['name'])} · every number on this page is in "
         "<a href=\"report.json\">report.json</a></p>"
+        + "".join(f'<p class="note">warning: {_e(w)}</p>' for w in job.get("warnings", ()))
         + _table(["about this job", ""], facts, numeric=())
         + "".join(sections)
         + "</body></html>\n"

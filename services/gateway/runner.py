@@ -285,6 +285,9 @@ class JobRunner:
     def _promote(self, job: gateway_pb2.Job) -> None:
         name = job.spec.promote_alias
         if job.HasField("evaluation") and job.evaluation.prompts:
+            warning = evaluation.teacher_warning(job.evaluation)
+            if warning and warning not in job.warnings:
+                job.warnings.append(warning)
             passed, reason = evaluation.gate(job.evaluation, evaluation.min_ratio(job.spec))
             job.evaluation.promotion_reason = reason if name else f"{reason} (no promote_alias)"
             if not passed:

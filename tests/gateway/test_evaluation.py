@@ -62,6 +62,8 @@ def test_evaluation_is_on_by_default(fields, enabled):
     ({"holdout_fraction": 0.1}, 1, "needs at least 2"),
     ({"promote_min_ratio": -1}, 10, "spec.eval.promote_min_ratio"),
     ({"promote_min_ratio": float("nan")}, 10, "spec.eval.promote_min_ratio"),
+    ({"promote_min_pass_rate": 1.5}, 10, "spec.eval.promote_min_pass_rate: must be in [0, 1]"),
+    ({"promote_min_pass_rate": float("nan")}, 10, "spec.eval.promote_min_pass_rate"),
 ])
 def test_bad_eval_settings_name_the_field(tmp_path, fields, count, fragment):
     store = LocalStore(tmp_path)
@@ -113,3 +115,48 @@ def test_gate(student, teacher, ratio, passed):
     assert reason.startswith("passed" if passed else "below")
     assert f"student {student:.2f} vs teacher {teacher:.2f} on 10 held-out prompts" in reason
     assert f"{ratio:.0%} required" in reason
+
+
+def _evaluation(student_rate, teacher_rate, floor, student=9.0, teacher=9.0):
+    return gateway_pb2.Evaluation(prompts=20, min_pass_rate=floor, models=[
+        gateway_pb2.ModelEvaluation(model="teacher", mean_score=teacher, pass_rate=teacher_rate),
+        gateway_pb2.ModelEvaluation(model="student", mean_score=student, pass_rate=student_rate)])
+
+
+def test_the_floor_is_on_by_default_only_where_rows_have_references(tmp_path):
+    spec = _spec(common_pb2.ArtifactRef(uri="x"))
+    assert evaluation.min_pass_rate(spec, references=True) == 0.5
+    assert evaluation.min_pass_rate(spec, references=False) == 0.0
+    off = _spec(common_pb2.ArtifactRef(uri="x"), promote_min_pass_rate=0)
+    assert evaluation.min_pass_rate(off, references=True) == 0.0
+    strict = _spec(common_pb2.ArtifactRef(uri="x"), promote_min_pass_rate=0.8)
+    assert evaluation.min_pass_rate(strict, references=False) == 0.8
+
+
+def test_a_student_of_a_poor_teacher_is_below_the_floor_and_the_teacher_is_named():
+    # At parity with its teacher (the ratio passes) but both right on 25 % and 29 % of prompts.
+    result = _evaluation(student_rate=0.25, teacher_rate=0.29, floor=0.5, student=2.5,
+                         teacher=2.5)
+    passed, reason = evaluation.gate(result, 0.95)
+    assert not passed
+    assert reason.startswith("below the eval gate's floor")
+    assert "the student gets 25 % right (50 % required)" in reason
+    warning = evaluation.teacher_warning(result)
+    assert warning.startswith("the teacher gets 29 % of these right — a student cannot learn "
+                              "the task from it")
+
+
+def test_the_floor_passes_a_good_student_and_is_silent_about_a_good_teacher():
+    result = _evaluation(student_rate=0.9, teacher_rate=0.55, floor=0.5)
+    passed, reason = evaluation.gate(result, 0.95)
+    assert passed and "the student gets 90 % right (50 % required)" in reason
+    assert evaluation.teacher_warning(result) is None
+    assert evaluation.teacher_warning(_evaluation(0.1, 0.1, floor=0.0)) is None
+
+
+def test_a_graded_judge_without_pass_rate_uses_the_mean_score_share():
+    result = gateway_pb2.Evaluation(prompts=4, min_pass_rate=0.5, models=[
+        gateway_pb2.ModelEvaluation(model="teacher", mean_score=3.0),
+        gateway_pb2.ModelEvaluation(model="student", mean_score=3.0)])
+    assert evaluation.gate(result, 0.95)[0] is False
+    assert "the teacher gets 30 % of these right" in evaluation.teacher_warning(result)
