@@ -154,7 +154,15 @@ def follow(client: Distiller, name: str) -> gateway_pb2.Job:
 
 def print_evaluation(job: gateway_pb2.Job) -> None:
     """The held-out comparison of student, untrained student and teacher, and the gate."""
-    e = job.evaluation
+    _print_evaluation(job.evaluation)
+
+
+def print_warnings(job: gateway_pb2.Job) -> None:
+    for warning in job.warnings:
+        out.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _print_evaluation(e: gateway_pb2.Evaluation) -> None:
     if not e.prompts:
         return
     names = {"student": "student (trained)", "base": "student (untrained)", "teacher": "teacher"}
@@ -176,6 +184,7 @@ def _report(job: gateway_pb2.Job) -> int:
         out.print(f"[green]{job.name} succeeded[/green]: cost {job.cost_usd:.4f} USD; "
                   f"student GGUF {job.outputs.student_gguf.uri}")
         print_evaluation(job)
+        print_warnings(job)
         if job.promoted_alias_version:
             out.print(f"alias {job.spec.promote_alias} -> version {job.promoted_alias_version}")
         return 0
@@ -222,6 +231,52 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.cancel(args.job)
     out.print(f"{job.name} {_state(job)}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        deleted = client.delete(args.job)
+    out.print(f"deleted {args.job} and its {deleted} stored artifacts")
+    return 0
+
+
+EVENT_KIND = gateway_pb2.JobEventKind.Name
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for event in client.logs(args.job, follow=args.follow):
+            when = event.time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+            kind = EVENT_KIND(event.kind).removeprefix("JOB_EVENT_KIND_").lower()
+            # Plain print: one line per event, however long, for grep and tail.
+            print(f"{when}Z  {kind:<8}  {STATE(event.state).removeprefix('JOB_STATE_').lower():<10}"
+                  f"  {event.message}", flush=True)
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        metrics = client.metrics(args.job)
+    if args.json:
+        print(json_format.MessageToJson(metrics))
+        return 0
+    if metrics.training:
+        table = Table(title=f"training curve ({len(metrics.training)} logged steps)")
+        columns = ("step", "epoch", "loss", "sft_loss", "preference_loss", "kl_loss",
+                   "learning_rate", "tokens_per_second")
+        for column in columns:
+            table.add_column(column.replace("_", " "), justify="right")
+        for row in metrics.training:
+            table.add_row(str(row.step), *(
+                (f"{getattr(row, c):.4g}" if row.HasField(c) else "-") for c in columns[1:]))
+        out.print(table)
+    else:
+        out.print(f"training curve: {metrics.training_note}")
+    if metrics.HasField("evaluation"):
+        _print_evaluation(metrics.evaluation)
+    else:
+        out.print("evaluation: none yet")
     return 0
 
 
@@ -294,10 +349,22 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.set_defaults(func=cmd_jobs)
     for name, func, help_text in (("watch", cmd_watch, "follow a job until it ends"),
                                   ("get", cmd_get, "a job as JSON"),
-                                  ("cancel", cmd_cancel, "stop a job's spending")):
+                                  ("cancel", cmd_cancel, "stop a job's spending"),
+                                  ("delete", cmd_delete, "delete a finished job and the "
+                                   "artifacts only it uses")):
         command = sub.add_parser(name, help=help_text)
         command.add_argument("job", help="jobs/{id}")
         command.set_defaults(func=func)
+    logs = sub.add_parser("logs", help="a job's event log: state changes, steps, retries, "
+                          "warnings and errors, with their times (UTC)")
+    logs.add_argument("job", help="jobs/{id}")
+    logs.add_argument("--follow", "-f", action="store_true",
+                      help="keep printing as the job runs, until it ends")
+    logs.set_defaults(func=cmd_logs)
+    metrics = sub.add_parser("metrics", help="a job's training curve and evaluation figures")
+    metrics.add_argument("job", help="jobs/{id}")
+    metrics.add_argument("--json", action="store_true", help="print them as JSON")
+    metrics.set_defaults(func=cmd_metrics)
     report = sub.add_parser("report", help="download a job's report (HTML page, PNG plots, "
                             "report.json) and print the path of its index.html")
     report.add_argument("job", help="jobs/{id}")

@@ -300,6 +300,35 @@ class Distiller:
     def cancel(self, name: str) -> gateway_pb2.Job:
         return self._call("CancelJob", gateway_pb2.CancelJobRequest(name=name)).job
 
+    def delete(self, name: str) -> int:
+        """Deletes a finished job and the artifacts only it uses; returns how many stored
+        objects went. FAILED_PRECONDITION while it runs or while an alias serves its student."""
+        return self._call("DeleteJob", gateway_pb2.DeleteJobRequest(name=name)).artifacts_deleted
+
+    def logs(self, name: str, *, follow: bool = False,
+             page_size: int = 100) -> Iterator[gateway_pb2.JobEvent]:
+        """The job's event log, oldest first: state changes, steps, retries, warnings, errors.
+        With `follow`, goes on as the job runs (fetching after each change WatchJob pushes) and
+        ends with the job."""
+        changes = self.watch(name) if follow else None
+        token = ""
+        while True:
+            page = self._call("ListJobEvents", gateway_pb2.ListJobEventsRequest(
+                parent=name, page_size=page_size, page_token=token))
+            yield from page.events
+            if not page.next_page_token:
+                return  # the job has ended and that was its last event
+            token = page.next_page_token
+            if len(page.events) < page_size:
+                if changes is None:
+                    return
+                next(changes, None)  # the job's next change (at once, once it has ended)
+
+    def metrics(self, name: str) -> gateway_pb2.GetJobMetricsResponse:
+        """The training curve (`.training`, one TrainingStep per logged step; `.training_note`
+        says why it is empty) and the held-out evaluation (`.evaluation`)."""
+        return self._call("GetJobMetrics", gateway_pb2.GetJobMetricsRequest(name=name))
+
     # -- aliases -----------------------------------------------------------------------------
 
     def set_alias(self, name: str, *, job: str | None = None, teacher: str | None = None,
