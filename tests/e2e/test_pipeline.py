@@ -54,9 +54,11 @@ def test_a_whole_job_evaluates_then_promotes_only_past_the_gate(suite, tmp_path)
     suite.fake.configure(replies=["positive", "negative", "Positive!", "meh"])
     student = prepare_smollm2(shared_cache_dir())
     # A few steps teach the answer, not yet to stop at once: the smoke test gets room to finish.
-    # Half of the 6 prompts are held out for the evaluation; a ratio of 0 always promotes.
+    # Half of the 6 prompts are held out for the evaluation; a ratio of 0 and no floor always
+    # promote (tests/e2e/test_eval_floor.py has the floor).
     s = spec(suite, write_dataset(tmp_path / "d.jsonl", 6), student, steps=4,
-             promote_alias="sentiment", eval={"holdout_fraction": 0.5, "promote_min_ratio": 0},
+             promote_alias="sentiment", eval={"holdout_fraction": 0.5, "promote_min_ratio": 0,
+                                              "promote_min_pass_rate": 0},
              export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smoke_max_tokens": 256})
     job = suite.client.distill(s)
     snapshots = list(suite.client.watch(job.name))
