@@ -59,6 +59,7 @@ def _cli(suite, *args: str, timeout: float = 300) -> subprocess.CompletedProcess
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the offline teacher answers 12 x 4 + 12 prompts on the CPU
 def test_a_teacher_that_cannot_do_the_task_is_named_and_its_student_not_promoted(suite,
                                                                                   tmp_path):
     student = prepare_smollm2(shared_cache_dir())
