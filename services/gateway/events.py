@@ -74,6 +74,9 @@ def _after(token: str) -> int:
 
 class JobEvents:
     def __init__(self, path: Path | str) -> None:
+        """`path`: the job store's SQLite file (a table of its own there), or ":memory:"."""
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
