@@ -19,7 +19,7 @@ from tests.e2e.test_pipeline import spec
 from tests.fixtures.processes import REPO
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ  (state|progress|retry|warning|error) +"
-                      r"  (\w+) +  (.+)$")
+                      r"(\w+) +(.+)$")
 
 
 def cli(suite, *args: str) -> list[str]:
