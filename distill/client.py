@@ -312,17 +312,21 @@ class Distiller:
         ends with the job."""
         changes = self.watch(name) if follow else None
         token = ""
-        while True:
-            page = self._call("ListJobEvents", gateway_pb2.ListJobEventsRequest(
-                parent=name, page_size=page_size, page_token=token))
-            yield from page.events
-            if not page.next_page_token:
-                return  # the job has ended and that was its last event
-            token = page.next_page_token
-            if len(page.events) < page_size:
-                if changes is None:
-                    return
-                next(changes, None)  # the job's next change (at once, once it has ended)
+        try:
+            while True:
+                page = self._call("ListJobEvents", gateway_pb2.ListJobEventsRequest(
+                    parent=name, page_size=page_size, page_token=token))
+                yield from page.events
+                if not page.next_page_token:
+                    return  # the job has ended and that was its last event
+                token = page.next_page_token
+                if len(page.events) < page_size:
+                    if changes is None:
+                        return
+                    next(changes, None)  # the job's next change (at once, once it has ended)
+        finally:
+            if changes is not None:
+                changes.close()  # ends the WatchJob stream
 
     def metrics(self, name: str) -> gateway_pb2.GetJobMetricsResponse:
         """The training curve (`.training`, one TrainingStep per logged step; `.training_note`
