@@ -71,8 +71,8 @@ def test_a_teacher_that_cannot_do_the_task_is_named_and_its_student_not_promoted
         "judge": {"top_k": 2, "min_score": 5},
         "system_prompt": "You label the topic of news headlines. Reply with exactly one word: "
                          "World, Sports, Business or Technology.",
-        "training": {"max_steps": 4, "batch_size": 4, "max_seq_length": 128,
-                     "checkpoint_interval": 4, "seed": 0},
+        "training": {"max_steps": 2, "batch_size": 2, "max_seq_length": 128,
+                     "checkpoint_interval": 2, "seed": 0},
         "export": {"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smoke_max_tokens": 256},
         # Half of the 24 headlines held out, all with reference labels: the floor is on.
         "eval": {"holdout_fraction": 0.5, "seed": 1},
