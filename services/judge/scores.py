@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MAX_SCORE = 10.0
+from services.common.specs.judge import MAX_SCORE
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ from services.common.errors import InvalidArgument
 from services.common.metrics import JudgeMetrics
 from services.common.providers import Limits, RetryPolicy
 from services.common.server import Service
+from services.common.specs.judge import JudgeSpec, judge_spec
 from services.common.storage import ArtifactStore
 from services.judge.composite import Judge
 from services.judge.models import JudgeModels
-from services.judge.session import Config, JudgeSession
+from services.judge.session import JudgeSession
 from services.judge.settings import JudgeSettings
 from services.judge.spec import build_judge
 
@@ -34,10 +35,10 @@ class JudgeService(judge_pb2_grpc.JudgeServiceServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("config"):
             raise InvalidArgument("the first message must be a config (judge spec, top_k, ...)")
-        config = Config.from_proto(first.config)
+        config = judge_spec(first.config)
         models = self.open_models() if self.open_models else None
         try:
-            judge = build_judge(first.config.judge, models)
+            judge = build_judge(config.judge, models)
             async for response in self._run(request_iterator, context, judge, config):
                 self.metrics.observe(response)
                 yield response
@@ -45,7 +46,7 @@ class JudgeService(judge_pb2_grpc.JudgeServiceServicer):
             if models is not None:
                 await models.aclose()
 
-    async def _run(self, request_iterator, context, judge: Judge, config: Config):
+    async def _run(self, request_iterator, context, judge: Judge, config: JudgeSpec):
         session = JudgeSession(judge, config, self.store)
         results: asyncio.Queue = asyncio.Queue()
         reader = asyncio.create_task(self._judge_all(request_iterator, session, results))

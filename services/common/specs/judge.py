@@ -11,9 +11,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
+
 from distill.v1 import common_pb2, judge_pb2
 from services.common.errors import InvalidArgument
 from services.common.providers.spec import ModelConfig, resolve_model_spec
+from services.common.safe_regex import check_schema_patterns, compile_field
 from services.common.specs import names
 from services.common.specs.fields import float_field, int_field, join
 
@@ -69,13 +72,14 @@ class ReferenceJudgeSpec:
 
 @dataclass(frozen=True)
 class RegexJudgeSpec:
-    pattern: re.Pattern
+    pattern: Any  # an RE2 pattern (services/common/safe_regex.py): linear time on any input
     full_match: bool
 
 
 @dataclass(frozen=True)
 class JsonSchemaJudgeSpec:
-    schema: Any  # a checked JSON Schema (parsed JSON)
+    schema: Any  # a checked JSON Schema (parsed JSON) whose patterns RE2 can run
+    field: str = "judge.json_schema.schema_json"
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,6 @@ def judge_spec(config: judge_pb2.JudgeConfig, field: str = "config") -> JudgeSpe
                             high=MAX_SCORE)
     margin = float_field(config, "min_margin", f"{field}.min_margin", DEFAULT_MIN_MARGIN,
                          low=0.0, high=MAX_SCORE)
-    if not config.HasField("judge"):
-        raise InvalidArgument(f"{field}.judge: required (e.g. reference, llm, json_schema)")
     return JudgeSpec(judge_kind(config.judge, f"{field}.judge"), top_k, min_score, margin,
                      names.job_id(config.job_id, f"{field}.job_id", optional=True))
 
@@ -138,13 +140,11 @@ def judge_kind(spec: common_pb2.JudgeSpec, field: str = "judge") -> JudgeKind:
     if kind == "reference":
         return ReferenceJudgeSpec(MATCH_MODES.get(spec.reference.mode, DEFAULT_MATCH_MODE))
     if kind == "regex":
-        try:
-            pattern = re.compile(spec.regex.pattern)
-        except re.error as exc:
-            raise InvalidArgument(f"{field}.regex.pattern: invalid regex ({exc})") from None
-        return RegexJudgeSpec(pattern, spec.regex.full_match)
+        return RegexJudgeSpec(compile_field(spec.regex.pattern, f"{field}.regex.pattern"),
+                              spec.regex.full_match)
     if kind == "json_schema":
-        return JsonSchemaJudgeSpec(_schema(spec.json_schema.schema_json, field))
+        where = f"{field}.json_schema.schema_json"
+        return JsonSchemaJudgeSpec(_schema(spec.json_schema.schema_json, where), where)
     if kind == "length":
         low, high = spec.length.min_chars, spec.length.max_chars
         if low < 0 or high < 0 or (high and low > high):
@@ -166,17 +166,15 @@ def llm_judges(judge: JudgeKind) -> list[LlmJudgeSpec]:
 
 
 def _schema(schema_json: str, field: str) -> Any:
-    import jsonschema  # the providers extra: only services that judge need it
-
     try:
         schema = json.loads(schema_json)
     except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"{field}.json_schema.schema_json: not JSON ({exc.msg})") from None
+        raise InvalidArgument(f"{field}: not JSON ({exc.msg})") from None
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
-        raise InvalidArgument(f"{field}.json_schema.schema_json: not a valid JSON Schema "
-                              f"({exc.message})") from None
+        raise InvalidArgument(f"{field}: not a valid JSON Schema ({exc.message})") from None
+    check_schema_patterns(schema, field)
     return schema
 
 
