@@ -21,8 +21,8 @@ from services.gateway.estimate import estimate
 from services.judge.llm_judge import Reply
 from services.judge.session import Config as JudgeConfig
 from services.judge.spec import build_judge
-from services.trainer import preflight as memory
-from services.trainer.config import TrainConfig
+from services.common import train_memory as memory
+from services.common.specs.train import TrainConfig
 
 _QUANTS = set(common_pb2.QuantizationType.values()) - {
     common_pb2.QUANTIZATION_TYPE_UNSPECIFIED}
