@@ -44,3 +44,20 @@ class JobKeys:
     @property
     def adapter(self) -> str:
         return f"{self.prefix}adapter/"
+
+    # The exporter's outputs.
+    @property
+    def merged(self) -> str:
+        return f"{self.prefix}merged/"
+
+    @property
+    def gguf(self) -> str:
+        return f"{self.prefix}gguf/"
+
+    @property
+    def modelfile(self) -> str:
+        return f"{self.prefix}Modelfile"
+
+    @property
+    def export_manifest(self) -> str:
+        return f"{self.prefix}manifest.json"
