@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from services.common.errors import FailedPrecondition
+from services.common.specs.train import TrainSettings
 from services.common.training_memory import (
     GB,
     ModelShape,
@@ -24,7 +25,6 @@ from services.common.training_memory import (
     largest_batch,
     peak_memory,
 )
-from services.common.specs.train import TrainSettings
 
 
 @dataclass(frozen=True)

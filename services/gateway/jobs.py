@@ -10,6 +10,7 @@ from pathlib import Path
 
 from distill.v1 import common_pb2, gateway_pb2
 from services.common import errors
+from services.common.specs import names
 from services.common.storage import ArtifactStore
 from services.gateway import preflight
 from services.gateway.job_store import TERMINAL, JobStore, now
@@ -29,13 +30,8 @@ class Jobs:
         self.cache_dir = cache_dir
 
     async def estimate(self, request: gateway_pb2.EstimateRequest) -> gateway_pb2.EstimateResponse:
-        checked = await asyncio.to_thread(preflight.check, _without_budget(request.spec),
-                                          self.artifacts, self.cache_dir, request.batch_api)
-        result = checked.estimate
-        if request.spec.HasField("budget_usd") and result.total_usd_high > request.spec.budget_usd:
-            result.warnings.append(f"budget_usd {request.spec.budget_usd:g} is under the high "
-                                   f"estimate {result.total_usd_high:.2f} USD")
-        return result
+        return await asyncio.to_thread(preflight.estimate, request, self.artifacts,
+                                       self.cache_dir)
 
     async def distill(self, request: gateway_pb2.DistillRequest) -> gateway_pb2.Job:
         if request.request_id:
@@ -49,8 +45,9 @@ class Jobs:
         trainer = await self.runner.clients.trainer_status()
         await asyncio.to_thread(preflight.check, request.spec, self.artifacts, self.cache_dir,
                                 False, trainer)
-        job = gateway_pb2.Job(name=f"jobs/{uuid.uuid4().hex[:16]}", request_id=request.request_id,
-                              spec=request.spec, state=gateway_pb2.JOB_STATE_PENDING,
+        job = gateway_pb2.Job(name=names.job_name(names.new_job_id()),
+                              request_id=request.request_id, spec=request.spec,
+                              state=gateway_pb2.JOB_STATE_PENDING,
                               progress=common_pb2.Progress(message="queued"))
         job.create_time.CopyFrom(now())
         job.update_time.CopyFrom(job.create_time)
@@ -104,11 +101,3 @@ class Jobs:
             self.runner.start(job)
             resumed += 1
         return resumed
-
-
-def _without_budget(spec: gateway_pb2.DistillSpec) -> gateway_pb2.DistillSpec:
-    """Estimate reports against the budget as a warning; only Distill refuses over it."""
-    copy = gateway_pb2.DistillSpec()
-    copy.CopyFrom(spec)
-    copy.ClearField("budget_usd")
-    return copy

@@ -33,6 +33,9 @@ from typing import Any
 
 from distill.v1 import common_pb2, gateway_pb2
 from services.common.errors import DistillError
+
+# Written by the trainer into the adapter folder and each checkpoint.
+from services.common.specs.layout import TRAINING_LOG
 from services.common.storage import ArtifactStore
 from services.gateway.report_html import (
     BIN_LABELS,
@@ -41,9 +44,6 @@ from services.gateway.report_html import (
     model_order,
     render_html,
 )
-
-# Written by the trainer into the adapter folder and each checkpoint.
-from services.trainer.checkpoints import TRAINING_LOG
 
 FORMAT_VERSION = 1
 LOG_FIELDS = ("loss", "sft_loss", "preference_loss", "kl_loss", "learning_rate",

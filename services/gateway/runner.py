@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from distill.v1 import common_pb2, exporter_pb2, gateway_pb2, generator_pb2, trainer_pb2
 from services.common import errors
+from services.common.specs.export import DEFAULT_QUANTIZATIONS, QUANT_ENUMS
+from services.common.specs.names import job_id_of
 from services.common.storage import ArtifactStore
 from services.common.usage import add_usage
 from services.gateway import evaluation, events, report, stages
@@ -23,11 +25,11 @@ from services.gateway.job_store import TERMINAL, JobStore
 from services.gateway.watch import JobHub
 
 log = logging.getLogger("distill.gateway.runner")
-DEFAULT_QUANT = common_pb2.QUANTIZATION_TYPE_Q4_K_M
+DEFAULT_QUANT = QUANT_ENUMS[DEFAULT_QUANTIZATIONS[0]]
 
 
 def job_id(job: gateway_pb2.Job) -> str:
-    return job.name.removeprefix("jobs/")
+    return job_id_of(job.name)
 
 
 class JobRunner:

@@ -22,6 +22,9 @@ DEFAULT_HOLDOUT_FRACTION = 0.1
 MAX_HOLDOUT_FRACTION = 0.5
 DEFAULT_PROMOTE_MIN_RATIO = 0.95
 MAX_PROMOTE_MIN_RATIO = 100.0
+# The absolute floor where the held-out rows have reference answers: a student that gets under
+# half of them right is not promoted, however close it is to its teacher.
+DEFAULT_PROMOTE_MIN_PASS_RATE = 0.5
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class EvalSpec:
     held_out_uri: str  # "" : a fraction of the dataset is held out
     holdout_fraction: float  # 0: no evaluation (unless held_out_uri is given)
     promote_min_ratio: float
+    # None: DEFAULT_PROMOTE_MIN_PASS_RATE where every held-out row has a reference, else 0.
+    promote_min_pass_rate: float | None
     seed: int
 
     @property
@@ -39,6 +44,7 @@ class EvalSpec:
 @dataclass(frozen=True)
 class DistillPlan:
     dataset_uri: str
+    task_type: int  # gateway_pb2.TaskType
     n_samples: int
     teacher: ModelConfig
     system_prompt: str
@@ -62,6 +68,7 @@ def distill_plan(spec: gateway_pb2.DistillSpec, field: str = "spec") -> DistillP
         raise InvalidArgument(f"{field}.budget_usd: must be > 0, got {spec.budget_usd}")
     return DistillPlan(
         dataset_uri=spec.dataset.uri,
+        task_type=spec.task_type,
         n_samples=samples,
         # A job's teacher samples above temperature 0 always (its best-of-N needs variety).
         teacher=generate.teacher(spec.teacher, f"{field}.teacher", vary=True),
@@ -83,4 +90,6 @@ def eval_spec(settings: gateway_pb2.EvalSettings, field: str = "spec.eval") -> E
                            DEFAULT_HOLDOUT_FRACTION, low=0.0, high=MAX_HOLDOUT_FRACTION)
     ratio = float_field(settings, "promote_min_ratio", f"{field}.promote_min_ratio",
                         DEFAULT_PROMOTE_MIN_RATIO, low=0.0, high=MAX_PROMOTE_MIN_RATIO)
-    return EvalSpec(settings.held_out.uri, fraction, ratio, settings.seed)
+    pass_rate = float_field(settings, "promote_min_pass_rate", f"{field}.promote_min_pass_rate",
+                            None, low=0.0, high=1.0)
+    return EvalSpec(settings.held_out.uri, fraction, ratio, pass_rate, settings.seed)
