@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from distill.v1 import common_pb2, gateway_pb2, generator_pb2, judge_pb2
 from services.common import errors
 from services.common.datasets import load_dataset, parse_jsonl, split_holdout
-from services.common.specs.distill import DEFAULT_PROMOTE_MIN_PASS_RATE, DistillPlan, eval_spec
+from services.common.specs.distill import DEFAULT_PROMOTE_MIN_PASS_RATE, EvalSpec, eval_spec
 from services.common.specs.judge import MAX_SCORE
 from services.common.specs.layout import JobKeys
 from services.common.specs.names import job_id_of
@@ -51,11 +51,9 @@ def min_pass_rate(spec: gateway_pb2.DistillSpec, references: bool) -> float:
     return DEFAULT_PROMOTE_MIN_PASS_RATE if references else 0.0
 
 
-def check(plan: DistillPlan, prompts: list[common_pb2.Prompt], store: ArtifactStore
-          ) -> int | None:
+def check(e: EvalSpec, prompts: list[common_pb2.Prompt], store: ArtifactStore) -> int | None:
     """Preflight of spec.eval beyond its fields (the held-out set, enough prompts to split).
     Returns the size of a given held-out set (None when it is split off the dataset)."""
-    e = plan.eval
     if e.held_out_uri:
         ref = common_pb2.ArtifactRef(uri=e.held_out_uri)
         try:

@@ -86,7 +86,7 @@ def _request(spec: gateway_pb2.DistillSpec, store: ArtifactStore
     """The request's own checks: its fields, its dataset and held-out set."""
     plan = distill_plan(spec)
     prompts = load_prompts(spec, store)
-    return plan, prompts, evaluation.check(plan, prompts, store)
+    return plan, prompts, evaluation.check(plan.eval, prompts, store)
 
 
 def problems(plan: DistillPlan, cache_dir: Path,

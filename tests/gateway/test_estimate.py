@@ -6,6 +6,7 @@ import pytest
 
 from distill.v1 import common_pb2, gateway_pb2
 from services.common.datasets import parse_jsonl
+from services.common.specs.distill import distill_plan
 from services.common.training_memory import (
     FORMULA,
     STUDENT_SHAPES,
@@ -21,10 +22,13 @@ PROMPTS = parse_jsonl(ROWS)
 
 
 def spec(teacher="gpt-4o-mini", student="smollm2-135m", judge=None, **kw):
-    s = gateway_pb2.DistillSpec(teacher=common_pb2.ModelSpec(model=teacher, max_tokens=64),
-                                student_model=student, n_samples=4, **kw)
+    """The checked spec the estimate prices (the dataset is passed to it as prompts)."""
+    if isinstance(teacher, str):
+        teacher = common_pb2.ModelSpec(model=teacher, max_tokens=64)
+    s = gateway_pb2.DistillSpec(dataset=common_pb2.ArtifactRef(uri="file:///unused.jsonl"),
+                                teacher=teacher, student_model=student, n_samples=4, **kw)
     s.judge.judge.CopyFrom(judge or common_pb2.JudgeSpec(reference=common_pb2.ReferenceJudge()))
-    return s
+    return distill_plan(s)
 
 
 def line(result, item, unit):
@@ -105,8 +109,7 @@ def test_peak_vram_is_the_memory_models_figure_for_this_job():
 def test_unknown_teacher_price_is_a_warning_not_an_error():
     custom = common_pb2.ModelSpec(provider=common_pb2.PROVIDER_OPENAI, model="my-finetune",
                                   base_url="http://127.0.0.1:9/v1")
-    result = estimate(gateway_pb2.DistillSpec(teacher=custom, student_model="smollm2-135m"),
-                      PROMPTS)
+    result = estimate(spec(teacher=custom), PROMPTS)
     assert any("no price known for teacher" in w for w in result.warnings)
 
 
