@@ -57,6 +57,7 @@ check-protos: setup
 lint: setup check-deploy
 	$(BUF) lint
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # deploy/ validated offline by real validators: hadolint, the Compose Specification schema,
 # kustomize renders checked by kubernetes-validate (strict) and KEDA's schemas.
