@@ -43,7 +43,8 @@ def test_job_names_and_the_key_layout():
     refused(names.job_id_of, "abc", match="name: expected 'jobs/{id}'")
     keys = layout.JobKeys("abc")
     every = [keys.candidates, keys.curated, keys.split("train"), keys.evaluation, keys.adapter,
-             keys.checkpoint(7), keys.merged, keys.gguf, keys.modelfile, keys.export_manifest]
+             keys.checkpoint(7), keys.merged, keys.gguf, keys.modelfile, keys.export_manifest,
+             keys.report]
     assert all(key.startswith("jobs/abc/") for key in every)
     assert len(set(every)) == len(every)
     assert keys.checkpoint(7).startswith(keys.checkpoints)

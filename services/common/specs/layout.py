@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+JOBS_FOLDER = "jobs/"
 # One JSON line per optimizer step, in each checkpoint and in the adapter folder (where the job
 # report reads it). Plain text: the exporter's pickle checks pass it.
 TRAINING_LOG = "training_log.jsonl"
@@ -16,7 +17,7 @@ class JobKeys:
     @property
     def prefix(self) -> str:
         """Everything a job writes is under this folder."""
-        return f"jobs/{self.job_id}/"
+        return f"{JOBS_FOLDER}{self.job_id}/"
 
     @property
     def candidates(self) -> str:
@@ -44,6 +45,10 @@ class JobKeys:
     @property
     def adapter(self) -> str:
         return f"{self.prefix}adapter/"
+
+    @property
+    def report(self) -> str:
+        return f"{self.prefix}report/"
 
     # The exporter's outputs.
     @property
