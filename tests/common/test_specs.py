@@ -169,8 +169,8 @@ def test_export_bounds_name_the_field(settings, message):
 # --- the whole DistillSpec --------------------------------------------------------------------
 
 def _spec(**fields) -> gateway_pb2.DistillSpec:
-    spec = gateway_pb2.DistillSpec(dataset=REF, teacher=TEACHER, student_model="smollm2-135m",
-                                   **fields)
+    base = {"dataset": REF, "teacher": TEACHER, "student_model": "smollm2-135m"}
+    spec = gateway_pb2.DistillSpec(**{**base, **fields})
     if not spec.judge.HasField("judge"):
         spec.judge.judge.CopyFrom(REFERENCE)
     return spec
