@@ -89,8 +89,8 @@ def test_estimate_needs_no_api_key_and_lists_what_run_would_refuse(tmp_path, mon
         finally:
             gateway.stop()
     assert estimate.returncode == 0, estimate.stderr
-    total = next(line for line in estimate.stdout.splitlines() if "total" in line)
-    assert float(total.split()[-1]) > 0  # priced: gpt-4o has a known price
+    total = next(line for line in estimate.stdout.splitlines() if "│ total" in line)
+    assert float(total.strip("│ ").split()[-1]) > 0  # priced: gpt-4o has a known price
     warnings = [line for line in estimate.stdout.splitlines() if line.startswith("warning:")]
     refusals = [w for w in warnings if "Distill would refuse this job" in w]
     assert any("spec.teacher.api_key_env" in w and "set OPENAI_API_KEY in the gateway's "
@@ -100,6 +100,6 @@ def test_estimate_needs_no_api_key_and_lists_what_run_would_refuse(tmp_path, mon
     assert any("spec.student_model" in w and "qwen3-0.6b" in w
                and "local Hugging Face model folder" in w for w in refusals), warnings
     assert any("under the usual floor for json_extraction" in w for w in warnings), warnings
-    assert run.returncode == 1
+    assert run.returncode == 2  # a refused request (see distill.cli.main)
     assert "FAILED_PRECONDITION" in run.stderr and "OPENAI_API_KEY" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
