@@ -238,14 +238,12 @@ def _peak_vram(out, spec, student: str, params: int, prompt_tokens: list[int],
         out.assumptions.append(f"peak VRAM {out.peak_vram_gb} GB: LoRA on a 4-bit base "
                                "(0.6-1B: 8 GB, 3B: 16 GB, 8B: 24 GB)")
         return
-    training = spec.training
-    max_len = training.max_seq_length if training.HasField("max_seq_length") else 1024
-    length = min(max_len, int(max(prompt_tokens, default=0) + answer_tokens))
-    trl = training.backend == common_pb2.TRAINER_BACKEND_TRL
+    training = spec.train
+    length = min(training.max_seq_length, int(max(prompt_tokens, default=0) + answer_tokens))
+    trl = training.backend == "trl"
     job = training_memory.TrainingJob(
-        sequence_length=max(length, 1),
-        batch_size=training.batch_size if training.HasField("batch_size") else 4,
-        lora_r=spec.lora.r if spec.lora.HasField("r") else 16, beta=beta, gamma=gamma,
+        sequence_length=max(length, 1), batch_size=training.batch_size,
+        lora_r=training.lora.r, beta=beta, gamma=gamma,
         precision="bfloat16" if trl else "4bit", device="cuda", gradient_checkpointing=not trl)
     peak = training_memory.peak_memory(shape, job)
     out.peak_vram_gb = peak.total_gb

@@ -94,15 +94,14 @@ def test_peak_vram_is_the_memory_models_figure_for_this_job():
                       precision="4bit", device="cuda", gradient_checkpointing=True)
     assert result.peak_vram_gb == peak_memory(STUDENT_SHAPES["llama-3.2-1b"], job).total_gb
     assert any(FORMULA in a for a in result.assumptions)
-    base = spec(student="llama-3.2-1b")
-    base.training.batch_size = 16
-    base.lora.r = 64
+    base = spec(student="llama-3.2-1b", training=common_pb2.TrainingSettings(batch_size=16),
+                lora=common_pb2.LoraSettings(r=64))
     assert estimate(base, PROMPTS).peak_vram_gb > result.peak_vram_gb
-    trl = spec(student="llama-3.2-1b")
-    trl.training.backend = common_pb2.TRAINER_BACKEND_TRL
+    trl = spec(student="llama-3.2-1b", training=common_pb2.TrainingSettings(
+        backend=common_pb2.TRAINER_BACKEND_TRL))
     assert estimate(trl, PROMPTS).peak_vram_gb > result.peak_vram_gb
-    short = spec(student="llama-3.2-1b")
-    short.training.max_seq_length = 16
+    short = spec(student="llama-3.2-1b",
+                 training=common_pb2.TrainingSettings(max_seq_length=16))
     assert any("up to 16 tokens" in a for a in estimate(short, PROMPTS).assumptions)
 
 
