@@ -204,6 +204,8 @@ def test_distill_defaults_are_the_stages_defaults():
      "spec.eval.holdout_fraction: must be in [0, 0.5]"),
     ({"eval": gateway_pb2.EvalSettings(promote_min_ratio=float("nan"))},
      "spec.eval.promote_min_ratio"),
+    ({"eval": gateway_pb2.EvalSettings(promote_min_pass_rate=1.5)},
+     "spec.eval.promote_min_pass_rate: must be in [0, 1]"),
     ({"budget_usd": 0}, "spec.budget_usd: must be > 0"),
     ({"promote_alias": "Bad Alias"}, "spec.promote_alias: aliases are"),
 ])
