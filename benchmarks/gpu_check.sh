@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trainer on a lent GPU machine (DESIGN.md "Environment facts"; /work/.library/device/README.md):
+# Trainer on a lent GPU machine (a machine lent for one short call; see the commands below):
 # both backends (trl = transformers+PEFT, unsloth) on SmolLM2-135M and on a ~0.5B Llama built from
 # a config, with TRL's SFTTrainer/DPOTrainer as the yardstick; tokens/s and peak VRAM per case.
 #

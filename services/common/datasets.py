@@ -1,4 +1,4 @@
-"""Datasets: JSONL, one prompt per line (DESIGN.md "Data"), parsed into `distill.v1.Prompt`s.
+"""Datasets: JSONL, one prompt per line (docs/ARCHITECTURE.md "One job, as data"), parsed into `distill.v1.Prompt`s.
 
 Two line formats:
 

@@ -1,4 +1,4 @@
-"""The BOND loss (DESIGN.md "The BOND loss") as a pure tensor function.
+"""The BOND loss (docs/ARCHITECTURE.md "The BOND loss") as a pure tensor function.
 
     L      = (1 - beta) * L_sft + beta * L_pref + gamma * L_kl
     L_sft  = token-mean NLL of the chosen responses under the policy
