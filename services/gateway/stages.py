@@ -13,6 +13,7 @@ A status the stage itself sent (its servicer failed, e.g. a teacher that stayed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from distill.v1 import (
     trainer_pb2,
 )
 from services.common import errors
+from services.common.completions import Emit, completions
 from services.common.interceptors import REQUEST_ID_KEY
 from services.common.spend import Spend
 from services.gateway.trainer_pool import ReplicaBusy, ReplicaLost, TrainerPool
@@ -299,13 +301,17 @@ async def _generate_and_judge(
     async def run_judge():
         await drive(judge_call, "judge", clients.idle_seconds, on_judge_event)
 
-    generator_task = asyncio.create_task(run_generator())
-    judge_task = asyncio.create_task(run_judge())
+    async def run(stream: Callable[[], Awaitable[None]], emit: Emit) -> None:
+        await stream()
+
+    # Each stream handles its own events; this waits for both, or for the first error (and
+    # then stops the other).
+    both = completions((run_generator, run_judge), run, limit=2)
     try:
-        await asyncio.gather(generator_task, judge_task)
+        async with contextlib.aclosing(both):
+            async for _ in both:
+                pass
     finally:
-        for task in (generator_task, judge_task):
-            task.cancel()
         judge_call.cancel()
     if "generate" not in summary or "judge" not in summary:
         raise errors.Unavailable("generation or judging ended without a summary")

@@ -1,20 +1,21 @@
 """gRPC servicer of the trainer service: thin, the logic lives in plain modules beside it.
 
 Training blocks for minutes to hours, so it runs in a worker thread; its events cross to the
-stream through an asyncio queue. When the stream ends early (the client cancels, the deadline
-passes, the server stops) the worker's cancel flag is set and training stops before its next
-step, keeping the checkpoints already written.
+stream through `completions` (its `emit` is thread-safe). When the stream ends early (the
+client cancels, the deadline passes, the server stops) the worker's cancel flag is set and
+training stops before its next step, keeping the checkpoints already written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
 from distill.v1 import trainer_pb2, trainer_pb2_grpc
+from services.common.completions import Emit, completions
 from services.common.errors import ResourceExhausted
 from services.common.metrics import TrainerMetrics
 from services.common.server import Service
@@ -25,11 +26,6 @@ from services.trainer.config import TrainConfig
 from services.trainer.settings import TrainerSettings
 
 log = logging.getLogger("distill.trainer")
-
-
-@dataclass(frozen=True)
-class _Done:
-    error: BaseException | None = None
 
 
 def to_response(event: events.Event) -> trainer_pb2.TrainResponse:
@@ -80,48 +76,56 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         except ResourceExhausted:
             self.metrics.refused()
             raise
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[events.Event | _Done] = asyncio.Queue()
         cancel = threading.Event()
+        started = threading.Event()
 
-        def emit(event: events.Event) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+        async def train(_: None, emit: Emit) -> None:
+            """Runs training in a daemon thread of its own (a loop's executor would hold the
+            loop open until training ends) and ends as that thread does."""
+            loop = asyncio.get_running_loop()
+            ended: asyncio.Future[None] = loop.create_future()
 
-        def work() -> None:
-            from services.trainer.job import run_training
-
-            outcome = _Done()
-            try:
-                run_training(config, self.settings, store, emit, cancel)
-            except BaseException as exc:  # noqa: BLE001 - handed to the stream, which re-raises
-                outcome = _Done(exc)
-            finally:
-                slot.release()
-                if not loop.is_closed():
-                    loop.call_soon_threadsafe(queue.put_nowait, outcome)
-            if outcome.error is not None and cancel.is_set():
-                log.info("training stopped", extra={"job_id": config.job_id,
-                                                    "reason": repr(outcome.error)})
-
-        thread = threading.Thread(target=work, name=f"train-{config.job_id}", daemon=True)
-        try:
-            thread.start()
-        except BaseException:
-            slot.release()
-            raise
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, _Done):
-                    if item.error is not None:
-                        raise item.error
+            def settle(error: BaseException | None) -> None:
+                if ended.done():  # the stream has gone
                     return
-                response = to_response(item)
-                self.metrics.observe(response)
-                _log_event(config.job_id, response)
-                yield response
+                if error is None:
+                    ended.set_result(None)
+                else:
+                    ended.set_exception(error)
+
+            def work() -> None:
+                from services.trainer.job import run_training
+
+                error = None
+                try:
+                    run_training(config, self.settings, store, emit, cancel)
+                except BaseException as exc:  # noqa: BLE001 - handed to the stream
+                    error = exc
+                    if cancel.is_set():
+                        log.info("training stopped", extra={"job_id": config.job_id,
+                                                            "reason": repr(exc)})
+                finally:
+                    slot.release()  # when training ends, not when the stream does
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(settle, error)
+
+            thread = threading.Thread(target=work, name=f"train-{config.job_id}", daemon=True)
+            thread.start()
+            started.set()
+            await ended
+
+        stream = completions([None], train, limit=1)
+        try:
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    response = to_response(event)
+                    self.metrics.observe(response)
+                    _log_event(config.job_id, response)
+                    yield response
         finally:
             cancel.set()  # a no-op after a normal end; stops the worker after an early one
+            if not started.is_set():  # ended before the thread started: it holds no slot
+                slot.release()
 
     async def GetTrainerStatus(  # noqa: N802 - gRPC method name
         self, request: trainer_pb2.GetTrainerStatusRequest, context
