@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 
 import grpc
 import pytest
 
 from distill.client import DistillClientError, Distiller
+from distill.local_suite import free_port
 from distill.v1 import common_pb2, gateway_pb2
+from services.common import datasets
 from services.gateway.job_store import JobStore
 from services.gateway.server import build
 from services.gateway.settings import GatewaySettings
@@ -161,3 +164,32 @@ def test_estimate_over_grpc(gateway):
     result = client.estimate(spec(upload(client, tmp, GOOD), budget_usd=1e-9))
     assert result.prompts == 5 and result.total_usd_high > 0
     assert any("exceeds budget_usd" in w or "budget_usd" in w for w in result.warnings)
+
+
+def test_a_job_parses_its_dataset_once(tmp_path, monkeypatch):
+    """Preflight parses the dataset; the held-out split and the smoke prompt reuse that parse.
+    The stages are on ports nothing listens on: the job waits at the generator's door."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
+    nowhere = f"127.0.0.1:{free_port()}"
+    settings = GatewaySettings(port=0, grace_seconds=0, store_url=f"file://{tmp_path / 'store'}",
+                               db_path=tmp_path / "gateway.db", generator_address=nowhere,
+                               judge_address=nowhere, trainer_address=nowhere,
+                               exporter_address=nowhere)
+    lines_parsed = []  # every parse of a line, whoever imported which parsing function
+    parse_line = datasets._parse_line
+
+    def counted(line, number):
+        lines_parsed.append(number)
+        return parse_line(line, number)
+
+    with serve_in_thread(settings, lambda: build(settings)) as address, \
+            Distiller(address) as client:
+        dataset = upload(client, tmp_path, GOOD)
+        monkeypatch.setattr(datasets, "_parse_line", counted)
+        job = client.distill(spec(dataset))
+        deadline = time.monotonic() + 60
+        while not client.get(job.name).outputs.held_out.uri and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get(job.name).state == gateway_pb2.JOB_STATE_GENERATING
+        assert lines_parsed == [1, 2, 3, 4, 5]  # the five lines, once
+        assert client.cancel(job.name).state == gateway_pb2.JOB_STATE_CANCELLED
