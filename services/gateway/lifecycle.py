@@ -37,7 +37,7 @@ class Lifecycle:
         """Saves and publishes the job's progress, outputs and spend as they are now."""
         if job.name in self._cancelling and job.state not in TERMINAL:
             job.state = gateway_pb2.JOB_STATE_CANCELLING
-        job.cost_usd = job.teacher_usage.cost_usd + job.judge_usage.cost_usd
+        _total_cost(job)
         self.store.save_job(job)
         self.hub.publish(job)
 
@@ -55,10 +55,10 @@ class Lifecycle:
             job.teacher_usage.CopyFrom((Spend.of(job.teacher_usage) + teacher).to_proto())
         if judge != NOTHING:
             job.judge_usage.CopyFrom((Spend.of(job.judge_usage) + judge).to_proto())
-        job.cost_usd = job.teacher_usage.cost_usd + job.judge_usage.cost_usd
-        if job.spec.HasField("budget_usd") and job.cost_usd >= job.spec.budget_usd:
+        cost = _total_cost(job)
+        if job.spec.HasField("budget_usd") and cost >= job.spec.budget_usd:
             raise errors.ResourceExhausted(
-                f"budget_usd {job.spec.budget_usd:g} reached (accrued {job.cost_usd:.4f} USD); "
+                f"budget_usd {job.spec.budget_usd:g} reached (accrued {cost:.4f} USD); "
                 "spending stopped")
 
     def succeed(self, job: gateway_pb2.Job) -> None:
@@ -116,3 +116,9 @@ class Lifecycle:
                 self.hub.publish(job)
                 resumed.append(job)
         return resumed
+
+
+def _total_cost(job: gateway_pb2.Job) -> float:
+    """Sets (and returns) the job's cost: its teacher's and its judge's."""
+    job.cost_usd = job.teacher_usage.cost_usd + job.judge_usage.cost_usd
+    return job.cost_usd

@@ -48,16 +48,15 @@ class Tasks:
                 await self.changed.wait()
 
 
+async def collect(stream, results: list) -> None:
+    async for result in stream:
+        results.append(result)
+
+
 async def test_results_come_in_order_of_completion_within_the_bound():
     tasks = Tasks(5)
-    stream = completions(range(5), tasks.run, limit=2)
     results = []
-
-    async def consume():
-        async for result in stream:
-            results.append(result)
-
-    consumer = asyncio.create_task(consume())
+    consumer = asyncio.create_task(collect(completions(range(5), tasks.run, limit=2), results))
     await tasks.until(lambda: tasks.started == [0, 1])
     for i in (1, 0, 3, 2, 4):  # each released once it has started
         await tasks.until(lambda i=i: i in tasks.started)
@@ -69,14 +68,8 @@ async def test_results_come_in_order_of_completion_within_the_bound():
 
 async def test_the_first_error_is_raised_and_the_others_are_cancelled():
     tasks = Tasks(4, fail=1)
-    stream = completions(range(4), tasks.run, limit=3)
     results = []
-
-    async def consume():
-        async for result in stream:
-            results.append(result)
-
-    consumer = asyncio.create_task(consume())
+    consumer = asyncio.create_task(collect(completions(range(4), tasks.run, limit=3), results))
     await tasks.until(lambda: tasks.started == [0, 1, 2])
     tasks.gates[1].set()
     with pytest.raises(RuntimeError, match="task 1 failed"):
