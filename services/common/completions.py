@@ -17,7 +17,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-R = TypeVar("R")
 Emit = Callable[[Any], None]
 _ITEM, _ERROR, _DONE = range(3)
 

@@ -256,15 +256,3 @@ class Generation:
 def _jsonl_line(group: common_pb2.CandidateGroup) -> bytes:
     body = json_format.MessageToDict(group, preserving_proto_field_name=True)
     return (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
-def read_candidates(store: ArtifactStore, ref: common_pb2.ArtifactRef) -> list[
-    common_pb2.CandidateGroup
-]:
-    """The groups of a candidates artifact (judge, gateway and tests read it back this way)."""
-    data = store.get_bytes(store.key_from_uri(ref.uri))
-    return [
-        json_format.Parse(line, common_pb2.CandidateGroup())
-        for line in data.decode("utf-8").splitlines()
-        if line.strip()
-    ]

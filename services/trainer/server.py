@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from distill.v1 import trainer_pb2, trainer_pb2_grpc
 from services.common.completions import Emit, completions
@@ -79,40 +79,21 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         cancel = threading.Event()
         started = threading.Event()
 
+        def work(emit: Emit) -> None:
+            from services.trainer.job import run_training
+
+            try:
+                run_training(config, self.settings, store, emit, cancel)
+            except BaseException as exc:
+                if cancel.is_set():
+                    log.info("training stopped", extra={"job_id": config.job_id,
+                                                        "reason": repr(exc)})
+                raise
+            finally:
+                slot.release()  # when training ends, not when the stream does
+
         async def train(_: None, emit: Emit) -> None:
-            """Runs training in a daemon thread of its own (a loop's executor would hold the
-            loop open until training ends) and ends as that thread does."""
-            loop = asyncio.get_running_loop()
-            ended: asyncio.Future[None] = loop.create_future()
-
-            def settle(error: BaseException | None) -> None:
-                if ended.done():  # the stream has gone
-                    return
-                if error is None:
-                    ended.set_result(None)
-                else:
-                    ended.set_exception(error)
-
-            def work() -> None:
-                from services.trainer.job import run_training
-
-                error = None
-                try:
-                    run_training(config, self.settings, store, emit, cancel)
-                except BaseException as exc:  # noqa: BLE001 - handed to the stream
-                    error = exc
-                    if cancel.is_set():
-                        log.info("training stopped", extra={"job_id": config.job_id,
-                                                            "reason": repr(exc)})
-                finally:
-                    slot.release()  # when training ends, not when the stream does
-                if not loop.is_closed():
-                    loop.call_soon_threadsafe(settle, error)
-
-            thread = threading.Thread(target=work, name=f"train-{config.job_id}", daemon=True)
-            thread.start()
-            started.set()
-            await ended
+            await _in_daemon_thread(lambda: work(emit), f"train-{config.job_id}", started)
 
         stream = completions([None], train, limit=1)
         try:
@@ -145,6 +126,35 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         memory = self.settings.memory_gb or node_memory_gb(device_type)
         return ("cuda:0" if device_type == "cuda" else "cpu", available_backends(),
                 round(memory, 2))
+
+
+async def _in_daemon_thread(work: Callable[[], None], name: str,
+                            started: threading.Event) -> None:
+    """Runs `work` in a daemon thread of its own and ends as it does, raising what it raised.
+    Not asyncio.to_thread: the loop's executor would hold the loop open until training ends."""
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if ended.done():  # the stream has gone
+            return
+        if error is None:
+            ended.set_result(None)
+        else:
+            ended.set_exception(error)
+
+    def run() -> None:
+        error = None
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the stream
+            error = exc
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    started.set()
+    await ended
 
 
 def _log_event(job_id: str, response: trainer_pb2.TrainResponse) -> None:
