@@ -45,9 +45,8 @@ _.teacher_output_tokens
 _.judge_calls
 _.training_tokens
 
-# Ways in for tests/ and benchmarks/: a free loopback port, the call processes running now,
-# and the BOND loss over whole sequences that the trainer's per-position loss is checked against.
-free_port  # distill/local_suite.py
+# Ways in for tests/: the call processes running now, and the BOND loss over whole sequences
+# that the trainer's per-position loss is checked against.
 _.pids  # services/common/providers/call_processes.py
 sequence_logps  # services/trainer/bond_loss.py
 bond_loss

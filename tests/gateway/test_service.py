@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import grpc
 import pytest
 
 from distill.client import DistillClientError, Distiller
-from distill.local_suite import free_port
 from distill.v1 import common_pb2, gateway_pb2
 from services.common import datasets
 from services.gateway.job_store import JobStore
@@ -17,6 +15,8 @@ from services.gateway.server import build
 from services.gateway.settings import GatewaySettings
 from tests.fixtures.fake_provider import run_fake_provider
 from tests.fixtures.inprocess import serve_in_thread
+from tests.fixtures.ports import held_port
+from tests.fixtures.waits import wait_for
 
 GOOD = b"".join(json.dumps({"prompt": f"What is {i} + 1?", "response": str(i + 1)}).encode()
                 + b"\n" for i in range(5))
@@ -168,13 +168,8 @@ def test_estimate_over_grpc(gateway):
 
 def test_a_job_parses_its_dataset_once(tmp_path, monkeypatch):
     """Preflight parses the dataset; the held-out split and the smoke prompt reuse that parse.
-    The stages are on ports nothing listens on: the job waits at the generator's door."""
+    The stages are on a held port nothing serves: the job waits at the generator's door."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
-    nowhere = f"127.0.0.1:{free_port()}"
-    settings = GatewaySettings(port=0, grace_seconds=0, store_url=f"file://{tmp_path / 'store'}",
-                               db_path=tmp_path / "gateway.db", generator_address=nowhere,
-                               judge_address=nowhere, trainer_address=nowhere,
-                               exporter_address=nowhere)
     lines_parsed = []  # every parse of a line, whoever imported which parsing function
     parse_line = datasets._parse_line
 
@@ -182,14 +177,19 @@ def test_a_job_parses_its_dataset_once(tmp_path, monkeypatch):
         lines_parsed.append(number)
         return parse_line(line, number)
 
-    with serve_in_thread(settings, lambda: build(settings)) as address, \
-            Distiller(address) as client:
-        dataset = upload(client, tmp_path, GOOD)
-        monkeypatch.setattr(datasets, "_parse_line", counted)
-        job = client.distill(spec(dataset))
-        deadline = time.monotonic() + 60
-        while not client.get(job.name).outputs.held_out.uri and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert client.get(job.name).state == gateway_pb2.JOB_STATE_GENERATING
-        assert lines_parsed == [1, 2, 3, 4, 5]  # the five lines, once
-        assert client.cancel(job.name).state == gateway_pb2.JOB_STATE_CANCELLED
+    with held_port() as port:
+        nowhere = f"127.0.0.1:{port}"
+        settings = GatewaySettings(port=0, grace_seconds=0,
+                                   store_url=f"file://{tmp_path / 'store'}",
+                                   db_path=tmp_path / "gateway.db", generator_address=nowhere,
+                                   judge_address=nowhere, trainer_address=nowhere,
+                                   exporter_address=nowhere)
+        with serve_in_thread(settings, lambda: build(settings)) as address, \
+                Distiller(address) as client:
+            dataset = upload(client, tmp_path, GOOD)
+            monkeypatch.setattr(datasets, "_parse_line", counted)
+            job = client.distill(spec(dataset))
+            wait_for(lambda: client.get(job.name).outputs.held_out.uri, "the held-out split")
+            assert client.get(job.name).state == gateway_pb2.JOB_STATE_GENERATING
+            assert lines_parsed == [1, 2, 3, 4, 5]  # the five lines, once
+            assert client.cancel(job.name).state == gateway_pb2.JOB_STATE_CANCELLED
