@@ -75,6 +75,7 @@ class RateLimiter:
             else None
         )
         self._paused_until = 0.0
+        self.pauses = 0
         self._aborted: BaseException | None = None
 
     def abort(self, error: BaseException) -> None:
@@ -87,6 +88,7 @@ class RateLimiter:
         until = self._clock() + seconds
         if until > self._paused_until:
             self._paused_until = until
+            self.pauses += 1
 
     def slot(self, estimated_tokens: int) -> _Slot:
         return _Slot(self, estimated_tokens)
