@@ -20,7 +20,7 @@ _.RollbackAlias
 _.intercept_service  # grpc.aio.ServerInterceptor (services/common/interceptors.py)
 
 # Library protocols: a prometheus collector, an io.RawIOBase reader, pydantic-settings (its
-# keyword parameters included), a function atexit runs.
+# keyword parameters included), a function atexit runs, a torch autograd function.
 _.describe  # services/common/metrics.py
 _.readable  # services/common/storage/base.py
 _.readinto
@@ -29,6 +29,8 @@ _.settings_customise_sources
 dotenv_settings
 file_secret_settings
 _close_models  # services/common/providers/local.py
+_.forward  # a torch.autograd.Function, and backward's gradient parameters (bond_loss.py)
+g_ref
 
 # Attributes a library reads after we set them.
 _.model_max_length  # a transformers tokenizer (services/common/models.py)
