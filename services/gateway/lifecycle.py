@@ -41,10 +41,12 @@ class Lifecycle:
         self.store.save_job(job)
         self.hub.publish(job)
 
-    def enter(self, job: gateway_pb2.Job, state: State, unit: str, message: str) -> None:
-        """The job starts a stage."""
+    def enter(self, job: gateway_pb2.Job, state: State, unit: str, message: str, *,
+              done: int = 0, total: int = 0) -> None:
+        """The job starts a stage (or, JUDGING, the part of one that is left)."""
         job.state = state
-        job.progress.CopyFrom(common_pb2.Progress(unit=unit, message=message))
+        job.progress.CopyFrom(common_pb2.Progress(unit=unit, message=message, done=done,
+                                                  total=total))
         self.update(job)
 
     def charge(self, job: gateway_pb2.Job, *, teacher: Spend = NOTHING,

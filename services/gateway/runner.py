@@ -132,10 +132,11 @@ class JobRunner:
             job.progress.done, job.progress.total = done, total
             if done:
                 job.progress.eta_seconds = (time.monotonic() - started) / done * (total - done)
-            if total and done == total:
-                job.state = gateway_pb2.JOB_STATE_JUDGING  # the judge finishes the last groups
-                job.progress.message = "judging the last groups"
-            self.lifecycle.update(job)
+            if total and done == total:  # the judge finishes the last groups
+                self.lifecycle.enter(job, gateway_pb2.JOB_STATE_JUDGING, "prompts",
+                                     "judging the last groups", done=done, total=total)
+            else:
+                self.lifecycle.update(job)
 
         # Each prompt's group comes here once (the stage stream may be run again): its first
         # delivery carries what its calls paid.

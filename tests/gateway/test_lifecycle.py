@@ -38,6 +38,10 @@ def test_a_job_moves_through_its_stages_and_every_change_is_saved(lifecycle):
     assert stored(lifecycle, job).state == S.JOB_STATE_PENDING
     lifecycle.enter(job, S.JOB_STATE_GENERATING, "prompts", "generating")
     assert stored(lifecycle, job).progress.message == "generating"
+    lifecycle.enter(job, S.JOB_STATE_JUDGING, "prompts", "judging the last groups", done=3,
+                    total=3)
+    got = stored(lifecycle, job)
+    assert (got.state, got.progress.done, got.progress.total) == (S.JOB_STATE_JUDGING, 3, 3)
     lifecycle.succeed(job)
     assert stored(lifecycle, job).state == S.JOB_STATE_SUCCEEDED
     with pytest.raises(errors.FailedPrecondition, match="already JOB_STATE_SUCCEEDED"):
