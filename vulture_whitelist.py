@@ -11,6 +11,9 @@ _.Distill
 _.GetJob
 _.ListJobs
 _.CancelJob
+_.DeleteJob
+_.ListJobEvents
+_.GetJobMetrics
 _.UploadDataset
 _.DownloadArtifact
 _.SetAlias
