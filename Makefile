@@ -58,6 +58,7 @@ lint: setup check-deploy
 	$(BUF) lint
 	$(VENV)/bin/ruff check .
 	$(PY) -m vulture  # code nothing calls; paths and vulture_whitelist.py in pyproject.toml
+	$(VENV)/bin/lint-imports
 
 # deploy/ validated offline by real validators: hadolint, the Compose Specification schema,
 # kustomize renders checked by kubernetes-validate (strict) and KEDA's schemas.

@@ -40,7 +40,7 @@ _.model_max_length  # a transformers tokenizer (services/common/models.py)
 _.use_cache  # a transformers model config (services/trainer/backends/trl.py)
 _.ftype  # llama.cpp quantize params (services/exporter/gguf.py)
 _.nthread
-_.log_errors  # RE2 options (services/judge/safe_regex.py)
+_.log_errors  # RE2 options (services/common/safe_regex.py)
 
 # Fields written out whole (JSON, protobuf): read by whoever reads the record.
 created_at  # services/common/teacher_cache.py: the cache entry's JSON

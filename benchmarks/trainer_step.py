@@ -158,7 +158,7 @@ def intervals(ends: list[float], warmup: int) -> list[float]:
 
 
 def ours_config(model_dir: Path, args, bond: bool, backend: str, curated_uri: str = ""):
-    from services.trainer.config import BondConfig, LoraConfig, TrainConfig
+    from services.common.specs.train import BondConfig, LoraConfig, TrainConfig
 
     return TrainConfig(
         job_id="bench", student_model=str(model_dir), curated_uri=curated_uri,
@@ -172,8 +172,8 @@ def ours_config(model_dir: Path, args, bond: bool, backend: str, curated_uri: st
 
 def predicted_peak_gb(model_dir: Path, args, bond: bool, backend: str) -> float:
     """The memory model's peak for this case's job, as the trainer's preflight computes it."""
+    from services.common.train_memory import model_shape, training_job
     from services.common.training_memory import peak_memory
-    from services.trainer.preflight import model_shape, training_job
     from services.trainer.settings import TrainerSettings
 
     device = "cuda" if backend == "unsloth" or cuda_available() else "cpu"

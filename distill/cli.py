@@ -318,7 +318,7 @@ def _spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="a local JSONL file to upload and use")
     parser.add_argument("--teacher", help="teacher model (e.g. gpt-4o-mini, smollm2-135m-gguf)")
     parser.add_argument("--student", help="student model (e.g. smollm2-135m, qwen3-0.6b)")
-    parser.add_argument("-n", type=int, help="samples per prompt (default 4)")
+    parser.add_argument("-n", type=int, help="samples per prompt (unset: the gateway's default)")
     parser.add_argument("--judge", choices=["llm", "reference"],
                         help="llm (rubric, default) or reference (match the dataset's answers)")
     parser.add_argument("--budget", type=float, help="stop spending at this many USD")

@@ -114,11 +114,12 @@ class Distiller:
 
     @staticmethod
     def spec(*, dataset: common_pb2.ArtifactRef, teacher: str | common_pb2.ModelSpec,
-             student: str, judge: common_pb2.JudgeSpec | None = None, n_samples: int = 4,
-             top_k: int = 2, min_score: float | None = None, **fields: Any
+             student: str, judge: common_pb2.JudgeSpec | None = None, n_samples: int = 0,
+             top_k: int = 0, min_score: float | None = None, **fields: Any
              ) -> gateway_pb2.DistillSpec:
         """A DistillSpec from the common choices; other DistillSpec fields as a dict each
-        (e.g. training={"max_steps": 50}, bond={"bond_beta": 0.5}, budget_usd=5.0)."""
+        (e.g. training={"max_steps": 50}, bond={"bond_beta": 0.5}, budget_usd=5.0). What is
+        left unset (n_samples and top_k 0) gets the gateway's default, from its spec layer."""
         model = teacher if isinstance(teacher, common_pb2.ModelSpec) else \
             common_pb2.ModelSpec(model=teacher)
         spec = gateway_pb2.DistillSpec(dataset=dataset, teacher=model, student_model=student,

@@ -16,25 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from services.common.health_probe import check_health
 
 # Start order: the gateway last, since it calls the others.
 SERVICES = ("generator", "judge", "trainer", "exporter", "gateway")
 DEFAULT_PORTS = {"gateway": 50051, "generator": 50052, "judge": 50053, "trainer": 50054,
                  "exporter": 50055}
-
-
-def check_health(address: str, timeout: float = 2.0) -> str:
-    """The overall health status name ("SERVING", ...), or "UNREACHABLE"."""
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout
-            )
-        except grpc.RpcError:
-            return "UNREACHABLE"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
 @dataclass

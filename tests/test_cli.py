@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import signal
 import subprocess
 import sys
 
 from distill.local_suite import check_health
-from tests.fixtures.processes import REPO
+from tests.fixtures.ports import held_port
+from tests.fixtures.processes import REPO, start_module
 from tests.fixtures.waits import wait_for
 
 
@@ -49,3 +52,54 @@ def test_user_mistake_is_one_line_without_traceback(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 1
     assert "UNAVAILABLE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_estimate_needs_no_api_key_and_lists_what_run_would_refuse(tmp_path, monkeypatch):
+    """Issue 24: on a machine without OPENAI_API_KEY, `estimate` prices the job and warns
+    (each warning naming the fix); `run` still refuses."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    dataset = tmp_path / "reviews.jsonl"
+    dataset.write_text("".join(json.dumps({"prompt": f"Review {i}: loved it. Sentiment?",
+                                           "response": "positive"}) + "\n" for i in range(20)))
+    spec = tmp_path / "spec.json"  # a task whose usual smallest student is 1B
+    spec.write_text(json.dumps({"task_type": "TASK_TYPE_JSON_EXTRACTION"}))
+    env = {
+        "DISTILL_STORE_URL": f"file://{tmp_path / 'store'}",
+        "DISTILL_GATEWAY_DB_PATH": str(tmp_path / "gateway.db"),
+        "DISTILL_CACHE_DIR": str(tmp_path / "cache"),
+        "HF_HOME": str(tmp_path / "hf"),  # an empty model cache: the student is not here
+        "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+    }
+
+    def cli(command: str, address: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "distill.cli", "--gateway", address, command,
+             "--spec", str(spec), "--dataset", str(dataset), "--teacher", "gpt-4o",
+             "--student", "qwen3-0.6b", *(["--detach"] if command == "run" else [])],
+            cwd=REPO, env={**os.environ, **env, "COLUMNS": "1000"}, capture_output=True,
+            text=True, timeout=120, check=False)
+
+    with held_port() as trainer_port:
+        # nothing listens there: Distill finds no trainer and refuses on its own checks
+        env["DISTILL_GATEWAY_TRAINER_ADDRESS"] = f"127.0.0.1:{trainer_port}"
+        gateway = start_module("services.gateway", tmp_path / "logs", env)
+        try:
+            estimate = cli("estimate", gateway.address)
+            run = cli("run", gateway.address)
+        finally:
+            gateway.stop()
+    assert estimate.returncode == 0, estimate.stderr
+    total = next(line for line in estimate.stdout.splitlines() if "│ total" in line)
+    assert float(total.strip("│ ").split()[-1]) > 0  # priced: gpt-4o has a known price
+    warnings = [line for line in estimate.stdout.splitlines() if line.startswith("warning:")]
+    refusals = [w for w in warnings if "Distill would refuse this job" in w]
+    assert any("spec.teacher.api_key_env" in w and "set OPENAI_API_KEY in the gateway's "
+               "environment" in w for w in refusals), warnings
+    # the default LLM judge (gpt-4o-mini) needs the key too
+    assert any("spec.judge.judge.llm.model.api_key_env" in w for w in refusals), warnings
+    assert any("spec.student_model" in w and "qwen3-0.6b" in w
+               and "local Hugging Face model folder" in w for w in refusals), warnings
+    assert any("under the usual floor for json_extraction" in w for w in warnings), warnings
+    assert run.returncode == 2  # a refused request (see distill.cli.main)
+    assert "FAILED_PRECONDITION" in run.stderr and "OPENAI_API_KEY" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr

@@ -10,7 +10,20 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from distill.local_suite import check_health
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def check_health(address: str, timeout: float = 2.0) -> str:
+    """The overall health status name ("SERVING", ...), or "UNREACHABLE"."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout
+            )
+        except grpc.RpcError:
+            return "UNREACHABLE"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,6 +34,8 @@ from services.common.errors import (
     ResourceExhausted,
 )
 from services.common.models import resolve_student
+from services.common.specs.export import ExportJob
+from services.common.specs.layout import JobKeys
 from services.common.storage import ArtifactStore, StoredObject
 from services.exporter import gguf, merge, modelfile, safety, smoke
 from services.exporter.settings import ExporterSettings
@@ -41,7 +43,6 @@ from services.exporter.settings import ExporterSettings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_QUANTIZATIONS = ("q4_k_m", "q8_0")
 # Which GGUF the Modelfile points at, best first (small and good enough, then larger).
 MODELFILE_PREFERENCE = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "q4_0", "f16")
 MANIFEST_VERSION = 1
@@ -68,27 +69,6 @@ class Output(enum.IntEnum):
     LORA_GGUF = 4
     MODELFILE = 5
     BASE_GGUF = 6
-
-
-@dataclass(frozen=True)
-class ExportJob:
-    job_id: str
-    adapter_uri: str
-    base_model: str
-    adapter_sha256: str = ""
-    # GGUF types besides f16 (always made: it is the quantizer's input).
-    quantizations: tuple[str, ...] = DEFAULT_QUANTIZATIONS
-    merged_model: bool = True
-    lora_gguf: bool = False
-    # The untrained base at the first quantization, for the evaluation's before/after.
-    include_base: bool = False
-    ollama_modelfile: bool = True
-    smoke_max_tokens: int = 64
-    smoke_messages: tuple[dict[str, str], ...] = tuple(smoke.DEFAULT_PROMPT)
-
-    @property
-    def prefix(self) -> str:
-        return f"jobs/{self.job_id}/"
 
 
 @dataclass(frozen=True)
@@ -221,26 +201,26 @@ class _Run:
         )
 
     def _clear_previous_outputs(self, adapter_key: str) -> None:
-        prefix = self.job.prefix
-        for sub in ("adapter/", "merged/", "gguf/"):
-            if prefix + sub != adapter_key:  # never the input itself
-                self.store.delete_prefix(prefix + sub)
-        for name in ("Modelfile", "manifest.json"):
-            self.store.delete(prefix + name)
+        keys = JobKeys(self.job.job_id)
+        for folder in (keys.adapter, keys.merged, keys.gguf):
+            if folder != adapter_key:  # never the input itself
+                self.store.delete_prefix(folder)
+        for key in (keys.modelfile, keys.export_manifest):
+            self.store.delete(key)
 
     # --- the stages ---------------------------------------------------------------------------
 
     async def _stages(self, adapter_key: str, adapter_dir: Path, base_dir: Path,
                       converter: gguf.Converter) -> AsyncIterator[Progress]:
         job, settings = self.job, self.settings
-        prefix = job.prefix
+        keys = JobKeys(job.job_id)
 
         self.stage = Stage.ADAPTER
-        yield Progress(Stage.ADAPTER, f"uploading the adapter to {prefix}adapter/")
-        if adapter_key == prefix + "adapter/":  # the trainer's output: already in place
+        yield Progress(Stage.ADAPTER, f"uploading the adapter to {keys.adapter}")
+        if adapter_key == keys.adapter:  # the trainer's output: already in place
             ref = self.adapter_ref
         else:
-            ref = await self._call(self.store.put_dir, prefix + "adapter/", adapter_dir)
+            ref = await self._call(self.store.put_dir, keys.adapter, adapter_dir)
         self._deliver(ExportedFile(Output.ADAPTER, ref, files=_folder_files(adapter_dir)))
 
         self.stage = Stage.MERGE
@@ -250,8 +230,8 @@ class _Run:
                          self.chat.end_of_turn)
         self.tokenizer = await self._call(merge.load_tokenizer, merged_dir)
         if job.merged_model:
-            yield Progress(Stage.MERGE, f"uploading the merged model to {prefix}merged/")
-            ref = await self._call(self.store.put_dir, prefix + "merged/", merged_dir)
+            yield Progress(Stage.MERGE, f"uploading the merged model to {keys.merged}")
+            ref = await self._call(self.store.put_dir, keys.merged, merged_dir)
             self._deliver(ExportedFile(Output.MERGED_MODEL, ref,
                                        files=_folder_files(merged_dir)))
 
@@ -315,7 +295,7 @@ class _Run:
                 eos_tokens=[self.tokenizer.eos_token] if self.tokenizer.eos_token else [],
                 bos_token=self.tokenizer.bos_token,
             )
-            ref = await self._call(self.store.put_bytes, prefix + "Modelfile", text.encode(),
+            ref = await self._call(self.store.put_bytes, keys.modelfile, text.encode(),
                                    media_type="text/plain")
             self._deliver(ExportedFile(Output.MODELFILE, ref))
 
@@ -386,7 +366,7 @@ class _Run:
         )
         if not result.passed:
             self.result.fail(Stage.SMOKE_TEST, f"{path.name}: {result.failure}")
-        key = key or f"{job.prefix}gguf/{path.name}"
+        key = key or JobKeys(job.job_id).gguf + path.name
         verdict = "passed" if result.passed else "FAILED"
         yield Progress(Stage.SMOKE_TEST, f"{path.name}: smoke test {verdict}; "
                        f"uploading to {key}")
@@ -443,5 +423,5 @@ class _Run:
 
     def _write_manifest(self) -> StoredObject:
         data = json.dumps(self.manifest_json(), indent=2, sort_keys=True) + "\n"
-        return self.store.put_bytes(self.job.prefix + "manifest.json", data.encode("utf-8"),
+        return self.store.put_bytes(JobKeys(self.job.job_id).export_manifest, data.encode("utf-8"),
                                     media_type="application/json")

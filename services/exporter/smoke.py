@@ -21,7 +21,6 @@ from pathlib import Path
 
 from services.exporter.gguf import ToolFailed, _child_env, run_tool
 
-DEFAULT_PROMPT = [{"role": "user", "content": "Hello! In one sentence, what can you do?"}]
 _RESULT_PREFIX = "SMOKE-RESULT "
 
 

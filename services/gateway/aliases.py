@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 from distill.v1 import gateway_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.specs.names import alias_name
 from services.gateway.job_store import JobStore
-
-_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-
-
-def validate_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"name: aliases are 1-63 lower-case letters, digits and dashes, got {name!r}")
-    return name
 
 
 class Aliases:
@@ -25,13 +15,13 @@ class Aliases:
     def set(self, name: str, target: gateway_pb2.AliasTarget,
             expected_version: int) -> gateway_pb2.Alias:
         """Compare-and-swap: expected_version is the version the caller saw (0: must not exist)."""
-        validate_name(name)
+        alias_name(name)
         if expected_version < 0:
             raise InvalidArgument(f"expected_version: must be >= 0, got {expected_version}")
         return self.store.set_alias(name, self._checked(target), expected_version)
 
     def get(self, name: str) -> gateway_pb2.Alias:
-        return self.store.get_alias(validate_name(name))
+        return self.store.get_alias(alias_name(name))
 
     def list(self, page_size: int, page_token: str) -> tuple[list[gateway_pb2.Alias], str]:
         return self.store.list_aliases(page_size, page_token)

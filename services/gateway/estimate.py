@@ -1,5 +1,6 @@
-"""Estimate: teacher, judge and training cost, time and memory of a DistillSpec, from the actual
-dataset, before any money is spent. Every figure says how it was obtained (`assumptions`)."""
+"""Estimate: teacher, judge and training cost, time and memory of a checked DistillSpec (its
+DistillPlan), from the actual dataset, before any money is spent. Every figure says how it was
+obtained (`assumptions`)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,15 @@ from distill.v1 import common_pb2, gateway_pb2
 from services.common import errors, training_memory
 from services.common.datasets import split_holdout
 from services.common.models import get_model, vram_required_gb
-from services.common.providers.spec import resolve_model_spec
-from services.gateway import evaluation
+from services.common.specs.distill import DistillPlan
+from services.common.specs.judge import llm_judges
+from services.common.specs.train import DEFAULT_EPOCHS
 from services.gateway.tokens import counter_for
-from services.judge.spec import DEFAULT_JUDGE_MODEL
 
 BATCH_API_DISCOUNT = 0.5
 MESSAGE_OVERHEAD_TOKENS = 4
 JUDGE_RUBRIC_TOKENS = 350  # system message with the rubric and the JSON instructions
 JUDGE_REPLY_TOKENS = 60
-DEFAULT_TOP_K = 2
-DEFAULT_N = 4
 # LoRA training throughput on one A100/H100-class GPU in bf16, tokens/s, by student size.
 # Rough public figures for PEFT on such cards; the spread becomes the low-high range.
 THROUGHPUT_TOKENS_PER_S: tuple[tuple[float, float], ...] = (
@@ -52,15 +51,15 @@ def _prompt_text(prompt: common_pb2.Prompt, system_prompt: str) -> list[str]:
     return texts
 
 
-def estimate(spec: gateway_pb2.DistillSpec, prompts: Sequence[common_pb2.Prompt],
+def estimate(spec: DistillPlan, prompts: Sequence[common_pb2.Prompt],
              batch_api: bool = False, held_out: int | None = None
              ) -> gateway_pb2.EstimateResponse:
     """`held_out`: the size of a given held-out set; None means the split of `prompts`, which
     is made here as the job makes it: generation, judging and training count only the training
     part, the evaluation line only the held-out part."""
     out = gateway_pb2.EstimateResponse(prompts=len(prompts))
-    n = spec.n_samples or DEFAULT_N
-    teacher = resolve_model_spec(spec.teacher, field="spec.teacher", default_temperature=0.8)
+    n = spec.n_samples
+    teacher = spec.teacher
     count, how = counter_for(teacher.provider, teacher.model)
     out.assumptions.append(f"teacher tokens counted with {how}")
 
@@ -69,9 +68,8 @@ def estimate(spec: gateway_pb2.DistillSpec, prompts: Sequence[common_pb2.Prompt]
                 for p in part]
 
     held_tokens: list[int] | None = None  # None: a given held-out set, not seen here
-    if evaluation.enabled(spec) and held_out is None:
-        prompts, held = split_holdout(prompts, evaluation.holdout_fraction(spec),
-                                      seed=spec.eval.seed)
+    if spec.eval.enabled and held_out is None:
+        prompts, held = split_holdout(prompts, spec.eval.holdout_fraction, seed=spec.eval.seed)
         held_tokens = tokens(held)
     prompt_tokens = tokens(prompts)
     references = [count(p.reference) for p in prompts if p.HasField("reference")]
@@ -112,7 +110,7 @@ def estimate(spec: gateway_pb2.DistillSpec, prompts: Sequence[common_pb2.Prompt]
     out.total_usd_high = sum(line.usd_high for line in out.breakdown)
     if n == 1:
         out.warnings.append("n_samples is 1: there is no best-of-N to choose from")
-    if spec.HasField("budget_usd") and out.total_usd_high > spec.budget_usd:
+    if spec.budget_usd is not None and out.total_usd_high > spec.budget_usd:
         out.warnings.append(f"the high estimate {out.total_usd_high:.2f} USD exceeds budget_usd "
                             f"{spec.budget_usd:g}")
     return out
@@ -129,7 +127,7 @@ def _evaluation(out, spec, price, prompt_tokens: list[int], out_low: float, out_
     three answers (student, untrained student, teacher) per prompt. `held_tokens`: the input
     tokens of each held-out prompt; for a given held-out set of `held_out` prompts, the
     training prompts' mean stands in."""
-    if not evaluation.enabled(spec):
+    if not spec.eval.enabled:
         out.assumptions.append("evaluation off (eval.holdout_fraction = 0)")
         return
     if held_tokens is not None:
@@ -153,8 +151,7 @@ def _evaluation(out, spec, price, prompt_tokens: list[int], out_low: float, out_
 def _judge_lines(out, spec, prompt_tokens: list[int], output: Range, n: int,
                  discount: float) -> Range:
     """The judge's cost line; returns its cost per judged candidate (before the discount)."""
-    judge = spec.judge.judge
-    llm_parts = _llm_judges(judge)
+    llm_parts = llm_judges(spec.judge.judge)
     if not llm_parts:
         out.assumptions.append("programmatic judge: no judge model calls")
         return Range(0.0, 0.0)
@@ -167,9 +164,7 @@ def _judge_lines(out, spec, prompt_tokens: list[int], output: Range, n: int,
     out.judge_tokens = in_high + out_tokens
     low = high = 0.0
     for llm in llm_parts:
-        model = llm.model if llm.HasField("model") else DEFAULT_JUDGE_MODEL
-        config = resolve_model_spec(model, field="spec.judge.judge.llm.model",
-                                    default_temperature=0.0)
+        config = llm.model
         share = 1 / len(llm_parts)
         low += config.price.cost_usd(int(in_low * share), int(out_tokens * share))
         high += config.price.cost_usd(int(in_high * share), int(out_tokens * share))
@@ -183,15 +178,6 @@ def _judge_lines(out, spec, prompt_tokens: list[int], output: Range, n: int,
     return Range(low / candidates, high / candidates)
 
 
-def _llm_judges(judge: common_pb2.JudgeSpec) -> list[common_pb2.LlmJudge]:
-    kind = judge.WhichOneof("kind")
-    if kind == "llm":
-        return [judge.llm]
-    if kind == "composite":
-        return [llm for part in judge.composite.components for llm in _llm_judges(part.judge)]
-    return []
-
-
 def _training(out, spec, prompt_tokens: list[int], output: Range, n: int) -> None:
     try:
         student = get_model(spec.student_model)
@@ -202,20 +188,19 @@ def _training(out, spec, prompt_tokens: list[int], output: Range, n: int) -> Non
         out.warnings.append(f"student {spec.student_model!r} is not in the registry: no training "
                             "time or memory estimate")
         return
-    k = min(spec.judge.top_k or DEFAULT_TOP_K, n)
+    k = min(spec.judge.top_k, n)
     per_example = Range(sum(prompt_tokens) / max(len(prompt_tokens), 1) + output.low / max(
         len(prompt_tokens) * n, 1), sum(prompt_tokens) / max(len(prompt_tokens), 1) + output.high
         / max(len(prompt_tokens) * n, 1))
-    training = spec.training
-    if training.HasField("max_steps"):
-        batch = training.batch_size if training.HasField("batch_size") else 4
-        steps_examples = training.max_steps * batch * max(training.gradient_accumulation_steps, 1)
+    training = spec.train
+    if training.max_steps is not None:
+        steps_examples = (training.max_steps * training.batch_size
+                          * training.gradient_accumulation_steps)
         examples = Range(steps_examples, steps_examples)
     else:
-        epochs = training.epochs if training.HasField("epochs") else 1.0
+        epochs = training.epochs if training.epochs is not None else DEFAULT_EPOCHS
         examples = Range(len(prompt_tokens) * k * epochs, len(prompt_tokens) * k * epochs)
-    beta = spec.bond.bond_beta if spec.bond.HasField("bond_beta") else 0.5
-    gamma = spec.bond.bond_gamma if spec.bond.HasField("bond_gamma") else 0.1
+    beta, gamma = training.bond.beta, training.bond.gamma
     # The preference term also runs the rejected answers; any BOND term adds a reference pass.
     factor = (2.0 if beta > 0 else 1.0) * (1.33 if beta > 0 or gamma > 0 else 1.0)
     tokens = Range(examples.low * per_example.low * factor, examples.high * per_example.high
@@ -253,14 +238,12 @@ def _peak_vram(out, spec, student: str, params: int, prompt_tokens: list[int],
         out.assumptions.append(f"peak VRAM {out.peak_vram_gb} GB: LoRA on a 4-bit base "
                                "(0.6-1B: 8 GB, 3B: 16 GB, 8B: 24 GB)")
         return
-    training = spec.training
-    max_len = training.max_seq_length if training.HasField("max_seq_length") else 1024
-    length = min(max_len, int(max(prompt_tokens, default=0) + answer_tokens))
-    trl = training.backend == common_pb2.TRAINER_BACKEND_TRL
+    training = spec.train
+    length = min(training.max_seq_length, int(max(prompt_tokens, default=0) + answer_tokens))
+    trl = training.backend == "trl"
     job = training_memory.TrainingJob(
-        sequence_length=max(length, 1),
-        batch_size=training.batch_size if training.HasField("batch_size") else 4,
-        lora_r=spec.lora.r if spec.lora.HasField("r") else 16, beta=beta, gamma=gamma,
+        sequence_length=max(length, 1), batch_size=training.batch_size,
+        lora_r=training.lora.r, beta=beta, gamma=gamma,
         precision="bfloat16" if trl else "4bit", device="cuda", gradient_checkpointing=not trl)
     peak = training_memory.peak_memory(shape, job)
     out.peak_vram_gb = peak.total_gb

@@ -11,7 +11,6 @@ dataset before generation, so the student never trained on it.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,17 +18,14 @@ from dataclasses import dataclass
 from distill.v1 import common_pb2, gateway_pb2, generator_pb2, judge_pb2
 from services.common import errors
 from services.common.datasets import load_dataset, split_holdout
+from services.common.specs.distill import DEFAULT_PROMOTE_MIN_PASS_RATE, EvalSpec, eval_spec
+from services.common.specs.judge import MAX_SCORE
+from services.common.specs.layout import JobKeys
+from services.common.specs.names import job_id_of
 from services.common.spend import NOTHING, Spend
 from services.common.storage import ArtifactStore
 from services.gateway import stages
-from services.judge.scores import MAX_SCORE
 
-DEFAULT_HOLDOUT_FRACTION = 0.1
-MAX_HOLDOUT_FRACTION = 0.5
-DEFAULT_PROMOTE_MIN_RATIO = 0.95
-# The absolute floor where the held-out rows have reference answers: a student that gets under
-# half of them right is not promoted, however close it is to its teacher.
-DEFAULT_PROMOTE_MIN_PASS_RATE = 0.5
 # Answer order inside a judged group (the sample_index of each model's answer).
 MODELS = ("teacher", "student", "base")
 # Judges whose scores are pass (10) or fail (0); for the others a pass needs min_score.
@@ -39,53 +35,32 @@ Progress = Callable[[str, int, int], Awaitable[None]]
 
 
 def enabled(spec: gateway_pb2.DistillSpec) -> bool:
-    e = spec.eval
-    return bool(e.held_out.uri) or not e.HasField("holdout_fraction") or e.holdout_fraction > 0
-
-
-def holdout_fraction(spec: gateway_pb2.DistillSpec) -> float:
-    e = spec.eval
-    return e.holdout_fraction if e.HasField("holdout_fraction") else DEFAULT_HOLDOUT_FRACTION
+    return eval_spec(spec.eval).enabled
 
 
 def min_ratio(spec: gateway_pb2.DistillSpec) -> float:
-    e = spec.eval
-    return e.promote_min_ratio if e.HasField("promote_min_ratio") else DEFAULT_PROMOTE_MIN_RATIO
+    return eval_spec(spec.eval).promote_min_ratio
 
 
 def min_pass_rate(spec: gateway_pb2.DistillSpec, references: bool) -> float:
     """The gate's absolute floor: as set, else the default where every held-out row has a
     reference answer (`references`), else none (0)."""
-    e = spec.eval
-    if e.HasField("promote_min_pass_rate"):
-        return e.promote_min_pass_rate
+    rate = eval_spec(spec.eval).promote_min_pass_rate
+    if rate is not None:
+        return rate
     return DEFAULT_PROMOTE_MIN_PASS_RATE if references else 0.0
 
 
-def check(spec: gateway_pb2.DistillSpec, prompts: list[common_pb2.Prompt],
-          store: ArtifactStore) -> int | None:
-    """Preflight of spec.eval: InvalidArgument naming the field. Returns the size of a given
-    held-out set (None when it is split off the dataset)."""
-    e = spec.eval
-    if e.HasField("promote_min_ratio") and not (math.isfinite(e.promote_min_ratio)
-                                                and e.promote_min_ratio >= 0):
-        raise errors.InvalidArgument(
-            f"spec.eval.promote_min_ratio: must be >= 0, got {e.promote_min_ratio}")
-    if e.HasField("promote_min_pass_rate") and not 0 <= e.promote_min_pass_rate <= 1:
-        raise errors.InvalidArgument(
-            f"spec.eval.promote_min_pass_rate: must be in [0, 1] (0 turns the floor off), got "
-            f"{e.promote_min_pass_rate}")
-    if e.held_out.uri:
+def check(e: EvalSpec, prompts: list[common_pb2.Prompt], store: ArtifactStore) -> int | None:
+    """Preflight of spec.eval beyond its fields (the held-out set, enough prompts to split).
+    Returns the size of a given held-out set (None when it is split off the dataset)."""
+    if e.held_out_uri:
+        ref = common_pb2.ArtifactRef(uri=e.held_out_uri)
         try:
-            return len(load_dataset(store, e.held_out, what="spec.eval.held_out"))
+            return len(load_dataset(store, ref, what="spec.eval.held_out"))
         except errors.NotFound:
-            raise errors.NotFound(f"spec.eval.held_out: no dataset at {e.held_out.uri}") from None
-    fraction = holdout_fraction(spec)
-    if not 0 <= fraction <= MAX_HOLDOUT_FRACTION:
-        raise errors.InvalidArgument(
-            f"spec.eval.holdout_fraction: must be in [0, {MAX_HOLDOUT_FRACTION}] (0 turns "
-            f"evaluation off), got {fraction}")
-    if fraction > 0 and len(prompts) < 2:
+            raise errors.NotFound(f"spec.eval.held_out: no dataset at {e.held_out_uri}") from None
+    if e.holdout_fraction > 0 and len(prompts) < 2:
         raise errors.InvalidArgument(
             f"spec.eval.holdout_fraction: the dataset has {len(prompts)} prompt; a held-out "
             "split needs at least 2 (or give spec.eval.held_out, or set the fraction to 0)")
@@ -101,7 +76,7 @@ def split(store: ArtifactStore, job_id: str, spec: gateway_pb2.DistillSpec,
     if spec.eval.held_out.uri:
         return spec.dataset, spec.eval.held_out
     raw = store.get_bytes(store.key_from_uri(spec.dataset.uri)).removeprefix(b"\xef\xbb\xbf")
-    _, held = split_holdout(prompts, holdout_fraction(spec), seed=spec.eval.seed)
+    _, held = split_holdout(prompts, eval_spec(spec.eval).holdout_fraction, seed=spec.eval.seed)
     held_lines = {int(p.id.removeprefix("line-")) for p in held}
     train_part, held_part = [], []
     for number, line in enumerate(raw.split(b"\n"), start=1):
@@ -109,7 +84,7 @@ def split(store: ArtifactStore, job_id: str, spec: gateway_pb2.DistillSpec,
             (held_part if number in held_lines else train_part).append(line.rstrip(b"\r") + b"\n")
     refs = []
     for name, lines in (("train", train_part), ("held_out", held_part)):
-        stored = store.put_bytes(f"jobs/{job_id}/{name}.jsonl", b"".join(lines),
+        stored = store.put_bytes(JobKeys(job_id).split(name), b"".join(lines),
                                  media_type="application/jsonl")
         refs.append(stored.as_proto())
     return refs[0], refs[1]
@@ -151,7 +126,7 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
                    on_progress: Progress, *, serving_usd_per_hour: float) -> Outcome:
     """Answers from all three models, scored by the job's judge; the rows and the summary."""
     spec = job.spec
-    job_id = job.name.removeprefix("jobs/")
+    job_id = job_id_of(job.name)
     outcome = Outcome(gateway_pb2.Evaluation(), [])
     answers: dict[str, dict[str, Answer]] = {}
     prompts: dict[str, common_pb2.Prompt] = {}
@@ -319,5 +294,5 @@ def teacher_warning(evaluation: gateway_pb2.Evaluation) -> str | None:
 
 def write_rows(store: ArtifactStore, job_id: str, rows: list[dict]) -> common_pb2.ArtifactRef:
     data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
-    return store.put_bytes(f"jobs/{job_id}/evaluation.jsonl", data,
+    return store.put_bytes(JobKeys(job_id).evaluation, data,
                            media_type="application/jsonl").as_proto()

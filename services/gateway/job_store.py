@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from distill.v1 import gateway_pb2
 from services.common.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from services.common.specs.names import job_id_of
 
 TERMINAL = frozenset({gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED,
                       gateway_pb2.JOB_STATE_CANCELLED})
@@ -94,7 +95,7 @@ class JobStore:
 
         Returns (job, created).
         """
-        job_id = job.name.removeprefix("jobs/")
+        job_id = job_id_of(job.name)
         with self._lock:
             try:
                 self._db.execute(
@@ -120,7 +121,7 @@ class JobStore:
             return self._by_request_id(request_id)
 
     def get_job(self, name: str) -> gateway_pb2.Job:
-        job_id = _job_id(name)
+        job_id = job_id_of(name)
         with self._lock:
             row = self._db.execute("SELECT job FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
@@ -132,7 +133,7 @@ class JobStore:
         with self._lock:
             updated = self._db.execute(
                 "UPDATE jobs SET state = ?, job = ? WHERE id = ?",
-                (job.state, job.SerializeToString(), _job_id(job.name)),
+                (job.state, job.SerializeToString(), job_id_of(job.name)),
             ).rowcount
         if not updated:
             raise NotFound(f"job {job.name!r} not found")
@@ -141,7 +142,7 @@ class JobStore:
 
     def delete_job(self, name: str) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM jobs WHERE id = ?", (_job_id(name),))
+            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id_of(name),))
 
     def list_jobs(self, page_size: int = 0, page_token: str = "", states: Iterable[int] = (),
                   page_bytes: int = MAX_PAGE_BYTES) -> tuple[list[gateway_pb2.Job], str]:
@@ -250,9 +251,3 @@ class JobStore:
         alias.target.CopyFrom(latest.target)
         alias.update_time.CopyFrom(latest.create_time)
         return alias
-
-
-def _job_id(name: str) -> str:
-    if not name.startswith("jobs/") or not name[5:]:
-        raise InvalidArgument(f"name: expected 'jobs/{{id}}', got {name!r}")
-    return name[5:]

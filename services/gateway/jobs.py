@@ -10,6 +10,7 @@ from pathlib import Path
 
 from distill.v1 import gateway_pb2
 from services.common import errors
+from services.common.specs import names
 from services.common.storage import ArtifactStore
 from services.gateway import preflight
 from services.gateway.lifecycle import Lifecycle
@@ -32,13 +33,8 @@ class Jobs:
         self.cache_dir = cache_dir
 
     async def estimate(self, request: gateway_pb2.EstimateRequest) -> gateway_pb2.EstimateResponse:
-        checked = await asyncio.to_thread(preflight.check, _without_budget(request.spec),
-                                          self.artifacts, self.cache_dir, request.batch_api)
-        result = checked.estimate
-        if request.spec.HasField("budget_usd") and result.total_usd_high > request.spec.budget_usd:
-            result.warnings.append(f"budget_usd {request.spec.budget_usd:g} is under the high "
-                                   f"estimate {result.total_usd_high:.2f} USD")
-        return result
+        return await asyncio.to_thread(preflight.estimate, request, self.artifacts,
+                                       self.cache_dir)
 
     async def distill(self, request: gateway_pb2.DistillRequest) -> gateway_pb2.Job:
         if request.request_id:
@@ -53,7 +49,7 @@ class Jobs:
         checked = await asyncio.to_thread(preflight.check, request.spec, self.artifacts,
                                           self.cache_dir, False, trainer)
         job, created = self.lifecycle.create(gateway_pb2.Job(
-            name=f"jobs/{uuid.uuid4().hex[:16]}", request_id=request.request_id,
+            name=names.job_name(names.new_job_id()), request_id=request.request_id,
             spec=request.spec))
         if created:
             self.runner.start(job, checked.prompts)  # the dataset parsed once, handed on
@@ -83,11 +79,3 @@ class Jobs:
                                         "state": gateway_pb2.JobState.Name(job.state)})
             self.runner.start(job)
         return len(jobs)
-
-
-def _without_budget(spec: gateway_pb2.DistillSpec) -> gateway_pb2.DistillSpec:
-    """Estimate reports against the budget as a warning; only Distill refuses over it."""
-    copy = gateway_pb2.DistillSpec()
-    copy.CopyFrom(spec)
-    copy.ClearField("budget_usd")
-    return copy

@@ -1,37 +1,44 @@
 """Everything a job needs, checked before any money is spent (Distill and Estimate).
 
-Errors name the field: `spec.dataset` (with JSONL line numbers), `spec.teacher.api_key_env`,
-`spec.student_model`, `spec.training.batch_size`, ... A job is only created when all pass.
+The spec's own fields are checked by the spec layer (services/common/specs/distill.py); here
+is what needs the world: the dataset's lines, the API keys in this service's environment, the
+student's files, a trainer's memory, the budget against the estimate. Distill refuses on the
+first problem; Estimate prices the job anyway and lists each problem as a warning that names
+the fix. Errors name the field: `spec.dataset` (with JSONL line numbers),
+`spec.teacher.api_key_env`, `spec.student_model`, `spec.training.batch_size`, ...
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.v1 import common_pb2, gateway_pb2, judge_pb2, trainer_pb2
-from services.common import errors
+from distill.v1 import common_pb2, gateway_pb2, trainer_pb2
+from services.common import errors, train_memory
 from services.common.datasets import load_dataset
-from services.common.models import resolve_student
-from services.common.providers.spec import read_api_key, resolve_model_spec
+from services.common.models import list_models, resolve_student
+from services.common.providers.spec import ModelConfig, read_api_key
+from services.common.specs.distill import DistillPlan, distill_plan
+from services.common.specs.judge import llm_judges
 from services.common.storage import ArtifactStore
 from services.gateway import evaluation
-from services.gateway.aliases import validate_name
-from services.gateway.estimate import estimate
-from services.judge.llm_judge import Reply
-from services.judge.session import Config as JudgeConfig
-from services.judge.spec import build_judge
-from services.trainer import preflight as memory
-from services.trainer.config import TrainConfig
-
-_QUANTS = set(common_pb2.QuantizationType.values()) - {
-    common_pb2.QUANTIZATION_TYPE_UNSPECIFIED}
+from services.gateway.estimate import estimate as price
 
 
 @dataclass(frozen=True)
 class Checked:
+    plan: DistillPlan
     prompts: list[common_pb2.Prompt]
     estimate: gateway_pb2.EstimateResponse
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What Distill would refuse, and what fixes it (Estimate shows both)."""
+
+    error: errors.DistillError
+    fix: str
 
 
 def load_prompts(spec: gateway_pb2.DistillSpec, store: ArtifactStore) -> list[common_pb2.Prompt]:
@@ -46,65 +53,89 @@ def load_prompts(spec: gateway_pb2.DistillSpec, store: ArtifactStore) -> list[co
 def check(spec: gateway_pb2.DistillSpec, store: ArtifactStore, cache_dir: Path,
           batch_api: bool = False,
           trainer: trainer_pb2.GetTrainerStatusResponse | None = None) -> Checked:
-    """Raises the first problem found; returns the parsed prompts and the estimate.
+    """Raises the first problem found; returns the plan, the parsed prompts and the estimate.
 
     With a trainer's status, the student must also fit that trainer's memory (the trainer
     checks again before loading; this refuses the job before any teacher call)."""
+    plan, prompts, held_out = _request(spec, store)
+    for problem in problems(plan, cache_dir, trainer):
+        raise problem.error
+    result = price(plan, prompts, batch_api, held_out)
+    if plan.budget_usd is not None and result.total_usd_low > plan.budget_usd:
+        raise errors.ResourceExhausted(_over_budget(plan.budget_usd, result))
+    return Checked(plan, prompts, result)
+
+
+def estimate(request: gateway_pb2.EstimateRequest, store: ArtifactStore,
+             cache_dir: Path) -> gateway_pb2.EstimateResponse:
+    """The price of the job, also when Distill would refuse it for something other than the
+    request itself (a missing API key, a student not on this machine, the budget): each such
+    problem is a warning naming the fix. Needs no credentials."""
+    plan, prompts, held_out = _request(request.spec, store)
+    result = price(plan, prompts, request.batch_api, held_out)
+    found = list(problems(plan, cache_dir))
+    if plan.budget_usd is not None and result.total_usd_low > plan.budget_usd:
+        found.append(Problem(errors.ResourceExhausted(_over_budget(plan.budget_usd, result)),
+                             "raise spec.budget_usd or make the job smaller"))
+    result.warnings.extend(f"Distill would refuse this job: {p.error} -> {p.fix}" for p in found)
+    return result
+
+
+def _request(spec: gateway_pb2.DistillSpec, store: ArtifactStore
+             ) -> tuple[DistillPlan, list[common_pb2.Prompt], int | None]:
+    """The request's own checks: its fields, its dataset and held-out set."""
+    plan = distill_plan(spec)
     prompts = load_prompts(spec, store)
-    if not 0 <= spec.n_samples <= 16:
-        raise errors.InvalidArgument(f"spec.n_samples: 1..16 (0 means 4), got {spec.n_samples}")
-    teacher = resolve_model_spec(spec.teacher, field="spec.teacher", default_temperature=0.8)
-    if teacher.temperature <= 0:
-        raise errors.InvalidArgument("spec.teacher.temperature: must be > 0 so the N samples "
-                                     "differ (best-of-N needs variety)")
-    read_api_key(teacher, field="spec.teacher")
-    _check_judge(spec.judge)
+    return plan, prompts, evaluation.check(plan.eval, prompts, store)
+
+
+def problems(plan: DistillPlan, cache_dir: Path,
+             trainer: trainer_pb2.GetTrainerStatusResponse | None = None) -> Iterator[Problem]:
+    """What this deployment lacks for the job, in the order Distill checks it."""
+    models = [(plan.teacher, "spec.teacher")]
+    models += [(llm.model, llm.field) for llm in llm_judges(plan.judge.judge)]
+    for model, field in models:
+        try:
+            read_api_key(model, field=field)
+        except errors.DistillError as exc:
+            yield Problem(exc, _key_fix(model, field))
     try:
-        student_dir = resolve_student(spec.student_model, cache_dir)
+        student_dir = _student(plan.student_model, cache_dir)
+    except errors.DistillError as exc:
+        yield Problem(exc, _STUDENT_FIX)
+        return
+    if trainer is not None:
+        device_type = "cuda" if trainer.device.startswith("cuda") else "cpu"
+        backend = "unsloth" if device_type == "cuda" and "unsloth" in trainer.backends else "trl"
+        try:
+            train_memory.check(student_dir, plan.train, backend, device_type, trainer.memory_gb,
+                               student=plan.student_model)
+        except errors.DistillError as exc:
+            yield Problem(exc, "use a smaller student, batch_size or max_seq_length, or a "
+                          "trainer with more memory")
+
+
+def _student(name: str, cache_dir: Path) -> Path:
+    try:
+        return resolve_student(name, cache_dir)
     except errors.NotFound as exc:
         # An unknown model name is bad input in this request (NOT_FOUND is for jobs/aliases).
         raise errors.InvalidArgument(f"spec.student_model: {exc}") from None
     except errors.DistillError as exc:
         raise type(exc)(f"spec.student_model: {exc}") from None
-    # The trainer's own checks of LoRA, BOND and training settings; the curated set does not
-    # exist yet, so the dataset's ref stands in for it.
-    train_config = TrainConfig.from_request(trainer_pb2.TrainRequest(
-        job_id="preflight", curated=spec.dataset, student_model=spec.student_model,
-        lora=spec.lora, bond=spec.bond, training=spec.training))
-    if trainer is not None:
-        device_type = "cuda" if trainer.device.startswith("cuda") else "cpu"
-        backend = "unsloth" if device_type == "cuda" and "unsloth" in trainer.backends else "trl"
-        memory.check(student_dir, train_config, backend, device_type, trainer.memory_gb)
-    for q in spec.export.quantizations:
-        if q not in _QUANTS:
-            raise errors.InvalidArgument(f"spec.export.quantizations: unknown value {q}")
-    if spec.promote_alias:
-        validate_name(spec.promote_alias)
-    held_out = evaluation.check(spec, prompts, store)
-    if spec.HasField("budget_usd") and spec.budget_usd <= 0:
-        raise errors.InvalidArgument(f"spec.budget_usd: must be > 0, got {spec.budget_usd}")
-    result = estimate(spec, prompts, batch_api, held_out)
-    if spec.HasField("budget_usd") and result.total_usd_low > spec.budget_usd:
-        raise errors.ResourceExhausted(
-            f"spec.budget_usd: {spec.budget_usd:g} USD is under even the low estimate "
+
+
+_STUDENT_FIX = ("name a student in the registry that this gateway has offline ("
+                + ", ".join(m.name for m in list_models("student")) +
+                ") or a local Hugging Face model folder")
+
+
+def _key_fix(model: ModelConfig, field: str) -> str:
+    return (f"set {model.api_key_env} in the gateway's environment (and the "
+            f"{'generator' if field == 'spec.teacher' else 'judge'}'s), or name another "
+            f"variable in {field}.api_key_env")
+
+
+def _over_budget(budget: float, result: gateway_pb2.EstimateResponse) -> str:
+    return (f"spec.budget_usd: {budget:g} USD is under even the low estimate "
             f"({result.total_usd_low:.2f}-{result.total_usd_high:.2f} USD); nothing was spent")
-    return Checked(prompts, result)
-
-
-def _check_judge(config: judge_pb2.JudgeConfig) -> None:
-    JudgeConfig.from_proto(config)
-
-    def validate_model(model: common_pb2.ModelSpec):
-        resolved = resolve_model_spec(model, field="spec.judge.judge.llm.model",
-                                      default_temperature=0.0)
-        read_api_key(resolved, field="spec.judge.judge.llm.model")
-
-        async def never_called(messages, attempt) -> Reply:  # preflight builds, never calls
-            raise AssertionError("preflight does not call models")
-
-        return never_called
-
-    if not config.HasField("judge"):
-        raise errors.InvalidArgument("spec.judge.judge: required (e.g. reference, llm, "
-                                     "json_schema)")
-    build_judge(config.judge, validate_model, field="spec.judge.judge")

@@ -33,6 +33,11 @@ from typing import Any
 
 from distill.v1 import common_pb2, gateway_pb2
 from services.common.errors import DistillError
+
+# Written by the trainer into the adapter folder and each checkpoint.
+from services.common.specs.generate import DEFAULT_N_SAMPLES
+from services.common.specs.layout import TRAINING_LOG, JobKeys
+from services.common.specs.names import job_id_of
 from services.common.storage import ArtifactStore
 from services.gateway.report_html import (
     BIN_LABELS,
@@ -41,9 +46,6 @@ from services.gateway.report_html import (
     model_order,
     render_html,
 )
-
-# Written by the trainer into the adapter folder and each checkpoint.
-from services.trainer.checkpoints import TRAINING_LOG
 
 FORMAT_VERSION = 1
 LOG_FIELDS = ("loss", "sft_loss", "preference_loss", "kl_loss", "learning_rate",
@@ -61,7 +63,7 @@ PLOT_FILES = {"training": "loss.png", "candidates": "candidate_scores.png",
 def build_report(job: gateway_pb2.Job, store: ArtifactStore) -> common_pb2.ArtifactRef:
     """Renders the report of `job` and uploads it to jobs/{id}/report/ (replacing an older one);
     returns the folder's ref (media type inode/directory)."""
-    prefix = f"jobs/{job.name.removeprefix('jobs/')}/report/"
+    prefix = JobKeys(job_id_of(job.name)).report
     folder = Path(tempfile.mkdtemp(prefix="distill-report-"))
     try:
         write_report(job, store, folder)
@@ -162,7 +164,7 @@ def job_section(job: gateway_pb2.Job) -> dict[str, Any]:
         "teacher": spec.teacher.model,
         "student": spec.student_model,
         "judge": spec.judge.judge.WhichOneof("kind") or "",
-        "n_samples": spec.n_samples or 4,
+        "n_samples": spec.n_samples or DEFAULT_N_SAMPLES,
         "created": _time(job.create_time),
         "updated": _time(job.update_time),
         "cost_usd": job.cost_usd,

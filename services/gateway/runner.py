@@ -22,6 +22,8 @@ from distill.v1 import (
 )
 from services.common import errors
 from services.common.datasets import load_dataset
+from services.common.specs.export import DEFAULT_QUANTIZATIONS, QUANT_ENUMS
+from services.common.specs.names import job_id_of
 from services.common.spend import Spend
 from services.common.storage import ArtifactStore
 from services.gateway import evaluation, events, report, stages
@@ -29,11 +31,11 @@ from services.gateway.aliases import Aliases
 from services.gateway.lifecycle import Lifecycle
 
 log = logging.getLogger("distill.gateway.runner")
-DEFAULT_QUANT = common_pb2.QUANTIZATION_TYPE_Q4_K_M
+DEFAULT_QUANT = QUANT_ENUMS[DEFAULT_QUANTIZATIONS[0]]
 
 
 def job_id(job: gateway_pb2.Job) -> str:
-    return job.name.removeprefix("jobs/")
+    return job_id_of(job.name)
 
 
 class JobRunner:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from distill.v1 import gateway_pb2
 from services.common.datasets import parse_jsonl
 from services.common.errors import InvalidArgument
+from services.common.specs.layout import JOBS_FOLDER
 from services.common.storage import ArtifactStore
 
 MAX_CHUNK = 4 * 1024 * 1024
@@ -60,7 +61,7 @@ def _store(path: str, sha256: str, store: ArtifactStore,
 
 
 DOWNLOAD_CHUNK = 1024 * 1024
-_DOWNLOADABLE = ("datasets/", "jobs/")
+_DOWNLOADABLE = ("datasets/", JOBS_FOLDER)
 
 
 async def download_artifact(uri: str, store: ArtifactStore) -> AsyncIterator[

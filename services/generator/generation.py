@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,26 +23,14 @@ from google.protobuf import json_format
 from distill.v1 import common_pb2, generator_pb2
 from services.common import datasets, errors
 from services.common.completions import Emit, completions
-from services.common.providers import (
-    Limits,
-    Message,
-    ModelClient,
-    ModelConfig,
-    SamplingParams,
-    resolve_model_spec,
-)
+from services.common.providers import Limits, Message, ModelClient, ModelConfig, SamplingParams
+from services.common.specs import generate
+from services.common.specs.layout import JobKeys
 from services.common.storage import ArtifactStore
 from services.common.storage.spool import LineSpool
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SAMPLES = 4
-MAX_SAMPLES = 16
-DEFAULT_TEMPERATURE = 0.8
-DEFAULT_MAX_RETRIES = 6
-MAX_RETRIES_LIMIT = 20
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-CANDIDATES_FILE = "candidates.jsonl"
 
 
 @dataclass(frozen=True)
@@ -58,41 +44,28 @@ class GenerationPlan:
 
     @property
     def candidates_key(self) -> str:
-        return f"jobs/{self.job_id}/candidates/{CANDIDATES_FILE}"
+        return JobKeys(self.job_id).candidates
 
 
 def plan(
     request: generator_pb2.GenerateRequest,
     store: ArtifactStore,
     *,
-    default_concurrency: int = 16,
-    max_concurrency: int = 256,
+    default_concurrency: int = generate.DEFAULT_MAX_CONCURRENCY,
+    max_concurrency: int = generate.MAX_CONCURRENCY,
     price_overrides=None,
     max_dataset_bytes: int = datasets.DEFAULT_MAX_BYTES,
     cache_dir: Path | None = None,
 ) -> GenerationPlan:
     """Validates everything a run needs; raises the InvalidArgument/NotFound the caller sees.
     Blocking (reads the dataset): async callers use asyncio.to_thread."""
-    job_id = request.job_id or f"run-{uuid.uuid4().hex}"
-    if not JOB_ID.match(job_id):
-        raise errors.InvalidArgument(f"job_id: must match {JOB_ID.pattern}, got {job_id!r}")
-    n_samples = request.n_samples or DEFAULT_SAMPLES
-    if not 1 <= n_samples <= MAX_SAMPLES:
-        raise errors.InvalidArgument(f"n_samples: must be 1..{MAX_SAMPLES}, got {n_samples}")
     teacher_spec = request.teacher
     if cache_dir is not None and teacher_spec.provider == common_pb2.PROVIDER_LOCAL \
             and teacher_spec.model.startswith(store.base_uri):
         teacher_spec = local_artifact_model(teacher_spec, store, cache_dir)
-    teacher = resolve_model_spec(
-        teacher_spec, field="teacher", default_temperature=DEFAULT_TEMPERATURE,
-        price_overrides=price_overrides,
-    )
-    if n_samples > 1 and teacher.temperature <= 0:
-        raise errors.InvalidArgument(
-            f"teacher.temperature: must be > 0 when n_samples > 1 (got {teacher.temperature}): "
-            "at temperature 0 every sample is the same answer"
-        )
-    limits = _limits(request.limits, default_concurrency, max_concurrency)
+    spec = generate.generate_spec(request, teacher_spec=teacher_spec,
+                                  default_concurrency=default_concurrency,
+                                  max_concurrency=max_concurrency, price_overrides=price_overrides)
     source = request.WhichOneof("source")
     if source == "dataset":
         prompts = datasets.load_dataset(
@@ -102,7 +75,8 @@ def plan(
         prompts = datasets.validate_prompts(request.prompts.prompts, what="prompts.prompts")
     else:
         raise errors.InvalidArgument("source: set dataset (an ArtifactRef) or prompts")
-    return GenerationPlan(job_id, prompts, teacher, n_samples, request.system_prompt, limits)
+    return GenerationPlan(spec.job_id, prompts, spec.teacher, spec.n_samples, spec.system_prompt,
+                          spec.limits)
 
 
 def local_artifact_model(spec: common_pb2.ModelSpec, store: ArtifactStore,
@@ -124,25 +98,6 @@ def local_artifact_model(spec: common_pb2.ModelSpec, store: ArtifactStore,
     local.CopyFrom(spec)
     local.model = str(path)
     return local
-
-
-def _limits(limits: common_pb2.RateLimits, default_concurrency: int, most: int) -> Limits:
-    concurrency = (
-        limits.max_concurrency if limits.HasField("max_concurrency") else default_concurrency
-    )
-    if not 1 <= concurrency <= most:
-        raise errors.InvalidArgument(
-            f"limits.max_concurrency: must be 1..{most}, got {concurrency}"
-        )
-    for name in ("requests_per_minute", "tokens_per_minute"):
-        if getattr(limits, name) < 0:
-            raise errors.InvalidArgument(f"limits.{name}: must be >= 0 (0: unlimited)")
-    retries = limits.max_retries if limits.HasField("max_retries") else DEFAULT_MAX_RETRIES
-    if not 0 <= retries <= MAX_RETRIES_LIMIT:
-        raise errors.InvalidArgument(
-            f"limits.max_retries: must be 0..{MAX_RETRIES_LIMIT}, got {retries}"
-        )
-    return Limits(concurrency, limits.requests_per_minute, limits.tokens_per_minute, retries)
 
 
 def prompt_messages(prompt: common_pb2.Prompt, system_prompt: str) -> tuple[Message, ...]:

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from services.common.providers import DEFAULT_KEY_ENV_PATTERN
 from services.common.settings import ServiceSettings
+from services.common.specs import generate
 
 
 class GeneratorSettings(ServiceSettings):
@@ -19,8 +20,8 @@ class GeneratorSettings(ServiceSettings):
 
     # Teacher calls in flight at once when a request leaves RateLimits.max_concurrency unset,
     # and the most a request may ask for.
-    default_max_concurrency: int = Field(default=16, ge=1)
-    max_concurrency_limit: int = Field(default=256, ge=1)
+    default_max_concurrency: int = Field(default=generate.DEFAULT_MAX_CONCURRENCY, ge=1)
+    max_concurrency_limit: int = Field(default=generate.MAX_CONCURRENCY, ge=1)
     # Retry backoff: base·2^(attempt-1) seconds, capped, with jitter (Retry-After wins).
     retry_base_delay_seconds: float = Field(default=0.5, gt=0)
     retry_max_delay_seconds: float = Field(default=30.0, gt=0)

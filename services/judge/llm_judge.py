@@ -14,28 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from distill.v1.common_pb2 import Prompt
+from services.common.specs.judge import DEFAULT_CRITERIA, MAX_SCORE, Criterion
 from services.common.spend import Spend
-from services.judge.scores import MAX_SCORE, Score
+from services.judge.scores import Score
 
 TAGS = ("task", "reference", "candidate")
 # Any "<task", "</ candidate", "<CANDIDATE_x" ... inside data, case-insensitive.
 _LOOKALIKE_ESCAPE = "\u2039"  # single left-pointing angle quotation mark
 _TAG_LOOKALIKE = re.compile(r"<(\s*/?\s*)(" + "|".join(TAGS) + r")", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Criterion:
-    name: str
-    description: str
-    weight: float
-
-
-DEFAULT_CRITERIA = (
-    Criterion("correctness", "Is the answer factually and logically correct for the task?", 0.6),
-    Criterion("instruction_following", "Does it do exactly what the task asks, in the asked "
-              "format?", 0.3),
-    Criterion("conciseness", "Is it free of padding, repetition and irrelevant text?", 0.1),
-)
 
 
 @dataclass(frozen=True)

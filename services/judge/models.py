@@ -6,7 +6,6 @@ same question gives the same answer, so a resumed job does not pay twice for it.
 
 from __future__ import annotations
 
-from distill.v1 import common_pb2
 from services.common.providers import (
     Limits,
     Message,
@@ -15,13 +14,11 @@ from services.common.providers import (
     RetryPolicy,
     SamplingParams,
     open_provider,
-    resolve_model_spec,
 )
+from services.common.specs.judge import LlmJudgeSpec
 from services.common.storage import ArtifactStore
 from services.common.teacher_cache import TeacherCache
 from services.judge.llm_judge import Complete, Reply
-
-FIELD = "judge.llm.model"
 
 
 class JudgeModels:
@@ -35,9 +32,9 @@ class JudgeModels:
         self.key_env_pattern = key_env_pattern
         self.clients: list[ModelClient] = []
 
-    def __call__(self, spec: common_pb2.ModelSpec) -> Complete:
-        config = resolve_model_spec(spec, field=FIELD, default_temperature=0.0)
-        provider = open_provider(config, field=FIELD, key_env_pattern=self.key_env_pattern)
+    def __call__(self, spec: LlmJudgeSpec) -> Complete:
+        config = spec.model
+        provider = open_provider(config, field=spec.field, key_env_pattern=self.key_env_pattern)
         client = ModelClient(provider, price=config.price, limiter=RateLimiter(self.limits),
                              retry=self.retry, cache=TeacherCache(self.store))
         self.clients.append(client)

@@ -47,7 +47,7 @@ class ReferenceJudge:
 
 @dataclass(frozen=True)
 class RegexJudge:
-    pattern: Any  # an RE2 pattern (services/judge/safe_regex.py): linear time on any input
+    pattern: Any  # an RE2 pattern (services/common/safe_regex.py): linear time on any input
     full_match: bool
 
     async def score(self, prompt: Prompt, text: str) -> Score:

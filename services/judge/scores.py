@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.common.specs.judge import MAX_SCORE
 from services.common.spend import NOTHING, Spend
-
-MAX_SCORE = 10.0
 
 
 @dataclass(frozen=True)

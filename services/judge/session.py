@@ -4,48 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from dataclasses import dataclass, field
 
 from google.protobuf import json_format
 
 from distill.v1 import common_pb2, judge_pb2
 from services.common.errors import InvalidArgument
+from services.common.specs.judge import JudgeSpec
+from services.common.specs.layout import JobKeys
 from services.common.spend import NOTHING, Spend
 from services.common.storage import ArtifactStore
 from services.common.storage.spool import LineSpool
 from services.judge.composite import Judge
-from services.judge.scores import MAX_SCORE, Score
+from services.judge.scores import Score
 from services.judge.selection import Selection, select
 
-DEFAULT_TOP_K = 2
-DEFAULT_MIN_MARGIN = 1.0
 HISTOGRAM_BINS = 11  # [0,1), ..., [9,10), [10]
-
-
-@dataclass(frozen=True)
-class Config:
-    top_k: int
-    min_score: float | None
-    min_margin: float
-    job_id: str
-
-    @classmethod
-    def from_proto(cls, config: judge_pb2.JudgeConfig) -> Config:
-        top_k = config.top_k or DEFAULT_TOP_K
-        if not 1 <= top_k <= 16:
-            raise InvalidArgument(f"config.top_k: 1..16, got {config.top_k}")
-        min_score = config.min_score if config.HasField("min_score") else None
-        if min_score is not None and not 0 <= min_score <= MAX_SCORE:
-            raise InvalidArgument(f"config.min_score: 0..10, got {min_score}")
-        margin = config.min_margin if config.HasField("min_margin") else DEFAULT_MIN_MARGIN
-        if not 0 <= margin <= MAX_SCORE:
-            raise InvalidArgument(f"config.min_margin: 0..10, got {margin}")
-        job_id = config.job_id or f"run-{uuid.uuid4().hex[:12]}"
-        if not job_id.replace("-", "").replace("_", "").isalnum():
-            raise InvalidArgument(f"config.job_id: letters, digits, '-' and '_' only, got "
-                                  f"{config.job_id!r}")
-        return cls(top_k, min_score, margin, job_id)
 
 
 @dataclass
@@ -88,7 +62,7 @@ def _entry(candidate: common_pb2.Candidate, score: Score) -> dict:
 
 
 class JudgeSession:
-    def __init__(self, judge: Judge, config: Config, store: ArtifactStore) -> None:
+    def __init__(self, judge: Judge, config: JudgeSpec, store: ArtifactStore) -> None:
         self.judge = judge
         self.config = config
         self.store = store
@@ -125,7 +99,7 @@ class JudgeSession:
 
     @property
     def curated_key(self) -> str:
-        return f"jobs/{self.config.job_id}/curated.jsonl"
+        return JobKeys(self.config.job_id).curated
 
     def discard(self) -> None:
         self.store.delete(self.curated_key)

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator, Callable
 from distill.v1 import common_pb2, judge_pb2
 from services.common.completions import Emit, completions
 from services.common.errors import InvalidArgument
+from services.common.specs.judge import judge_spec
 from services.common.storage import ArtifactStore
 from services.judge.models import JudgeModels
-from services.judge.session import Config, JudgeSession
+from services.judge.session import JudgeSession
 from services.judge.spec import build_judge
 
 
@@ -24,8 +25,8 @@ async def judge_stream(requests: AsyncIterator[judge_pb2.JudgeRequest], store: A
     first = await anext(aiter(requests), None)
     if first is None or not first.HasField("config"):
         raise InvalidArgument("the first message must be a config (judge spec, top_k, ...)")
-    config = Config.from_proto(first.config)
-    session = JudgeSession(build_judge(first.config.judge, models), config, store)
+    config = judge_spec(first.config)
+    session = JudgeSession(build_judge(config.judge, models), config, store)
 
     async def judge_one(group: common_pb2.CandidateGroup, emit: Emit) -> None:
         emit(await session.judge_group(group))

@@ -17,29 +17,27 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import FailedPrecondition
+from services.common.specs.layout import JobKeys
 from services.common.storage import FOLDER_MEDIA_TYPE, ArtifactStore, StoredObject
 from services.common.storage.base import folder_digest
 
 MANIFEST = "checkpoint.json"
 STATE_FILE = "trainer_state.pt"
 ADAPTER_DIR = "adapter"
-# One JSON line per optimizer step; also shipped in the adapter folder, where the job report reads
-# it (services/gateway/report.py). Plain text: the exporter's pickle checks pass it.
-TRAINING_LOG = "training_log.jsonl"
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d+)/" + re.escape(MANIFEST) + "$")
 
 
 def checkpoints_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}/checkpoints/"
+    return JobKeys(job_id).checkpoints
 
 
 def checkpoint_prefix(job_id: str, step: int) -> str:
-    return f"{checkpoints_prefix(job_id)}step-{step}/"
+    return JobKeys(job_id).checkpoint(step)
 
 
 def adapter_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}/adapter/"
+    return JobKeys(job_id).adapter
 
 
 def complete_steps(store: ArtifactStore, job_id: str) -> list[int]:

@@ -1,9 +1,10 @@
 """One training, end to end: checks, data, model, loop, adapter upload. Blocking; the servicer
 runs it in a worker thread. Every check that can fail cheaply runs before the model is loaded:
 
-request fields (config.py) → student resolution → backend selection → memory preflight →
-dataset (ref, sha256, rows, tokenisation) → resume checkpoint → load → train → adapter (with
-the training log, `training_log.jsonl`: one JSON line per step, continued across resumes).
+request fields (services/common/specs/train.py) → student resolution → backend selection →
+memory preflight → dataset (ref, sha256, rows, tokenisation) → resume checkpoint → load →
+train → adapter (with the training log, `training_log.jsonl`: one JSON line per step,
+continued across resumes).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import tempfile
 import threading
 from pathlib import Path
 
+from services.common import train_memory
 from services.common.errors import Cancelled, InvalidArgument, NotFound
 from services.common.models import resolve_student
+from services.common.specs.layout import TRAINING_LOG
+from services.common.specs.train import TrainConfig
 from services.common.storage import ArtifactStore
-from services.trainer import checkpoints, preflight
+from services.trainer import checkpoints
 from services.trainer.backends import backend_device_type, make_backend, resolve_backend_name
-from services.trainer.config import TrainConfig
 from services.trainer.data import Example, read_curated, tokenize_rows
 from services.trainer.loop import Emit, Finished, Started, TrainingLoop, count_parameters
 from services.trainer.settings import TrainerSettings
@@ -59,8 +62,9 @@ def run_training(config: TrainConfig, settings: TrainerSettings, store: Artifact
         raise InvalidArgument(f"student_model: {exc}") from exc
     backend_name = resolve_backend_name(config.backend or settings.default_backend)
     device_type = backend_device_type(backend_name)
-    estimate = preflight.check(model_dir, config, backend_name, device_type, settings.memory_gb,
-                               load_in_4bit=settings.unsloth_load_in_4bit)
+    estimate = train_memory.check(model_dir, config, backend_name, device_type, settings.memory_gb,
+                                  load_in_4bit=settings.unsloth_load_in_4bit,
+                                  student=config.student_model)
     log.info("preflight", extra={"job_id": config.job_id, "required_gb": estimate.required_gb,
                                  "available_gb": estimate.available_gb})
     if estimate.lowered_from is not None:
@@ -117,7 +121,7 @@ def run_training(config: TrainConfig, settings: TrainerSettings, store: Artifact
 
         adapter_dir = work / "adapter"
         loaded.model.save_pretrained(adapter_dir)
-        loop.write_log(adapter_dir / checkpoints.TRAINING_LOG)
+        loop.write_log(adapter_dir / TRAINING_LOG)
         prefix = checkpoints.adapter_prefix(config.job_id)
         store.delete_prefix(prefix)
         adapter = store.put_dir(prefix, adapter_dir)

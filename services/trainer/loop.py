@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import Cancelled
+from services.common.specs.layout import TRAINING_LOG
+from services.common.specs.train import BondConfig, TrainConfig
 from services.common.storage import StoredObject
 from services.trainer import checkpoints
 from services.trainer.bond_loss import (
@@ -24,7 +26,6 @@ from services.trainer.bond_loss import (
     needs_reference,
     response_positions,
 )
-from services.trainer.config import BondConfig, TrainConfig
 from services.trainer.data import Batch, Example, batch_indices, collate
 
 MAX_GRAD_NORM = 1.0
@@ -242,7 +243,7 @@ class TrainingLoop:
         self.tokens = state["tokens"]
         self.train_seconds = state["train_seconds"]
         self.last_loss = state["last_loss"]
-        self.history = checkpoints.read_training_log(folder / checkpoints.TRAINING_LOG, self.step)
+        self.history = checkpoints.read_training_log(folder / TRAINING_LOG, self.step)
         checkpoints.restore_rng(state["rng"])
 
     def write_log(self, path: Path) -> None:
@@ -255,7 +256,7 @@ class TrainingLoop:
         folder = Path(tempfile.mkdtemp(prefix=f"step-{self.step}-", dir=self.work_dir))
         self.model.save_pretrained(folder / checkpoints.ADAPTER_DIR)
         torch.save(self.state_dict(), folder / checkpoints.STATE_FILE)
-        self.write_log(folder / checkpoints.TRAINING_LOG)
+        self.write_log(folder / TRAINING_LOG)
         ref = self.save_checkpoint(self.step, folder)
         self.emit(Checkpoint(self.step, ref))
 

@@ -19,10 +19,10 @@ from services.common.completions import Emit, completions
 from services.common.errors import ResourceExhausted
 from services.common.metrics import TrainerMetrics
 from services.common.server import Service
+from services.common.specs.train import train_config
 from services.common.storage import ArtifactStore
 from services.trainer import loop as events
 from services.trainer.capacity import Capacity
-from services.trainer.config import TrainConfig
 from services.trainer.settings import TrainerSettings
 
 log = logging.getLogger("distill.trainer")
@@ -69,7 +69,7 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
     async def Train(  # noqa: N802 - gRPC method name
         self, request: trainer_pb2.TrainRequest, context
     ) -> AsyncIterator[trainer_pb2.TrainResponse]:
-        config = TrainConfig.from_request(request)  # INVALID_ARGUMENT before any work
+        config = train_config(request)  # INVALID_ARGUMENT before any work
         store = self.store  # a bad store URL fails here, before a slot is taken
         try:
             slot = self.capacity.acquire(config.job_id)  # RESOURCE_EXHAUSTED at once
@@ -119,8 +119,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
             device=device, backends=backends, memory_gb=memory_gb)
 
     def _probe_node(self) -> tuple[str, list[str], float]:
+        from services.common.train_memory import node_memory_gb
         from services.trainer.backends import available_backends, cuda_available
-        from services.trainer.preflight import node_memory_gb
 
         device_type = "cuda" if cuda_available() else "cpu"
         memory = self.settings.memory_gb or node_memory_gb(device_type)

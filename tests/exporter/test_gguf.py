@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import FailedPrecondition
+from services.common.specs.export import DEFAULT_SMOKE_MESSAGES, ExportJob
 from services.common.storage import LocalStore
 from services.exporter import gguf, smoke
-from services.exporter.pipeline import Exporter, ExportJob, Output, Stage
+from services.exporter.pipeline import Exporter, Output, Stage
 from tests.exporter.helpers import settings_for
 
 
@@ -66,10 +67,10 @@ def test_smoke_test_of_a_bad_file_is_a_failed_result(tmp_path):
     bogus = tmp_path / "bogus.gguf"
     bogus.write_bytes(b"GGUF" + b"\0" * 100)
     result = asyncio.run(smoke.smoke_test(smoke.SmokeRequest(
-        model=str(bogus), messages=list(smoke.DEFAULT_PROMPT), max_tokens=8,
+        model=str(bogus), messages=list(DEFAULT_SMOKE_MESSAGES), max_tokens=8,
         expected_prompt="", expected_ids=[], end_of_turn="<|im_end|>"), timeout=120))
     assert not result.passed and result.failure
-    assert result.prompt == smoke.DEFAULT_PROMPT[0]["content"]
+    assert result.prompt == DEFAULT_SMOKE_MESSAGES[0]["content"]
 
 
 @pytest.fixture(scope="module")

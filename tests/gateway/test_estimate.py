@@ -6,6 +6,7 @@ import pytest
 
 from distill.v1 import common_pb2, gateway_pb2
 from services.common.datasets import parse_jsonl
+from services.common.specs.distill import distill_plan
 from services.common.training_memory import (
     FORMULA,
     STUDENT_SHAPES,
@@ -21,10 +22,13 @@ PROMPTS = parse_jsonl(ROWS)
 
 
 def spec(teacher="gpt-4o-mini", student="smollm2-135m", judge=None, **kw):
-    s = gateway_pb2.DistillSpec(teacher=common_pb2.ModelSpec(model=teacher, max_tokens=64),
-                                student_model=student, n_samples=4, **kw)
+    """The checked spec the estimate prices (the dataset is passed to it as prompts)."""
+    if isinstance(teacher, str):
+        teacher = common_pb2.ModelSpec(model=teacher, max_tokens=64)
+    s = gateway_pb2.DistillSpec(dataset=common_pb2.ArtifactRef(uri="file:///unused.jsonl"),
+                                teacher=teacher, student_model=student, n_samples=4, **kw)
     s.judge.judge.CopyFrom(judge or common_pb2.JudgeSpec(reference=common_pb2.ReferenceJudge()))
-    return s
+    return distill_plan(s)
 
 
 def line(result, item, unit):
@@ -90,23 +94,21 @@ def test_peak_vram_is_the_memory_models_figure_for_this_job():
                       precision="4bit", device="cuda", gradient_checkpointing=True)
     assert result.peak_vram_gb == peak_memory(STUDENT_SHAPES["llama-3.2-1b"], job).total_gb
     assert any(FORMULA in a for a in result.assumptions)
-    base = spec(student="llama-3.2-1b")
-    base.training.batch_size = 16
-    base.lora.r = 64
+    base = spec(student="llama-3.2-1b", training=common_pb2.TrainingSettings(batch_size=16),
+                lora=common_pb2.LoraSettings(r=64))
     assert estimate(base, PROMPTS).peak_vram_gb > result.peak_vram_gb
-    trl = spec(student="llama-3.2-1b")
-    trl.training.backend = common_pb2.TRAINER_BACKEND_TRL
+    trl = spec(student="llama-3.2-1b", training=common_pb2.TrainingSettings(
+        backend=common_pb2.TRAINER_BACKEND_TRL))
     assert estimate(trl, PROMPTS).peak_vram_gb > result.peak_vram_gb
-    short = spec(student="llama-3.2-1b")
-    short.training.max_seq_length = 16
+    short = spec(student="llama-3.2-1b",
+                 training=common_pb2.TrainingSettings(max_seq_length=16))
     assert any("up to 16 tokens" in a for a in estimate(short, PROMPTS).assumptions)
 
 
 def test_unknown_teacher_price_is_a_warning_not_an_error():
     custom = common_pb2.ModelSpec(provider=common_pb2.PROVIDER_OPENAI, model="my-finetune",
                                   base_url="http://127.0.0.1:9/v1")
-    result = estimate(gateway_pb2.DistillSpec(teacher=custom, student_model="smollm2-135m"),
-                      PROMPTS)
+    result = estimate(spec(teacher=custom), PROMPTS)
     assert any("no price known for teacher" in w for w in result.warnings)
 
 

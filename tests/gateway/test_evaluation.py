@@ -9,6 +9,7 @@ import pytest
 from distill.v1 import common_pb2, gateway_pb2
 from services.common import errors
 from services.common.datasets import load_dataset, parse_jsonl
+from services.common.specs.distill import eval_spec
 from services.common.storage import LocalStore
 from services.gateway import evaluation
 from services.gateway.evaluation import Answer
@@ -72,14 +73,14 @@ def test_bad_eval_settings_name_the_field(tmp_path, fields, count, fragment):
     spec = _spec(_dataset(store, count), **fields)
     prompts = parse_jsonl(store.get_bytes(store.key_from_uri(spec.dataset.uri)))
     with pytest.raises(errors.InvalidArgument, match=fragment.replace("[", r"\[")):
-        evaluation.check(spec, prompts, store)
+        evaluation.check(eval_spec(spec.eval), prompts, store)
 
 
 def test_missing_held_out_dataset_is_not_found(tmp_path):
     store = LocalStore(tmp_path)
     spec = _spec(_dataset(store, 4), held_out=common_pb2.ArtifactRef(uri=store.uri("d/x.jsonl")))
     with pytest.raises(errors.NotFound, match=r"spec\.eval\.held_out"):
-        evaluation.check(spec, [], store)
+        evaluation.check(eval_spec(spec.eval), [], store)
 
 
 def _rows(triples, latency=0.5, cost=0.002):

@@ -8,6 +8,7 @@ import pytest
 
 from distill.v1 import common_pb2
 from services.common.errors import InvalidArgument
+from services.common.specs.judge import judge_kind
 from services.judge.spec import build_judge
 
 
@@ -23,7 +24,7 @@ def spec(**kind) -> common_pb2.JudgeSpec:
 
 
 async def score(judge_spec, text, reference=None):
-    return await build_judge(judge_spec, None).score(prompt(reference), text)
+    return await build_judge(judge_kind(judge_spec), None).score(prompt(reference), text)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +95,7 @@ async def test_json_schema_patterns_run_in_linear_time():
 )
 def test_patterns_re2_cannot_run_are_refused_naming_the_field(bad, field):
     with pytest.raises(InvalidArgument) as raised:
-        build_judge(bad, None)
+        judge_kind(bad)
     message = str(raised.value)
     assert field in message and "patterns run in RE2: no backreferences or lookaround" in message
 
@@ -171,5 +172,5 @@ async def test_composite_gate_wins():
 )
 def test_spec_errors_name_the_field(bad, field):
     with pytest.raises(InvalidArgument) as raised:
-        build_judge(bad, lambda model: None)
+        judge_kind(bad)
     assert field in str(raised.value)

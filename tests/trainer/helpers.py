@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from services.common.specs.train import TrainConfig
 from services.common.storage import ArtifactStore, StoredObject
-from services.trainer.config import TrainConfig
 from tests.fixtures.tiny_llama import shared_cache_dir
 
 

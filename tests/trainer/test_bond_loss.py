@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as nnf
 
+from services.common.specs.train import BondConfig, LoraConfig
 from services.trainer.bond_loss import (
     IGNORE_INDEX,
     bond_loss,
@@ -17,7 +18,6 @@ from services.trainer.bond_loss import (
     response_positions,
     sequence_logps,
 )
-from services.trainer.config import BondConfig, LoraConfig
 from services.trainer.data import collate, read_curated, tokenize_rows
 from services.trainer.loop import _plain_head, bond_step
 from tests.trainer.helpers import curated_rows

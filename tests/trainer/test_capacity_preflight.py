@@ -6,11 +6,12 @@ from dataclasses import replace
 
 import pytest
 
+from services.common import train_memory as preflight
 from services.common.errors import FailedPrecondition, ResourceExhausted
+from services.common.specs.train import TrainConfig
 from services.common.training_memory import peak_memory
-from services.trainer import backends, preflight
+from services.trainer import backends
 from services.trainer.capacity import Capacity
-from services.trainer.config import TrainConfig
 
 
 def test_capacity_refuses_beyond_its_size_and_frees_on_release():

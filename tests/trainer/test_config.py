@@ -6,7 +6,7 @@ import pytest
 
 from distill.v1 import common_pb2, trainer_pb2
 from services.common.errors import InvalidArgument
-from services.trainer.config import TrainConfig
+from services.common.specs.train import train_config
 
 
 def _request(**fields):
@@ -17,7 +17,7 @@ def _request(**fields):
 
 
 def test_defaults():
-    config = TrainConfig.from_request(_request())
+    config = train_config(_request())
     assert (config.bond.beta, config.bond.gamma, config.bond.tau) == (0.5, 0.1, 0.1)
     assert (config.lora.r, config.lora.alpha, config.lora.dropout) == (16, 32, 0.05)
     assert config.checkpoint_interval == 50 and config.max_steps is None
@@ -26,7 +26,7 @@ def test_defaults():
 
 
 def test_explicit_zero_differs_from_unset():
-    config = TrainConfig.from_request(_request(
+    config = train_config(_request(
         bond=common_pb2.BondSettings(bond_beta=0.0, bond_gamma=0.0),
         training=common_pb2.TrainingSettings(max_steps=5, seed=0, warmup_ratio=0.0,
                                              backend=common_pb2.TRAINER_BACKEND_TRL)))
@@ -61,4 +61,4 @@ def test_invalid_fields_are_named(fields, message):
     else:
         request = _request(**fields)
     with pytest.raises(InvalidArgument, match=message):
-        TrainConfig.from_request(request)
+        train_config(request)

@@ -11,6 +11,7 @@ import sys
 import torch
 from safetensors.torch import load_file
 
+from services.common.specs.layout import TRAINING_LOG
 from services.common.storage import LocalStore
 from services.trainer import checkpoints
 from tests.fixtures.processes import REPO
@@ -81,5 +82,5 @@ def _adapter(store: LocalStore, job: str, dest) -> dict[str, torch.Tensor]:
 
 
 def _training_log(adapter_dir) -> list[dict]:
-    text = (adapter_dir / checkpoints.TRAINING_LOG).read_text()
+    text = (adapter_dir / TRAINING_LOG).read_text()
     return [json.loads(line) for line in text.splitlines()]

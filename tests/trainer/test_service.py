@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from distill.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from services.common.server import start
+from services.common.specs.layout import TRAINING_LOG
 from services.common.storage import LocalStore
 from services.exporter import merge
 from services.trainer import checkpoints
@@ -94,7 +95,7 @@ async def test_a_few_steps_of_the_tiny_llama_through_the_stream(trainer, tiny_ll
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
 
     # The training log ships in the adapter folder (the job report plots it) and in checkpoints.
-    log = _training_log(tmp_path / "adapter" / checkpoints.TRAINING_LOG)
+    log = _training_log(tmp_path / "adapter" / TRAINING_LOG)
     assert [row["step"] for row in log] == [1, 2, 3]
     for row, step in zip(log, steps, strict=True):
         for name in ("loss", "sft_loss", "preference_loss", "kl_loss", "learning_rate",
@@ -102,7 +103,7 @@ async def test_a_few_steps_of_the_tiny_llama_through_the_stream(trainer, tiny_ll
             assert row[name] == pytest.approx(getattr(step, name), rel=1e-9), name
         assert row["tokens"] > 0 and row["seconds"] > 0
     store.get_dir("jobs/job-1/checkpoints/step-2/", tmp_path / "step-2")
-    assert [r["step"] for r in _training_log(tmp_path / "step-2" / checkpoints.TRAINING_LOG)] \
+    assert [r["step"] for r in _training_log(tmp_path / "step-2" / TRAINING_LOG)] \
         == [1, 2]
     # ... and the exporter still takes the folder: no pickle, a LoRA adapter for the base model.
     merge.validate_adapter(tmp_path / "adapter", tiny_llama_dir)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.trainer.config import LoraConfig
+from services.common.specs.train import LoraConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.common.specs.train import LoraConfig
 from services.trainer.backends import Backend, LoadedModel, cuda_available
-from services.trainer.config import LoraConfig
 
 
 class TrlBackend(Backend):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from services.common.specs.train import LoraConfig
 from services.trainer.backends import DEFAULT_TARGET_MODULES, Backend, LoadedModel
-from services.trainer.config import LoraConfig
 
 
 class UnslothBackend(Backend):

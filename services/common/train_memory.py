@@ -1,4 +1,5 @@
-"""Will the student train in this node's memory? Checked before any weights are loaded.
+"""Will the student train in a node's memory? The trainer checks before it loads any weights,
+the gateway before a job starts (against the trainer's reported memory).
 
 The figure is services.common.training_memory's model of the step's peak (weights, LoRA state,
 activations, the chunked loss, runtime), from the model's config.json and the job's settings.
@@ -14,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from services.common.errors import FailedPrecondition
+from services.common.specs.train import TrainSettings
 from services.common.training_memory import (
     GB,
     ModelShape,
@@ -23,7 +25,6 @@ from services.common.training_memory import (
     largest_batch,
     peak_memory,
 )
-from services.trainer.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class MemoryEstimate:
     device_type: str
     peak: PeakMemory
     # The config to train with: the request's, or with a lower batch_size (lowered_from it).
-    config: TrainConfig
+    config: TrainSettings
     lowered_from: int | None = None
 
     @property
@@ -78,7 +79,7 @@ def node_memory_gb(device_type: str) -> float:
     return ram / GB
 
 
-def training_job(config: TrainConfig, backend: str, device_type: str, *,
+def training_job(config: TrainSettings, backend: str, device_type: str, *,
                  load_in_4bit: bool = False) -> TrainingJob:
     """The memory model's view of a job on this backend and device."""
     if backend == "unsloth" and load_in_4bit:
@@ -92,10 +93,12 @@ def training_job(config: TrainConfig, backend: str, device_type: str, *,
         gradient_checkpointing=backend == "unsloth")
 
 
-def check(model_dir: Path, config: TrainConfig, backend: str, device_type: str,
-          memory_gb: float | None = None, *, load_in_4bit: bool = False) -> MemoryEstimate:
+def check(model_dir: Path, config: TrainSettings, backend: str, device_type: str,
+          memory_gb: float | None = None, *, load_in_4bit: bool = False,
+          student: str = "") -> MemoryEstimate:
     """The estimate for `config`, or for it with a lower batch size when that is what fits;
-    FAILED_PRECONDITION when not even batch size 1 fits `memory_gb` (default: the node's)."""
+    FAILED_PRECONDITION when not even batch size 1 fits `memory_gb` (default: the node's).
+    `student`: the model's name in the message (default: its folder's)."""
     shape = model_shape(model_dir)
     job = training_job(config, backend, device_type, load_in_4bit=load_in_4bit)
     available = round(memory_gb if memory_gb is not None else node_memory_gb(device_type), 2)
@@ -107,7 +110,7 @@ def check(model_dir: Path, config: TrainConfig, backend: str, device_type: str,
     if fits == 0:
         one = peak_memory(shape, replace(job, batch_size=1))
         raise FailedPrecondition(
-            f"not enough memory to train {config.student_model!r} "
+            f"not enough memory to train {student or model_dir.name!r} "
             f"({shape.parameters / 1e6:.0f}M parameters) with max_seq_length "
             f"{config.max_seq_length}: even batch_size 1 needs about {one.total_gb:.1f} GB of "
             f"{where} ({one.parts()}), this trainer has {available:.1f} GB. It would fit with "

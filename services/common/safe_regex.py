@@ -87,11 +87,16 @@ def schema_patterns(schema: Any, where: str = "") -> Iterator[tuple[str, str]]:
             yield from schema_patterns(item, f"{where}/{i}")
 
 
-def re2_validator(cls: Any, schema: Any, field: str) -> jsonschema.protocols.Validator:
-    """A validator of `cls`'s draft whose `pattern`/`patternProperties` run in RE2; every pattern
-    is compiled now, so one RE2 cannot run is INVALID_ARGUMENT naming `field` and where."""
+def check_schema_patterns(schema: Any, field: str) -> None:
+    """Every pattern of `schema` compiled now: one RE2 cannot run is INVALID_ARGUMENT naming
+    `field` and where."""
     for pointer, patrn in schema_patterns(schema):
         compile_field(patrn, f"{field} at {pointer}")
+
+
+def re2_validator(cls: Any, schema: Any, field: str) -> jsonschema.protocols.Validator:
+    """A validator of `cls`'s draft whose `pattern`/`patternProperties` run in RE2."""
+    check_schema_patterns(schema, field)
     extended = jsonschema.validators.extend(
         cls, {"pattern": _pattern, "patternProperties": _pattern_properties})
     return extended(schema)
