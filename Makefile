@@ -57,6 +57,7 @@ check-protos: setup
 lint: setup check-deploy
 	$(BUF) lint
 	$(VENV)/bin/ruff check .
+	$(PY) -m vulture  # code nothing calls; paths and vulture_whitelist.py in pyproject.toml
 	$(VENV)/bin/lint-imports
 
 # deploy/ validated offline by real validators: hadolint, the Compose Specification schema,

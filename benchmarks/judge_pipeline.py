@@ -104,13 +104,17 @@ async def pipelined(clients: StageClients, request: generator_pb2.GenerateReques
         if progress.prompts_done >= total and "generated" not in marks:
             marks["generated"] = time.perf_counter()
 
+    async def on_generated(group: common_pb2.CandidateGroup) -> None:
+        pass  # what the teacher calls paid: not measured here
+
     async def on_judged(group: judge_pb2.JudgedGroup) -> None:
         judged["groups"] += 1
         judged["candidates"] += len(group.candidates)
         marks["last_judged"] = time.perf_counter()
 
     started = time.perf_counter()
-    result = await generate_and_judge(clients, request, config, on_generate, on_judged)
+    result = await generate_and_judge(clients, request, config, on_generate, on_generated,
+                                      on_judged)
     elapsed = time.perf_counter() - started
     stats = result.statistics
     return {

@@ -70,10 +70,6 @@ class Cancelled(DistillError):
     code = grpc.StatusCode.CANCELLED
 
 
-class Unimplemented(DistillError):
-    code = grpc.StatusCode.UNIMPLEMENTED
-
-
 class DataLoss(DistillError):
     """Stored bytes no longer match the sha256 recorded when they were written."""
 

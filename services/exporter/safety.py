@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Iterable
 from pathlib import Path
 
 from services.common.errors import InvalidArgument
@@ -120,8 +119,3 @@ def safetensors_header(path: Path, what: str) -> dict[str, dict]:
     if end != data_len:
         raise bad(f"tensors cover {end} bytes but the file holds {data_len} (truncated?)")
     return header
-
-
-def check_safetensors(paths: Iterable[Path], root: Path, what: str) -> None:
-    for path in paths:
-        safetensors_header(path, f"{what} file {path.relative_to(root).as_posix()}")

@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from distill.v1 import common_pb2, gateway_pb2, generator_pb2, judge_pb2
 from services.common import errors
-from services.common.datasets import load_dataset, parse_jsonl, split_holdout
+from services.common.datasets import load_dataset, split_holdout
 from services.common.specs.distill import DEFAULT_PROMOTE_MIN_PASS_RATE, EvalSpec, eval_spec
 from services.common.specs.judge import MAX_SCORE
 from services.common.specs.layout import JobKeys
 from services.common.specs.names import job_id_of
+from services.common.spend import NOTHING, Spend
 from services.common.storage import ArtifactStore
-from services.common.usage import add_usage
 from services.gateway import stages
 
 # Answer order inside a judged group (the sample_index of each model's answer).
@@ -67,14 +67,15 @@ def check(e: EvalSpec, prompts: list[common_pb2.Prompt], store: ArtifactStore) -
     return None
 
 
-def split(store: ArtifactStore, job_id: str, spec: gateway_pb2.DistillSpec
+def split(store: ArtifactStore, job_id: str, spec: gateway_pb2.DistillSpec,
+          prompts: list[common_pb2.Prompt]
           ) -> tuple[common_pb2.ArtifactRef, common_pb2.ArtifactRef]:
-    """(train, held_out) datasets. A fraction split keeps the user's own JSONL lines, so the
-    generator parses exactly what the user wrote. Blocking."""
+    """(train, held_out) datasets; `prompts` is spec.dataset as parsed (ids "line-{n}"). A
+    fraction split keeps the user's own JSONL lines, so the generator parses exactly what the
+    user wrote. Blocking."""
     if spec.eval.held_out.uri:
         return spec.dataset, spec.eval.held_out
     raw = store.get_bytes(store.key_from_uri(spec.dataset.uri)).removeprefix(b"\xef\xbb\xbf")
-    prompts = parse_jsonl(raw, what="spec.dataset")
     _, held = split_holdout(prompts, eval_spec(spec.eval).holdout_fraction, seed=spec.eval.seed)
     held_lines = {int(p.id.removeprefix("line-")) for p in held}
     train_part, held_part = [], []
@@ -103,8 +104,8 @@ class Answer:
 class Outcome:
     evaluation: gateway_pb2.Evaluation
     rows: list[dict]
-    teacher_usage: common_pb2.Usage = field(default_factory=common_pb2.Usage)
-    judge_usage: common_pb2.Usage = field(default_factory=common_pb2.Usage)
+    teacher_spend: Spend = NOTHING
+    judge_spend: Spend = NOTHING
 
 
 def _answer_spec(job: gateway_pb2.Job, model: str) -> common_pb2.ModelSpec:
@@ -146,9 +147,9 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
             await on_progress(f"{model} answering the held-out prompts", p.prompts_done,
                               p.prompts_total)
 
-        groups, summary = await stages.generate(clients, request, progress)
+        groups, spend = await stages.generate(clients, request, progress)
         if model == "teacher":
-            add_usage(outcome.teacher_usage, summary.usage)
+            outcome.teacher_spend = spend
         for group in groups:
             prompts[group.prompt.id] = group.prompt
             (candidate,) = group.candidates
@@ -168,7 +169,7 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
     async def on_judged(group: judge_pb2.JudgedGroup) -> None:
         nonlocal judged
         judged += 1
-        add_usage(outcome.judge_usage, group.usage)
+        outcome.judge_spend += Spend.of(group.usage)
         for scored in group.candidates:
             answer = answers[group.prompt_id][MODELS[scored.sample_index]]
             if scored.HasField("score"):

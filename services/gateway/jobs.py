@@ -8,24 +8,27 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from distill.v1 import common_pb2, gateway_pb2
+from distill.v1 import gateway_pb2
 from services.common import errors
 from services.common.specs import names
 from services.common.storage import ArtifactStore
 from services.gateway import preflight
-from services.gateway.job_store import TERMINAL, JobStore, now
+from services.gateway.lifecycle import Lifecycle
 from services.gateway.runner import JobRunner
+from services.gateway.stages import StageClients
 from services.gateway.watch import JobHub
 
 log = logging.getLogger("distill.gateway.jobs")
 
 
 class Jobs:
-    def __init__(self, store: JobStore, hub: JobHub, runner: JobRunner,
-                 artifacts: ArtifactStore, cache_dir: Path) -> None:
-        self.store = store
+    def __init__(self, lifecycle: Lifecycle, hub: JobHub, runner: JobRunner,
+                 clients: StageClients, artifacts: ArtifactStore, cache_dir: Path) -> None:
+        self.lifecycle = lifecycle
+        self.store = lifecycle.store  # reads only: every change goes through the lifecycle
         self.hub = hub
         self.runner = runner
+        self.clients = clients
         self.artifacts = artifacts
         self.cache_dir = cache_dir
 
@@ -42,19 +45,14 @@ class Jobs:
                     f"request_id: must be a UUID, got {request.request_id!r}") from None
             if existing := self.store.find_by_request_id(request.request_id):
                 return existing  # a retried Distill: the same job, never a second run
-        trainer = await self.runner.clients.trainer_status()
-        await asyncio.to_thread(preflight.check, request.spec, self.artifacts, self.cache_dir,
-                                False, trainer)
-        job = gateway_pb2.Job(name=names.job_name(names.new_job_id()),
-                              request_id=request.request_id, spec=request.spec,
-                              state=gateway_pb2.JOB_STATE_PENDING,
-                              progress=common_pb2.Progress(message="queued"))
-        job.create_time.CopyFrom(now())
-        job.update_time.CopyFrom(job.create_time)
-        job, created = self.store.create_job(job)
+        trainer = await self.clients.trainer_status()
+        checked = await asyncio.to_thread(preflight.check, request.spec, self.artifacts,
+                                          self.cache_dir, False, trainer)
+        job, created = self.lifecycle.create(gateway_pb2.Job(
+            name=names.job_name(names.new_job_id()), request_id=request.request_id,
+            spec=request.spec))
         if created:
-            self.hub.publish(job)
-            self.runner.start(job)
+            self.runner.start(job, checked.prompts)  # the dataset parsed once, handed on
         return job
 
     def get(self, name: str) -> gateway_pb2.Job:
@@ -69,35 +67,15 @@ class Jobs:
             yield job
 
     async def cancel(self, name: str) -> gateway_pb2.Job:
-        job = self.store.get_job(name)
-        if job.state in TERMINAL:
-            raise errors.FailedPrecondition(
-                f"{name} is already {gateway_pb2.JobState.Name(job.state)}")
-        self.runner.cancelling.add(name)  # before the save: no runner event may undo it
-        if job.state != gateway_pb2.JOB_STATE_CANCELLING:
-            job.state = gateway_pb2.JOB_STATE_CANCELLING
-            self.store.save_job(job)
-            self.hub.publish(job)
+        self.lifecycle.request_cancel(name)
         await self.runner.cancel(name)  # cancels the stage streams: spending stops here
-        job = self.store.get_job(name)
-        if job.state == gateway_pb2.JOB_STATE_CANCELLING:  # no runner was active
-            job.state = gateway_pb2.JOB_STATE_CANCELLED
-            self.store.save_job(job)
-            self.hub.publish(job)
-        self.runner.cancelling.discard(name)
-        return job
+        return self.lifecycle.finish_cancel(name)
 
     def resume_unfinished(self) -> int:
         """After a restart: every non-terminal job continues from its last finished stage."""
-        resumed = 0
-        for job in self.store.unfinished_jobs():
-            if job.state == gateway_pb2.JOB_STATE_CANCELLING:
-                job.state = gateway_pb2.JOB_STATE_CANCELLED
-                self.store.save_job(job)
-                continue
+        jobs = self.lifecycle.unfinished()
+        for job in jobs:
             log.info("resuming", extra={"job": job.name,
                                         "state": gateway_pb2.JobState.Name(job.state)})
-            self.hub.publish(job)
             self.runner.start(job)
-            resumed += 1
-        return resumed
+        return len(jobs)

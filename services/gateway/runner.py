@@ -1,9 +1,9 @@
 """Runs a job through its stages, resuming from the last finished one.
 
-Every event updates the job row (state, progress, usage and cost so far, stage outputs) and
-pushes a snapshot to watchers. A stage's output ref is recorded the moment the stage ends, so a
-restarted gateway continues from there; the teacher cache and trainer checkpoints make even a
-half-done stage cheap to redo.
+Every event updates the job (state, progress, usage and cost so far, stage outputs) through
+its `Lifecycle`, which saves the row and pushes a snapshot to watchers. A stage's output ref is
+recorded the moment the stage ends, so a restarted gateway continues from there; the teacher
+cache and trainer checkpoints make even a half-done stage cheap to redo.
 """
 
 from __future__ import annotations
@@ -11,18 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
-from distill.v1 import common_pb2, exporter_pb2, gateway_pb2, generator_pb2, trainer_pb2
+from distill.v1 import (
+    common_pb2,
+    exporter_pb2,
+    gateway_pb2,
+    generator_pb2,
+    judge_pb2,
+    trainer_pb2,
+)
 from services.common import errors
+from services.common.datasets import load_dataset
 from services.common.specs.export import DEFAULT_QUANTIZATIONS, QUANT_ENUMS
 from services.common.specs.names import job_id_of
+from services.common.spend import Spend
 from services.common.storage import ArtifactStore
-from services.common.usage import add_usage
 from services.gateway import evaluation, events, report, stages
 from services.gateway.aliases import Aliases
-from services.gateway.job_store import TERMINAL, JobStore
-from services.gateway.watch import JobHub
+from services.gateway.lifecycle import Lifecycle
 
 log = logging.getLogger("distill.gateway.runner")
 DEFAULT_QUANT = QUANT_ENUMS[DEFAULT_QUANTIZATIONS[0]]
@@ -33,30 +39,27 @@ def job_id(job: gateway_pb2.Job) -> str:
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, hub: JobHub, clients: stages.StageClients,
+    def __init__(self, lifecycle: Lifecycle, clients: stages.StageClients,
                  artifacts: ArtifactStore, aliases: Aliases, trainer_wait_seconds: float,
-                 smoke_prompts: Callable[[gateway_pb2.Job], list[common_pb2.Prompt]],
                  serving_usd_per_hour: float = 0.0) -> None:
-        self.store = store
-        self.hub = hub
+        self.lifecycle = lifecycle
         self.clients = clients
         self.artifacts = artifacts
         self.aliases = aliases
         self.trainer_wait_seconds = trainer_wait_seconds
-        self.smoke_prompts = smoke_prompts
         self.serving_usd_per_hour = serving_usd_per_hour
         self.tasks: dict[str, asyncio.Task] = {}
-        # Jobs CancelJob asked to stop: no runner event may overwrite their CANCELLING state.
-        self.cancelling: set[str] = set()
 
-    def start(self, job: gateway_pb2.Job) -> None:
-        task = asyncio.create_task(self._run(job.name), name=job.name)
+    def start(self, job: gateway_pb2.Job,
+              prompts: list[common_pb2.Prompt] | None = None) -> None:
+        """Runs the job; `prompts` is its dataset as preflight parsed it (a resumed job's is
+        parsed again, once, if a stage still needs it)."""
+        task = asyncio.create_task(self._run(job.name, prompts), name=job.name)
         self.tasks[job.name] = task
         task.add_done_callback(lambda _: self.tasks.pop(job.name, None))
 
     async def cancel(self, name: str) -> None:
-        """Marks the job cancelling, then stops its runner (and so its stage streams)."""
-        self.cancelling.add(name)
+        """Stops the job's runner (and so its stage streams); the lifecycle marked it first."""
         task = self.tasks.get(name)
         if task is not None:
             task.cancel()
@@ -68,58 +71,40 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
-    def save(self, job: gateway_pb2.Job) -> None:
-        if job.name in self.cancelling and job.state not in TERMINAL:
-            job.state = gateway_pb2.JOB_STATE_CANCELLING
-        job.cost_usd = job.teacher_usage.cost_usd + job.judge_usage.cost_usd
-        self.store.save_job(job)
-        self.hub.publish(job)
-
-    def _check_budget(self, job: gateway_pb2.Job) -> None:
-        if job.spec.HasField("budget_usd") and job.cost_usd >= job.spec.budget_usd:
-            raise errors.ResourceExhausted(
-                f"budget_usd {job.spec.budget_usd:g} reached (accrued {job.cost_usd:.4f} USD); "
-                "spending stopped")
-
-    async def _run(self, name: str) -> None:
+    async def _run(self, name: str, prompts: list[common_pb2.Prompt] | None) -> None:
         events.running(name)  # what the gateway logs from here on is about this job
-        job = self.store.get_job(name)
+        job = self.lifecycle.store.get_job(name)
+        dataset = _Dataset(self.artifacts, job.spec, prompts)
         try:
             if evaluation.enabled(job.spec) and not job.outputs.HasField("held_out"):
-                await self._split(job)
+                await self._split(job, dataset)
             if not job.outputs.HasField("curated"):
                 await self._curate(job)
             if not job.outputs.HasField("adapter"):
                 await self._train(job)
             if not job.outputs.HasField("export_manifest"):
-                await self._export(job)
+                await self._export(job, dataset)
             if evaluation.enabled(job.spec) and not job.outputs.HasField("evaluation"):
                 await self._evaluate(job)
             self._promote(job)
             await self._report(job)
-            job.state = gateway_pb2.JOB_STATE_SUCCEEDED
-            job.progress.Clear()
-            job.progress.message = "done"
-            self.save(job)
+            self.lifecycle.succeed(job)
         except asyncio.CancelledError:
             # Cancelled by CancelJob, or by a gateway shutdown (then resumed by the next one).
-            if name in self.cancelling:
-                job.state = gateway_pb2.JOB_STATE_CANCELLED
-                job.progress.message = "cancelled"
-                self.save(job)
-                self.cancelling.discard(name)
+            if self.lifecycle.cancelling(name):
+                self.lifecycle.stopped(job)
             raise
         except errors.DistillError as exc:
-            self._fail(job, exc.code.name, str(exc))
+            self.lifecycle.fail(job, exc.code.name, str(exc))
         except Exception as exc:
             log.exception("job %s failed", name)
-            self._fail(job, "INTERNAL", f"internal error: {type(exc).__name__}")
+            self.lifecycle.fail(job, "INTERNAL", f"internal error: {type(exc).__name__}")
 
     async def _report(self, job: gateway_pb2.Job) -> None:
         """The job's HTML report as an artifact. A report that cannot be drawn is logged and
         left out: it must not fail a job whose student is already exported and promoted."""
         job.progress.message = "writing the report"
-        self.save(job)
+        self.lifecycle.update(job)
         final = gateway_pb2.Job()
         final.CopyFrom(job)
         final.state = gateway_pb2.JOB_STATE_SUCCEEDED  # what the report describes
@@ -129,54 +114,40 @@ class JobRunner:
         except Exception:
             log.exception("job %s: the report could not be written", job.name)
 
-    def _fail(self, job: gateway_pb2.Job, code: str, message: str) -> None:
-        if job.name in self.cancelling:  # a stage that ended because we cancelled it
-            job.state = gateway_pb2.JOB_STATE_CANCELLED
-            self.save(job)
-            return
-        job.error.CopyFrom(gateway_pb2.JobError(code=code, message=message, stage=job.state))
-        job.state = gateway_pb2.JOB_STATE_FAILED
-        self.save(job)
-
     # -- stages -------------------------------------------------------------------------------
 
-    def _enter(self, job: gateway_pb2.Job, state: int, unit: str, message: str) -> None:
-        job.state = state
-        job.progress.CopyFrom(common_pb2.Progress(unit=unit, message=message))
-        self.save(job)
-
-    async def _split(self, job: gateway_pb2.Job) -> None:
+    async def _split(self, job: gateway_pb2.Job, dataset: _Dataset) -> None:
+        prompts = await dataset.prompts()
         train, held_out = await asyncio.to_thread(evaluation.split, self.artifacts, job_id(job),
-                                                  job.spec)
+                                                  job.spec, prompts)
         job.outputs.train_dataset.CopyFrom(train)
         job.outputs.held_out.CopyFrom(held_out)
-        self.save(job)
+        self.lifecycle.update(job)
 
     async def _curate(self, job: gateway_pb2.Job) -> None:
         spec = job.spec
-        self._enter(job, gateway_pb2.JOB_STATE_GENERATING, "prompts", "generating")
-        base_teacher, base_judge = common_pb2.Usage(), common_pb2.Usage()
-        base_teacher.CopyFrom(job.teacher_usage)
-        base_judge.CopyFrom(job.judge_usage)
+        self.lifecycle.enter(job, gateway_pb2.JOB_STATE_GENERATING, "prompts", "generating")
         started = time.monotonic()
 
         async def on_generate(progress: generator_pb2.GenerateProgress) -> None:
-            job.teacher_usage.CopyFrom(base_teacher)
-            add_usage(job.teacher_usage, progress.usage)
             done, total = progress.prompts_done, progress.prompts_total
             job.progress.done, job.progress.total = done, total
             if done:
                 job.progress.eta_seconds = (time.monotonic() - started) / done * (total - done)
-            if total and done == total:
-                job.state = gateway_pb2.JOB_STATE_JUDGING  # the judge finishes the last groups
-                job.progress.message = "judging the last groups"
-            self.save(job)
-            self._check_budget(job)
+            if total and done == total:  # the judge finishes the last groups
+                self.lifecycle.enter(job, gateway_pb2.JOB_STATE_JUDGING, "prompts",
+                                     "judging the last groups", done=done, total=total)
+            else:
+                self.lifecycle.update(job)
 
-        async def on_judged(group) -> None:
-            add_usage(job.judge_usage, group.usage)
-            self.save(job)
-            self._check_budget(job)
+        # Each prompt's group comes here once (the stage stream may be run again): its first
+        # delivery carries what its calls paid.
+        async def on_generated(group: common_pb2.CandidateGroup) -> None:
+            self.lifecycle.charge(job, teacher=Spend.of_group(group))
+
+        async def on_judged(group: judge_pb2.JudgedGroup) -> None:
+            self.lifecycle.charge(job, judge=Spend.of(group.usage))
+            self.lifecycle.update(job)
 
         request = generator_pb2.GenerateRequest(
             dataset=job.outputs.train_dataset if job.outputs.HasField("train_dataset")
@@ -186,15 +157,11 @@ class JobRunner:
         config.CopyFrom(spec.judge)
         config.job_id = job_id(job)
         result = await stages.generate_and_judge(self.clients, request, config, on_generate,
-                                                 on_judged)
-        job.teacher_usage.CopyFrom(base_teacher)
-        add_usage(job.teacher_usage, result.teacher_usage)
-        job.judge_usage.CopyFrom(base_judge)
-        add_usage(job.judge_usage, result.statistics.usage)
+                                                 on_generated, on_judged)
         job.outputs.candidates.CopyFrom(result.candidates)
         job.outputs.curated.CopyFrom(result.curated)
         job.judge_statistics.CopyFrom(result.statistics)
-        self.save(job)
+        self.lifecycle.update(job)
         if result.statistics.prompts_kept == 0:
             raise errors.FailedPrecondition(
                 f"the judge kept no prompt ({result.statistics.prompts_dropped} dropped under "
@@ -202,7 +169,7 @@ class JobRunner:
 
     async def _train(self, job: gateway_pb2.Job) -> None:
         spec = job.spec
-        self._enter(job, gateway_pb2.JOB_STATE_TRAINING, "steps", "waiting for a trainer")
+        self.lifecycle.enter(job, gateway_pb2.JOB_STATE_TRAINING, "steps", "waiting for a trainer")
         request = trainer_pb2.TrainRequest(
             job_id=job_id(job), curated=job.outputs.curated, student_model=spec.student_model,
             lora=spec.lora, bond=spec.bond, training=spec.training, resume=True)
@@ -220,31 +187,31 @@ class JobRunner:
                 job.train_loss = event.step.loss
             elif kind == "checkpoint":
                 job.outputs.checkpoint.CopyFrom(event.checkpoint.checkpoint)
-            self.save(job)
+            self.lifecycle.update(job)
 
         def on_queue(message: str) -> None:  # placed on a replica, or back in the queue
             job.progress.message = message
-            self.save(job)
+            self.lifecycle.update(job)
 
         # The trainer pool's FIFO queue: a free replica, or the next one after a busy or lost one.
         finished = await stages.train(self.clients, request, on_event,
                                       wait_seconds=self.trainer_wait_seconds, on_queue=on_queue)
         job.outputs.adapter.CopyFrom(finished.adapter)
         job.train_loss = finished.final_loss
-        self.save(job)
+        self.lifecycle.update(job)
 
-    async def _export(self, job: gateway_pb2.Job) -> None:
+    async def _export(self, job: gateway_pb2.Job, dataset: _Dataset) -> None:
         spec = job.spec
-        self._enter(job, gateway_pb2.JOB_STATE_EXPORTING, "stages", "exporting")
+        self.lifecycle.enter(job, gateway_pb2.JOB_STATE_EXPORTING, "stages", "exporting")
         request = exporter_pb2.ExportRequest(
             job_id=job_id(job), adapter=job.outputs.adapter, base_model=spec.student_model,
-            settings=spec.export, smoke_prompts=self.smoke_prompts(job),
+            settings=spec.export, smoke_prompts=(await dataset.prompts())[:1],
             include_base=evaluation.enabled(spec))
 
         async def on_progress(progress: exporter_pb2.ExportProgress) -> None:
             job.progress.message = f"{exporter_pb2.ExportStage.Name(progress.stage).lower()}: " \
                                    f"{progress.detail}"
-            self.save(job)
+            self.lifecycle.update(job)
 
         manifest = await stages.export(self.clients, request, on_progress)
         job.outputs.export_manifest.CopyFrom(manifest.manifest)
@@ -258,7 +225,7 @@ class JobRunner:
         for f in manifest.files:
             if f.output == exporter_pb2.EXPORT_OUTPUT_BASE_GGUF:
                 job.outputs.base_gguf.CopyFrom(f.artifact)
-        self.save(job)
+        self.lifecycle.update(job)
         if not manifest.complete:
             stage = exporter_pb2.ExportStage.Name(manifest.failed_stage)
             raise errors.FailedPrecondition(f"export failed at {stage}: {manifest.failure}")
@@ -266,23 +233,23 @@ class JobRunner:
             raise errors.FailedPrecondition("export produced no GGUF that passed its smoke test")
 
     async def _evaluate(self, job: gateway_pb2.Job) -> None:
-        self._enter(job, gateway_pb2.JOB_STATE_EVALUATING, "prompts", "evaluating")
+        self.lifecycle.enter(job, gateway_pb2.JOB_STATE_EVALUATING, "prompts", "evaluating")
         if not job.outputs.HasField("base_gguf"):
             raise errors.FailedPrecondition("evaluation: the export produced no base GGUF")
 
         async def on_progress(message: str, done: int, total: int) -> None:
             job.progress.message, job.progress.done, job.progress.total = message, done, total
-            self.save(job)
+            self.lifecycle.update(job)
 
         outcome = await evaluation.evaluate(self.clients, job, on_progress,
                                             serving_usd_per_hour=self.serving_usd_per_hour)
-        add_usage(job.teacher_usage, outcome.teacher_usage)
-        add_usage(job.judge_usage, outcome.judge_usage)
         job.evaluation.CopyFrom(outcome.evaluation)
         job.outputs.evaluation.CopyFrom(await asyncio.to_thread(
             evaluation.write_rows, self.artifacts, job_id(job), outcome.rows))
-        self.save(job)
-        self._check_budget(job)
+        try:
+            self.lifecycle.charge(job, teacher=outcome.teacher_spend, judge=outcome.judge_spend)
+        finally:
+            self.lifecycle.update(job)
 
     def _promote(self, job: gateway_pb2.Job) -> None:
         name = job.spec.promote_alias
@@ -304,10 +271,25 @@ class JobRunner:
             except errors.NotFound:
                 current = 0
             try:
-                alias = self.store.set_alias(name, target, current)
+                alias = self.aliases.store.set_alias(name, target, current)
             except errors.Aborted:
                 continue
             job.promoted_alias_version = alias.version
             job.evaluation.promoted = True
             return
         raise errors.Aborted(f"alias {name!r} kept changing; not promoted")
+
+
+class _Dataset:
+    """A job's dataset, parsed at most once per run: preflight's parse for a new job, else on
+    first use (a resumed job)."""
+
+    def __init__(self, store: ArtifactStore, spec: gateway_pb2.DistillSpec,
+                 prompts: list[common_pb2.Prompt] | None) -> None:
+        self._store, self._spec, self._prompts = store, spec, prompts
+
+    async def prompts(self) -> list[common_pb2.Prompt]:
+        if self._prompts is None:
+            self._prompts = await asyncio.to_thread(load_dataset, self._store, self._spec.dataset,
+                                                    what="spec.dataset")
+        return self._prompts

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from distill.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.metrics import GatewayMetrics
 from services.common.server import Service
-from services.gateway import preflight
 from services.gateway.aliases import Aliases
 from services.gateway.deletion import delete_job
 from services.gateway.events import JobEvents, LogRecorder
 from services.gateway.job_metrics import job_metrics
 from services.gateway.job_store import JobStore
 from services.gateway.jobs import Jobs
+from services.gateway.lifecycle import Lifecycle
 from services.gateway.runner import JobRunner
 from services.gateway.settings import GatewaySettings
 from services.gateway.stages import StageClients, auth_metadata
@@ -111,12 +111,10 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
                                    attempts=settings.stage_attempts)
     metrics = GatewayMetrics(store.count_by_state, trainers.snapshot)
 
-    def smoke_prompts(job):
-        return preflight.load_prompts(job.spec, artifacts)[:1]
-
-    runner = JobRunner(store, hub, clients, artifacts, aliases, settings.trainer_wait_seconds,
-                       smoke_prompts, serving_usd_per_hour=settings.serving_usd_per_hour)
-    jobs = Jobs(store, hub, runner, artifacts, settings.cache_dir)
+    lifecycle = Lifecycle(store, hub)
+    runner = JobRunner(lifecycle, clients, artifacts, aliases, settings.trainer_wait_seconds,
+                       serving_usd_per_hour=settings.serving_usd_per_hour)
+    jobs = Jobs(lifecycle, hub, runner, clients, artifacts, settings.cache_dir)
     servicer = GatewayService(jobs, aliases, settings, events)
 
     async def shutdown() -> None:

@@ -31,8 +31,6 @@ class GatewaySettings(ServiceSettings):
     stage_connect_timeout_seconds: float = Field(default=60.0, gt=0)
     # ...and runs again when its stream is lost in transport, this many attempts in all.
     stage_attempts: int = Field(default=3, ge=1)
-    # Unary calls to stage services.
-    call_timeout_seconds: float = Field(default=30.0, gt=0)
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     # How long a training task waits for a free trainer before the job fails.
     trainer_wait_seconds: float = Field(default=3600.0, gt=0)

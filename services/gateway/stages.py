@@ -13,6 +13,7 @@ A status the stage itself sent (its servicer failed, e.g. a teacher that stayed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ from distill.v1 import (
     trainer_pb2,
 )
 from services.common import errors
+from services.common.completions import Emit, completions
 from services.common.interceptors import REQUEST_ID_KEY
-from services.common.usage import add_usage
+from services.common.spend import Spend
 from services.gateway.trainer_pool import ReplicaBusy, ReplicaLost, TrainerPool
 
 log = logging.getLogger("distill.gateway.stages")
@@ -188,10 +190,9 @@ def stream_lost(exc: errors.DistillError) -> bool:
     return not any(key == REQUEST_ID_KEY for key, _ in rpc.trailing_metadata() or ())
 
 
-async def again_if_lost(clients: StageClients, stage: str, run: Callable[[], Awaitable[T]],
-                        on_retry: Callable[[], None] | None = None) -> T:
+async def again_if_lost(clients: StageClients, stage: str, run: Callable[[], Awaitable[T]]) -> T:
     """`run()`, run again while its stream is lost in transport (at most `clients.attempts`
-    times in all); `on_retry` runs before each new attempt."""
+    times in all)."""
     attempt = 1
     while True:
         try:
@@ -202,45 +203,29 @@ async def again_if_lost(clients: StageClients, stage: str, run: Callable[[], Awa
             attempt += 1
             log.warning("stage stream lost; running it again",
                         extra={"stage": stage, "reason": str(exc), "attempt": attempt})
-        if on_retry is not None:
-            on_retry()
 
 
-class _LostSpending:
-    """What attempts whose stream was lost paid for (tokens and cost), counted from the groups
-    they delivered. The next attempt gets those calls from the cache, free; adding them back
-    counts every paid call once (job usage, budget). Request counts stay the last attempt's."""
+class FirstDeliveries:
+    """Hands each prompt's group on once. A stage stream run again after a loss delivers the
+    groups it had already delivered again, from the stage's cache and free: the first delivery
+    is the one that carries what its calls paid, so counting only it counts each paid call
+    once (job usage, budget)."""
 
     def __init__(self) -> None:
-        self.lost = common_pb2.Usage()
-        self.attempt = common_pb2.Usage()  # the running attempt's delivered groups
+        self._seen: set[str] = set()
 
-    def delivered(self, group: common_pb2.CandidateGroup) -> None:
-        for candidate in group.candidates:
-            self.paid(candidate.usage)
-
-    def paid(self, usage: common_pb2.Usage) -> None:
-        self.attempt.input_tokens += usage.input_tokens
-        self.attempt.output_tokens += usage.output_tokens
-        self.attempt.cost_usd += usage.cost_usd
-
-    def plus(self, usage: common_pb2.Usage) -> common_pb2.Usage:
-        total = common_pb2.Usage()
-        total.CopyFrom(usage)
-        add_usage(total, self.lost)
-        return total
-
-    def retry(self) -> None:
-        add_usage(self.lost, self.attempt)
-        self.attempt.Clear()
+    def first(self, prompt_id: str) -> bool:
+        if prompt_id in self._seen:
+            return False
+        self._seen.add(prompt_id)
+        return True
 
 
 @dataclass(frozen=True)
 class CurationResult:
     candidates: common_pb2.ArtifactRef
-    teacher_usage: common_pb2.Usage
     curated: common_pb2.ArtifactRef
-    statistics: judge_pb2.JudgeStatistics
+    statistics: judge_pb2.JudgeStatistics  # its usage: every judged group's first delivery
 
 
 async def generate_and_judge(
@@ -248,33 +233,29 @@ async def generate_and_judge(
     generate: generator_pb2.GenerateRequest,
     judge_config: judge_pb2.JudgeConfig,
     on_generate: Callable[[generator_pb2.GenerateProgress], Awaitable[None]],
+    on_generated: Callable[[common_pb2.CandidateGroup], Awaitable[None]],
     on_judged: Callable[[judge_pb2.JudgedGroup], Awaitable[None]],
 ) -> CurationResult:
     """Pipes the generator's candidate groups straight into the judge as they arrive; both
-    run again if either stream is lost. Usage counts what lost attempts spent."""
-    teacher_spent, judge_spent = _LostSpending(), _LostSpending()
+    run again if either stream is lost. `on_generated` and `on_judged` see each prompt's group
+    once, its first delivery (what its calls paid); `on_generate` sees progress."""
+    generated, judged = FirstDeliveries(), FirstDeliveries()
+    judge_spend = Spend()
 
-    async def progress(event: generator_pb2.GenerateProgress) -> None:
-        reported = generator_pb2.GenerateProgress()
-        reported.CopyFrom(event)
-        reported.usage.CopyFrom(teacher_spent.plus(event.usage))
-        await on_generate(reported)
+    async def group(event: common_pb2.CandidateGroup) -> None:
+        if generated.first(event.prompt.id):
+            await on_generated(event)
 
-    async def judged(group: judge_pb2.JudgedGroup) -> None:
-        judge_spent.paid(group.usage)
-        await on_judged(group)
-
-    def retry() -> None:
-        teacher_spent.retry()
-        judge_spent.retry()
+    async def judged_group(event: judge_pb2.JudgedGroup) -> None:
+        nonlocal judge_spend
+        if judged.first(event.prompt_id):
+            judge_spend += Spend.of(event.usage)
+            await on_judged(event)
 
     result = await again_if_lost(clients, "generator and judge", lambda: _generate_and_judge(
-        clients, generate, judge_config, progress, teacher_spent.delivered, judged), retry)
-    statistics = judge_pb2.JudgeStatistics()
-    statistics.CopyFrom(result.statistics)
-    statistics.usage.CopyFrom(judge_spent.plus(result.statistics.usage))
-    return CurationResult(result.candidates, teacher_spent.plus(result.teacher_usage),
-                          result.curated, statistics)
+        clients, generate, judge_config, on_generate, group, judged_group))
+    result.statistics.usage.CopyFrom(judge_spend.to_proto())
+    return result
 
 
 async def _generate_and_judge(
@@ -282,7 +263,7 @@ async def _generate_and_judge(
     generate: generator_pb2.GenerateRequest,
     judge_config: judge_pb2.JudgeConfig,
     on_generate: Callable[[generator_pb2.GenerateProgress], Awaitable[None]],
-    on_group: Callable[[common_pb2.CandidateGroup], None],
+    on_group: Callable[[common_pb2.CandidateGroup], Awaitable[None]],
     on_judged: Callable[[judge_pb2.JudgedGroup], Awaitable[None]],
 ) -> CurationResult:
     await clients.ready("generator", "judge")
@@ -299,7 +280,7 @@ async def _generate_and_judge(
     async def on_generated(event: generator_pb2.GenerateResponse) -> None:
         kind = event.WhichOneof("event")
         if kind == "group":
-            on_group(event.group)
+            await on_group(event.group)
             await to_judge.put(judge_pb2.JudgeRequest(group=event.group))
         elif kind == "progress":
             await on_generate(event.progress)
@@ -320,49 +301,46 @@ async def _generate_and_judge(
     async def run_judge():
         await drive(judge_call, "judge", clients.idle_seconds, on_judge_event)
 
-    generator_task = asyncio.create_task(run_generator())
-    judge_task = asyncio.create_task(run_judge())
+    async def run(stream: Callable[[], Awaitable[None]], emit: Emit) -> None:
+        await stream()
+
+    # Each stream handles its own events; this waits for both, or for the first error (and
+    # then stops the other).
+    both = completions((run_generator, run_judge), run, limit=2)
     try:
-        await asyncio.gather(generator_task, judge_task)
+        async with contextlib.aclosing(both):
+            async for _ in both:
+                pass
     finally:
-        for task in (generator_task, judge_task):
-            task.cancel()
         judge_call.cancel()
     if "generate" not in summary or "judge" not in summary:
         raise errors.Unavailable("generation or judging ended without a summary")
     gen: generator_pb2.GenerateSummary = summary["generate"]  # type: ignore[assignment]
-    judged: judge_pb2.JudgeSummary = summary["judge"]  # type: ignore[assignment]
-    return CurationResult(gen.candidates, gen.usage, judged.curated, judged.statistics)
+    judge_summary: judge_pb2.JudgeSummary = summary["judge"]  # type: ignore[assignment]
+    return CurationResult(gen.candidates, judge_summary.curated, judge_summary.statistics)
 
 
 async def generate(clients: StageClients, request: generator_pb2.GenerateRequest,
                    on_progress: Callable[[generator_pb2.GenerateProgress], Awaitable[None]]
-                   ) -> tuple[list[common_pb2.CandidateGroup], generator_pb2.GenerateSummary]:
-    """All candidate groups of one generation, in the order they finished, and its summary
-    (run again if its stream is lost; usage counts what lost attempts spent)."""
-    spent = _LostSpending()
+                   ) -> tuple[list[common_pb2.CandidateGroup], Spend]:
+    """All candidate groups of one generation, in the order they finished, and what their
+    calls paid (run again if its stream is lost: each group counted at its first delivery)."""
+    delivered = FirstDeliveries()
+    groups: list[common_pb2.CandidateGroup] = []
 
-    async def once() -> tuple[list[common_pb2.CandidateGroup], generator_pb2.GenerateSummary]:
-        groups: list[common_pb2.CandidateGroup] = []
-        summaries: list[generator_pb2.GenerateSummary] = []
-
-        async def handle(event: generator_pb2.GenerateResponse) -> None:
-            kind = event.WhichOneof("event")
-            if kind == "group":
+    async def handle(event: generator_pb2.GenerateResponse) -> None:
+        if event.HasField("group"):
+            if delivered.first(event.group.prompt.id):
                 groups.append(event.group)
-                spent.delivered(event.group)
-            elif kind == "progress":
-                await on_progress(event.progress)
-            elif kind == "summary":
-                summaries.append(event.summary)
+        else:
+            await on_progress(event.progress)
 
-        await _stream(clients, "generator", lambda: clients.generator.Generate(
-            request, metadata=clients.metadata), handle)
-        return groups, _last(summaries, "generator", "a summary")
+    async def once() -> generator_pb2.GenerateSummary:
+        return await _until_final(clients, "generator", lambda: clients.generator.Generate(
+            request, metadata=clients.metadata), "summary", handle)
 
-    groups, summary = await again_if_lost(clients, "generator", once, spent.retry)
-    summary.usage.CopyFrom(spent.plus(summary.usage))
-    return groups, summary
+    await again_if_lost(clients, "generator", once)
+    return groups, Spend.total(Spend.of_group(g) for g in groups)
 
 
 async def judge(clients: StageClients, config: judge_pb2.JudgeConfig,
@@ -372,7 +350,7 @@ async def judge(clients: StageClients, config: judge_pb2.JudgeConfig,
     """Scores a fixed set of groups in one Judge stream (run again if it is lost). `on_judged`
     sees each group once: a group judged before a loss comes again from the judge's cache, and
     its first delivery is the one that carries what its judge calls paid."""
-    seen: set[str] = set()
+    delivered = FirstDeliveries()
 
     async def requests():
         yield judge_pb2.JudgeRequest(config=config)
@@ -380,8 +358,7 @@ async def judge(clients: StageClients, config: judge_pb2.JudgeConfig,
             yield judge_pb2.JudgeRequest(group=group)
 
     async def first_time(event: judge_pb2.JudgeResponse) -> None:
-        if event.group.prompt_id not in seen:
-            seen.add(event.group.prompt_id)
+        if delivered.first(event.group.prompt_id):
             await on_judged(event.group)
 
     async def once() -> judge_pb2.JudgeSummary:

@@ -114,7 +114,7 @@ async def resolve(target: str) -> list[str]:
 
 @dataclass(eq=False)
 class Replica:
-    client: Any  # ReplicaClient
+    client: ReplicaClient
     capacity: int = 0  # 0 until the replica answered a status check
     reachable: bool = False
     listed: bool = True  # still among the resolved addresses

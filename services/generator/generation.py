@@ -22,6 +22,7 @@ from google.protobuf import json_format
 
 from distill.v1 import common_pb2, generator_pb2
 from services.common import datasets, errors
+from services.common.completions import Emit, completions
 from services.common.providers import Limits, Message, ModelClient, ModelConfig, SamplingParams
 from services.common.specs import generate
 from services.common.specs.layout import JobKeys
@@ -132,37 +133,22 @@ class Generation:
             "provider": self.plan.teacher.provider, "model": self.plan.teacher.model,
         })
         yield self._progress()
-        finished: asyncio.Queue[tuple[int, common_pb2.CandidateGroup] | BaseException] = (
-            asyncio.Queue()
-        )
-        pending = iter(enumerate(self.plan.prompts))
-        # Twice as many workers as provider calls may be in flight (the limiter holds that
+        last_progress = time.monotonic()
+        # Twice as many prompts in flight as provider calls may be (the limiter holds that
         # bound): while some read or write the teacher cache, the others keep every call slot
         # busy, so cache I/O does not eat into the provider's concurrency.
-        workers = [
-            asyncio.create_task(self._worker(pending, finished))
-            for _ in range(min(2 * self.plan.limits.max_concurrency, total))
-        ]
-        last_progress = time.monotonic()
+        groups = completions(enumerate(self.plan.prompts), self._group_at,
+                             limit=2 * self.plan.limits.max_concurrency)
         # The lines go to disk as groups finish, stored in dataset order at the end.
         with LineSpool() as spool:
-            try:
-                while self.done < total:
-                    item = await finished.get()
-                    if isinstance(item, BaseException):
-                        raise item
-                    position, group = item
+            async with contextlib.aclosing(groups):
+                async for position, group in groups:
                     self.done += 1
                     spool.add(position, _jsonl_line(group))
                     yield generator_pb2.GenerateResponse(group=group)
                     if time.monotonic() - last_progress >= self.progress_interval:
                         last_progress = time.monotonic()
                         yield self._progress()
-            finally:
-                for worker in workers:
-                    worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.gather(*workers, return_exceptions=True)
             ref = await asyncio.to_thread(spool.store, self.store, self.plan.candidates_key)
         yield self._progress()
         log.info("generation finished", extra={
@@ -175,15 +161,9 @@ class Generation:
             candidate_count=total * self.plan.n_samples,
         ))
 
-    async def _worker(self, pending, finished: asyncio.Queue) -> None:
-        try:
-            for position, prompt in pending:  # a shared iterator: each prompt goes to one worker
-                group = await self._group(prompt)
-                finished.put_nowait((position, group))
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - handed to the stream, which ends with it
-            finished.put_nowait(exc)
+    async def _group_at(self, item: tuple[int, common_pb2.Prompt], emit: Emit) -> None:
+        position, prompt = item
+        emit((position, await self._group(prompt)))
 
     async def _group(self, prompt: common_pb2.Prompt) -> common_pb2.CandidateGroup:
         messages = prompt_messages(prompt, self.plan.system_prompt)
@@ -231,15 +211,3 @@ class Generation:
 def _jsonl_line(group: common_pb2.CandidateGroup) -> bytes:
     body = json_format.MessageToDict(group, preserving_proto_field_name=True)
     return (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
-def read_candidates(store: ArtifactStore, ref: common_pb2.ArtifactRef) -> list[
-    common_pb2.CandidateGroup
-]:
-    """The groups of a candidates artifact (judge, gateway and tests read it back this way)."""
-    data = store.get_bytes(store.key_from_uri(ref.uri))
-    return [
-        json_format.Parse(line, common_pb2.CandidateGroup())
-        for line in data.decode("utf-8").splitlines()
-        if line.strip()
-    ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from distill.v1.common_pb2 import Prompt
+from services.common.spend import Spend
 from services.judge.scores import Score
 
 
@@ -29,25 +30,20 @@ class CompositeJudge:
 
     async def score(self, prompt: Prompt, text: str) -> Score:
         scores = await asyncio.gather(*(c.judge.score(prompt, text) for c in self.components))
-        usage = {
-            "input_tokens": sum(s.input_tokens for s in scores),
-            "output_tokens": sum(s.output_tokens for s in scores),
-            "cost_usd": sum(s.cost_usd for s in scores),
-            "requests": sum(s.requests for s in scores),
-        }
+        spend = Spend.total(s.spend for s in scores)
         per_component = {c.name: s.value for c, s in zip(self.components, scores, strict=True)
                          if s.ok}
         # A failed gate decides alone, even when another component could not score.
         for component, score in zip(self.components, scores, strict=True):
             if component.gate and score.ok and score.value < component.gate_min_score:
                 return Score(0.0, per_component,
-                             f"gate {component.name} failed: {score.rationale}", **usage)
+                             f"gate {component.name} failed: {score.rationale}", spend=spend)
         errors = [f"{c.name}: {s.error}" for c, s in zip(self.components, scores, strict=True)
                   if not s.ok]
         if errors:
-            return Score.failed("; ".join(errors), **usage)
+            return Score.failed("; ".join(errors), spend)
         total_weight = sum(c.weight for c in self.components)
         blended = sum(c.weight * s.value for c, s in zip(self.components, scores, strict=True))
         rationale = "; ".join(f"{c.name}: {s.rationale}"
                               for c, s in zip(self.components, scores, strict=True) if s.rationale)
-        return Score(blended / total_weight, per_component, rationale, **usage)
+        return Score(blended / total_weight, per_component, rationale, spend=spend)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from distill.v1.common_pb2 import Prompt
 from services.common.specs.judge import DEFAULT_CRITERIA, MAX_SCORE, Criterion
+from services.common.spend import Spend
 from services.judge.scores import Score
 
 TAGS = ("task", "reference", "candidate")
@@ -106,14 +107,12 @@ class LlmJudge:
 
     async def score(self, prompt: Prompt, text: str) -> Score:
         messages = build_messages(prompt, text, self.criteria, self.rubric_text)
-        usage = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "requests": 0}
+        spend = Spend()
         problem = ""
         for attempt in range(self.max_parse_retries + 1):
             reply = await self.complete(messages, attempt)
-            usage["input_tokens"] += reply.input_tokens
-            usage["output_tokens"] += reply.output_tokens
-            usage["cost_usd"] += reply.cost_usd
-            usage["requests"] += 1
+            spend += Spend(requests=1, input_tokens=reply.input_tokens,
+                           output_tokens=reply.output_tokens, cost_usd=reply.cost_usd)
             try:
                 scores, rationale = parse_reply(reply.text, self.criteria)
             except ParseError as exc:
@@ -125,6 +124,6 @@ class LlmJudge:
                 continue
             total = sum(c.weight for c in self.criteria)
             overall = sum(c.weight * scores[c.name] for c in self.criteria) / total
-            return Score(overall, scores, rationale[:500], **usage)
-        return Score.failed(f"judge reply did not parse after {usage['requests']} tries: "
-                            f"{problem}", **usage)
+            return Score(overall, scores, rationale[:500], spend=spend)
+        return Score.failed(f"judge reply did not parse after {spend.requests} tries: "
+                            f"{problem}", spend)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.common.specs.judge import MAX_SCORE
+from services.common.spend import NOTHING, Spend
 
 
 @dataclass(frozen=True)
@@ -15,14 +16,11 @@ class Score:
     criteria: dict[str, float] = field(default_factory=dict)
     rationale: str = ""
     error: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    requests: int = 0
+    spend: Spend = NOTHING  # what the judge's model calls for this score cost
 
     @classmethod
-    def failed(cls, error: str, **usage: float) -> Score:
-        return cls(None, error=error, **usage)
+    def failed(cls, error: str, spend: Spend = NOTHING) -> Score:
+        return cls(None, error=error, spend=spend)
 
     @property
     def ok(self) -> bool:

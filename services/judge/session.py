@@ -12,9 +12,9 @@ from distill.v1 import common_pb2, judge_pb2
 from services.common.errors import InvalidArgument
 from services.common.specs.judge import JudgeSpec
 from services.common.specs.layout import JobKeys
+from services.common.spend import NOTHING, Spend
 from services.common.storage import ArtifactStore
 from services.common.storage.spool import LineSpool
-from services.common.usage import add_usage
 from services.judge.composite import Judge
 from services.judge.scores import Score
 from services.judge.selection import Selection, select
@@ -31,10 +31,10 @@ class Statistics:
     candidates_scored: int = 0
     judge_errors: int = 0
     preference_pairs: int = 0
-    usage: common_pb2.Usage = field(default_factory=common_pb2.Usage)
+    spend: Spend = NOTHING
 
     def add(self, scores: list[Score], selection: Selection,
-            usage: common_pb2.Usage) -> None:
+            spend: Spend) -> None:
         self.prompts_total += 1
         self.prompts_dropped += selection.dropped
         self.prompts_kept += not selection.dropped
@@ -45,14 +45,14 @@ class Statistics:
                 self.histogram[min(int(score.value), HISTOGRAM_BINS - 1)] += 1
             else:
                 self.judge_errors += 1
-        add_usage(self.usage, usage)
+        self.spend += spend
 
     def to_proto(self) -> judge_pb2.JudgeStatistics:
         return judge_pb2.JudgeStatistics(
             score_histogram=self.histogram, prompts_total=self.prompts_total,
             prompts_kept=self.prompts_kept, prompts_dropped=self.prompts_dropped,
             candidates_scored=self.candidates_scored, judge_errors=self.judge_errors,
-            preference_pairs=self.preference_pairs, usage=self.usage,
+            preference_pairs=self.preference_pairs, usage=self.spend.to_proto(),
         )
 
 
@@ -84,7 +84,7 @@ class JudgeSession:
         selection = select({i: s.value for i, s in by_index.items()}, self.config.top_k,
                            self.config.min_score, self.config.min_margin)
         judged = _judged(group, by_index, selection)
-        self.stats.add(list(scores), selection, judged.usage)
+        self.stats.add(list(scores), selection, Spend.of(judged.usage))
         candidates = {c.sample_index: c for c in group.candidates}
         if not selection.dropped:
             row = {
@@ -121,10 +121,7 @@ def _judged(group: common_pb2.CandidateGroup, scores: dict[int, Score],
     chosen = set(selection.chosen)
     out = judge_pb2.JudgedGroup(prompt_id=group.prompt.id, dropped=selection.dropped,
                                 drop_reason=selection.drop_reason)
-    for score in scores.values():
-        add_usage(out.usage, common_pb2.Usage(
-            requests=score.requests, input_tokens=score.input_tokens,
-            output_tokens=score.output_tokens, cost_usd=score.cost_usd))
+    out.usage.CopyFrom(Spend.total(s.spend for s in scores.values()).to_proto())
     for candidate in group.candidates:
         score = scores[candidate.sample_index]
         scored = out.candidates.add(sample_index=candidate.sample_index,

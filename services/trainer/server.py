@@ -1,20 +1,21 @@
 """gRPC servicer of the trainer service: thin, the logic lives in plain modules beside it.
 
 Training blocks for minutes to hours, so it runs in a worker thread; its events cross to the
-stream through an asyncio queue. When the stream ends early (the client cancels, the deadline
-passes, the server stops) the worker's cancel flag is set and training stops before its next
-step, keeping the checkpoints already written.
+stream through `completions` (its `emit` is thread-safe). When the stream ends early (the
+client cancels, the deadline passes, the server stops) the worker's cancel flag is set and
+training stops before its next step, keeping the checkpoints already written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from distill.v1 import trainer_pb2, trainer_pb2_grpc
+from services.common.completions import Emit, completions
 from services.common.errors import ResourceExhausted
 from services.common.metrics import TrainerMetrics
 from services.common.server import Service
@@ -25,11 +26,6 @@ from services.trainer.capacity import Capacity
 from services.trainer.settings import TrainerSettings
 
 log = logging.getLogger("distill.trainer")
-
-
-@dataclass(frozen=True)
-class _Done:
-    error: BaseException | None = None
 
 
 def to_response(event: events.Event) -> trainer_pb2.TrainResponse:
@@ -80,48 +76,37 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         except ResourceExhausted:
             self.metrics.refused()
             raise
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[events.Event | _Done] = asyncio.Queue()
         cancel = threading.Event()
+        started = threading.Event()
 
-        def emit(event: events.Event) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        def work() -> None:
+        def work(emit: Emit) -> None:
             from services.trainer.job import run_training
 
-            outcome = _Done()
             try:
                 run_training(config, self.settings, store, emit, cancel)
-            except BaseException as exc:  # noqa: BLE001 - handed to the stream, which re-raises
-                outcome = _Done(exc)
+            except BaseException as exc:
+                if cancel.is_set():
+                    log.info("training stopped", extra={"job_id": config.job_id,
+                                                        "reason": repr(exc)})
+                raise
             finally:
-                slot.release()
-                if not loop.is_closed():
-                    loop.call_soon_threadsafe(queue.put_nowait, outcome)
-            if outcome.error is not None and cancel.is_set():
-                log.info("training stopped", extra={"job_id": config.job_id,
-                                                    "reason": repr(outcome.error)})
+                slot.release()  # when training ends, not when the stream does
 
-        thread = threading.Thread(target=work, name=f"train-{config.job_id}", daemon=True)
+        async def train(_: None, emit: Emit) -> None:
+            await _in_daemon_thread(lambda: work(emit), f"train-{config.job_id}", started)
+
+        stream = completions([None], train, limit=1)
         try:
-            thread.start()
-        except BaseException:
-            slot.release()
-            raise
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, _Done):
-                    if item.error is not None:
-                        raise item.error
-                    return
-                response = to_response(item)
-                self.metrics.observe(response)
-                _log_event(config.job_id, response)
-                yield response
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    response = to_response(event)
+                    self.metrics.observe(response)
+                    _log_event(config.job_id, response)
+                    yield response
         finally:
             cancel.set()  # a no-op after a normal end; stops the worker after an early one
+            if not started.is_set():  # ended before the thread started: it holds no slot
+                slot.release()
 
     async def GetTrainerStatus(  # noqa: N802 - gRPC method name
         self, request: trainer_pb2.GetTrainerStatusRequest, context
@@ -141,6 +126,35 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
         memory = self.settings.memory_gb or node_memory_gb(device_type)
         return ("cuda:0" if device_type == "cuda" else "cpu", available_backends(),
                 round(memory, 2))
+
+
+async def _in_daemon_thread(work: Callable[[], None], name: str,
+                            started: threading.Event) -> None:
+    """Runs `work` in a daemon thread of its own and ends as it does, raising what it raised.
+    Not asyncio.to_thread: the loop's executor would hold the loop open until training ends."""
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if ended.done():  # the stream has gone
+            return
+        if error is None:
+            ended.set_result(None)
+        else:
+            ended.set_exception(error)
+
+    def run() -> None:
+        error = None
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the stream
+            error = exc
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    started.set()
+    await ended
 
 
 def _log_event(job_id: str, response: trainer_pb2.TrainResponse) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from distill.v1 import common_pb2, gateway_pb2
 from services.common import errors
-from services.common.datasets import parse_jsonl
+from services.common.datasets import load_dataset, parse_jsonl
 from services.common.specs.distill import eval_spec
 from services.common.storage import LocalStore
 from services.gateway import evaluation
@@ -29,7 +29,8 @@ def _spec(dataset, **eval_fields):
 def test_fraction_split_keeps_the_users_lines_disjoint_and_seeded(tmp_path):
     store = LocalStore(tmp_path)
     spec = _spec(_dataset(store, 20, crlf=True), holdout_fraction=0.25, seed=7)
-    train, held = evaluation.split(store, "j1", spec)
+    prompts = load_dataset(store, spec.dataset)  # parsed once, by preflight
+    train, held = evaluation.split(store, "j1", spec, prompts)
     train_rows = parse_jsonl(store.get_bytes(store.key_from_uri(train.uri)))
     held_rows = parse_jsonl(store.get_bytes(store.key_from_uri(held.uri)))
     assert (len(train_rows), len(held_rows)) == (15, 5)
@@ -37,9 +38,10 @@ def test_fraction_split_keeps_the_users_lines_disjoint_and_seeded(tmp_path):
                                                            for p in held_rows}
     assert texts == {f"q{i}" for i in range(20)}
     assert all(p.reference == p.messages[0].content[1:] for p in held_rows)
-    again = evaluation.split(store, "j2", spec)
+    again = evaluation.split(store, "j2", spec, prompts)
     assert again[1].sha256 == held.sha256
-    other = evaluation.split(store, "j3", _spec(spec.dataset, holdout_fraction=0.25, seed=8))
+    other = evaluation.split(store, "j3", _spec(spec.dataset, holdout_fraction=0.25, seed=8),
+                             prompts)
     assert other[1].sha256 != held.sha256
 
 
@@ -48,7 +50,7 @@ def test_a_given_held_out_set_leaves_the_dataset_whole(tmp_path):
     dataset = _dataset(store, 4)
     held = store.put_bytes("datasets/h.jsonl", b'{"prompt": "x"}\n').as_proto()
     spec = _spec(dataset, held_out=held)
-    assert evaluation.split(store, "j", spec) == (dataset, held)
+    assert evaluation.split(store, "j", spec, load_dataset(store, dataset)) == (dataset, held)
     assert evaluation.enabled(spec)
 
 

@@ -9,11 +9,14 @@ import pytest
 
 from distill.client import DistillClientError, Distiller
 from distill.v1 import common_pb2, gateway_pb2
+from services.common import datasets
 from services.gateway.job_store import JobStore
 from services.gateway.server import build
 from services.gateway.settings import GatewaySettings
 from tests.fixtures.fake_provider import run_fake_provider
 from tests.fixtures.inprocess import serve_in_thread
+from tests.fixtures.ports import held_port
+from tests.fixtures.waits import wait_for
 
 GOOD = b"".join(json.dumps({"prompt": f"What is {i} + 1?", "response": str(i + 1)}).encode()
                 + b"\n" for i in range(5))
@@ -161,3 +164,32 @@ def test_estimate_over_grpc(gateway):
     result = client.estimate(spec(upload(client, tmp, GOOD), budget_usd=1e-9))
     assert result.prompts == 5 and result.total_usd_high > 0
     assert any("exceeds budget_usd" in w or "budget_usd" in w for w in result.warnings)
+
+
+def test_a_job_parses_its_dataset_once(tmp_path, monkeypatch):
+    """Preflight parses the dataset; the held-out split and the smoke prompt reuse that parse.
+    The stages are on a held port nothing serves: the job waits at the generator's door."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
+    lines_parsed = []  # every parse of a line, whoever imported which parsing function
+    parse_line = datasets._parse_line
+
+    def counted(line, number):
+        lines_parsed.append(number)
+        return parse_line(line, number)
+
+    with held_port() as port:
+        nowhere = f"127.0.0.1:{port}"
+        settings = GatewaySettings(port=0, grace_seconds=0,
+                                   store_url=f"file://{tmp_path / 'store'}",
+                                   db_path=tmp_path / "gateway.db", generator_address=nowhere,
+                                   judge_address=nowhere, trainer_address=nowhere,
+                                   exporter_address=nowhere)
+        with serve_in_thread(settings, lambda: build(settings)) as address, \
+                Distiller(address) as client:
+            dataset = upload(client, tmp_path, GOOD)
+            monkeypatch.setattr(datasets, "_parse_line", counted)
+            job = client.distill(spec(dataset))
+            wait_for(lambda: client.get(job.name).outputs.held_out.uri, "the held-out split")
+            assert client.get(job.name).state == gateway_pb2.JOB_STATE_GENERATING
+            assert lines_parsed == [1, 2, 3, 4, 5]  # the five lines, once
+            assert client.cancel(job.name).state == gateway_pb2.JOB_STATE_CANCELLED

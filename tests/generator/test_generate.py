@@ -10,12 +10,12 @@ import uuid
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from distill.v1 import common_pb2, generator_pb2
 from services.common.models import price_for
 from services.common.storage import open_store
 from services.common.teacher_cache import PREFIX
-from services.generator.generation import read_candidates
 from tests.fixtures.waits import async_wait_for
 from tests.generator.conftest import KEY_ENV
 
@@ -34,6 +34,12 @@ def teacher(fake, provider=common_pb2.PROVIDER_OPENAI, **kw) -> common_pb2.Model
     model = "gpt-4o-mini" if provider == common_pb2.PROVIDER_OPENAI else "claude-haiku"
     return common_pb2.ModelSpec(provider=provider, model=model, base_url=base,
                                 api_key_env=KEY_ENV, **kw)
+
+
+def read_candidates(store, ref: common_pb2.ArtifactRef) -> list[common_pb2.CandidateGroup]:
+    """The groups of a candidates artifact, as its JSONL lines say."""
+    lines = store.get_bytes(store.key_from_uri(ref.uri)).decode("utf-8").splitlines()
+    return [json_format.Parse(line, common_pb2.CandidateGroup()) for line in lines if line.strip()]
 
 
 def request(fake, count=6, n=3, concurrency=4, **kw) -> generator_pb2.GenerateRequest:

@@ -89,21 +89,21 @@ async def test_overall_is_the_weighted_mean_of_criteria():
     score = await LlmJudge(model).score(_prompt(), "positive")
     assert score.value == pytest.approx(0.6 * 8 + 0.3 * 6 + 0.1 * 10)
     assert score.criteria == {"correctness": 8, "instruction_following": 6, "conciseness": 10}
-    assert (score.requests, score.input_tokens, score.cost_usd) == (1, 100, 0.001)
+    assert (score.spend.requests, score.spend.input_tokens, score.spend.cost_usd) == (1, 100, 0.001)
 
 
 async def test_unparseable_reply_is_retried_then_recorded_as_error():
     model = ScriptedModel("I think it's good", '{"scores": {"correctness": 11}}', "still no")
     score = await LlmJudge(model, max_parse_retries=2).score(_prompt(), "positive")
     assert score.value is None and "did not parse after 3 tries" in score.error
-    assert score.requests == 3 and model.attempts == [0, 1, 2]
+    assert score.spend.requests == 3 and model.attempts == [0, 1, 2]
     assert "That reply was invalid" in model.calls[1][-1]["content"]
 
 
 async def test_retry_that_parses_wins():
     model = ScriptedModel("```json\nnot json\n```", _reply(10, 10, 10))
     score = await LlmJudge(model).score(_prompt(), "positive")
-    assert score.value == pytest.approx(10) and score.requests == 2
+    assert score.value == pytest.approx(10) and score.spend.requests == 2
 
 
 @pytest.mark.parametrize("injection", INJECTIONS)

@@ -43,7 +43,6 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class DistillPlan:
-    dataset_uri: str
     task_type: int  # gateway_pb2.TaskType
     n_samples: int
     teacher: ModelConfig
@@ -67,7 +66,6 @@ def distill_plan(spec: gateway_pb2.DistillSpec, field: str = "spec") -> DistillP
     if spec.HasField("budget_usd") and not spec.budget_usd > 0:
         raise InvalidArgument(f"{field}.budget_usd: must be > 0, got {spec.budget_usd}")
     return DistillPlan(
-        dataset_uri=spec.dataset.uri,
         task_type=spec.task_type,
         n_samples=samples,
         # A job's teacher samples above temperature 0 always (its best-of-N needs variety).

@@ -1,0 +1,63 @@
+"""One Judge stream end to end: the config, then groups judged while they stream in (at most
+`max_concurrent_groups` at once, answered in order of completion), then the summary with the
+curated dataset. The servicer only opens the judge's models and hands the stream over."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from distill.v1 import common_pb2, judge_pb2
+from services.common.completions import Emit, completions
+from services.common.errors import InvalidArgument
+from services.common.specs.judge import judge_spec
+from services.common.storage import ArtifactStore
+from services.judge.models import JudgeModels
+from services.judge.session import JudgeSession
+from services.judge.spec import build_judge
+
+
+async def judge_stream(requests: AsyncIterator[judge_pb2.JudgeRequest], store: ArtifactStore,
+                       models: JudgeModels | None, max_concurrent_groups: int,
+                       cancelled: Callable[[], bool]) -> AsyncIterator[judge_pb2.JudgeResponse]:
+    """`cancelled()`: whether the client went away (its reads can look like a half-close)."""
+    first = await anext(aiter(requests), None)
+    if first is None or not first.HasField("config"):
+        raise InvalidArgument("the first message must be a config (judge spec, top_k, ...)")
+    config = judge_spec(first.config)
+    session = JudgeSession(build_judge(config.judge, models), config, store)
+
+    async def judge_one(group: common_pb2.CandidateGroup, emit: Emit) -> None:
+        emit(await session.judge_group(group))
+
+    judged = completions(_groups(requests), judge_one, limit=max_concurrent_groups)
+    writing: asyncio.Future | None = None
+    delivered = False
+    try:
+        async with contextlib.aclosing(judged):  # a client that goes away stops the judging
+            async for group in judged:
+                yield judge_pb2.JudgeResponse(group=group)
+        if cancelled():
+            return
+        writing = asyncio.ensure_future(asyncio.to_thread(session.finish))
+        summary = await asyncio.shield(writing)
+        if cancelled():
+            return
+        yield judge_pb2.JudgeResponse(summary=summary)
+        delivered = True
+    finally:
+        if writing is not None and not delivered:
+            # Never leave a curated dataset behind for a client that did not receive it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(writing)
+            await asyncio.to_thread(session.discard)
+        session.close()
+
+
+async def _groups(requests: AsyncIterator[judge_pb2.JudgeRequest]
+                  ) -> AsyncIterator[common_pb2.CandidateGroup]:
+    async for request in requests:
+        if not request.HasField("group"):
+            raise InvalidArgument("only candidate groups may follow the config")
+        yield request.group
