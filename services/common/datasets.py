@@ -1,4 +1,5 @@
-"""Datasets: JSONL, one prompt per line (docs/ARCHITECTURE.md "One job, as data"), parsed into `distill.v1.Prompt`s.
+"""Datasets: JSONL, one prompt per line, parsed into `distill.v1.Prompt`s
+(docs/ARCHITECTURE.md "One job, as data").
 
 Two line formats:
 

@@ -1,8 +1,8 @@
 """Domain errors that carry their gRPC status.
 
 Plain code raises these; the server's error interceptor turns them into the matching status code
-(docs/ARCHITECTURE.md, "Status codes say what went wrong"). Anything else escaping a servicer becomes INTERNAL with a generic
-message, never UNKNOWN, and its details stay in the server log.
+(docs/ARCHITECTURE.md, "Status codes say what went wrong"). Anything else escaping a servicer
+becomes INTERNAL with a generic message, never UNKNOWN, and its details stay in the server log.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
 
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
-    """Turns an exception escaping a servicer into the status its error type maps to; never UNKNOWN."""
+    """Turns an exception escaping a servicer into its error type's status; never UNKNOWN."""
     if isinstance(exc, grpc.aio.AbortError):
         raise exc  # context.abort() already set the status
     if isinstance(exc, DistillError):

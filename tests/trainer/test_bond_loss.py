@@ -1,4 +1,5 @@
-"""The BOND loss held to the identities docs/ARCHITECTURE.md names, on random tensors and on a real model."""
+"""The BOND loss held to the identities docs/ARCHITECTURE.md names, on random tensors and on a
+real model."""
 
 from __future__ import annotations
 

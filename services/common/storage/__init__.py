@@ -1,4 +1,5 @@
-"""The artifact store: where datasets, checkpoints, adapters and GGUFs live (docs/ARCHITECTURE.md "One job, as data").
+"""The artifact store: where datasets, checkpoints, adapters and GGUFs live
+(docs/ARCHITECTURE.md "One job, as data").
 
 `open_store(url, ...)` picks the backend from a settings URL: `file:///var/lib/distill/artifacts`
 (embedded default) or `s3://bucket/prefix` with endpoint and keys passed explicitly. Every write

@@ -152,7 +152,7 @@ class VerifiedReader(io.RawIOBase):
 
 
 class ArtifactStore(abc.ABC):
-    """Keys → immutable blobs with a recorded sha256 (services/common/specs/layout.py builds the job keys).
+    """Keys → immutable blobs with a recorded sha256 (job keys: services/common/specs/layout.py).
 
     Blocking I/O throughout: async callers use `asyncio.to_thread`. Writes are all-or-nothing: a
     failed or interrupted write leaves whatever was under the key before (usually nothing).
