@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from distill.v1 import gateway_pb2
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.specs.names import alias_name
 from services.gateway.job_store import JobStore
 
@@ -44,7 +44,15 @@ class Aliases:
             raise FailedPrecondition(
                 f"alias {name!r} has no earlier version {to_version} to roll back to "
                 f"(versions 1..{alias.version}, current {alias.version})")
-        return self.store.set_alias(name, previous[to_version], expected_version or None)
+        target = previous[to_version]
+        if target.WhichOneof("target") == "job":
+            try:
+                self.store.get_job(target.job)
+            except NotFound:  # DeleteJob keeps history but not the deleted job's student
+                raise FailedPrecondition(
+                    f"alias {name!r} version {to_version} points at {target.job}, which was "
+                    "deleted: roll back to another version or set the alias to a job") from None
+        return self.store.set_alias(name, target, expected_version or None)
 
     def _checked(self, target: gateway_pb2.AliasTarget) -> gateway_pb2.AliasTarget:
         kind = target.WhichOneof("target")

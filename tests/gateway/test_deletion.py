@@ -58,3 +58,7 @@ def test_a_job_an_alias_serves_is_refused_until_the_alias_moves(parts):
     assert sorted(artifacts.list("")) == [
         "cache/teacher/ab/cd", "datasets/abc.jsonl", f"{OTHER}/curated.jsonl",
         "models/base/x/Q8_0.gguf"]
+    # the alias's history still names the deleted job: rolling back to it is refused
+    with pytest.raises(errors.FailedPrecondition, match=f"points at {JOB}, which was deleted"):
+        Aliases(store).rollback("bot", 1, 0)
+    assert store.get_alias("bot").target.job == OTHER
