@@ -12,6 +12,8 @@ import asyncio
 
 from distill.v1 import gateway_pb2
 from services.common.errors import FailedPrecondition
+from services.common.specs.layout import JobKeys
+from services.common.specs.names import job_id_of
 from services.common.storage import ArtifactStore
 from services.gateway.aliases import Aliases
 from services.gateway.events import JobEvents
@@ -31,10 +33,9 @@ async def delete_job(name: str, store: JobStore, events: JobEvents, aliases: Ali
         raise FailedPrecondition(
             f"{name}: alias {', '.join(repr(a) for a in serving)} serves its student; point it "
             "at another job or roll it back first")
-    job_id = name.removeprefix("jobs/")
-    deleted = await asyncio.to_thread(artifacts.delete_prefix, f"jobs/{job_id}/")
-    # Ids are 16 hex digits, so no other job's folder starts with "{id}-eval".
-    deleted += await asyncio.to_thread(artifacts.delete_prefix, f"jobs/{job_id}-eval")
+    keys = JobKeys(job_id_of(name))
+    deleted = await asyncio.to_thread(artifacts.delete_prefix, keys.prefix)
+    deleted += await asyncio.to_thread(artifacts.delete_prefix, keys.eval_runs_prefix)
     events.delete(name)
     store.delete_job(name)
     return deleted

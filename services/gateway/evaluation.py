@@ -141,7 +141,7 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
         request = generator_pb2.GenerateRequest(
             dataset=job.outputs.held_out, teacher=_answer_spec(job, model), n_samples=1,
             system_prompt=spec.system_prompt if model == "teacher" else "", limits=limits,
-            job_id=f"{job_id}-eval-{model}")
+            job_id=JobKeys(job_id).eval_run_id(model))
 
         async def progress(p: generator_pb2.GenerateProgress, model: str = model) -> None:
             await on_progress(f"{model} answering the held-out prompts", p.prompts_done,
@@ -158,7 +158,7 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
 
     config = judge_pb2.JudgeConfig()
     config.CopyFrom(spec.judge)
-    config.job_id = f"{job_id}-eval"
+    config.job_id = JobKeys(job_id).eval_run_id("")
     order = [pid for pid in prompts if set(answers[pid]) == set(MODELS)]
     groups = [common_pb2.CandidateGroup(prompt=prompts[pid], candidates=[
         common_pb2.Candidate(prompt_id=pid, sample_index=i, text=answers[pid][m].text)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from distill.v1 import gateway_pb2
 from services.common.errors import InvalidArgument
+from services.common.specs.names import job_id_of, job_name
 from services.gateway.job_store import TERMINAL
 
 MAX_PAGE = 1000
@@ -91,7 +92,7 @@ class JobEvents:
         with self._lock:
             self._db.execute(
                 "INSERT INTO job_events (job_id, time, kind, state, message) VALUES (?,?,?,?,?)",
-                (name.removeprefix("jobs/"), time.time(), kind, state, message))
+                (job_id_of(name), time.time(), kind, state, message))
 
     def record(self, job: gateway_pb2.Job) -> None:
         """The events a saved snapshot adds to the previous one of the same job."""
@@ -115,7 +116,7 @@ class JobEvents:
         with self._lock:
             rows = self._db.execute(
                 "SELECT kind, state, message FROM job_events WHERE job_id = ? AND kind IN (?,?,?) "
-                "ORDER BY seq", (name.removeprefix("jobs/"), STATE, PROGRESS, WARNING)).fetchall()
+                "ORDER BY seq", (job_id_of(name), STATE, PROGRESS, WARNING)).fetchall()
         state, message, warnings = gateway_pb2.JOB_STATE_UNSPECIFIED, "", 0
         for kind, row_state, row_message in rows:
             state = row_state
@@ -135,7 +136,7 @@ class JobEvents:
             rows = self._db.execute(
                 "SELECT seq, time, kind, state, message FROM job_events WHERE job_id = ? "
                 "AND seq > ? ORDER BY seq LIMIT ?",
-                (job.name.removeprefix("jobs/"), after, size + 1)).fetchall()
+                (job_id_of(job.name), after, size + 1)).fetchall()
         events = []
         for _, at, kind, state, message in rows[:size]:
             event = gateway_pb2.JobEvent(kind=kind, state=state, message=message)
@@ -153,7 +154,7 @@ class JobEvents:
     def delete(self, name: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM job_events WHERE job_id = ?",
-                             (name.removeprefix("jobs/"),))
+                             (job_id_of(name),))
         self._seen.pop(name, None)
 
 
@@ -170,7 +171,7 @@ class LogRecorder(logging.Handler):
             return
         name = _running_job.get()
         if name is None and isinstance(job_id := getattr(record, "job_id", None), str):
-            name = f"jobs/{job_id}"
+            name = job_name(job_id)
         if name is None:
             return
         details = ", ".join(f"{a} {getattr(record, a)}" for a in _DETAIL_ATTRIBUTES

@@ -35,6 +35,18 @@ class JobKeys:
     def evaluation(self) -> str:
         return f"{self.prefix}evaluation.jsonl"
 
+    def eval_run_id(self, part: str) -> str:
+        """The job id the evaluation's own generator and judge runs write under
+        (`{id}-eval-{model}`, `{id}-eval`): outside the job's folder, so that a stage told the
+        run's id writes nowhere in it."""
+        return f"{self.job_id}-eval-{part}" if part else f"{self.job_id}-eval"
+
+    @property
+    def eval_runs_prefix(self) -> str:
+        """Every evaluation run's folder starts with this (ids are fixed-length hex, so no other
+        job's folder does)."""
+        return f"{JOBS_FOLDER}{self.eval_run_id('')}"
+
     @property
     def checkpoints(self) -> str:
         return f"{self.prefix}checkpoints/"
