@@ -1,6 +1,9 @@
 """The eval gate's absolute floor with a task the offline teacher cannot do, through the real CLI
-against the whole suite: 4-class headline topics with reference labels. SmolLM2-135M is at
-chance on it, so its student cannot be good either: the job says so and the alias stays put."""
+against the whole suite: headlines filed under a newsroom's topic codes that the prompt never
+gives (the user forgot the code book). No model can guess a code it was never shown, so the
+teacher and its student both get 0 % right whatever they sample: the job says so and the alias
+stays put. (Real topic words would leave the student at chance, 25 %, which reaches the 50 %
+floor on 12 prompts now and then.)"""
 
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from services.common.models import prepare_smollm2
 from tests.fixtures.processes import REPO
 from tests.fixtures.tiny_llama import shared_cache_dir
 
+# Codes no model can produce unless it was shown them; the label judge compares the first token.
+CODES = {"World": "nx-wld-7", "Sports": "nx-spt-3", "Business": "nx-bus-5",
+         "Technology": "nx-tec-9"}
 HEADLINES = {
     "World": ["Leaders meet in Geneva to discuss a ceasefire",
               "Floods force thousands from their homes in the delta",
@@ -41,12 +47,11 @@ HEADLINES = {
                    "Social network rolls out end-to-end encryption",
                    "Search engine adds an AI answer box"],
 }
-QUESTION = ("Headline: \"{}\" Which topic is this headline: World, Sports, Business or "
-            "Technology? Answer with one word.")
+QUESTION = "Headline: \"{}\" Which topic code is this headline filed under? Answer with the code."
 
 
 def _dataset(path):
-    rows = [{"prompt": QUESTION.format(texts[i]), "response": label}
+    rows = [{"prompt": QUESTION.format(texts[i]), "response": CODES[label]}
             for i in range(6) for label, texts in HEADLINES.items()]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
@@ -68,9 +73,11 @@ def test_a_teacher_that_cannot_do_the_task_is_named_and_its_student_not_promoted
                     "temperature": 0.8, "max_tokens": 16},
         "student_model": str(student),
         "n_samples": 4,
-        "judge": {"top_k": 2, "min_score": 5},
-        "system_prompt": "You label the topic of news headlines. Reply with exactly one word: "
-                         "World, Sports, Business or Technology.",
+        # No min_score: every candidate fails the reference, and the job still trains on the
+        # teacher's best two (a min_score would drop every prompt before training).
+        "judge": {"top_k": 2},
+        "system_prompt": "You file news headlines under the newsroom's topic codes. Reply with "
+                         "the code only.",
         "training": {"max_steps": 2, "batch_size": 2, "max_seq_length": 128,
                      "checkpoint_interval": 2, "seed": 0},
         "export": {"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smoke_max_tokens": 256},
@@ -87,7 +94,7 @@ def test_a_teacher_that_cannot_do_the_task_is_named_and_its_student_not_promoted
     e = job.evaluation
     teacher = next(m for m in e.models if m.model == "teacher")
     trained = next(m for m in e.models if m.model == "student")
-    assert e.min_pass_rate == 0.5 and teacher.pass_rate < 0.5, e
+    assert e.min_pass_rate == 0.5 and teacher.pass_rate == 0 and trained.pass_rate == 0, e
     assert not e.promoted and job.promoted_alias_version == 0
     assert e.promotion_reason.startswith("below the eval gate")
     assert f"the student gets {trained.pass_rate * 100:.0f} % right (50 % required)" in \
