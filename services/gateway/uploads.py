@@ -43,13 +43,14 @@ async def upload_dataset(requests: AsyncIterator[gateway_pb2.UploadDatasetReques
         if meta.sha256 and meta.sha256.lower() != sha256:
             raise InvalidArgument(f"metadata.sha256: {meta.sha256} does not match the uploaded "
                                   f"content ({sha256})")
-        return await asyncio.to_thread(_store, tmp, sha256, store, what)
+        return await asyncio.to_thread(store_dataset, tmp, sha256, store, what)
     finally:
         os.unlink(tmp)
 
 
-def _store(path: str, sha256: str, store: ArtifactStore,
-           what: str) -> gateway_pb2.UploadDatasetResponse:
+def store_dataset(path: str, sha256: str, store: ArtifactStore,
+                  what: str) -> gateway_pb2.UploadDatasetResponse:
+    """A validated JSONL file at `path` as `datasets/{sha256}.jsonl` (once per content)."""
     with open(path, "rb") as data:
         prompts = parse_jsonl(data, what=what)  # nothing is stored unless every line is good
     key = f"datasets/{sha256}.jsonl"

@@ -1,0 +1,148 @@
+"""Datasets from an alias's traces: a time window, filters, deduplication, a row cap and a seed.
+
+Segments are read a line at a time and the result is written to a temporary file, so memory
+holds one digest per distinct prompt and the sampled rows' offsets, never the traces. The result
+is stored like an upload (`datasets/{sha256}.jsonl`), so `Distill` takes its reference as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from distill.v1 import gateway_pb2
+from services.common.errors import InvalidArgument
+from services.common.storage import ArtifactStore
+from services.common.traces import layout
+from services.common.traces.records import TARGETS, prompt_digest
+from services.gateway.uploads import store_dataset
+
+MAX_WINDOW_DAYS = 366
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    project: str
+    alias: str
+    since: float
+    until: float
+    targets: frozenset[str] = frozenset()  # empty: every target
+    fallbacks_only: bool = False
+    validator_failed_only: bool = False
+    tags: dict[str, str] = field(default_factory=dict)  # every one must match
+    deduplicate: bool = True
+    max_rows: int = 0  # 0: no cap
+    seed: int = 0
+    answers_as_reference: bool = False  # the served answer becomes the row's reference
+
+    def __post_init__(self) -> None:
+        if self.until < self.since:
+            raise InvalidArgument("until: must not be before since")
+        if (self.until - self.since) / 86400 > MAX_WINDOW_DAYS:
+            raise InvalidArgument(f"since: the window is at most {MAX_WINDOW_DAYS} days")
+        unknown = sorted(self.targets - set(TARGETS))
+        if unknown:
+            raise InvalidArgument(f"targets: {', '.join(unknown)} not one of {', '.join(TARGETS)}")
+        if self.max_rows < 0:
+            raise InvalidArgument("max_rows: must be 0 (no cap) or more")
+
+    def matches(self, line: dict) -> bool:
+        served = line.get("served_by") or {}
+        tags = line.get("tags") or {}
+        return (self.since <= line.get("created_at", 0) <= self.until
+                and (not self.targets or served.get("target") in self.targets)
+                and (not self.fallbacks_only or bool(line.get("fallback_reason")))
+                and (not self.validator_failed_only or line.get("validator") == "failed")
+                and all(tags.get(k) == v for k, v in self.tags.items()))
+
+
+@dataclass
+class Counts:
+    segments: int = 0
+    scanned: int = 0
+    matched: int = 0
+    duplicates: int = 0
+    kept: int = 0
+
+
+def segment_keys(store: ArtifactStore, query: TraceQuery) -> Iterator[str]:
+    """The segments of the days the window touches, oldest first."""
+    for day in layout.days_between(query.since, query.until):
+        yield from sorted(store.list(layout.day_prefix(query.project, query.alias, day)))
+
+
+def dataset_row(line: dict, answers_as_reference: bool) -> dict:
+    served = line.get("served_by") or {}
+    messages = list(line["messages"])
+    if answers_as_reference:
+        messages.append({"role": "assistant", "content": line.get("answer", "")})
+    return {"messages": messages, "source": "traces", "request_id": line.get("request_id", ""),
+            "served_by": f"{served.get('alias')}@{served.get('version')}:{served.get('target')}"}
+
+
+def build(store: ArtifactStore, query: TraceQuery) -> tuple[gateway_pb2.UploadDatasetResponse,
+                                                             Counts]:
+    counts = Counts()
+    with tempfile.TemporaryDirectory(prefix="distill-traces-") as folder:
+        matched = os.path.join(folder, "matched.jsonl")
+        offsets = _write_matches(store, query, matched, counts)
+        chosen = _sample(offsets, query.max_rows, query.seed)
+        counts.kept = len(chosen)
+        if not chosen:
+            raise InvalidArgument(
+                f"no traces of alias {query.alias!r} match: {counts.scanned} scanned in "
+                f"{counts.segments} segments, {counts.matched} matched the filters")
+        result = os.path.join(folder, "dataset.jsonl")
+        sha256 = _copy_rows(matched, chosen, result)
+        stored = store_dataset(result, sha256, store, f"dataset from traces of {query.alias!r}")
+    return stored, counts
+
+
+def _write_matches(store: ArtifactStore, query: TraceQuery, path: str,
+                   counts: Counts) -> list[int]:
+    seen: set[bytes] = set()
+    offsets: list[int] = []
+    with open(path, "wb") as out:
+        for key in segment_keys(store, query):
+            counts.segments += 1
+            with store.open(key) as reader:
+                for raw in io.BufferedReader(reader):
+                    counts.scanned += 1
+                    line = json.loads(raw)
+                    if not query.matches(line):
+                        continue
+                    counts.matched += 1
+                    if query.deduplicate:
+                        digest = prompt_digest(line)
+                        if digest in seen:
+                            counts.duplicates += 1
+                            continue
+                        seen.add(digest)
+                    offsets.append(out.tell())
+                    row = dataset_row(line, query.answers_as_reference)
+                    out.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+    return offsets
+
+
+def _sample(offsets: list[int], max_rows: int, seed: int) -> list[int]:
+    """Up to `max_rows` offsets chosen uniformly with `seed`, kept in trace order."""
+    if not max_rows or len(offsets) <= max_rows:
+        return offsets
+    return sorted(random.Random(seed).sample(offsets, max_rows))
+
+
+def _copy_rows(source: str, offsets: list[int], dest: str) -> str:
+    digest = hashlib.sha256()
+    with open(source, "rb") as src, open(dest, "wb") as out:
+        for offset in offsets:
+            src.seek(offset)
+            row = src.readline()
+            digest.update(row)
+            out.write(row)
+    return digest.hexdigest()
