@@ -20,6 +20,8 @@ _.SetAlias
 _.GetAlias
 _.ListAliases
 _.RollbackAlias
+_.ListTraceDays
+_.CreateDatasetFromTraces
 _.intercept_service  # grpc.aio.ServerInterceptor (services/common/interceptors.py)
 
 # Library protocols: a prometheus collector, an io.RawIOBase reader, pydantic-settings (its

@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -87,7 +89,9 @@ def _spec(args: argparse.Namespace, client: Distiller) -> gateway_pb2.DistillSpe
         spec = client.spec_from_dict(json.loads(Path(args.spec).read_text()))
     else:
         spec = gateway_pb2.DistillSpec()
-    if args.dataset:
+    if args.dataset and "://" in args.dataset:  # already stored (e.g. from `traces export`)
+        spec.dataset.uri = args.dataset
+    elif args.dataset:
         spec.dataset.CopyFrom(client.upload(args.dataset))
     if args.teacher:
         spec.teacher.model = args.teacher
@@ -305,6 +309,52 @@ def cmd_alias(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_traces(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.traces_command == "list":
+            for day in client.trace_days(args.alias):
+                out.print(f"{day.day}  {day.segments} segments  {day.size_bytes} bytes")
+            return 0
+        result = client.dataset_from_traces(
+            args.alias, since=_when(args.since), until=_when(args.until), targets=args.target,
+            fallbacks_only=args.fallbacks, validator_failed_only=args.failed,
+            tags=dict(_tag(t) for t in args.tag), keep_duplicates=args.keep_duplicates,
+            max_rows=args.max_rows, seed=args.seed,
+            answers_as_reference=args.answers_as_reference)
+        console.print(f"{result.traces_scanned} traces in {result.segments_read} segments, "
+                      f"{result.traces_matched} matched, {result.duplicates_dropped} duplicates "
+                      f"dropped: {result.prompts} prompts")
+        if args.out:
+            client.download(result.dataset.uri, args.out)
+            console.print(f"written to {args.out}")
+    print(result.dataset.uri)  # plain, for `distill run --dataset URI`
+    return 0
+
+
+_AGO = re.compile(r"(\d+)([dh])")
+
+
+def _when(text: str | None) -> datetime | None:
+    """'7d' / '12h' ago, or an ISO date or time (UTC unless it says otherwise)."""
+    if text is None:
+        return None
+    if match := _AGO.fullmatch(text):
+        unit = {"d": 86400, "h": 3600}[match.group(2)]
+        return datetime.now(UTC) - timedelta(seconds=int(match.group(1)) * unit)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"distill: {text!r} is not a time: use 7d, 12h or an ISO date") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _tag(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"distill: --tag {text!r}: expected KEY=VALUE")
+    return key, value
+
+
 def _target(target: gateway_pb2.AliasTarget) -> str:
     if target.job:
         return f"{target.job} ({target.gguf.uri})"
@@ -315,7 +365,8 @@ def _target(target: gateway_pb2.AliasTarget) -> str:
 
 def _spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", help="a DistillSpec as JSON (flags below override it)")
-    parser.add_argument("--dataset", help="a local JSONL file to upload and use")
+    parser.add_argument("--dataset", help="a local JSONL file to upload and use, or the URI of "
+                        "a stored dataset (as `distill traces export` prints)")
     parser.add_argument("--teacher", help="teacher model (e.g. gpt-4o-mini, smollm2-135m-gguf)")
     parser.add_argument("--student", help="student model (e.g. smollm2-135m, qwen3-0.6b)")
     parser.add_argument("-n", type=int, help="samples per prompt (unset: the gateway's default)")
@@ -388,6 +439,27 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to-version", type=int, default=0, help="default: the previous one")
     rollback.add_argument("--expected-version", type=int, default=0)
     alias.set_defaults(func=cmd_alias)
+    traces = sub.add_parser("traces", help="what the router recorded of an alias's traffic")
+    traces_sub = traces.add_subparsers(dest="traces_command", required=True)
+    traces_sub.add_parser("list", help="the days with traces").add_argument("alias")
+    export = traces_sub.add_parser("export", help="a dataset from the traces; prints its URI")
+    export.add_argument("alias")
+    export.add_argument("--since", help="7d, 12h or an ISO time (default: 7 days before --until)")
+    export.add_argument("--until", help="as --since (default: now)")
+    export.add_argument("--target", action="append", default=[],
+                        choices=["student", "teacher", "upstream"], help="served by (repeatable)")
+    export.add_argument("--fallbacks", action="store_true",
+                        help="only requests the teacher answered after a validator failure")
+    export.add_argument("--failed", action="store_true",
+                        help="only answers that failed the alias's validator")
+    export.add_argument("--tag", action="append", default=[], help="KEY=VALUE (repeatable)")
+    export.add_argument("--keep-duplicates", action="store_true")
+    export.add_argument("--max-rows", type=int, default=0, help="sample at most this many")
+    export.add_argument("--seed", type=int, default=0, help="the sampling seed")
+    export.add_argument("--answers-as-reference", action="store_true",
+                        help="the served answer becomes each row's reference")
+    export.add_argument("--out", type=Path, help="also download the dataset to this file")
+    traces.set_defaults(func=cmd_traces)
     demo = sub.add_parser("demo", help="the embedded demo: a whole distillation, locally")
     demo.add_argument("--dataset", type=Path, default=demo_module.DEFAULT_DATASET,
                       help="training JSONL (default: the bundled sentiment task)")

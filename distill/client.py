@@ -19,6 +19,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +334,33 @@ class Distiller:
         """The training curve (`.training`, one TrainingStep per logged step; `.training_note`
         says why it is empty) and the held-out evaluation (`.evaluation`)."""
         return self._call("GetJobMetrics", gateway_pb2.GetJobMetricsRequest(name=name))
+
+    # -- traces ------------------------------------------------------------------------------
+
+    def trace_days(self, alias: str) -> list[gateway_pb2.TraceDay]:
+        """The UTC days with traces of `alias`, oldest first (segments and bytes per day)."""
+        return list(self._call("ListTraceDays",
+                               gateway_pb2.ListTraceDaysRequest(alias=alias)).days)
+
+    def dataset_from_traces(self, alias: str, *, since: datetime | None = None,
+                            until: datetime | None = None, targets: Iterable[str] = (),
+                            fallbacks_only: bool = False, validator_failed_only: bool = False,
+                            tags: Mapping[str, str] | None = None,
+                            keep_duplicates: bool = False, max_rows: int = 0, seed: int = 0,
+                            answers_as_reference: bool = False,
+                            ) -> gateway_pb2.CreateDatasetFromTracesResponse:
+        """A dataset from `alias`'s traces (default window: the 7 days before `until`, now);
+        `.dataset` goes into a spec's `dataset` as it is."""
+        request = gateway_pb2.CreateDatasetFromTracesRequest(
+            alias=alias, targets=list(targets), fallbacks_only=fallbacks_only,
+            validator_failed_only=validator_failed_only, tags=dict(tags or {}),
+            keep_duplicates=keep_duplicates, max_rows=max_rows, seed=seed,
+            answers_as_reference=answers_as_reference)
+        if since is not None:
+            request.start_time.FromDatetime(since)
+        if until is not None:
+            request.end_time.FromDatetime(until)
+        return self._call("CreateDatasetFromTraces", request)
 
     # -- aliases -----------------------------------------------------------------------------
 

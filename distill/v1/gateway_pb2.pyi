@@ -564,3 +564,76 @@ class RollbackAliasResponse(_message.Message):
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     alias: Alias
     def __init__(self, alias: _Optional[_Union[Alias, _Mapping]] = ...) -> None: ...
+
+class ListTraceDaysRequest(_message.Message):
+    __slots__ = ("alias",)
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    def __init__(self, alias: _Optional[str] = ...) -> None: ...
+
+class TraceDay(_message.Message):
+    __slots__ = ("day", "segments", "size_bytes")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    day: str
+    segments: int
+    size_bytes: int
+    def __init__(self, day: _Optional[str] = ..., segments: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class ListTraceDaysResponse(_message.Message):
+    __slots__ = ("days",)
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    days: _containers.RepeatedCompositeFieldContainer[TraceDay]
+    def __init__(self, days: _Optional[_Iterable[_Union[TraceDay, _Mapping]]] = ...) -> None: ...
+
+class CreateDatasetFromTracesRequest(_message.Message):
+    __slots__ = ("alias", "start_time", "end_time", "targets", "fallbacks_only", "validator_failed_only", "tags", "keep_duplicates", "max_rows", "seed", "answers_as_reference")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    VALIDATOR_FAILED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_AS_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    fallbacks_only: bool
+    validator_failed_only: bool
+    tags: _containers.ScalarMap[str, str]
+    keep_duplicates: bool
+    max_rows: int
+    seed: int
+    answers_as_reference: bool
+    def __init__(self, alias: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., targets: _Optional[_Iterable[str]] = ..., fallbacks_only: _Optional[bool] = ..., validator_failed_only: _Optional[bool] = ..., tags: _Optional[_Mapping[str, str]] = ..., keep_duplicates: _Optional[bool] = ..., max_rows: _Optional[int] = ..., seed: _Optional[int] = ..., answers_as_reference: _Optional[bool] = ...) -> None: ...
+
+class CreateDatasetFromTracesResponse(_message.Message):
+    __slots__ = ("dataset", "prompts", "deduplicated", "segments_read", "traces_scanned", "traces_matched", "duplicates_dropped")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    DEDUPLICATED_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_READ_FIELD_NUMBER: _ClassVar[int]
+    TRACES_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    TRACES_MATCHED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dataset: _common_pb2.ArtifactRef
+    prompts: int
+    deduplicated: bool
+    segments_read: int
+    traces_scanned: int
+    traces_matched: int
+    duplicates_dropped: int
+    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., prompts: _Optional[int] = ..., deduplicated: _Optional[bool] = ..., segments_read: _Optional[int] = ..., traces_scanned: _Optional[int] = ..., traces_matched: _Optional[int] = ..., duplicates_dropped: _Optional[int] = ...) -> None: ...

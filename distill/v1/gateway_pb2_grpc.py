@@ -111,6 +111,16 @@ class GatewayServiceStub:
                 request_serializer=distill_dot_v1_dot_gateway__pb2.RollbackAliasRequest.SerializeToString,
                 response_deserializer=distill_dot_v1_dot_gateway__pb2.RollbackAliasResponse.FromString,
                 _registered_method=True)
+        self.ListTraceDays = channel.unary_unary(
+                '/distill.v1.GatewayService/ListTraceDays',
+                request_serializer=distill_dot_v1_dot_gateway__pb2.ListTraceDaysRequest.SerializeToString,
+                response_deserializer=distill_dot_v1_dot_gateway__pb2.ListTraceDaysResponse.FromString,
+                _registered_method=True)
+        self.CreateDatasetFromTraces = channel.unary_unary(
+                '/distill.v1.GatewayService/CreateDatasetFromTraces',
+                request_serializer=distill_dot_v1_dot_gateway__pb2.CreateDatasetFromTracesRequest.SerializeToString,
+                response_deserializer=distill_dot_v1_dot_gateway__pb2.CreateDatasetFromTracesResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -224,6 +234,22 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTraceDays(self, request, context):
+        """Traces: what the router recorded of an alias's traffic, one folder per UTC day.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateDatasetFromTraces(self, request, context):
+        """A dataset from an alias's traces (time window, filters, deduplication, a row cap and a
+        sampling seed), stored like an upload: its reference goes into a DistillRequest as it is.
+        INVALID_ARGUMENT when no trace matches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -301,6 +327,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.RollbackAlias,
                     request_deserializer=distill_dot_v1_dot_gateway__pb2.RollbackAliasRequest.FromString,
                     response_serializer=distill_dot_v1_dot_gateway__pb2.RollbackAliasResponse.SerializeToString,
+            ),
+            'ListTraceDays': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTraceDays,
+                    request_deserializer=distill_dot_v1_dot_gateway__pb2.ListTraceDaysRequest.FromString,
+                    response_serializer=distill_dot_v1_dot_gateway__pb2.ListTraceDaysResponse.SerializeToString,
+            ),
+            'CreateDatasetFromTraces': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDatasetFromTraces,
+                    request_deserializer=distill_dot_v1_dot_gateway__pb2.CreateDatasetFromTracesRequest.FromString,
+                    response_serializer=distill_dot_v1_dot_gateway__pb2.CreateDatasetFromTracesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -710,6 +746,60 @@ class GatewayService:
             '/distill.v1.GatewayService/RollbackAlias',
             distill_dot_v1_dot_gateway__pb2.RollbackAliasRequest.SerializeToString,
             distill_dot_v1_dot_gateway__pb2.RollbackAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTraceDays(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/distill.v1.GatewayService/ListTraceDays',
+            distill_dot_v1_dot_gateway__pb2.ListTraceDaysRequest.SerializeToString,
+            distill_dot_v1_dot_gateway__pb2.ListTraceDaysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDatasetFromTraces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/distill.v1.GatewayService/CreateDatasetFromTraces',
+            distill_dot_v1_dot_gateway__pb2.CreateDatasetFromTracesRequest.SerializeToString,
+            distill_dot_v1_dot_gateway__pb2.CreateDatasetFromTracesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from distill.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.metrics import GatewayMetrics
 from services.common.server import Service
+from services.common.traces.layout import DEFAULT_PROJECT
+from services.gateway import trace_datasets
 from services.gateway.aliases import Aliases
 from services.gateway.deletion import delete_job
 from services.gateway.events import JobEvents, LogRecorder
@@ -73,6 +76,14 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
     async def DownloadArtifact(self, request, context):  # noqa: N802
         async for part in download_artifact(request.uri, self.jobs.artifacts):
             yield part
+
+    async def ListTraceDays(self, request, context):  # noqa: N802
+        return await asyncio.to_thread(trace_datasets.list_days, self.jobs.artifacts,
+                                       DEFAULT_PROJECT, request.alias)
+
+    async def CreateDatasetFromTraces(self, request, context):  # noqa: N802
+        return await asyncio.to_thread(trace_datasets.create, self.jobs.artifacts, request,
+                                       DEFAULT_PROJECT, time.time())
 
     async def SetAlias(self, request, context):  # noqa: N802
         alias = self.aliases.set(request.name, request.target, request.expected_version)

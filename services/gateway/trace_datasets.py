@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 
 from distill.v1 import gateway_pb2
 from services.common.errors import InvalidArgument
+from services.common.specs.names import alias_name
 from services.common.storage import ArtifactStore
 from services.common.traces import layout
 from services.common.traces.records import TARGETS, prompt_digest
 from services.gateway.uploads import store_dataset
 
 MAX_WINDOW_DAYS = 366
+DEFAULT_WINDOW_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,47 @@ class TraceQuery:
                 and all(tags.get(k) == v for k, v in self.tags.items()))
 
 
+def query_from_request(request: gateway_pb2.CreateDatasetFromTracesRequest, project: str,
+                       now: float) -> TraceQuery:
+    until = request.end_time.ToSeconds() if request.HasField("end_time") else now
+    since = (request.start_time.ToSeconds() if request.HasField("start_time")
+             else until - DEFAULT_WINDOW_DAYS * 86400)
+    return TraceQuery(project=project, alias=alias_name(request.alias, "alias"), since=since,
+                      until=until, targets=frozenset(request.targets),
+                      fallbacks_only=request.fallbacks_only,
+                      validator_failed_only=request.validator_failed_only,
+                      tags=dict(request.tags), deduplicate=not request.keep_duplicates,
+                      max_rows=request.max_rows, seed=request.seed,
+                      answers_as_reference=request.answers_as_reference)
+
+
+def create(store: ArtifactStore, request: gateway_pb2.CreateDatasetFromTracesRequest,
+           project: str, now: float) -> gateway_pb2.CreateDatasetFromTracesResponse:
+    stored, counts = build(store, query_from_request(request, project, now))
+    return gateway_pb2.CreateDatasetFromTracesResponse(
+        dataset=stored.dataset, prompts=stored.prompts, deduplicated=stored.deduplicated,
+        segments_read=counts.segments, traces_scanned=counts.scanned,
+        traces_matched=counts.matched, duplicates_dropped=counts.duplicates)
+
+
+def list_days(store: ArtifactStore, project: str, alias: str) -> gateway_pb2.ListTraceDaysResponse:
+    days: dict[str, gateway_pb2.TraceDay] = {}
+    for key in store.list(layout.alias_prefix(project, alias_name(alias, "alias"))):
+        day = layout.day_from_key(key)
+        if day is None:
+            continue
+        entry = days.setdefault(day, gateway_pb2.TraceDay(day=day))
+        entry.segments += 1
+        entry.size_bytes += store.stat(key).size_bytes
+    return gateway_pb2.ListTraceDaysResponse(days=[days[d] for d in sorted(days)])
+
+
 @dataclass
 class Counts:
     segments: int = 0
     scanned: int = 0
     matched: int = 0
     duplicates: int = 0
-    kept: int = 0
 
 
 def segment_keys(store: ArtifactStore, query: TraceQuery) -> Iterator[str]:
@@ -93,7 +129,6 @@ def build(store: ArtifactStore, query: TraceQuery) -> tuple[gateway_pb2.UploadDa
         matched = os.path.join(folder, "matched.jsonl")
         offsets = _write_matches(store, query, matched, counts)
         chosen = _sample(offsets, query.max_rows, query.seed)
-        counts.kept = len(chosen)
         if not chosen:
             raise InvalidArgument(
                 f"no traces of alias {query.alias!r} match: {counts.scanned} scanned in "

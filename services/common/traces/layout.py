@@ -13,6 +13,8 @@ import uuid
 from services.common.errors import InvalidArgument
 
 FOLDER = "traces/"
+# The one project of an install without projects.
+DEFAULT_PROJECT = "default"
 _PROJECT = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
@@ -33,7 +33,7 @@ TRACES = Counter("distill_traces_total", "Traces by outcome: written, dropped (q
 class TracePolicy:
     """An alias's capture settings: whether to record at all, and what to redact first."""
     capture: bool = True
-    redactor: Redactor = Redactor()
+    redactor: Redactor = field(default_factory=Redactor)
 
 
 class TraceRecorder:
@@ -50,7 +50,7 @@ class TraceRecorder:
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
         self._write_lock = asyncio.Lock()  # segments are written one batch at a time, in order
-        self.written = self.dropped = self.failed = 0
+        self.dropped = self.failed = 0
 
     def record(self, trace: Trace) -> bool:
         """Queues `trace` (False: the alias does not capture, or the queue is full)."""
@@ -88,9 +88,8 @@ class TraceRecorder:
                 return
             try:
                 await asyncio.to_thread(self._write, batch)
-                self.written += len(batch)
                 TRACES.labels("written").inc(len(batch))
-            except Exception:  # noqa: BLE001 - a store outage loses traces, never requests
+            except Exception:
                 self.failed += len(batch)
                 TRACES.labels("failed").inc(len(batch))
                 log.exception("could not write %d traces", len(batch))

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 TARGETS = ("student", "teacher", "upstream")
-VALIDATOR_OUTCOMES = ("passed", "failed")
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class Trace:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
-    validator: str | None = None  # one of VALIDATOR_OUTCOMES; None: the alias has no validator
+    validator: str | None = None  # "passed" or "failed"; None: the alias has no validator
     fallback_reason: str | None = None  # why the teacher answered instead of the student
     tags: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
