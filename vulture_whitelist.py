@@ -22,6 +22,7 @@ _.ListAliases
 _.RollbackAlias
 _.ListTraceDays
 _.CreateDatasetFromTraces
+_.BuildAliasReport
 _.intercept_service  # grpc.aio.ServerInterceptor (services/common/interceptors.py)
 
 # Library protocols: a prometheus collector, an io.RawIOBase reader, pydantic-settings (its

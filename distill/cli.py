@@ -301,6 +301,11 @@ def cmd_alias(args: argparse.Namespace) -> int:
             alias = client.get_alias(args.name)
         elif args.alias_command == "rollback":
             alias = client.rollback_alias(args.name, args.to_version, args.expected_version)
+        elif args.alias_command == "report":
+            index = client.download_alias_report(
+                args.name, args.out or Path(f"distill-alias-{args.name}"), args.days)
+            print(index.resolve())  # plain, so scripts can open it
+            return 0
         else:
             for alias in client.list_aliases():
                 out.print(f"{alias.name}  v{alias.version}  {_target(alias.target)}")
@@ -438,6 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("name")
     rollback.add_argument("--to-version", type=int, default=0, help="default: the previous one")
     rollback.add_argument("--expected-version", type=int, default=0)
+    alias_report = alias_sub.add_parser("report", help="the alias page: traffic per target, "
+                                        "fallbacks, latency, cost, versions; prints its path")
+    alias_report.add_argument("name")
+    alias_report.add_argument("--days", type=int, default=0, help="the window (default 7)")
+    alias_report.add_argument("--out", type=Path,
+                              help="folder to write it into (default ./distill-alias-{name})")
     alias.set_defaults(func=cmd_alias)
     traces = sub.add_parser("traces", help="what the router recorded of an alias's traffic")
     traces_sub = traces.add_subparsers(dest="traces_command", required=True)

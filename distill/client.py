@@ -194,9 +194,12 @@ class Distiller:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"{job} has no report yet (state: {state}); the gateway writes it when the job "
                 "ends")
-        dest = Path(dest)
+        return self._download_folder(ref, Path(dest), f"{job}'s report")
+
+    def _download_folder(self, ref: common_pb2.ArtifactRef, dest: Path, what: str) -> Path:
+        """A report folder, file by file as its report.json lists them, checked against the
+        folder's digest; the path of its index.html."""
         dest.mkdir(parents=True, exist_ok=True)
-        # A folder artifact is downloaded file by file: report.json lists the folder's files.
         digests = {"report.json": self._fetch(ref.uri + "report.json", dest / "report.json")}
         files = json.loads((dest / "report.json").read_text(encoding="utf-8")).get("files", [])
         for name in files:
@@ -208,7 +211,7 @@ class Distiller:
         if ref.sha256 and _folder_digest(digests) != ref.sha256:
             raise DistillClientError(
                 grpc.StatusCode.DATA_LOSS,
-                f"{job}'s report at {ref.uri} does not match its ref (changed while downloading, "
+                f"{what} at {ref.uri} does not match its ref (changed while downloading, "
                 "or incomplete): try again")
         return dest / "index.html"
 
@@ -385,6 +388,14 @@ class Distiller:
             yield from page.aliases
             if not (token := page.next_page_token):
                 return
+
+    def download_alias_report(self, name: str, dest: str | Path,
+                              window_days: int = 0) -> Path:
+        """Renders the alias page over the last `window_days` (0: 7) and downloads it into the
+        folder `dest`; returns the path of its index.html."""
+        ref = self._call("BuildAliasReport", gateway_pb2.BuildAliasReportRequest(
+            name=name, window_days=window_days)).report
+        return self._download_folder(ref, Path(dest), f"alias {name}'s report")
 
     def rollback_alias(self, name: str, to_version: int = 0,
                        expected_version: int = 0) -> gateway_pb2.Alias:

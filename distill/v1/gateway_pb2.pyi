@@ -637,3 +637,17 @@ class CreateDatasetFromTracesResponse(_message.Message):
     traces_matched: int
     duplicates_dropped: int
     def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., prompts: _Optional[int] = ..., deduplicated: _Optional[bool] = ..., segments_read: _Optional[int] = ..., traces_scanned: _Optional[int] = ..., traces_matched: _Optional[int] = ..., duplicates_dropped: _Optional[int] = ...) -> None: ...
+
+class BuildAliasReportRequest(_message.Message):
+    __slots__ = ("name", "window_days")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_DAYS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    window_days: int
+    def __init__(self, name: _Optional[str] = ..., window_days: _Optional[int] = ...) -> None: ...
+
+class BuildAliasReportResponse(_message.Message):
+    __slots__ = ("report",)
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    report: _common_pb2.ArtifactRef
+    def __init__(self, report: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...

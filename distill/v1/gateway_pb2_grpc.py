@@ -121,6 +121,11 @@ class GatewayServiceStub:
                 request_serializer=distill_dot_v1_dot_gateway__pb2.CreateDatasetFromTracesRequest.SerializeToString,
                 response_deserializer=distill_dot_v1_dot_gateway__pb2.CreateDatasetFromTracesResponse.FromString,
                 _registered_method=True)
+        self.BuildAliasReport = channel.unary_unary(
+                '/distill.v1.GatewayService/BuildAliasReport',
+                request_serializer=distill_dot_v1_dot_gateway__pb2.BuildAliasReportRequest.SerializeToString,
+                response_deserializer=distill_dot_v1_dot_gateway__pb2.BuildAliasReportResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -250,6 +255,15 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BuildAliasReport(self, request, context):
+        """Renders the alias page from its traces (traffic per target over time, fallback rate,
+        validator pass rate, latency, cost per 1,000 requests, the version history) and returns
+        the folder's reference; download its files with DownloadArtifact.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -337,6 +351,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.CreateDatasetFromTraces,
                     request_deserializer=distill_dot_v1_dot_gateway__pb2.CreateDatasetFromTracesRequest.FromString,
                     response_serializer=distill_dot_v1_dot_gateway__pb2.CreateDatasetFromTracesResponse.SerializeToString,
+            ),
+            'BuildAliasReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildAliasReport,
+                    request_deserializer=distill_dot_v1_dot_gateway__pb2.BuildAliasReportRequest.FromString,
+                    response_serializer=distill_dot_v1_dot_gateway__pb2.BuildAliasReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -800,6 +819,33 @@ class GatewayService:
             '/distill.v1.GatewayService/CreateDatasetFromTraces',
             distill_dot_v1_dot_gateway__pb2.CreateDatasetFromTracesRequest.SerializeToString,
             distill_dot_v1_dot_gateway__pb2.CreateDatasetFromTracesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildAliasReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/distill.v1.GatewayService/BuildAliasReport',
+            distill_dot_v1_dot_gateway__pb2.BuildAliasReportRequest.SerializeToString,
+            distill_dot_v1_dot_gateway__pb2.BuildAliasReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

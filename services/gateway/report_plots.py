@@ -158,3 +158,39 @@ def cost_plot(lines: Sequence[tuple[str, float]], per_1k: Sequence[tuple[str, fl
         _bars(axes[1], model_names, [usd for _, usd in per_1k],
               title="cost per 1,000 requests (USD)", fmt=".4f")
     _save(fig, path)
+
+
+def traffic_plot(buckets: Sequence[str], series: dict[str, Sequence[int]], path: Path) -> None:
+    """The alias page: requests per time bucket, stacked by the target that answered."""
+    fig = _figure(11, 4)
+    ax = fig.subplots()
+    positions = list(range(len(buckets)))
+    bottom = [0] * len(buckets)
+    for name, counts in series.items():
+        ax.bar(positions, counts, bottom=bottom, label=name, width=0.9,
+               color=MODEL_COLORS.get(name, "#17becf"))
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    step = max(1, len(buckets) // 8)
+    ax.set_xticks(positions[::step], [b[5:16].replace("T", " ") for b in buckets[::step]],
+                  fontsize=8)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("requests")
+    ax.set_title("requests by target (UTC)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def targets_plot(targets: Sequence[dict[str, Any]], path: Path) -> None:
+    """The alias page: each target's median latency, cost per 1,000 requests and validator
+    pass rate."""
+    names = [t["target"] for t in targets]
+    fig = _figure(12, 4)
+    axes = fig.subplots(1, 3)
+    _bars(axes[0], names, [t["latency_p50_seconds"] for t in targets],
+          title="median latency (s)", fmt=".3f")
+    _bars(axes[1], names, [t["cost_per_1k_requests_usd"] for t in targets],
+          title="cost per 1,000 requests (USD)", fmt=".4f")
+    _bars(axes[2], names, [t["validator_pass_rate"] for t in targets],
+          title="validator pass rate", fmt=".0%", ylim=1.1)
+    _save(fig, path)

@@ -12,6 +12,7 @@ from services.common.metrics import GatewayMetrics
 from services.common.server import Service
 from services.common.traces.layout import DEFAULT_PROJECT
 from services.gateway import trace_datasets
+from services.gateway.alias_report import alias_window_days, build_alias_report
 from services.gateway.aliases import Aliases
 from services.gateway.deletion import delete_job
 from services.gateway.events import JobEvents, LogRecorder
@@ -84,6 +85,13 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
     async def CreateDatasetFromTraces(self, request, context):  # noqa: N802
         return await asyncio.to_thread(trace_datasets.create, self.jobs.artifacts, request,
                                        DEFAULT_PROJECT, time.time())
+
+    async def BuildAliasReport(self, request, context):  # noqa: N802
+        alias = self.aliases.get(request.name)
+        report = await asyncio.to_thread(
+            build_alias_report, alias, self.jobs.artifacts, DEFAULT_PROJECT, time.time(),
+            alias_window_days(request.window_days))
+        return gateway_pb2.BuildAliasReportResponse(report=report)
 
     async def SetAlias(self, request, context):  # noqa: N802
         alias = self.aliases.set(request.name, request.target, request.expected_version)

@@ -139,29 +139,36 @@ def build(store: ArtifactStore, query: TraceQuery) -> tuple[gateway_pb2.UploadDa
     return stored, counts
 
 
+def matching_lines(store: ArtifactStore, query: TraceQuery,
+                   counts: Counts | None = None) -> Iterator[dict]:
+    """The window's traces that pass the filters, oldest segment first, one line at a time."""
+    counts = counts if counts is not None else Counts()
+    for key in segment_keys(store, query):
+        counts.segments += 1
+        with store.open(key) as reader:
+            for raw in io.BufferedReader(reader):
+                counts.scanned += 1
+                line = json.loads(raw)
+                if query.matches(line):
+                    counts.matched += 1
+                    yield line
+
+
 def _write_matches(store: ArtifactStore, query: TraceQuery, path: str,
                    counts: Counts) -> list[int]:
     seen: set[bytes] = set()
     offsets: list[int] = []
     with open(path, "wb") as out:
-        for key in segment_keys(store, query):
-            counts.segments += 1
-            with store.open(key) as reader:
-                for raw in io.BufferedReader(reader):
-                    counts.scanned += 1
-                    line = json.loads(raw)
-                    if not query.matches(line):
-                        continue
-                    counts.matched += 1
-                    if query.deduplicate:
-                        digest = prompt_digest(line)
-                        if digest in seen:
-                            counts.duplicates += 1
-                            continue
-                        seen.add(digest)
-                    offsets.append(out.tell())
-                    row = dataset_row(line, query.answers_as_reference)
-                    out.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        for line in matching_lines(store, query, counts):
+            if query.deduplicate:
+                digest = prompt_digest(line)
+                if digest in seen:
+                    counts.duplicates += 1
+                    continue
+                seen.add(digest)
+            offsets.append(out.tell())
+            row = dataset_row(line, query.answers_as_reference)
+            out.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
     return offsets
 
 

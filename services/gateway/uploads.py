@@ -62,7 +62,7 @@ def store_dataset(path: str, sha256: str, store: ArtifactStore,
 
 
 DOWNLOAD_CHUNK = 1024 * 1024
-_DOWNLOADABLE = ("datasets/", JOBS_FOLDER)
+_DOWNLOADABLE = ("datasets/", JOBS_FOLDER, "aliases/")
 
 
 async def download_artifact(uri: str, store: ArtifactStore) -> AsyncIterator[
@@ -70,8 +70,8 @@ async def download_artifact(uri: str, store: ArtifactStore) -> AsyncIterator[
     """The artifact's ref, then its bytes (sha256 verified by the store at the end)."""
     key = store.key_from_uri(uri)
     if not key.startswith(_DOWNLOADABLE) or key.endswith("/"):
-        raise InvalidArgument(f"uri: only files under datasets/ and jobs/ can be downloaded, "
-                              f"got {uri!r}")
+        raise InvalidArgument("uri: only files under datasets/, jobs/ and aliases/ can be "
+                              f"downloaded, got {uri!r}")
     stored = await asyncio.to_thread(store.stat, key)
     yield gateway_pb2.DownloadArtifactResponse(artifact=stored.as_proto())
     chunks = store.iter_chunks(key, DOWNLOAD_CHUNK)

@@ -39,6 +39,7 @@ class Trace:
     fallback_reason: str | None = None  # why the teacher answered instead of the student
     tags: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
+    shadow: bool = False  # a shadow target's answer: recorded and judged, never sent back
 
     def redacted(self, redact) -> Trace:  # redact: str -> str
         return replace(self, messages=tuple((r, redact(c)) for r, c in self.messages),
@@ -60,6 +61,7 @@ def to_line(trace: Trace) -> dict[str, Any]:
         "fallback_reason": trace.fallback_reason,
         "tags": dict(trace.tags),
         "request_id": trace.request_id,
+        "shadow": trace.shadow,
     }
 
 
