@@ -82,7 +82,7 @@ class EvalSettings(_message.Message):
     def __init__(self, held_out: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., holdout_fraction: _Optional[float] = ..., promote_min_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., promote_min_pass_rate: _Optional[float] = ...) -> None: ...
 
 class DistillSpec(_message.Message):
-    __slots__ = ("display_name", "dataset", "task_type", "teacher", "n_samples", "system_prompt", "limits", "judge", "student_model", "lora", "bond", "training", "export", "eval", "budget_usd", "promote_alias")
+    __slots__ = ("display_name", "dataset", "task_type", "teacher", "n_samples", "system_prompt", "limits", "judge", "student_model", "lora", "bond", "training", "export", "eval", "budget_usd", "promote_alias", "progressive")
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class DistillSpec(_message.Message):
     EVAL_FIELD_NUMBER: _ClassVar[int]
     BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
     PROMOTE_ALIAS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESSIVE_FIELD_NUMBER: _ClassVar[int]
     display_name: str
     dataset: _common_pb2.ArtifactRef
     task_type: TaskType
@@ -115,7 +116,22 @@ class DistillSpec(_message.Message):
     eval: EvalSettings
     budget_usd: float
     promote_alias: str
-    def __init__(self, display_name: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., n_samples: _Optional[int] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[_common_pb2.RateLimits, _Mapping]] = ..., judge: _Optional[_Union[_judge_pb2.JudgeConfig, _Mapping]] = ..., student_model: _Optional[str] = ..., lora: _Optional[_Union[_common_pb2.LoraSettings, _Mapping]] = ..., bond: _Optional[_Union[_common_pb2.BondSettings, _Mapping]] = ..., training: _Optional[_Union[_common_pb2.TrainingSettings, _Mapping]] = ..., export: _Optional[_Union[_common_pb2.ExportSettings, _Mapping]] = ..., eval: _Optional[_Union[EvalSettings, _Mapping]] = ..., budget_usd: _Optional[float] = ..., promote_alias: _Optional[str] = ...) -> None: ...
+    progressive: ProgressivePromotion
+    def __init__(self, display_name: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., n_samples: _Optional[int] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[_common_pb2.RateLimits, _Mapping]] = ..., judge: _Optional[_Union[_judge_pb2.JudgeConfig, _Mapping]] = ..., student_model: _Optional[str] = ..., lora: _Optional[_Union[_common_pb2.LoraSettings, _Mapping]] = ..., bond: _Optional[_Union[_common_pb2.BondSettings, _Mapping]] = ..., training: _Optional[_Union[_common_pb2.TrainingSettings, _Mapping]] = ..., export: _Optional[_Union[_common_pb2.ExportSettings, _Mapping]] = ..., eval: _Optional[_Union[EvalSettings, _Mapping]] = ..., budget_usd: _Optional[float] = ..., promote_alias: _Optional[str] = ..., progressive: _Optional[_Union[ProgressivePromotion, _Mapping]] = ...) -> None: ...
+
+class ProgressivePromotion(_message.Message):
+    __slots__ = ("enabled", "canary_percents", "skip_shadow", "window_requests", "min_ratio")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    CANARY_PERCENTS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_SHADOW_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MIN_RATIO_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    canary_percents: _containers.RepeatedScalarFieldContainer[int]
+    skip_shadow: bool
+    window_requests: int
+    min_ratio: float
+    def __init__(self, enabled: _Optional[bool] = ..., canary_percents: _Optional[_Iterable[int]] = ..., skip_shadow: _Optional[bool] = ..., window_requests: _Optional[int] = ..., min_ratio: _Optional[float] = ...) -> None: ...
 
 class EstimateRequest(_message.Message):
     __slots__ = ("spec", "batch_api")
@@ -482,38 +498,44 @@ class AliasTarget(_message.Message):
     def __init__(self, job: _Optional[str] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., gguf: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class AliasVersion(_message.Message):
-    __slots__ = ("version", "target", "create_time")
+    __slots__ = ("version", "target", "routing", "create_time")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     version: int
     target: AliasTarget
+    routing: AliasRouting
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, version: _Optional[int] = ..., target: _Optional[_Union[AliasTarget, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., target: _Optional[_Union[AliasTarget, _Mapping]] = ..., routing: _Optional[_Union[AliasRouting, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Alias(_message.Message):
-    __slots__ = ("name", "version", "target", "history", "update_time")
+    __slots__ = ("name", "version", "target", "routing", "history", "update_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     target: AliasTarget
+    routing: AliasRouting
     history: _containers.RepeatedCompositeFieldContainer[AliasVersion]
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., target: _Optional[_Union[AliasTarget, _Mapping]] = ..., history: _Optional[_Iterable[_Union[AliasVersion, _Mapping]]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., target: _Optional[_Union[AliasTarget, _Mapping]] = ..., routing: _Optional[_Union[AliasRouting, _Mapping]] = ..., history: _Optional[_Iterable[_Union[AliasVersion, _Mapping]]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SetAliasRequest(_message.Message):
-    __slots__ = ("name", "target", "expected_version")
+    __slots__ = ("name", "target", "routing", "expected_version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     target: AliasTarget
+    routing: AliasRouting
     expected_version: int
-    def __init__(self, name: _Optional[str] = ..., target: _Optional[_Union[AliasTarget, _Mapping]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., target: _Optional[_Union[AliasTarget, _Mapping]] = ..., routing: _Optional[_Union[AliasRouting, _Mapping]] = ..., expected_version: _Optional[int] = ...) -> None: ...
 
 class SetAliasResponse(_message.Message):
     __slots__ = ("alias",)
@@ -651,3 +673,45 @@ class BuildAliasReportResponse(_message.Message):
     REPORT_FIELD_NUMBER: _ClassVar[int]
     report: _common_pb2.ArtifactRef
     def __init__(self, report: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
+
+class AliasRouting(_message.Message):
+    __slots__ = ("canary", "shadows", "validator", "capture")
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    SHADOWS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATOR_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_FIELD_NUMBER: _ClassVar[int]
+    canary: _containers.RepeatedCompositeFieldContainer[WeightedTarget]
+    shadows: _containers.RepeatedCompositeFieldContainer[AliasTarget]
+    validator: AliasValidator
+    capture: TraceCapture
+    def __init__(self, canary: _Optional[_Iterable[_Union[WeightedTarget, _Mapping]]] = ..., shadows: _Optional[_Iterable[_Union[AliasTarget, _Mapping]]] = ..., validator: _Optional[_Union[AliasValidator, _Mapping]] = ..., capture: _Optional[_Union[TraceCapture, _Mapping]] = ...) -> None: ...
+
+class WeightedTarget(_message.Message):
+    __slots__ = ("target", "percent")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    target: AliasTarget
+    percent: int
+    def __init__(self, target: _Optional[_Union[AliasTarget, _Mapping]] = ..., percent: _Optional[int] = ...) -> None: ...
+
+class AliasValidator(_message.Message):
+    __slots__ = ("judge", "labels", "max_latency_seconds", "fallback")
+    JUDGE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    judge: _common_pb2.JudgeSpec
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    max_latency_seconds: float
+    fallback: _common_pb2.ModelSpec
+    def __init__(self, judge: _Optional[_Union[_common_pb2.JudgeSpec, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., max_latency_seconds: _Optional[float] = ..., fallback: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ...) -> None: ...
+
+class TraceCapture(_message.Message):
+    __slots__ = ("disabled", "redact", "redact_patterns")
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    REDACT_FIELD_NUMBER: _ClassVar[int]
+    REDACT_PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    disabled: bool
+    redact: _containers.RepeatedScalarFieldContainer[str]
+    redact_patterns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, disabled: _Optional[bool] = ..., redact: _Optional[_Iterable[str]] = ..., redact_patterns: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -40,6 +40,7 @@ class Trace:
     tags: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
     shadow: bool = False  # a shadow target's answer: recorded and judged, never sent back
+    judge_score: float | None = None  # 0-10, when the alias's judge scored the answer
 
     def redacted(self, redact) -> Trace:  # redact: str -> str
         return replace(self, messages=tuple((r, redact(c)) for r, c in self.messages),
@@ -62,6 +63,7 @@ def to_line(trace: Trace) -> dict[str, Any]:
         "tags": dict(trace.tags),
         "request_id": trace.request_id,
         "shadow": trace.shadow,
+        "judge_score": trace.judge_score,
     }
 
 
