@@ -38,6 +38,9 @@ _close_models  # services/common/providers/local.py
 _.forward  # a torch.autograd.Function, and backward's gradient parameters (bond_loss.py)
 g_ref
 
+# Read by name with getattr (services/gateway/promotion.py: decide).
+_.validator_pass_rate
+
 # Attributes a library reads after we set them.
 _.model_max_length  # a transformers tokenizer (services/common/models.py)
 _.use_cache  # a transformers model config (services/trainer/backends/trl.py)

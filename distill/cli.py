@@ -295,8 +295,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_alias(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.alias_command == "set":
-            alias = client.set_alias(args.name, job=args.job, teacher=args.teacher,
-                                     expected_version=args.expected_version)
+            alias = client.set_alias(
+                args.name, job=args.job, teacher=args.teacher,
+                expected_version=args.expected_version, description=args.reason,
+                routing=json.loads(args.routing.read_text()) if args.routing else None)
         elif args.alias_command == "get":
             alias = client.get_alias(args.name)
         elif args.alias_command == "rollback":
@@ -436,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--teacher")
     alias_set.add_argument("--expected-version", type=int, default=0,
                            help="the version you last saw (0 to create)")
+    alias_set.add_argument("--reason", default="", help="why: kept in the version history")
+    alias_set.add_argument("--routing", type=Path,
+                           help="an AliasRouting as JSON: canary and shadow targets, validator, "
+                           "trace capture (see README)")
     alias_get = alias_sub.add_parser("get")
     alias_get.add_argument("name")
     alias_sub.add_parser("list")

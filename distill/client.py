@@ -368,15 +368,24 @@ class Distiller:
     # -- aliases -----------------------------------------------------------------------------
 
     def set_alias(self, name: str, *, job: str | None = None, teacher: str | None = None,
-                  expected_version: int = 0, description: str = "") -> gateway_pb2.Alias:
-        """Compare-and-swap: pass the version you last saw (0 to create); ABORTED if stale."""
+                  expected_version: int = 0, description: str = "",
+                  routing: gateway_pb2.AliasRouting | Mapping[str, Any] | None = None,
+                  ) -> gateway_pb2.Alias:
+        """Compare-and-swap: pass the version you last saw (0 to create); ABORTED if stale.
+        `routing` (an AliasRouting or its JSON form as a dict): canary and shadow targets, a
+        validator with a fallback teacher, trace capture and redaction."""
         target = gateway_pb2.AliasTarget(description=description)
         if job:
             target.job = job
         elif teacher:
             target.teacher.model = teacher
-        return self._call("SetAlias", gateway_pb2.SetAliasRequest(
-            name=name, target=target, expected_version=expected_version)).alias
+        request = gateway_pb2.SetAliasRequest(name=name, target=target,
+                                              expected_version=expected_version)
+        if isinstance(routing, Mapping):
+            json_format.ParseDict(routing, request.routing)
+        elif routing is not None:
+            request.routing.CopyFrom(routing)
+        return self._call("SetAlias", request).alias
 
     def get_alias(self, name: str) -> gateway_pb2.Alias:
         return self._call("GetAlias", gateway_pb2.GetAliasRequest(name=name)).alias

@@ -5,6 +5,7 @@ from __future__ import annotations
 from distill.v1 import gateway_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.specs.names import alias_name
+from services.common.specs.routing import routing as routing_spec
 from services.gateway.job_store import JobStore
 
 
@@ -12,13 +13,14 @@ class Aliases:
     def __init__(self, store: JobStore) -> None:
         self.store = store
 
-    def set(self, name: str, target: gateway_pb2.AliasTarget,
-            expected_version: int) -> gateway_pb2.Alias:
+    def set(self, name: str, target: gateway_pb2.AliasTarget, expected_version: int,
+            routing: gateway_pb2.AliasRouting | None = None) -> gateway_pb2.Alias:
         """Compare-and-swap: expected_version is the version the caller saw (0: must not exist)."""
         alias_name(name)
         if expected_version < 0:
             raise InvalidArgument(f"expected_version: must be >= 0, got {expected_version}")
-        return self.store.set_alias(name, self._checked(target), expected_version)
+        return self.store.set_alias(name, self._checked(target), expected_version,
+                                    self._checked_routing(routing))
 
     def get(self, name: str) -> gateway_pb2.Alias:
         return self.store.get_alias(alias_name(name))
@@ -44,7 +46,8 @@ class Aliases:
             raise FailedPrecondition(
                 f"alias {name!r} has no earlier version {to_version} to roll back to "
                 f"(versions 1..{alias.version}, current {alias.version})")
-        target = previous[to_version]
+        entry = next(e for e in alias.history if e.version == to_version)
+        target = entry.target
         if target.WhichOneof("target") == "job":
             try:
                 self.store.get_job(target.job)
@@ -52,20 +55,36 @@ class Aliases:
                 raise FailedPrecondition(
                     f"alias {name!r} version {to_version} points at {target.job}, which was "
                     "deleted: roll back to another version or set the alias to a job") from None
-        return self.store.set_alias(name, target, expected_version or None)
+        return self.store.set_alias(name, target, expected_version or None,
+                                    entry.routing if entry.HasField("routing") else None)
 
-    def _checked(self, target: gateway_pb2.AliasTarget) -> gateway_pb2.AliasTarget:
+    def _checked_routing(self, routing: gateway_pb2.AliasRouting | None,
+                         ) -> gateway_pb2.AliasRouting | None:
+        """The routing with its job targets resolved to their GGUFs, or None when unset."""
+        if routing is None or routing.ByteSize() == 0:
+            return None
+        rules = routing_spec(routing)
+        resolved = gateway_pb2.AliasRouting()
+        resolved.CopyFrom(routing)
+        for i, (target, _) in enumerate(rules.canary):
+            resolved.canary[i].target.CopyFrom(self._checked(target, f"routing.canary[{i}]"))
+        for i, target in enumerate(rules.shadows):
+            resolved.shadows[i].CopyFrom(self._checked(target, f"routing.shadows[{i}]"))
+        return resolved
+
+    def _checked(self, target: gateway_pb2.AliasTarget,
+                 field: str = "target") -> gateway_pb2.AliasTarget:
         kind = target.WhichOneof("target")
         if kind is None:
-            raise InvalidArgument("target: set job or teacher")
+            raise InvalidArgument(f"{field}: set job or teacher")
         if kind == "teacher":
             if not target.teacher.model:
-                raise InvalidArgument("target.teacher.model: required")
+                raise InvalidArgument(f"{field}.teacher.model: required")
             return target
         job = self.store.get_job(target.job)
         if job.state != gateway_pb2.JOB_STATE_SUCCEEDED:
             state = gateway_pb2.JobState.Name(job.state)
-            raise FailedPrecondition(f"target.job: {target.job} is {state}, not SUCCEEDED")
+            raise FailedPrecondition(f"{field}.job: {target.job} is {state}, not SUCCEEDED")
         resolved = gateway_pb2.AliasTarget()
         resolved.CopyFrom(target)
         if not resolved.HasField("gguf") and job.outputs.HasField("student_gguf"):

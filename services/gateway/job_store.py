@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS alias_versions (
     create_time REAL NOT NULL,
     PRIMARY KEY (name, version)
 );
+CREATE TABLE IF NOT EXISTS rollouts (
+    alias TEXT PRIMARY KEY,
+    rollout BLOB NOT NULL
+);
 """
 
 
@@ -83,6 +87,9 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(alias_versions)")}
+        if "routing" not in columns:  # databases from before alias routing
+            self._db.execute("ALTER TABLE alias_versions ADD COLUMN routing BLOB")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -192,8 +199,10 @@ class JobStore:
     # -- aliases ------------------------------------------------------------------------------
 
     def set_alias(self, name: str, target: gateway_pb2.AliasTarget,
-                  expected_version: int | None) -> gateway_pb2.Alias:
-        """Appends a version when the current one is `expected_version` (None skips the check)."""
+                  expected_version: int | None,
+                  routing: gateway_pb2.AliasRouting | None = None) -> gateway_pb2.Alias:
+        """Appends a version when the current one is `expected_version` (None skips the check).
+        Each version has its own routing (None: all traffic to `target`)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -205,9 +214,10 @@ class JobStore:
                         f"alias {name!r} does not exist (expected_version must be 0)"
                     )
                 self._db.execute(
-                    "INSERT INTO alias_versions (name, version, target, create_time) "
-                    "VALUES (?,?,?,?)", (name, current + 1, target.SerializeToString(), time.time())
-                )
+                    "INSERT INTO alias_versions (name, version, target, create_time, routing) "
+                    "VALUES (?,?,?,?,?)",
+                    (name, current + 1, target.SerializeToString(), time.time(),
+                     routing.SerializeToString() if routing is not None else None))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -232,6 +242,22 @@ class JobStore:
         token = _page_token(0.0, names[size - 1]) if len(names) > size else ""
         return aliases, token
 
+    # -- progressive promotions (services/gateway/rollouts.py) ---------------------------------
+
+    def save_rollout(self, alias: str, rollout: bytes) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO rollouts (alias, rollout) VALUES (?,?)",
+                             (alias, rollout))
+
+    def delete_rollout(self, alias: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM rollouts WHERE alias = ?", (alias,))
+
+    def rollouts(self) -> list[bytes]:
+        with self._lock:
+            return [row[0] for row in self._db.execute(
+                "SELECT rollout FROM rollouts ORDER BY alias")]
+
     def _current_version(self, name: str) -> int:
         row = self._db.execute("SELECT MAX(version) FROM alias_versions WHERE name = ?",
                                (name,)).fetchone()
@@ -239,15 +265,19 @@ class JobStore:
 
     def _alias(self, name: str) -> gateway_pb2.Alias:
         alias = gateway_pb2.Alias(name=name)
-        for version, target, created in self._db.execute(
-            "SELECT version, target, create_time FROM alias_versions WHERE name = ? "
+        for version, target, created, routing in self._db.execute(
+            "SELECT version, target, create_time, routing FROM alias_versions WHERE name = ? "
             "ORDER BY version", (name,)
         ):
             entry = alias.history.add(version=version,
                                       target=gateway_pb2.AliasTarget.FromString(target))
+            if routing is not None:
+                entry.routing.ParseFromString(routing)
             entry.create_time.FromNanoseconds(int(created * 1e9))
         latest = alias.history[-1]
         alias.version = latest.version
         alias.target.CopyFrom(latest.target)
+        if latest.HasField("routing"):
+            alias.routing.CopyFrom(latest.routing)
         alias.update_time.CopyFrom(latest.create_time)
         return alias

@@ -27,7 +27,7 @@ class LiveStats:
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # "hold", "advance", "rollback" or "done"
+    action: str  # "hold", "advance", "rollback" or "done" (advanced to the last step)
     step: int  # the step the alias is at after the action
     reason: str
 
@@ -56,21 +56,23 @@ def decide(plan: Progressive, step: int, student: LiveStats, teacher: LiveStats)
     if not compared:
         return Decision("hold", step, f"{where}: nothing to compare the student on: give the "
                         "alias a validator or a judge")
-    if step == len(plan.steps) - 1:
-        return Decision("done", step, f"{where}: kept: {'; '.join(compared)}")
-    nxt = step + 1
-    return Decision("advance", nxt, f"advanced to step {nxt + 1} ({step_name(plan, nxt)}): "
-                    f"{'; '.join(compared)} over the last {need} requests")
+    nxt = min(step + 1, len(plan.steps) - 1)
+    # The last step (all traffic on the student) leaves nothing to compare: reaching it ends it.
+    action = "done" if nxt == len(plan.steps) - 1 else "advance"
+    return Decision(action, nxt, f"step {nxt + 1} of {len(plan.steps)} "
+                    f"({step_name(plan, nxt)}): {'; '.join(compared)} over the last {need} "
+                    "requests")
 
 
 def live_stats(store: ArtifactStore, project: str, alias: str, since: float, until: float,
                window: int) -> dict[str, LiveStats]:
-    """Per target ("student", "teacher", ...), its last `window` answers since `since`."""
+    """Per model that answered (a student's job name, a teacher's model id: `served_by.model`),
+    its last `window` answers since `since`."""
     recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
     counts: dict[str, int] = defaultdict(int)
     query = TraceQuery(project=project, alias=alias, since=since, until=until)
     for line in matching_lines(store, query):
-        target = (line.get("served_by") or {}).get("target", "unknown")
+        target = (line.get("served_by") or {}).get("model", "")
         counts[target] += 1
         recent[target].append((line.get("validator"), line.get("judge_score")))
     stats = {}

@@ -24,11 +24,13 @@ from services.common import errors
 from services.common.datasets import load_dataset
 from services.common.specs.export import DEFAULT_QUANTIZATIONS, QUANT_ENUMS
 from services.common.specs.names import job_id_of
+from services.common.specs.routing import progressive
 from services.common.spend import Spend
 from services.common.storage import ArtifactStore
 from services.gateway import evaluation, events, report, stages
 from services.gateway.aliases import Aliases
 from services.gateway.lifecycle import Lifecycle
+from services.gateway.rollouts import Rollouts
 
 log = logging.getLogger("distill.gateway.runner")
 DEFAULT_QUANT = QUANT_ENUMS[DEFAULT_QUANTIZATIONS[0]]
@@ -46,6 +48,7 @@ class JobRunner:
         self.clients = clients
         self.artifacts = artifacts
         self.aliases = aliases
+        self.rollouts = Rollouts(aliases, artifacts)
         self.trainer_wait_seconds = trainer_wait_seconds
         self.serving_usd_per_hour = serving_usd_per_hour
         self.tasks: dict[str, asyncio.Task] = {}
@@ -265,6 +268,11 @@ class JobRunner:
             return
         target = gateway_pb2.AliasTarget(job=job.name, gguf=job.outputs.student_gguf,
                                          description=job.spec.display_name)
+        plan = progressive(job.spec.progressive)
+        if plan is not None and (alias := self.rollouts.start(job, plan, target)) is not None:
+            job.promoted_alias_version = alias.version
+            job.evaluation.promotion_reason += f"; {alias.history[-1].target.description}"
+            return
         for _ in range(3):  # compare-and-swap against concurrent changes
             try:
                 current = self.aliases.get(name).version

@@ -94,7 +94,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.BuildAliasReportResponse(report=report)
 
     async def SetAlias(self, request, context):  # noqa: N802
-        alias = self.aliases.set(request.name, request.target, request.expected_version)
+        alias = self.aliases.set(request.name, request.target, request.expected_version,
+                                 request.routing if request.HasField("routing") else None)
         return gateway_pb2.SetAliasResponse(alias=alias)
 
     async def GetAlias(self, request, context):  # noqa: N802
@@ -136,13 +137,19 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
     jobs = Jobs(lifecycle, hub, runner, clients, artifacts, settings.cache_dir)
     servicer = GatewayService(jobs, aliases, settings, events)
 
+    rollout_checks: list[asyncio.Task] = []
+
     async def shutdown() -> None:
+        for task in rollout_checks:
+            task.cancel()
         hub.close()
         await runner.shutdown()  # jobs stay non-terminal: the next gateway resumes them
 
     def started() -> None:
         trainers.start()  # the replica metrics from the start, not from the first training
         jobs.resume_unfinished()
+        rollout_checks.append(asyncio.get_running_loop().create_task(
+            runner.rollouts.run(settings.rollout_check_seconds)))
 
     async def stopped() -> None:
         await clients.close()  # the stage channels and the trainer pool's scheduler

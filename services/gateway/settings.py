@@ -42,6 +42,8 @@ class GatewaySettings(ServiceSettings):
     # What an hour of the machine serving a self-hosted model costs (USD): the evaluation's
     # cost per 1,000 requests of the student (and of a local teacher) is its latency times this.
     serving_usd_per_hour: float = Field(default=0.50, ge=0)
+    # Progressive promotions: seconds between looks at each one's live traffic.
+    rollout_check_seconds: float = Field(default=30.0, gt=0)
 
     @property
     def trainer_targets(self) -> list[str]:

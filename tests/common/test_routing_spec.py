@@ -9,6 +9,7 @@ import pytest
 
 from distill.v1 import common_pb2, gateway_pb2
 from services.common.errors import InvalidArgument
+from services.common.specs.distill import distill_plan
 from services.common.specs.routing import choose, progressive, routing, sticky_point
 
 TEACHER = gateway_pb2.AliasTarget(teacher=common_pb2.ModelSpec(model="gpt-4o-mini"))
@@ -83,3 +84,15 @@ def test_progressive_defaults_and_bounds():
         progressive(gateway_pb2.ProgressivePromotion(enabled=True, canary_percents=[5, 50]))
     with pytest.raises(InvalidArgument, match=r"spec\.progressive\.min_ratio: must be in"):
         progressive(gateway_pb2.ProgressivePromotion(enabled=True, min_ratio=-1))
+
+
+def test_a_job_promoted_step_by_step_needs_an_alias():
+    spec = gateway_pb2.DistillSpec(
+        dataset=common_pb2.ArtifactRef(uri="file:///d.jsonl"), student_model="smollm2-135m",
+        teacher=common_pb2.ModelSpec(model="gpt-4o-mini"),
+        progressive=gateway_pb2.ProgressivePromotion(enabled=True))
+    spec.judge.judge.llm.SetInParent()
+    with pytest.raises(InvalidArgument, match=r"spec\.progressive: needs promote_alias"):
+        distill_plan(spec)
+    spec.promote_alias = "bot"
+    assert distill_plan(spec).progressive.steps == (0, 5, 25, 50, 100)

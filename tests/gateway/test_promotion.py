@@ -27,9 +27,10 @@ def test_too_few_requests_hold():
 def test_at_the_ratio_advances_and_the_last_step_is_done():
     d = decide(PLAN, 0, GOOD, TEACHER)
     assert (d.action, d.step) == ("advance", 1)
-    assert d.reason.startswith("advanced to step 2 (10 % canary): validator pass rate 0.95 vs "
+    assert d.reason.startswith("step 2 of 3 (10 % canary): validator pass rate 0.95 vs "
                                "teacher 1 (x0.95 required); judge score 8 vs teacher 8.2")
-    assert decide(PLAN, 2, GOOD, TEACHER).action == "done"
+    done = decide(PLAN, 1, GOOD, TEACHER)
+    assert (done.action, done.step) == ("done", 2) and done.reason.startswith("step 3 of 3 (100")
 
 
 @pytest.mark.parametrize("student", [
@@ -52,7 +53,8 @@ async def test_live_stats_read_the_last_window_of_each_target(tmp_path):
     now = 1_764_720_000.0
 
     def add(target, i, validator, score=None):
-        recorder.record(Trace(project="default", served_by=ServedBy("bot", 1, target, "m"),
+        model = "jobs/new" if target == "student" else "gpt-4o"
+        recorder.record(Trace(project="default", served_by=ServedBy("bot", 1, target, model),
                               messages=(("user", "q"),), answer="a", created_at=now + i,
                               validator=validator, judge_score=score, shadow=target == "student"))
 
@@ -66,5 +68,5 @@ async def test_live_stats_read_the_last_window_of_each_target(tmp_path):
     await recorder.flush()
 
     stats = live_stats(store, "default", "bot", since=now, until=now + 60, window=10)
-    assert stats["student"] == LiveStats(requests=15, validator_pass_rate=0.9, judge_score=8.0)
-    assert stats["teacher"] == LiveStats(requests=12, validator_pass_rate=1.0, judge_score=9.0)
+    assert stats["jobs/new"] == LiveStats(requests=15, validator_pass_rate=0.9, judge_score=8.0)
+    assert stats["gpt-4o"] == LiveStats(requests=12, validator_pass_rate=1.0, judge_score=9.0)

@@ -16,6 +16,7 @@ from services.common.specs import generate, names
 from services.common.specs.export import ExportSettings, export_settings
 from services.common.specs.fields import float_field
 from services.common.specs.judge import JudgeSpec, judge_spec
+from services.common.specs.routing import Progressive, progressive
 from services.common.specs.train import TrainSettings, student_model, train_settings
 
 DEFAULT_HOLDOUT_FRACTION = 0.1
@@ -55,6 +56,7 @@ class DistillPlan:
     eval: EvalSpec
     budget_usd: float | None
     promote_alias: str  # "": no promotion
+    progressive: Progressive | None  # None: promote all at once
 
 
 def distill_plan(spec: gateway_pb2.DistillSpec, field: str = "spec") -> DistillPlan:
@@ -65,6 +67,10 @@ def distill_plan(spec: gateway_pb2.DistillSpec, field: str = "spec") -> DistillP
     samples = generate.n_samples(spec.n_samples, f"{field}.n_samples")
     if spec.HasField("budget_usd") and not spec.budget_usd > 0:
         raise InvalidArgument(f"{field}.budget_usd: must be > 0, got {spec.budget_usd}")
+    rollout = progressive(spec.progressive, f"{field}.progressive")
+    if rollout is not None and not spec.promote_alias:
+        raise InvalidArgument(f"{field}.progressive: needs promote_alias (the alias to promote "
+                              "step by step)")
     return DistillPlan(
         task_type=spec.task_type,
         n_samples=samples,
@@ -80,6 +86,7 @@ def distill_plan(spec: gateway_pb2.DistillSpec, field: str = "spec") -> DistillP
         budget_usd=spec.budget_usd if spec.HasField("budget_usd") else None,
         promote_alias=(names.alias_name(spec.promote_alias, f"{field}.promote_alias")
                        if spec.promote_alias else ""),
+        progressive=rollout,
     )
 
 

@@ -21,7 +21,7 @@ class ServedBy:
     alias: str
     version: int
     target: str  # one of TARGETS
-    model: str
+    model: str  # a student's job name ("jobs/{id}"), a teacher's or upstream's model id
 
 
 @dataclass(frozen=True)
