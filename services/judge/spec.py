@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import jsonschema
-
+from services.common.answer_checks import schema_validator
 from services.common.errors import InvalidArgument
-from services.common.safe_regex import re2_validator
 from services.common.specs import judge as specs
 from services.judge.composite import Component, CompositeJudge, Judge
 from services.judge.llm_judge import Complete, LlmJudge
@@ -24,8 +22,7 @@ def build_judge(spec: specs.JudgeKind, make_complete: CompleteFactory | None) ->
     if isinstance(spec, specs.RegexJudgeSpec):
         return RegexJudge(spec.pattern, spec.full_match)
     if isinstance(spec, specs.JsonSchemaJudgeSpec):
-        cls = jsonschema.validators.validator_for(spec.schema)
-        return JsonSchemaJudge(re2_validator(cls, spec.schema, spec.field))
+        return JsonSchemaJudge(schema_validator(spec))
     if isinstance(spec, specs.LengthJudgeSpec):
         return LengthJudge(spec.min_chars, spec.max_chars)
     if isinstance(spec, specs.LlmJudgeSpec):

@@ -96,3 +96,26 @@ def test_a_job_promoted_step_by_step_needs_an_alias():
         distill_plan(spec)
     spec.promote_alias = "bot"
     assert distill_plan(spec).progressive.steps == (0, 5, 25, 50, 100)
+
+
+def test_a_validator_checks_labels_the_programmatic_judge_and_latency():
+    schema = '{"type": "object", "required": ["label"]}'
+    rules = routing(gateway_pb2.AliasRouting(validator=gateway_pb2.AliasValidator(
+        labels=["Positive", "negative"], max_latency_seconds=1.5,
+        judge=common_pb2.JudgeSpec(composite=common_pb2.CompositeJudge(components=[
+            common_pb2.WeightedJudge(weight=1, judge=common_pb2.JudgeSpec(
+                length=common_pb2.LengthJudge(max_chars=40))),
+            common_pb2.WeightedJudge(weight=1, judge=common_pb2.JudgeSpec(
+                regex=common_pb2.RegexJudge(pattern=r"^\w+\.?$", full_match=True)))])))))
+    check = rules.validator.check
+    assert check("Positive.", 0.2) == (True, "passed")
+    ok, why = check("neutral", 0.2)
+    assert not ok and why == "label 'neutral' is not one of the labels"
+    ok, why = check("negative, clearly negative and nothing else at all here", 3.0)
+    assert not ok and why.startswith("took 3.00 s, over the 1.5 s limit; ")
+    assert "chars, bounds [-, 40]" in why and "regex /^\\w+\\.?$/" in why
+    json_rules = routing(gateway_pb2.AliasRouting(validator=gateway_pb2.AliasValidator(
+        judge=common_pb2.JudgeSpec(json_schema=common_pb2.JsonSchemaJudge(schema_json=schema)))))
+    assert json_rules.validator.check('```json\n{"label": "x"}\n```', 0)[0]
+    assert json_rules.validator.check('{"other": 1}', 0) == (
+        False, "schema violation at (root): 'label' is a required property")

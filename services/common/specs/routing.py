@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 
 from distill.v1 import common_pb2, gateway_pb2
+from services.common.answer_checks import Check, label_in, programmatic_check
 from services.common.errors import InvalidArgument
 from services.common.specs.fields import float_value
 from services.common.specs.judge import (
@@ -37,10 +38,22 @@ PROGRAMMATIC = (RegexJudgeSpec, JsonSchemaJudgeSpec, LengthJudgeSpec)
 
 @dataclass(frozen=True)
 class Validator:
-    judge: JudgeKind | None
-    labels: frozenset[str]
+    judge: Check | None  # the programmatic judge, compiled
+    labels: frozenset[str]  # case-folded; empty: any
     max_latency_seconds: float  # 0: no limit
     fallback: common_pb2.ModelSpec | None
+
+    def check(self, text: str, latency_seconds: float) -> tuple[bool, str]:
+        """Whether an answer passes, and if not, every reason why."""
+        failed = []
+        if self.max_latency_seconds and latency_seconds > self.max_latency_seconds:
+            failed.append(f"took {latency_seconds:.2f} s, over the "
+                          f"{self.max_latency_seconds:g} s limit")
+        for ok, why in ([label_in(self.labels, text)] if self.labels else []) + (
+                [self.judge(text)] if self.judge else []):
+            if not ok:
+                failed.append(why)
+        return not failed, "; ".join(failed) or "passed"
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,7 @@ def validator(msg: gateway_pb2.AliasValidator, field: str = "validator") -> Vali
         if not _programmatic(judge):
             raise InvalidArgument(f"{field}.judge: a validator runs on every request, so only "
                                   "regex, json_schema, length or a composite of them")
+        judge = programmatic_check(judge)
     if len(msg.labels) > MAX_LABELS:
         raise InvalidArgument(f"{field}.labels: at most {MAX_LABELS}")
     labels = frozenset(label.strip().casefold() for label in msg.labels)
