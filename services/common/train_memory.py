@@ -90,7 +90,7 @@ def training_job(config: TrainSettings, backend: str, device_type: str, *,
         sequence_length=config.max_seq_length, batch_size=config.batch_size,
         lora_r=config.lora.r, beta=config.bond.beta, gamma=config.bond.gamma,
         precision=precision, device="cuda" if device_type == "cuda" else "cpu",
-        gradient_checkpointing=backend == "unsloth")
+        gradient_checkpointing=True)  # both backends checkpoint (trl.py, unsloth.py)
 
 
 def check(model_dir: Path, config: TrainSettings, backend: str, device_type: str,

@@ -244,10 +244,10 @@ def _peak_vram(out, spec, student: str, params: int, prompt_tokens: list[int],
     job = training_memory.TrainingJob(
         sequence_length=max(length, 1), batch_size=training.batch_size,
         lora_r=training.lora.r, beta=beta, gamma=gamma,
-        precision="bfloat16" if trl else "4bit", device="cuda", gradient_checkpointing=not trl)
+        precision="bfloat16" if trl else "4bit", device="cuda", gradient_checkpointing=True)
     peak = training_memory.peak_memory(shape, job)
     out.peak_vram_gb = peak.total_gb
-    base = "bf16 base (trl backend)" if trl else \
+    base = "bf16 base with gradient checkpointing (trl backend)" if trl else \
         "4-bit base with gradient checkpointing (unsloth backend)"
     out.assumptions.append(
         f"peak VRAM {peak.total_gb} GB for {student} on a {base}, batch {job.batch_size} x "

@@ -2,9 +2,9 @@
 
 The name is the contract's (TRAINER_BACKEND_TRL): the model is loaded and wrapped exactly as TRL's
 trainers do it (AutoModelForCausalLM + peft.get_peft_model), and the step is our own BOND step, so
-the same loss runs in every backend. TRL itself is not imported at run time (it costs seconds and
-brings nothing the loop needs); benchmarks/trainer_step.py times this backend against TRL's
-SFTTrainer and DPOTrainer.
+the same loss runs in every backend, with gradient checkpointing on, as in TRL's trainers. TRL
+itself is not imported at run time (it costs seconds and brings nothing the loop needs);
+benchmarks/trainer_step.py times this backend against TRL's SFTTrainer and DPOTrainer.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ class TrlBackend(Backend):
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype,
                                                      local_files_only=True)
         model.config.use_cache = False
+        # As TRL's trainers do by default: keep each block's input, recompute the rest in the
+        # backward pass (about a third more compute for a fraction of the activations).
+        # Non-reentrant, so the frozen embeddings need no requires_grad trick for LoRA.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.to(device)
         peft_config = PeftLoraConfig(
             r=lora.r,
