@@ -34,15 +34,15 @@ def test_a_job_no_batch_size_fits_is_refused_with_its_need_and_the_way_out(
     store = LocalStore(tmp_path / "store")
     trainer = trainer_pb2.GetTrainerStatusResponse(device="cpu", memory_gb=2.0,
                                                    backends=["trl"])
-    # 2 answers x 65,536 tokens do not fit 2 GB even for one prompt.
+    # 2 answers x 262,144 tokens do not fit 2 GB even for one prompt (checkpointed).
     with pytest.raises(FailedPrecondition) as raised:
-        preflight.check(_spec(store, str(tiny_llama_dir), 65_536), store, tmp_path / "cache",
+        preflight.check(_spec(store, str(tiny_llama_dir), 262_144), store, tmp_path / "cache",
                         trainer=trainer)
     message = str(raised.value)
     assert "even batch_size 1 needs about" in message and "this trainer has 2.0 GB" in message
     assert message.endswith("a smaller student, or on a node with more memory")
     advised = int(re.search(r"max_seq_length (\d+) or less", message).group(1))
-    assert advised < 65_536
+    assert advised < 262_144
     # The advice holds: at that length the job passes (with a lower batch size if need be).
     fits = preflight.check(_spec(store, str(tiny_llama_dir), advised), store,
                            tmp_path / "cache", trainer=trainer)

@@ -35,7 +35,7 @@ def test_preflight_uses_the_memory_model_for_the_models_shape(tiny_llama_dir):
     config = TrainConfig(job_id="j", student_model="tiny", batch_size=2, max_seq_length=64)
     estimate = preflight.check(tiny_llama_dir, config, "trl", "cpu")
     job = preflight.training_job(config, "trl", "cpu")
-    assert job.precision == "float32" and not job.gradient_checkpointing and job.sequences == 4
+    assert job.precision == "float32" and job.gradient_checkpointing and job.sequences == 4
     assert estimate.required_gb == peak_memory(shape, job).total_gb
     assert estimate.fits and estimate.config is config and estimate.lowered_from is None
     four = preflight.training_job(config, "unsloth", "cuda", load_in_4bit=True)
