@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from services.common.settings import ServiceSettings
 
@@ -23,8 +23,12 @@ class GatewaySettings(ServiceSettings):
     trainer_address: str = "127.0.0.1:50054"
     trainer_addresses: str = ""
     exporter_address: str = "127.0.0.1:50055"
-    # The SQLite job store.
+    # The SQLite job store (and projects' API keys, stored hashed).
     db_path: Path = Path(".distill/gateway.db")
+    # The key that creates, lists and revokes projects' API keys (AdminService, `distill keys`).
+    # Unset: no project keys are accepted, and `auth_token` (or, unset too, no key at all) is
+    # the one `default` project's.
+    admin_token: SecretStr | None = None
     # A stage stream that sends nothing for this long is treated as lost.
     stage_idle_timeout_seconds: float = Field(default=900.0, gt=0)
     # A stage call waits this long for its service to be reachable (a restart, a rollout)...

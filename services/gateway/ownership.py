@@ -1,0 +1,44 @@
+"""Which project owns a stored artifact, checked before the gateway reads one for a caller.
+
+An uploaded dataset's key names its project (services/common/specs/layout.py); anything under
+`jobs/{id}...` is the job row's project's. Another project's artifact answers NOT_FOUND, the
+same as one that does not exist, so a caller learns nothing about other projects.
+"""
+
+from __future__ import annotations
+
+from distill.v1 import gateway_pb2
+from services.common.errors import InvalidArgument, NotFound
+from services.common.specs.layout import dataset_project, job_id_of_key
+from services.common.specs.names import job_name
+from services.common.storage import ArtifactStore
+from services.gateway.job_store import JobStore
+
+
+def owned_key(uri: str, project: str, store: ArtifactStore, jobs: JobStore,
+              field: str = "uri") -> str:
+    """The store key of `uri` when `project` owns it; NOT_FOUND otherwise."""
+    key = store.key_from_uri(uri)
+    if key.endswith("/"):
+        raise InvalidArgument(f"{field}: a file, not a folder, got {uri!r}")
+    job_id = job_id_of_key(key)
+    if job_id is None and dataset_project(key) is None:
+        raise InvalidArgument(f"{field}: only files under datasets/ and jobs/ are served, "
+                              f"got {uri!r}")
+    if job_id is not None:
+        try:
+            jobs.get_job(job_name(job_id), project)
+        except (NotFound, InvalidArgument):
+            raise NotFound(f"{field}: no artifact at {uri}") from None
+    elif dataset_project(key) != project:
+        raise NotFound(f"{field}: no artifact at {uri}")
+    return key
+
+
+def check_spec(spec: gateway_pb2.DistillSpec, project: str, store: ArtifactStore,
+               jobs: JobStore) -> None:
+    """The spec's datasets are the project's own (before preflight reads them)."""
+    if spec.dataset.uri:
+        owned_key(spec.dataset.uri, project, store, jobs, "spec.dataset")
+    if spec.eval.held_out.uri:
+        owned_key(spec.eval.held_out.uri, project, store, jobs, "spec.eval.held_out")
