@@ -1,0 +1,228 @@
+"""Projects (tenants): one project's key sees nothing of another's, keys are stored hashed and
+managed by the admin key only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from distill.client import DistillClientError, Distiller
+from distill.v1 import common_pb2, gateway_pb2
+from services.common.auth import DEFAULT_PROJECT
+from services.common.errors import NotFound
+from services.common.specs.layout import JobKeys
+from services.common.storage import open_store
+from services.gateway.job_store import JobStore
+from tests.security.conftest import ADMIN
+
+DATA = b"".join(json.dumps({"prompt": f"What is {i} + 1?", "response": str(i + 1)}).encode()
+                + b"\n" for i in range(5))
+
+
+def upload(client: Distiller, tmp, name: str) -> common_pb2.ArtifactRef:
+    path = tmp / name
+    path.write_bytes(DATA)
+    return client.upload(path)
+
+
+def finished_job(projects, project: str, job_id: str) -> gateway_pb2.Job:
+    """A succeeded job of `project` with an artifact in its folder, written as the runner
+    would (no stage services needed to read, cancel or delete it)."""
+    store = open_store(projects.settings.store_url)
+    ref = store.put_bytes(JobKeys(job_id).evaluation, b'{"row": 1}\n')
+    eval_run = store.put_bytes(f"jobs/{job_id}-eval-teacher/candidates/candidates.jsonl", b"{}\n")
+    job = gateway_pb2.Job(name=f"jobs/{job_id}", state=gateway_pb2.JOB_STATE_SUCCEEDED,
+                          project=project)
+    job.outputs.evaluation.CopyFrom(ref.as_proto())
+    job.outputs.candidates.CopyFrom(eval_run.as_proto())
+    job.create_time.GetCurrentTime()
+    jobs = JobStore(projects.tmp / "gateway.db")
+    try:
+        jobs.create_job(job)
+    finally:
+        jobs.close()
+    return job
+
+
+def not_found(call, *args, **kwargs) -> None:
+    with pytest.raises(DistillClientError) as raised:
+        result = call(*args, **kwargs)
+        if hasattr(result, "__next__"):
+            list(result)
+    assert raised.value.code == grpc.StatusCode.NOT_FOUND, raised.value
+
+
+def test_another_projects_job_and_artifacts_are_not_found(projects):
+    job = finished_job(projects, "alpha", "a1b2c3d4e5f60718")
+    alpha, beta = projects.alpha, projects.beta
+    # alpha sees its own job: the same calls can succeed, so NOT_FOUND below is the project
+    assert alpha.get(job.name).state == gateway_pb2.JOB_STATE_SUCCEEDED
+    assert [j.name for j in alpha.list()] == [job.name]
+    assert [j.name for j in alpha.watch(job.name)] == [job.name]
+    assert alpha.download(job.outputs.evaluation.uri, projects.tmp / "mine.jsonl").exists()
+    assert alpha.download(job.outputs.candidates.uri, projects.tmp / "run.jsonl").exists()
+    alpha.metrics(job.name)
+    list(alpha.logs(job.name))
+
+    assert list(beta.list()) == []
+    for call in (beta.get, beta.watch, beta.metrics, beta.cancel, beta.delete, beta.logs):
+        not_found(call, job.name)
+    not_found(beta.download_report, job.name, projects.tmp / "report")
+    for uri in (job.outputs.evaluation.uri, job.outputs.candidates.uri):
+        not_found(beta.download, uri, projects.tmp / "theirs.jsonl")
+    assert not (projects.tmp / "theirs.jsonl").exists()
+    # beta's cancel and delete changed nothing
+    assert alpha.get(job.name).state == gateway_pb2.JOB_STATE_SUCCEEDED
+    assert alpha.download(job.outputs.evaluation.uri, projects.tmp / "again.jsonl").exists()
+
+
+def test_another_projects_dataset_is_not_found(projects):
+    alpha, beta = projects.alpha, projects.beta
+    dataset = upload(alpha, projects.tmp, "alpha.jsonl")
+    assert "/alpha/" in dataset.uri
+    not_found(beta.download, dataset.uri, projects.tmp / "theirs.jsonl")
+    spec = alpha.spec(dataset=dataset, teacher="gpt-4o-mini", student="smollm2-135m",
+                      budget_usd=1e-9)
+    assert alpha.estimate(spec).prompts == 5
+    not_found(beta.estimate, spec)
+    not_found(beta.distill, spec)
+    assert list(beta.list()) == []
+    # the same bytes uploaded by beta are beta's own copy
+    theirs = upload(beta, projects.tmp, "beta.jsonl")
+    assert theirs.uri != dataset.uri and theirs.sha256 == dataset.sha256
+    assert beta.estimate(beta.spec(dataset=theirs, teacher="gpt-4o-mini",
+                                   student="smollm2-135m", budget_usd=1e-9)).prompts == 5
+
+
+def test_aliases_are_per_project(projects):
+    alpha, beta = projects.alpha, projects.beta
+    job = finished_job(projects, "alpha", "0f1e2d3c4b5a6978")
+    alpha.set_alias("bot", teacher="gpt-4o", expected_version=0)
+    alpha.set_alias("bot", job=job.name, expected_version=1)
+    not_found(beta.get_alias, "bot")
+    not_found(beta.rollback_alias, "bot", 1, 2)
+    # beta cannot point any alias at alpha's job
+    not_found(beta.set_alias, "bot", job=job.name, expected_version=0)
+    not_found(beta.set_alias, "mine", job=job.name, expected_version=0)
+    # beta's own alias of the same name is another alias; alpha's stays as it was
+    assert beta.set_alias("bot", teacher="gpt-4o-mini", expected_version=0).version == 1
+    assert [a.name for a in beta.list_aliases()] == ["bot"]
+    ours = alpha.get_alias("bot")
+    assert ours.version == 2 and ours.target.job == job.name
+    assert [a.name for a in alpha.list_aliases()] == ["bot"]
+    assert alpha.rollback_alias("bot", 1, 2).target.teacher.model == "gpt-4o"
+    assert beta.get_alias("bot").target.teacher.model == "gpt-4o-mini"
+
+
+def test_a_revoked_or_unknown_key_is_unauthenticated(projects):
+    keys = {k.project: k for k in projects.admin.list_api_keys()}
+    assert set(keys) == {"alpha", "beta"} and keys["alpha"].description == "alpha's CI"
+    assert projects.alpha.list_aliases() is not None and list(projects.alpha.list()) == []
+    revoked = projects.admin.revoke_api_key(keys["alpha"].name)
+    assert revoked.HasField("revoke_time")
+    for client in (projects.alpha, Distiller(projects.address, token="dk_not-a-key"),
+                   Distiller(projects.address)):
+        with pytest.raises(DistillClientError) as raised:
+            list(client.list())
+        assert raised.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert list(projects.beta.list()) == []  # beta's key still works
+    assert projects.admin.list_api_keys("alpha")[0].HasField("revoke_time")
+
+
+def test_keys_are_stored_hashed(projects):
+    key = projects.alpha_key
+    stored = b"".join(p.read_bytes() for p in projects.tmp.glob("gateway.db*"))
+    assert hashlib.sha256(key.encode()).hexdigest().encode() in stored
+    assert key.encode() not in stored
+    assert key.removeprefix("dk_").encode() not in stored
+
+
+def test_admin_rpcs_refuse_a_project_key(projects):
+    for call, args in ((projects.beta.create_api_key, ("beta",)),
+                       (projects.beta.list_api_keys, ()),
+                       (projects.beta.revoke_api_key, (projects.admin.list_api_keys()[0].name,))):
+        with pytest.raises(DistillClientError) as raised:
+            call(*args)
+        assert raised.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert not any(k.HasField("revoke_time") for k in projects.admin.list_api_keys())
+    assert len(projects.admin.list_api_keys()) == 2
+
+
+def test_bad_key_requests_name_the_field(projects):
+    for project in ("", "Alpha", "a/b", "x" * 41):
+        with pytest.raises(DistillClientError) as raised:
+            projects.admin.create_api_key(project)
+        assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "project" in raised.value.message
+    with pytest.raises(DistillClientError) as raised:
+        projects.admin.create_api_key("gamma", "d" * 201)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "description" in raised.value.message
+    with pytest.raises(DistillClientError) as raised:
+        projects.admin.revoke_api_key("apiKeys/nope")
+    assert raised.value.code == grpc.StatusCode.NOT_FOUND
+    assert len(projects.admin.list_api_keys()) == 2  # nothing half-created
+
+
+def test_cli_keys_create_list_revoke(projects):
+    def cli(*args: str, token: str = ADMIN) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "distill.cli", "--gateway",
+                               projects.address, "keys", *args], capture_output=True, text=True,
+                              env={"DISTILL_ADMIN_TOKEN": token, "PATH": "/usr/bin:/bin"},
+                              timeout=120, check=False)
+
+    created = cli("create", "gamma", "--description", "a notebook")
+    assert created.returncode == 0, created.stderr
+    name, key = created.stdout.split()[0], created.stdout.split()[-1]
+    assert name.startswith("apiKeys/") and key.startswith("dk_")
+    assert "shown this once" in created.stderr
+    with Distiller(projects.address, token=key) as gamma:
+        assert list(gamma.list()) == []
+    listed = cli("list", "--project", "gamma")
+    assert listed.returncode == 0 and name in listed.stdout and "a notebook" in listed.stdout
+    assert key not in listed.stdout
+    assert cli("revoke", name).returncode == 0
+    with Distiller(projects.address, token=key) as gamma, pytest.raises(DistillClientError) as r:
+        list(gamma.list())
+    assert r.value.code == grpc.StatusCode.UNAUTHENTICATED
+    refused = cli("list", token=projects.alpha_key)
+    assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr
+
+
+def test_a_database_from_before_projects_is_migrated(tmp_path):
+    """Jobs and aliases of an existing install become the default project's."""
+    path = tmp_path / "gateway.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, request_id TEXT UNIQUE, state INTEGER NOT NULL,
+                           create_time REAL NOT NULL, job BLOB NOT NULL);
+        CREATE TABLE alias_versions (name TEXT NOT NULL, version INTEGER NOT NULL,
+                                     target BLOB NOT NULL, create_time REAL NOT NULL,
+                                     PRIMARY KEY (name, version));
+    """)
+    job = gateway_pb2.Job(name="jobs/old1", state=gateway_pb2.JOB_STATE_SUCCEEDED)
+    target = gateway_pb2.AliasTarget(job="jobs/old1")
+    old.execute("INSERT INTO jobs VALUES ('old1', NULL, ?, 1.0, ?)",
+                (job.state, job.SerializeToString()))
+    old.execute("INSERT INTO alias_versions VALUES ('bot', 1, ?, 1.0)",
+                (target.SerializeToString(),))
+    old.commit()
+    old.close()
+    store = JobStore(path)
+    try:
+        assert store.get_job("jobs/old1", DEFAULT_PROJECT).project == DEFAULT_PROJECT
+        with pytest.raises(NotFound):
+            store.get_job("jobs/old1", "alpha")
+        assert [j.name for j in store.list_jobs()[0]] == ["jobs/old1"]
+        assert store.get_alias("bot").target.job == "jobs/old1"
+XX
+        assert store.get_alias("bot").version == 1
+    finally:
+        store.close()
+    JobStore(path).close()  # opening a migrated database again changes nothing
