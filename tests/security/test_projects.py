@@ -221,7 +221,7 @@ def test_a_database_from_before_projects_is_migrated(tmp_path):
             store.get_job("jobs/old1", "alpha")
         assert [j.name for j in store.list_jobs()[0]] == ["jobs/old1"]
         assert store.get_alias("bot").target.job == "jobs/old1"
-XX
+        assert store.set_alias("bot", target, 0, "alpha").version == 1  # alpha's own "bot"
         assert store.get_alias("bot").version == 1
     finally:
         store.close()
