@@ -126,7 +126,10 @@ async def start(settings: ServiceSettings, services: Sequence[Service]) -> Runni
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [s.full_name for s in services]
     enable_reflection([*names, health.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.bind_port}")
+    address = f"{settings.host}:{settings.bind_port}"
+    credentials = settings.server_credentials()
+    port = server.add_secure_port(address, credentials) if credentials else \
+        server.add_insecure_port(address)
     metrics = MetricsServer(settings.host, settings.metrics_bind_port,
                             [s.metrics for s in services if s.metrics is not None])
     try:
@@ -139,7 +142,7 @@ async def start(settings: ServiceSettings, services: Sequence[Service]) -> Runni
     # Logged before health says SERVING: whoever sees SERVING can read the ports (port 0 means
     # the kernel picked them) from this line.
     log.info("serving", extra={"host": settings.host, "port": port, "services": names,
-                               "metrics_port": metrics.port})
+                               "metrics_port": metrics.port, "tls": credentials is not None})
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(server, port, health_servicer, services, settings.grace_seconds,

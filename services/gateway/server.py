@@ -144,12 +144,14 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
     trainers = TrainerPool(settings.trainer_targets,
                            status_timeout=settings.trainer_status_timeout_seconds,
                            interval=settings.trainer_schedule_interval_seconds,
-                           max_moves=settings.trainer_max_moves, metadata=auth_metadata(token))
+                           max_moves=settings.trainer_max_moves, metadata=auth_metadata(token),
+                           security=settings.stage_security)
     clients = StageClients.connect(settings.generator_address, settings.judge_address,
                                    trainers, settings.exporter_address,
                                    settings.stage_idle_timeout_seconds, token,
                                    connect_seconds=settings.stage_connect_timeout_seconds,
-                                   attempts=settings.stage_attempts)
+                                   attempts=settings.stage_attempts,
+                                   security=settings.stage_security)
     metrics = GatewayMetrics(store.count_by_state, trainers.snapshot)
 
     lifecycle = Lifecycle(store, hub)

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
+from services.common.channels import ChannelSecurity
 from services.common.settings import ServiceSettings
 
 
@@ -23,6 +24,11 @@ class GatewaySettings(ServiceSettings):
     trainer_address: str = "127.0.0.1:50054"
     trainer_addresses: str = ""
     exporter_address: str = "127.0.0.1:50055"
+    # TLS to the stage services: the CA (PEM) that signed their certificates; unset, plaintext.
+    stage_tls_ca_file: Path | None = None
+    # The name their certificates must carry when not the host dialled (trainer replicas are
+    # dialled at the addresses a Service name resolves to).
+    stage_tls_server_name: str = ""
     # The SQLite job store (and projects' API keys, stored hashed).
     db_path: Path = Path(".distill/gateway.db")
     # The key that creates, lists and revokes projects' API keys (AdminService, `distill keys`).
@@ -46,6 +52,10 @@ class GatewaySettings(ServiceSettings):
     # What an hour of the machine serving a self-hosted model costs (USD): the evaluation's
     # cost per 1,000 requests of the student (and of a local teacher) is its latency times this.
     serving_usd_per_hour: float = Field(default=0.50, ge=0)
+
+    @property
+    def stage_security(self) -> ChannelSecurity:
+        return ChannelSecurity(self.stage_tls_ca_file, self.stage_tls_server_name)
 
     @property
     def trainer_targets(self) -> list[str]:
