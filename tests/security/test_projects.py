@@ -3,6 +3,7 @@ managed by the admin key only."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -13,12 +14,26 @@ import grpc
 import pytest
 
 from distill.client import DistillClientError, Distiller
-from distill.v1 import common_pb2, gateway_pb2
+from distill.v1 import (
+    common_pb2,
+    gateway_pb2,
+    generator_pb2,
+    generator_pb2_grpc,
+    judge_pb2,
+    judge_pb2_grpc,
+)
 from services.common.auth import DEFAULT_PROJECT
 from services.common.errors import NotFound
+from services.common.server import Service
+from services.common.settings import ServiceSettings
 from services.common.specs.layout import JobKeys
 from services.common.storage import open_store
 from services.gateway.job_store import JobStore
+from services.gateway.server import build
+from services.gateway.settings import GatewaySettings
+from tests.fixtures.inprocess import serve_in_thread
+from tests.fixtures.ports import held_port
+from tests.fixtures.waits import wait_for
 from tests.security.conftest import ADMIN
 
 DATA = b"".join(json.dumps({"prompt": f"What is {i} + 1?", "response": str(i + 1)}).encode()
@@ -226,3 +241,53 @@ def test_a_database_from_before_projects_is_migrated(tmp_path):
     finally:
         store.close()
     JobStore(path).close()  # opening a migrated database again changes nothing
+
+
+class _RecordingGenerator(generator_pb2_grpc.GeneratorServiceServicer):
+    """Records each GenerateRequest, then holds the stream open until the gateway cancels it."""
+
+    def __init__(self) -> None:
+        self.requests: list[generator_pb2.GenerateRequest] = []
+
+    async def Generate(self, request, context):  # noqa: N802 - gRPC method name
+        self.requests.append(request)
+        await asyncio.Event().wait()
+        yield generator_pb2.GenerateResponse()  # never reached: an async generator all the same
+
+
+class _WaitingJudge(judge_pb2_grpc.JudgeServiceServicer):
+    async def Judge(self, request_iterator, context):  # noqa: N802 - gRPC method name
+        await asyncio.Event().wait()
+        yield judge_pb2.JudgeResponse()  # never reached
+
+
+def test_a_job_belongs_to_the_project_that_started_it(tmp_path, monkeypatch):
+    """Distill through the gateway: the job is alpha's, the generator is told so (its teacher
+    cache is alpha's), and beta can neither see nor cancel it."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
+    recorder = _RecordingGenerator()
+    with held_port() as port, serve_in_thread(
+            ServiceSettings(port=0, grace_seconds=0),
+            [Service.of(generator_pb2, generator_pb2_grpc, recorder),
+             Service.of(judge_pb2, judge_pb2_grpc, _WaitingJudge())]) as generator:
+        nowhere = f"127.0.0.1:{port}"
+        settings = GatewaySettings(port=0, grace_seconds=0, admin_token=ADMIN,
+                                   store_url=f"file://{tmp_path / 'store'}",
+                                   db_path=tmp_path / "gateway.db", generator_address=generator,
+                                   judge_address=generator, trainer_address=nowhere,
+                                   exporter_address=nowhere)
+        with serve_in_thread(settings, lambda: build(settings)) as address, \
+                Distiller(address, token=ADMIN) as admin, \
+                Distiller(address, token=admin.create_api_key("alpha").key) as alpha, \
+                Distiller(address, token=admin.create_api_key("beta").key) as beta:
+            spec = alpha.spec(dataset=upload(alpha, tmp_path, "a.jsonl"), teacher="gpt-4o-mini",
+                              student="smollm2-135m")
+            job = alpha.distill(spec)
+            assert job.project == "alpha"
+            wait_for(lambda: recorder.requests, "the job's GenerateRequest")
+            assert recorder.requests[0].project == "alpha"
+            assert [j.name for j in alpha.list()] == [job.name] and list(beta.list()) == []
+            assert list(admin.list()) == []  # the admin key acts in the default project
+            not_found(beta.cancel, job.name)
+            assert alpha.get(job.name).state == gateway_pb2.JOB_STATE_GENERATING
+            assert alpha.cancel(job.name).state == gateway_pb2.JOB_STATE_CANCELLED
