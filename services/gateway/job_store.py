@@ -31,7 +31,15 @@ DEFAULT_PAGE = 50
 # receive limit, so large rows (long system prompts) cannot make the listing fail for everyone.
 MAX_PAGE_BYTES = 2 * 1024 * 1024
 
-_SCHEMA = """
+_ALIAS_COLUMNS = """(
+    project TEXT NOT NULL DEFAULT 'default',
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    target BLOB NOT NULL,
+    create_time REAL NOT NULL,
+    PRIMARY KEY (project, name, version)
+)"""
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     request_id TEXT UNIQUE,
@@ -41,29 +49,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     project TEXT NOT NULL DEFAULT 'default'
 );
 CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (create_time DESC, id DESC);
-CREATE TABLE IF NOT EXISTS alias_versions (
-    project TEXT NOT NULL DEFAULT 'default',
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    target BLOB NOT NULL,
-    create_time REAL NOT NULL,
-    PRIMARY KEY (project, name, version)
-);
+CREATE TABLE IF NOT EXISTS alias_versions {_ALIAS_COLUMNS};
 """
 
 # Databases from before projects: every job and alias becomes the default project's. An alias
 # name is unique per project, so its table is rebuilt with the project in the primary key.
 _MIGRATIONS = {
     "jobs": "ALTER TABLE jobs ADD COLUMN project TEXT NOT NULL DEFAULT 'default';",
-    "alias_versions": """
-CREATE TABLE alias_versions_new (
-    project TEXT NOT NULL DEFAULT 'default',
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    target BLOB NOT NULL,
-    create_time REAL NOT NULL,
-    PRIMARY KEY (project, name, version)
-);
+    "alias_versions": f"""
+CREATE TABLE alias_versions_new {_ALIAS_COLUMNS};
 INSERT INTO alias_versions_new (name, version, target, create_time)
     SELECT name, version, target, create_time FROM alias_versions;
 DROP TABLE alias_versions;
