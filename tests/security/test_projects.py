@@ -28,9 +28,13 @@ from services.common.server import Service
 from services.common.settings import ServiceSettings
 from services.common.specs.layout import JobKeys
 from services.common.storage import open_store
+from services.gateway.aliases import Aliases
 from services.gateway.job_store import JobStore
+from services.gateway.lifecycle import Lifecycle
+from services.gateway.runner import JobRunner
 from services.gateway.server import build
 from services.gateway.settings import GatewaySettings
+from services.gateway.watch import JobHub
 from tests.fixtures.inprocess import serve_in_thread
 from tests.fixtures.ports import held_port
 from tests.fixtures.waits import wait_for
@@ -291,3 +295,24 @@ def test_a_job_belongs_to_the_project_that_started_it(tmp_path, monkeypatch):
             not_found(beta.cancel, job.name)
             assert alpha.get(job.name).state == gateway_pb2.JOB_STATE_GENERATING
             assert alpha.cancel(job.name).state == gateway_pb2.JOB_STATE_CANCELLED
+
+
+def test_a_job_promotes_only_its_projects_alias(tmp_path):
+    """The runner's promotion at the end of a job: alpha's job moves alpha's `bot`, never the
+    default project's alias of the same name."""
+    store = JobStore(tmp_path / "gateway.db")
+    try:
+        aliases = Aliases(store)
+        aliases.set("bot", gateway_pb2.AliasTarget(teacher=common_pb2.ModelSpec(model="x")), 0)
+        runner = JobRunner(Lifecycle(store, JobHub()), None, None, aliases, 1.0)
+        job = gateway_pb2.Job(name="jobs/0123456789abcdef", project="alpha",
+                              state=gateway_pb2.JOB_STATE_SUCCEEDED,
+                              spec=gateway_pb2.DistillSpec(promote_alias="bot"))
+        job.outputs.student_gguf.uri = "file:///store/jobs/0123456789abcdef/student.gguf"
+        runner._promote(job)
+        assert job.promoted_alias_version == 1
+        assert store.get_alias("bot", "alpha").target.job == job.name
+        assert store.get_alias("bot").target.teacher.model == "x"  # default's, untouched
+        assert store.get_alias("bot").version == 1
+    finally:
+        store.close()
