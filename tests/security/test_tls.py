@@ -3,6 +3,8 @@ gateway's stage channels trust a CA file. A throwaway CA (trustme) signs everyth
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pydantic import ValidationError
 from distill.client import DistillClientError, Distiller
 from services.common.channels import PLAINTEXT, ChannelSecurity
 from services.common.errors import Unavailable
+from services.common.health_probe import check_health
 from services.common.server import start
 from services.gateway.server import build
 from services.gateway.settings import GatewaySettings
@@ -98,6 +101,10 @@ async def test_gateway_reaches_a_tls_stage_with_its_ca(tmp_path, tls):
             reply = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=30)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        # the container health probe: with the CA it sees SERVING, without it nothing
+        probe = functools.partial(asyncio.to_thread, check_health, address)  # it blocks
+        assert await probe(timeout=30, ca_file=tls.ca_file) == "SERVING"
+        assert await probe(timeout=5) == "UNREACHABLE"
         # through the stage clients the gateway builds from its settings
         for security, reachable in ((trusted, True), (PLAINTEXT, False),
                                     (ChannelSecurity(tls.other_ca_file), False)):
