@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
     parser.add_argument("--gateway", default=os.environ.get("DISTILL_GATEWAY", "127.0.0.1:50051"),
                         help="gateway address (default 127.0.0.1:50051, env DISTILL_GATEWAY)")
-    parser.add_argument("--tls", action="store_true", default=bool(os.environ.get("DISTILL_TLS")),
+    parser.add_argument("--tls", action="store_true",
+                        default=os.environ.get("DISTILL_TLS", "").lower() in ("1", "true", "yes"),
                         help="talk TLS to the gateway (env DISTILL_TLS=1)")
     parser.add_argument("--ca-file", default=os.environ.get("DISTILL_CA_FILE") or None,
                         help="PEM CA that signed the gateway's certificate (implies --tls; "

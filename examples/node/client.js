@@ -64,7 +64,7 @@ function parseCommandLine(argv) {
     options: {
       gateway: { type: 'string', default: process.env.DISTILL_GATEWAY || '127.0.0.1:50051' },
       token: { type: 'string', default: process.env.DISTILL_AUTH_TOKEN || '' },
-      tls: { type: 'boolean', default: Boolean(process.env.DISTILL_TLS) },
+      tls: { type: 'boolean', default: ['1', 'true', 'yes'].includes((process.env.DISTILL_TLS || '').toLowerCase()) },
       'ca-file': { type: 'string', default: process.env.DISTILL_CA_FILE || '' },
       dataset: { type: 'string' },
       run: { type: 'boolean', default: false },
