@@ -26,6 +26,7 @@ const TERMINAL_EXIT = {
   JOB_STATE_FAILED: 3,
   JOB_STATE_CANCELLED: 4,
 };
+const TRUE_WORDS = ['1', 'true', 'yes']; // what turns $DISTILL_TLS on
 const STATUS_NAMES = Object.fromEntries(Object.entries(grpc.status).map(([k, v]) => [v, k]));
 
 const USAGE = `usage: node client.js [options]
@@ -64,7 +65,7 @@ function parseCommandLine(argv) {
     options: {
       gateway: { type: 'string', default: process.env.DISTILL_GATEWAY || '127.0.0.1:50051' },
       token: { type: 'string', default: process.env.DISTILL_AUTH_TOKEN || '' },
-      tls: { type: 'boolean', default: ['1', 'true', 'yes'].includes((process.env.DISTILL_TLS || '').toLowerCase()) },
+      tls: { type: 'boolean', default: TRUE_WORDS.includes((process.env.DISTILL_TLS || '').toLowerCase()) },
       'ca-file': { type: 'string', default: process.env.DISTILL_CA_FILE || '' },
       dataset: { type: 'string' },
       run: { type: 'boolean', default: false },
