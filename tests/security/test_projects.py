@@ -29,6 +29,7 @@ from services.common.settings import ServiceSettings
 from services.common.specs.layout import JobKeys
 from services.common.storage import open_store
 from services.gateway.aliases import Aliases
+from services.gateway.api_keys import ApiKeys
 from services.gateway.job_store import JobStore
 from services.gateway.lifecycle import Lifecycle
 from services.gateway.runner import JobRunner
@@ -316,3 +317,28 @@ def test_a_job_promotes_only_its_projects_alias(tmp_path):
         assert store.get_alias("bot").version == 1
     finally:
         store.close()
+
+
+def test_a_one_user_install_has_one_key_and_no_key_management(tmp_path, monkeypatch):
+    """Without an admin key, the single token is the default project's, nothing manages keys,
+    and keys left in the database from an earlier admin-run gateway are not accepted."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
+    stored = ApiKeys(tmp_path / "gateway.db")
+    try:
+        _, leftover = stored.create("alpha")
+    finally:
+        stored.close()
+    settings = GatewaySettings(port=0, grace_seconds=0, store_url=f"file://{tmp_path / 'store'}",
+                               db_path=tmp_path / "gateway.db", auth_token="only-token")
+    with serve_in_thread(settings, lambda: build(settings)) as address, \
+            Distiller(address, token="only-token") as owner:
+        dataset = upload(owner, tmp_path, "d.jsonl")
+        assert dataset.uri.endswith(f"/datasets/{dataset.sha256}.jsonl")  # the layout as before
+        assert list(owner.list()) == []
+        with pytest.raises(DistillClientError) as raised:
+            owner.create_api_key("beta")
+        assert raised.value.code == grpc.StatusCode.PERMISSION_DENIED
+        with Distiller(address, token=leftover) as stale, \
+                pytest.raises(DistillClientError) as raised:
+            list(stale.list())
+        assert raised.value.code == grpc.StatusCode.UNAUTHENTICATED
