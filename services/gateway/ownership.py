@@ -7,7 +7,7 @@ same as one that does not exist, so a caller learns nothing about other projects
 
 from __future__ import annotations
 
-from distill.v1 import gateway_pb2
+from distill.v1 import common_pb2, gateway_pb2
 from services.common.errors import InvalidArgument, NotFound
 from services.common.specs.layout import dataset_project, job_id_of_key
 from services.common.specs.names import job_name
@@ -37,8 +37,12 @@ def owned_key(uri: str, project: str, store: ArtifactStore, jobs: JobStore,
 
 def check_spec(spec: gateway_pb2.DistillSpec, project: str, store: ArtifactStore,
                jobs: JobStore) -> None:
-    """The spec's datasets are the project's own (before preflight reads them)."""
+    """The artifacts the spec names are the project's own (before preflight reads them): its
+    datasets, and a local teacher that is a GGUF in the store (another project's student)."""
     if spec.dataset.uri:
         owned_key(spec.dataset.uri, project, store, jobs, "spec.dataset")
     if spec.eval.held_out.uri:
         owned_key(spec.eval.held_out.uri, project, store, jobs, "spec.eval.held_out")
+    if spec.teacher.provider == common_pb2.PROVIDER_LOCAL and \
+            spec.teacher.model.startswith(store.base_uri):
+        owned_key(spec.teacher.model, project, store, jobs, "spec.teacher.model")

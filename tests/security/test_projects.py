@@ -56,6 +56,7 @@ def finished_job(projects, project: str, job_id: str) -> gateway_pb2.Job:
     would (no stage services needed to read, cancel or delete it)."""
     store = open_store(projects.settings.store_url)
     ref = store.put_bytes(JobKeys(job_id).evaluation, b'{"row": 1}\n')
+    store.put_bytes(f"jobs/{job_id}/student.gguf", b"GGUF not really")
     eval_run = store.put_bytes(f"jobs/{job_id}-eval-teacher/candidates/candidates.jsonl", b"{}\n")
     job = gateway_pb2.Job(name=f"jobs/{job_id}", state=gateway_pb2.JOB_STATE_SUCCEEDED,
                           project=project)
@@ -96,6 +97,13 @@ def test_another_projects_job_and_artifacts_are_not_found(projects):
     not_found(beta.download_report, job.name, projects.tmp / "report")
     for uri in (job.outputs.evaluation.uri, job.outputs.candidates.uri):
         not_found(beta.download, uri, projects.tmp / "theirs.jsonl")
+    # nor use alpha's trained student as its local teacher
+    student = job.outputs.evaluation.uri.replace("evaluation.jsonl", "student.gguf")
+    theirs = beta.spec(dataset=upload(beta, projects.tmp, "b.jsonl"), student="smollm2-135m",
+                       teacher=common_pb2.ModelSpec(provider=common_pb2.PROVIDER_LOCAL,
+                                                    model=student))
+    not_found(beta.estimate, theirs)
+    not_found(beta.distill, theirs)
     assert not (projects.tmp / "theirs.jsonl").exists()
     # beta's cancel and delete changed nothing
     assert alpha.get(job.name).state == gateway_pb2.JOB_STATE_SUCCEEDED
