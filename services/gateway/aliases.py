@@ -76,6 +76,19 @@ class Aliases:
             raise FailedPrecondition(f"target.job: {target.job} is {state}, not SUCCEEDED")
         resolved = gateway_pb2.AliasTarget()
         resolved.CopyFrom(target)
-        if not resolved.HasField("gguf") and job.outputs.HasField("student_gguf"):
+        if resolved.HasField("gguf"):
+            _check_export(resolved.gguf.uri, job)
+        elif job.outputs.HasField("student_gguf"):
             resolved.gguf.CopyFrom(job.outputs.student_gguf)
         return resolved
+
+
+def _check_export(uri: str, job: gateway_pb2.Job) -> None:
+    """A GGUF the caller names must be one of the job's exports (another quantization beside
+    its student GGUF): never another job's artifact, whatever project that job is in."""
+    exported = job.outputs.student_gguf.uri
+    folder = exported[:exported.rfind("/") + 1]
+    if not exported or not uri.startswith(folder) or ".." in uri.split("/"):
+        raise InvalidArgument(f"target.gguf: must be one of {job.name}'s exported GGUFs "
+                              f"(beside {exported or 'its student GGUF, which it has not'}), "
+                              f"got {uri!r}")

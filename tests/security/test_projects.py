@@ -62,6 +62,7 @@ def finished_job(projects, project: str, job_id: str) -> gateway_pb2.Job:
                           project=project)
     job.outputs.evaluation.CopyFrom(ref.as_proto())
     job.outputs.candidates.CopyFrom(eval_run.as_proto())
+    job.outputs.student_gguf.uri = store.uri(f"jobs/{job_id}/gguf/student-Q4_K_M.gguf")
     job.create_time.GetCurrentTime()
     jobs = JobStore(projects.tmp / "gateway.db")
     try:
@@ -138,9 +139,19 @@ def test_aliases_are_per_project(projects):
     # beta cannot point any alias at alpha's job
     not_found(beta.set_alias, "bot", job=job.name, expected_version=0)
     not_found(beta.set_alias, "mine", job=job.name, expected_version=0)
+    # nor at alpha's GGUF through one of its own jobs
+    own = finished_job(projects, "beta", "1f1e2d3c4b5a6978")
+    with pytest.raises(DistillClientError) as raised:
+        beta.set_alias("mine", job=own.name, gguf=job.outputs.student_gguf.uri,
+                       expected_version=0)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "target.gguf" in raised.value.message
+    # another quantization beside its own student GGUF is fine
+    q8 = own.outputs.student_gguf.uri.replace("Q4_K_M", "Q8_0")
+    assert beta.set_alias("mine", job=own.name, gguf=q8, expected_version=0).target.gguf.uri == q8
     # beta's own alias of the same name is another alias; alpha's stays as it was
     assert beta.set_alias("bot", teacher="gpt-4o-mini", expected_version=0).version == 1
-    assert [a.name for a in beta.list_aliases()] == ["bot"]
+    assert [a.name for a in beta.list_aliases()] == ["bot", "mine"]
     ours = alpha.get_alias("bot")
     assert ours.version == 2 and ours.target.job == job.name
     assert [a.name for a in alpha.list_aliases()] == ["bot"]
