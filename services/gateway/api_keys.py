@@ -98,7 +98,8 @@ class ApiKeys:
         return self.get(name)
 
     def project_of(self, key: str) -> str | None:
-        """The project of a valid (not revoked) key; None for any other string."""
+        """The project of a valid (not revoked) key; None for any other string. Looked up by
+        digest, so a lookup's timing tells at most something about digests, never a key."""
         with self._lock:
             row = self._db.execute("SELECT project FROM api_keys WHERE sha256 = ? AND "
                                    "revoke_time IS NULL", (_digest(key),)).fetchone()
