@@ -23,6 +23,9 @@ _.RollbackAlias
 _.ListTraceDays
 _.CreateDatasetFromTraces
 _.BuildAliasReport
+_.CreateApiKey  # AdminService, beside the gateway's servicer
+_.ListApiKeys
+_.RevokeApiKey
 _.intercept_service  # grpc.aio.ServerInterceptor (services/common/interceptors.py)
 
 # Library protocols: a prometheus collector, an io.RawIOBase reader, pydantic-settings (its
@@ -31,6 +34,7 @@ _.describe  # services/common/metrics.py
 _.readable  # services/common/storage/base.py
 _.readinto
 model_config  # services/common/settings.py
+_._tls_pair  # a pydantic model_validator (services/common/settings.py)
 _.settings_customise_sources
 dotenv_settings
 file_secret_settings

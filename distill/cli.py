@@ -80,8 +80,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 # -- jobs -----------------------------------------------------------------------------------------
 
-def _client(args: argparse.Namespace) -> Distiller:
-    return Distiller(args.gateway, token=os.environ.get("DISTILL_AUTH_TOKEN"))
+def _client(args: argparse.Namespace, token: str | None = None) -> Distiller:
+    return Distiller(args.gateway, token=token or os.environ.get("DISTILL_AUTH_TOKEN"),
+                     tls=args.tls, ca_file=args.ca_file)
 
 
 def _spec(args: argparse.Namespace, client: Distiller) -> gateway_pb2.DistillSpec:
@@ -362,6 +363,25 @@ def _tag(text: str) -> tuple[str, str]:
     return key, value
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    with _client(args, token=os.environ.get("DISTILL_ADMIN_TOKEN")) as client:
+        if args.keys_command == "create":
+            created = client.create_api_key(args.project, args.description)
+            out.print(f"{created.api_key.name}  project {created.api_key.project}")
+            console.print("the key is shown this once; store it now:")
+            out.print(created.key, markup=False, highlight=False)
+        elif args.keys_command == "revoke":
+            key = client.revoke_api_key(args.name)
+            out.print(f"{key.name}  project {key.project}  revoked")
+        else:
+            for key in client.list_api_keys(args.project):
+                state = "revoked" if key.HasField("revoke_time") else "valid"
+                out.print(f"{key.name}  {key.project}  {state}  "
+                          f"{key.create_time.ToDatetime():%Y-%m-%d %H:%M}  {key.description}",
+                          markup=False, highlight=False)
+    return 0
+
+
 def _target(target: gateway_pb2.AliasTarget) -> str:
     if target.job:
         return f"{target.job} ({target.gguf.uri})"
@@ -387,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
     parser.add_argument("--gateway", default=os.environ.get("DISTILL_GATEWAY", "127.0.0.1:50051"),
                         help="gateway address (default 127.0.0.1:50051, env DISTILL_GATEWAY)")
+    parser.add_argument("--tls", action="store_true",
+                        default=os.environ.get("DISTILL_TLS", "").lower() in ("1", "true", "yes"),
+                        help="talk TLS to the gateway (env DISTILL_TLS=1)")
+    parser.add_argument("--ca-file", default=os.environ.get("DISTILL_CA_FILE") or None,
+                        help="PEM CA that signed the gateway's certificate (implies --tls; "
+                        "default: the system's roots; env DISTILL_CA_FILE)")
     parser.add_argument("--home", default=".distill",
                         help="folder for the embedded store, job database and logs (up, demo)")
     parser.add_argument("--base-port", type=int, default=50051,
@@ -477,6 +503,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the served answer becomes each row's reference")
     export.add_argument("--out", type=Path, help="also download the dataset to this file")
     traces.set_defaults(func=cmd_traces)
+    keys = sub.add_parser("keys", help="projects' API keys (needs DISTILL_ADMIN_TOKEN, the "
+                          "gateway's admin key)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_create = keys_sub.add_parser("create", help="a new key for a project; printed once")
+    keys_create.add_argument("project")
+    keys_create.add_argument("--description", default="", help="who or what holds the key")
+    keys_list = keys_sub.add_parser("list", help="every key (not the keys themselves)")
+    keys_list.add_argument("--project", default="", help="only this project's")
+    keys_revoke = keys_sub.add_parser("revoke", help="refuse a key from its next call on")
+    keys_revoke.add_argument("name", help="apiKeys/{id}, from `distill keys list`")
+    keys.set_defaults(func=cmd_keys)
     demo = sub.add_parser("demo", help="the embedded demo: a whole distillation, locally")
     demo.add_argument("--dataset", type=Path, default=demo_module.DEFAULT_DATASET,
                       help="training JSONL (default: the bundled sentiment task)")

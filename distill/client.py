@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from distill.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from distill.v1 import admin_pb2, admin_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
 
 UPLOAD_CHUNK = 1024 * 1024
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -87,11 +87,26 @@ def _wrap(exc: grpc.RpcError) -> DistillClientError:
     return DistillClientError(exc.code(), exc.details() or exc.code().name)
 
 
+def open_channel(address: str, *, tls: bool = False,
+                 ca_file: str | Path | None = None) -> grpc.Channel:
+    """A channel to `address`: plaintext, or with `tls` (or a `ca_file`) TLS that trusts the
+    CA in `ca_file` (PEM), else the system's roots."""
+    if not tls and ca_file is None:
+        return grpc.insecure_channel(address)
+    roots = Path(ca_file).read_bytes() if ca_file is not None else None
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots))
+
+
 class Distiller:
+    """`token` is the project's API key (or the one token of a one-user install, or the admin
+    key for the API-key calls); `tls`/`ca_file` as in `open_channel`."""
+
     def __init__(self, address: str = "127.0.0.1:50051", *, token: str | None = None,
-                 timeout: float = 60.0, channel: grpc.Channel | None = None) -> None:
-        self._channel = channel or grpc.insecure_channel(address)
+                 timeout: float = 60.0, channel: grpc.Channel | None = None, tls: bool = False,
+                 ca_file: str | Path | None = None) -> None:
+        self._channel = channel or open_channel(address, tls=tls, ca_file=ca_file)
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
 
@@ -104,10 +119,11 @@ class Distiller:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+    def _call(self, method: str, request: Any, timeout: float | None = None,
+              stub: Any = None) -> Any:
         try:
-            return getattr(self._stub, method)(request, timeout=timeout or self.timeout,
-                                               metadata=self._metadata)
+            return getattr(stub or self._stub, method)(request, timeout=timeout or self.timeout,
+                                                       metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _wrap(exc) from None
 
@@ -369,12 +385,16 @@ class Distiller:
 
     def set_alias(self, name: str, *, job: str | None = None, teacher: str | None = None,
                   expected_version: int = 0, description: str = "",
+                  gguf: str | None = None,
                   routing: gateway_pb2.AliasRouting | Mapping[str, Any] | None = None,
                   ) -> gateway_pb2.Alias:
         """Compare-and-swap: pass the version you last saw (0 to create); ABORTED if stale.
+        `gguf`: another of the job's exported GGUFs than its student GGUF (a job target).
         `routing` (an AliasRouting or its JSON form as a dict): canary and shadow targets, a
         validator with a fallback teacher, trace capture and redaction."""
         target = gateway_pb2.AliasTarget(description=description)
+        if gguf:
+            target.gguf.uri = gguf
         if job:
             target.job = job
         elif teacher:
@@ -410,3 +430,19 @@ class Distiller:
                        expected_version: int = 0) -> gateway_pb2.Alias:
         return self._call("RollbackAlias", gateway_pb2.RollbackAliasRequest(
             name=name, to_version=to_version, expected_version=expected_version)).alias
+
+    # -- projects' API keys (the admin key only) --------------------------------------------
+
+    def create_api_key(self, project: str,
+                       description: str = "") -> admin_pb2.CreateApiKeyResponse:
+        """A new key for `project`; `.key` is the key itself, shown this once."""
+        return self._call("CreateApiKey", admin_pb2.CreateApiKeyRequest(
+            project=project, description=description), stub=self._admin)
+
+    def list_api_keys(self, project: str = "") -> list[admin_pb2.ApiKey]:
+        return list(self._call("ListApiKeys", admin_pb2.ListApiKeysRequest(project=project),
+                               stub=self._admin).api_keys)
+
+    def revoke_api_key(self, name: str) -> admin_pb2.ApiKey:
+        return self._call("RevokeApiKey", admin_pb2.RevokeApiKeyRequest(name=name),
+                          stub=self._admin).api_key

@@ -262,7 +262,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., stage: _Optional[_Union[JobState, str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("name", "request_id", "spec", "state", "progress", "teacher_usage", "judge_usage", "cost_usd", "outputs", "judge_statistics", "evaluation", "error", "create_time", "update_time", "promoted_alias_version", "train_loss", "warnings")
+    __slots__ = ("name", "request_id", "spec", "state", "progress", "teacher_usage", "judge_usage", "cost_usd", "outputs", "judge_statistics", "evaluation", "error", "create_time", "update_time", "promoted_alias_version", "train_loss", "warnings", "project")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +280,7 @@ class Job(_message.Message):
     PROMOTED_ALIAS_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     name: str
     request_id: str
     spec: DistillSpec
@@ -297,7 +298,8 @@ class Job(_message.Message):
     promoted_alias_version: int
     train_loss: float
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[DistillSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., teacher_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., judge_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., outputs: _Optional[_Union[JobOutputs, _Mapping]] = ..., judge_statistics: _Optional[_Union[_judge_pb2.JudgeStatistics, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promoted_alias_version: _Optional[int] = ..., train_loss: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    project: str
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[DistillSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., teacher_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., judge_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., outputs: _Optional[_Union[JobOutputs, _Mapping]] = ..., judge_statistics: _Optional[_Union[_judge_pb2.JudgeStatistics, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promoted_alias_version: _Optional[int] = ..., train_loss: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., project: _Optional[str] = ...) -> None: ...
 
 class DistillRequest(_message.Message):
     __slots__ = ("spec", "request_id")

@@ -14,7 +14,7 @@ class InlinePrompts(_message.Message):
     def __init__(self, prompts: _Optional[_Iterable[_Union[_common_pb2.Prompt, _Mapping]]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("dataset", "prompts", "teacher", "n_samples", "system_prompt", "limits", "job_id")
+    __slots__ = ("dataset", "prompts", "teacher", "n_samples", "system_prompt", "limits", "job_id", "project")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     TEACHER_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class GenerateRequest(_message.Message):
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     dataset: _common_pb2.ArtifactRef
     prompts: InlinePrompts
     teacher: _common_pb2.ModelSpec
@@ -29,7 +30,8 @@ class GenerateRequest(_message.Message):
     system_prompt: str
     limits: _common_pb2.RateLimits
     job_id: str
-    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., prompts: _Optional[_Union[InlinePrompts, _Mapping]] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., n_samples: _Optional[int] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[_common_pb2.RateLimits, _Mapping]] = ..., job_id: _Optional[str] = ...) -> None: ...
+    project: str
+    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., prompts: _Optional[_Union[InlinePrompts, _Mapping]] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., n_samples: _Optional[int] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[_common_pb2.RateLimits, _Mapping]] = ..., job_id: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
 
 class GenerateProgress(_message.Message):
     __slots__ = ("prompts_done", "prompts_total", "usage", "retries", "rate_limited")

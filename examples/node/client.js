@@ -26,12 +26,16 @@ const TERMINAL_EXIT = {
   JOB_STATE_FAILED: 3,
   JOB_STATE_CANCELLED: 4,
 };
+const TRUE_WORDS = ['1', 'true', 'yes']; // what turns $DISTILL_TLS on
 const STATUS_NAMES = Object.fromEntries(Object.entries(grpc.status).map(([k, v]) => [v, k]));
 
 const USAGE = `usage: node client.js [options]
 
   --gateway ADDR        gateway address (default $DISTILL_GATEWAY or 127.0.0.1:50051)
   --token TOKEN         bearer token (default $DISTILL_AUTH_TOKEN; needed when the gateway sets one)
+  --tls                 talk TLS to the gateway (default: plaintext, or $DISTILL_TLS=1)
+  --ca-file PEM         the CA that signed the gateway's certificate (implies --tls; default
+                        $DISTILL_CA_FILE, else the system's roots)
   --dataset FILE        JSONL dataset to upload, then estimate (and run with --run)
   --run                 start a distillation job after the estimate and watch it to the end
   --watch jobs/ID       watch an existing job until it reaches a terminal state
@@ -61,6 +65,8 @@ function parseCommandLine(argv) {
     options: {
       gateway: { type: 'string', default: process.env.DISTILL_GATEWAY || '127.0.0.1:50051' },
       token: { type: 'string', default: process.env.DISTILL_AUTH_TOKEN || '' },
+      tls: { type: 'boolean', default: TRUE_WORDS.includes((process.env.DISTILL_TLS || '').toLowerCase()) },
+      'ca-file': { type: 'string', default: process.env.DISTILL_CA_FILE || '' },
       dataset: { type: 'string' },
       run: { type: 'boolean', default: false },
       watch: { type: 'string' },
@@ -103,7 +109,12 @@ function parseCommandLine(argv) {
   return values;
 }
 
-function loadGateway(address, token) {
+function channelCredentials(tls, caFile) {
+  if (!tls && !caFile) return grpc.credentials.createInsecure();
+  return grpc.credentials.createSsl(caFile ? fs.readFileSync(caFile) : null);
+}
+
+function loadGateway(address, token, credentials) {
   const definition = protoLoader.loadSync('distill/v1/gateway.proto', {
     // google/protobuf/*.proto (timestamp) are built into protobufjs, so only our folder is needed.
     includeDirs: [PROTOS_DIR],
@@ -114,11 +125,11 @@ function loadGateway(address, token) {
     oneofs: true,
   });
   const proto = grpc.loadPackageDefinition(definition);
-  const client = new proto.distill.v1.GatewayService(address, grpc.credentials.createInsecure(), {
+  const client = new proto.distill.v1.GatewayService(address, credentials, {
     'grpc.max_receive_message_length': 16 * 1024 * 1024,
   });
-  // The bearer token travels as plain call metadata: grpc-js only sends call credentials over
-  // TLS, and the embedded suite listens on loopback without it.
+  // The bearer token travels as plain call metadata, with or without TLS: grpc-js sends call
+  // credentials only over TLS, and the embedded suite listens on loopback without it.
   const metadata = () => {
     const md = new grpc.Metadata();
     if (token) md.set('authorization', `Bearer ${token}`);
@@ -315,7 +326,8 @@ async function main(argv) {
     return 0;
   }
   const timeout = Number(options.timeout);
-  const gateway = loadGateway(options.gateway, options.token);
+  const gateway = loadGateway(options.gateway, options.token,
+    channelCredentials(options.tls, options['ca-file']));
   try {
     if (options.dataset) {
       if (!fs.existsSync(options.dataset)) throw new UsageError(`--dataset: no such file ${options.dataset}`);

@@ -2,21 +2,25 @@
 
 A container health check through the standard gRPC health protocol (grpc.health.v1 Check, the
 overall status), for docker compose (deploy/compose.yaml); Kubernetes uses its native gRPC probe.
-Prints the status; exits 1 for NOT_SERVING, UNKNOWN, or no answer within the timeout.
+Prints the status; exits 1 for NOT_SERVING, UNKNOWN, or no answer within the timeout. A server
+that serves TLS is probed with `--ca-file` (the CA that signed its certificate).
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def check_health(address: str, timeout: float = 2.0) -> str:
+def check_health(address: str, timeout: float = 2.0, ca_file: Path | None = None) -> str:
     """The overall health status name ("SERVING", ...), or "UNREACHABLE"."""
-    with grpc.insecure_channel(address) as channel:
+    channel = grpc.insecure_channel(address) if ca_file is None else grpc.secure_channel(
+        address, grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes()))
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout
@@ -33,8 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("address", help="HOST:PORT of a distill service")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    parser.add_argument("--ca-file", type=Path,
+                        help="PEM CA of the server's certificate, for a server serving TLS")
     args = parser.parse_args(argv)
-    status = check_health(args.address, timeout=args.timeout)
+    status = check_health(args.address, timeout=args.timeout, ca_file=args.ca_file)
     print(f"{args.address} {status}")
     return 0 if status == "SERVING" else 1
 

@@ -1,4 +1,4 @@
-"""One server interceptor: request id, bearer-token auth, error → status mapping, an RPC log line.
+"""One server interceptor: request id, bearer-key auth, error → status mapping, an RPC log line.
 
 grpc.aio interceptors see only the method name, so the work happens in a wrapper around the
 method's behaviour, where the metadata and the context are available.
@@ -6,7 +6,6 @@ method's behaviour, where the metadata and the context are available.
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import logging
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health
 
+from services.common.auth import Authenticator, StaticToken, principal_var
 from services.common.errors import DistillError
 from services.common.logs import request_id_var
 
@@ -28,8 +28,8 @@ _NO_AUTH_PREFIXES = (f"/{health.SERVICE_NAME}/",)
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, auth_token: str | None = None) -> None:
-        self._token = auth_token
+    def __init__(self, authenticator: Authenticator | None = None) -> None:
+        self._auth = authenticator or StaticToken(None)
 
     async def intercept_service(
         self,
@@ -40,7 +40,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = details.method
-        needs_auth = self._token is not None and not method.startswith(_NO_AUTH_PREFIXES)
+        needs_auth = self._auth.required and not method.startswith(_NO_AUTH_PREFIXES)
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
                 self._wrap_stream(handler.stream_stream, method, needs_auth),
@@ -116,16 +116,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return time.perf_counter()
 
     async def _authenticate(self, context: grpc.aio.ServicerContext, needs_auth: bool) -> None:
+        """Sets `principal_var` for the servicer; without a known key, UNAUTHENTICATED."""
         if not needs_auth:
             return
         metadata = dict(context.invocation_metadata() or ())
-        scheme, _, token = metadata.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.encode(), self._token.encode()
-        ):
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization)"
-            )
+        scheme, _, key = metadata.get("authorization", "").partition(" ")
+        principal = self._auth.authenticate(key) if scheme.lower() == "bearer" and key else None
+        if principal is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "missing, wrong or revoked bearer key (authorization)")
+        principal_var.set(principal)
 
 
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:

@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from services.common.auth import Authenticator, StaticToken
 from services.common.heap import freeze_startup_objects
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import MetricsServer
@@ -41,7 +42,8 @@ class Service:
     after health turns NOT_SERVING and before in-flight RPCs get their grace period;
     `on_stopped` runs once every RPC has ended (close what RPCs use: channels, databases). `metrics`
     is the service's own Prometheus registry (services/common/metrics.py), served over HTTP on
-    the settings' metrics port.
+    the settings' metrics port. `authenticator` resolves callers' keys to projects (the
+    gateway); without one, the settings' `auth_token` is the one key.
     """
 
     full_name: str
@@ -51,16 +53,17 @@ class Service:
     on_shutdown: Hook | None = None
     metrics: CollectorRegistry | None = None
     on_stopped: Hook | None = None
+    authenticator: Authenticator | None = None
 
     @classmethod
     def of(cls, pb2_module: Any, pb2_grpc_module: Any, servicer: Any, *,
            on_start: Hook | None = None, on_shutdown: Hook | None = None,
-           on_stopped: Hook | None = None,
-           metrics: CollectorRegistry | None = None) -> Service:
+           on_stopped: Hook | None = None, metrics: CollectorRegistry | None = None,
+           authenticator: Authenticator | None = None) -> Service:
         (descriptor,) = pb2_module.DESCRIPTOR.services_by_name.values()
         add = getattr(pb2_grpc_module, f"add_{descriptor.name}Servicer_to_server")
         return cls(descriptor.full_name, servicer, add, on_start, on_shutdown, metrics,
-                   on_stopped)
+                   on_stopped, authenticator)
 
 
 async def _call(hook: Hook | None) -> None:
@@ -109,9 +112,12 @@ class RunningServer:
 
 async def start(settings: ServiceSettings, services: Sequence[Service]) -> RunningServer:
     """Starts serving and returns at once (tests use this; `serve` waits for a signal)."""
-    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    authenticator = next((s.authenticator for s in services if s.authenticator), None)
+    if authenticator is None:
+        authenticator = StaticToken(settings.auth_token.get_secret_value()
+                                    if settings.auth_token else None)
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(token)], options=server_options(settings),
+        interceptors=[ServerInterceptor(authenticator)], options=server_options(settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     for service in services:
@@ -120,7 +126,10 @@ async def start(settings: ServiceSettings, services: Sequence[Service]) -> Runni
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [s.full_name for s in services]
     enable_reflection([*names, health.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.bind_port}")
+    address = f"{settings.host}:{settings.bind_port}"
+    credentials = settings.server_credentials()
+    port = server.add_secure_port(address, credentials) if credentials else \
+        server.add_insecure_port(address)
     metrics = MetricsServer(settings.host, settings.metrics_bind_port,
                             [s.metrics for s in services if s.metrics is not None])
     try:
@@ -133,7 +142,7 @@ async def start(settings: ServiceSettings, services: Sequence[Service]) -> Runni
     # Logged before health says SERVING: whoever sees SERVING can read the ports (port 0 means
     # the kernel picked them) from this line.
     log.info("serving", extra={"host": settings.host, "port": port, "services": names,
-                               "metrics_port": metrics.port})
+                               "metrics_port": metrics.port, "tls": credentials is not None})
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(server, port, health_servicer, services, settings.grace_seconds,

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+import grpc
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -41,6 +42,10 @@ class ServiceSettings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # When set, every RPC but health checks needs `authorization: Bearer <token>`.
     auth_token: SecretStr | None = None
+    # TLS: the server's certificate chain and private key (PEM files), both or neither. Unset,
+    # the port speaks plaintext (loopback, or behind a proxy that terminates TLS).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     # Seconds in-flight RPCs get to finish after SIGTERM.
     grace_seconds: float = Field(default=30.0, ge=0)
     max_message_bytes: int = Field(default=16 * MiB, ge=4 * MiB)
@@ -57,6 +62,19 @@ class ServiceSettings(BaseSettings):
     s3_secure: bool = False
     # Heavy local products (dequantised models, converter) shared across clones.
     cache_dir: Path = Field(default_factory=default_cache_dir)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServiceSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file: set both (TLS) or neither")
+        return self
+
+    def server_credentials(self) -> grpc.ServerCredentials | None:
+        """The port's TLS credentials; None for plaintext."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return grpc.ssl_server_credentials(
+            [(self.tls_key_file.read_bytes(), self.tls_cert_file.read_bytes())])
 
     @property
     def bind_port(self) -> int:

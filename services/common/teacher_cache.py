@@ -1,4 +1,6 @@
-"""The teacher-call cache: every sample a provider returned, under `cache/teacher/{sha256}.json`.
+"""The teacher-call cache: every sample a provider returned, under `cache/teacher/{sha256}.json`
+(another project's under `cache/teacher/{project}/`: a project never gets an answer another one
+paid for).
 
 The key is the sha256 of (provider, model, endpoint, sampling parameters, messages, sample
 index), so rerunning a job, or resuming one that was killed, asks the provider only for the
@@ -20,12 +22,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from services.common.errors import DataLoss, NotFound
+from services.common.specs.layout import TEACHER_CACHE_FOLDER
 from services.common.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PREFIX = "cache/teacher/"
+PREFIX = TEACHER_CACHE_FOLDER
 # Bump when the meaning of a cached entry changes, so old entries stop matching.
 KEY_VERSION = 1
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from distill.v1 import common_pb2, gateway_pb2
 from services.common.errors import InvalidArgument
+from services.common.specs.layout import alias_report_prefix
 from services.common.storage import ArtifactStore
-from services.common.traces.layout import project_name
 from services.gateway.alias_report_html import render_alias_html
 from services.gateway.trace_datasets import (
     DEFAULT_WINDOW_DAYS,
@@ -43,10 +43,6 @@ def alias_window_days(requested: int) -> int:
     if requested < 0 or requested > MAX_WINDOW_DAYS:
         raise InvalidArgument(f"window_days: 0 (7 days) to {MAX_WINDOW_DAYS}, got {requested}")
     return requested or DEFAULT_WINDOW_DAYS
-
-
-def report_prefix(project: str, alias: str) -> str:
-    return f"aliases/{project_name(project)}/{alias}/report/"
 
 
 @dataclass
@@ -179,7 +175,7 @@ def write_report(alias: gateway_pb2.Alias, store: ArtifactStore, project: str, n
 def build_alias_report(alias: gateway_pb2.Alias, store: ArtifactStore, project: str,
                        now: float, window_days: int) -> common_pb2.ArtifactRef:
     """Renders the page and stores it (replacing the last one); the folder's ref."""
-    prefix = report_prefix(project, alias.name)
+    prefix = alias_report_prefix(project, alias.name)
     folder = Path(tempfile.mkdtemp(prefix="distill-alias-report-"))
     try:
         write_report(alias, store, project, now, window_days, folder)

@@ -1,8 +1,13 @@
-"""Aliases: a stable name → a versioned target (a trained student or a teacher model)."""
+"""Aliases: a stable name → a versioned target (a trained student or a teacher model).
+
+An alias belongs to a project and points only at that project's jobs: another project's alias
+or job is NOT_FOUND here, whatever the call.
+"""
 
 from __future__ import annotations
 
 from distill.v1 import gateway_pb2
+from services.common.auth import DEFAULT_PROJECT
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.specs.names import alias_name
 from services.common.specs.routing import routing as routing_spec
@@ -14,52 +19,56 @@ class Aliases:
         self.store = store
 
     def set(self, name: str, target: gateway_pb2.AliasTarget, expected_version: int,
+            project: str = DEFAULT_PROJECT,
             routing: gateway_pb2.AliasRouting | None = None) -> gateway_pb2.Alias:
         """Compare-and-swap: expected_version is the version the caller saw (0: must not exist)."""
         alias_name(name)
         if expected_version < 0:
             raise InvalidArgument(f"expected_version: must be >= 0, got {expected_version}")
-        return self.store.set_alias(name, self._checked(target), expected_version,
-                                    self._checked_routing(routing))
+        return self.store.set_alias(name, self._checked(target, project), expected_version,
+                                    project, self._checked_routing(routing, project))
 
-    def get(self, name: str) -> gateway_pb2.Alias:
-        return self.store.get_alias(alias_name(name))
+    def get(self, name: str, project: str = DEFAULT_PROJECT) -> gateway_pb2.Alias:
+        return self.store.get_alias(alias_name(name), project)
 
-    def list(self, page_size: int, page_token: str) -> tuple[list[gateway_pb2.Alias], str]:
-        return self.store.list_aliases(page_size, page_token)
+    def list(self, page_size: int, page_token: str,
+             project: str = DEFAULT_PROJECT) -> tuple[list[gateway_pb2.Alias], str]:
+        return self.store.list_aliases(page_size, page_token, project)
 
-    def serving(self, job: str) -> list[str]:
-        """The aliases whose current target is `job`'s student."""
+    def serving(self, job: gateway_pb2.Job) -> list[str]:
+        """The aliases (of the job's project) whose current target is `job`'s student."""
         names, token = [], ""
         while True:
-            aliases, token = self.store.list_aliases(0, token)
-            names += [a.name for a in aliases if a.target.job == job]
+            aliases, token = self.store.list_aliases(0, token, job.project)
+            names += [a.name for a in aliases if a.target.job == job.name]
             if not token:
                 return names
 
-    def rollback(self, name: str, to_version: int, expected_version: int) -> gateway_pb2.Alias:
-        """Restores an earlier version's target as a new version (history is never rewritten)."""
-        alias = self.get(name)
+    def rollback(self, name: str, to_version: int, expected_version: int,
+                 project: str = DEFAULT_PROJECT) -> gateway_pb2.Alias:
+        """Restores an earlier version's target and routing as a new version (history is never
+        rewritten)."""
+        alias = self.get(name, project)
         to_version = to_version or alias.version - 1
-        previous = {entry.version: entry.target for entry in alias.history}
+        previous = {entry.version: entry for entry in alias.history}
         if to_version not in previous or to_version == alias.version:
             raise FailedPrecondition(
                 f"alias {name!r} has no earlier version {to_version} to roll back to "
                 f"(versions 1..{alias.version}, current {alias.version})")
-        entry = next(e for e in alias.history if e.version == to_version)
+        entry = previous[to_version]
         target = entry.target
         if target.WhichOneof("target") == "job":
             try:
-                self.store.get_job(target.job)
+                self.store.get_job(target.job, project)
             except NotFound:  # DeleteJob keeps history but not the deleted job's student
                 raise FailedPrecondition(
                     f"alias {name!r} version {to_version} points at {target.job}, which was "
                     "deleted: roll back to another version or set the alias to a job") from None
-        return self.store.set_alias(name, target, expected_version or None,
+        return self.store.set_alias(name, target, expected_version or None, project,
                                     entry.routing if entry.HasField("routing") else None)
 
     def _checked_routing(self, routing: gateway_pb2.AliasRouting | None,
-                         ) -> gateway_pb2.AliasRouting | None:
+                         project: str) -> gateway_pb2.AliasRouting | None:
         """The routing with its job targets resolved to their GGUFs, or None when unset."""
         if routing is None or routing.ByteSize() == 0:
             return None
@@ -67,12 +76,13 @@ class Aliases:
         resolved = gateway_pb2.AliasRouting()
         resolved.CopyFrom(routing)
         for i, (target, _) in enumerate(rules.canary):
-            resolved.canary[i].target.CopyFrom(self._checked(target, f"routing.canary[{i}]"))
+            resolved.canary[i].target.CopyFrom(
+                self._checked(target, project, f"routing.canary[{i}].target"))
         for i, target in enumerate(rules.shadows):
-            resolved.shadows[i].CopyFrom(self._checked(target, f"routing.shadows[{i}]"))
+            resolved.shadows[i].CopyFrom(self._checked(target, project, f"routing.shadows[{i}]"))
         return resolved
 
-    def _checked(self, target: gateway_pb2.AliasTarget,
+    def _checked(self, target: gateway_pb2.AliasTarget, project: str,
                  field: str = "target") -> gateway_pb2.AliasTarget:
         kind = target.WhichOneof("target")
         if kind is None:
@@ -81,12 +91,25 @@ class Aliases:
             if not target.teacher.model:
                 raise InvalidArgument(f"{field}.teacher.model: required")
             return target
-        job = self.store.get_job(target.job)
+        job = self.store.get_job(target.job, project)
         if job.state != gateway_pb2.JOB_STATE_SUCCEEDED:
             state = gateway_pb2.JobState.Name(job.state)
             raise FailedPrecondition(f"{field}.job: {target.job} is {state}, not SUCCEEDED")
         resolved = gateway_pb2.AliasTarget()
         resolved.CopyFrom(target)
-        if not resolved.HasField("gguf") and job.outputs.HasField("student_gguf"):
+        if resolved.HasField("gguf"):
+            _check_export(resolved.gguf.uri, job)
+        elif job.outputs.HasField("student_gguf"):
             resolved.gguf.CopyFrom(job.outputs.student_gguf)
         return resolved
+
+
+def _check_export(uri: str, job: gateway_pb2.Job) -> None:
+    """A GGUF the caller names must be one of the job's exports (another quantization beside
+    its student GGUF): never another job's artifact, whatever project that job is in."""
+    exported = job.outputs.student_gguf.uri
+    folder = exported[:exported.rfind("/") + 1]
+    if not exported or not uri.startswith(folder) or ".." in uri.split("/"):
+        raise InvalidArgument(f"target.gguf: must be one of {job.name}'s exported GGUFs "
+                              f"(beside {exported or 'its student GGUF, which it has not'}), "
+                              f"got {uri!r}")

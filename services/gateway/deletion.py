@@ -20,16 +20,16 @@ from services.gateway.events import JobEvents
 from services.gateway.job_store import TERMINAL, JobStore
 
 
-async def delete_job(name: str, store: JobStore, events: JobEvents, aliases: Aliases,
-                     artifacts: ArtifactStore) -> int:
-    """Deletes the job; returns how many stored objects went with it. The artifacts go first
-    and the job row last, so a deletion cut short can simply be asked for again."""
-    job = store.get_job(name)
+async def delete_job(name: str, project: str, store: JobStore, events: JobEvents,
+                     aliases: Aliases, artifacts: ArtifactStore) -> int:
+    """Deletes the project's job; returns how many stored objects went with it. The artifacts
+    go first and the job row last, so a deletion cut short can simply be asked for again."""
+    job = store.get_job(name, project)
     state = gateway_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
     if job.state not in TERMINAL:
         raise FailedPrecondition(f"{name} is {state}: cancel it first (`distill cancel {name}`) "
                                  "or let it end, then delete it")
-    if serving := aliases.serving(name):
+    if serving := aliases.serving(job):
         raise FailedPrecondition(
             f"{name}: alias {', '.join(repr(a) for a in serving)} serves its student; point it "
             "at another job or roll it back first")

@@ -141,7 +141,7 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
         request = generator_pb2.GenerateRequest(
             dataset=job.outputs.held_out, teacher=_answer_spec(job, model), n_samples=1,
             system_prompt=spec.system_prompt if model == "teacher" else "", limits=limits,
-            job_id=JobKeys(job_id).eval_run_id(model))
+            job_id=JobKeys(job_id).eval_run_id(model), project=job.project)
 
         async def progress(p: generator_pb2.GenerateProgress, model: str = model) -> None:
             await on_progress(f"{model} answering the held-out prompts", p.prompts_done,

@@ -2,6 +2,8 @@
 
 A job row holds the whole `Job` message, so a restarted gateway knows every job's state, stage
 outputs and accrued cost. Alias changes are compare-and-swap on the version, in one transaction.
+Jobs and aliases belong to a project: a read given a project sees only that project's rows, and
+another project's job or alias is NOT_FOUND, as if it did not exist.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from distill.v1 import gateway_pb2
+from services.common.auth import DEFAULT_PROJECT
 from services.common.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from services.common.specs.names import job_id_of
 
@@ -28,27 +31,53 @@ DEFAULT_PAGE = 50
 # receive limit, so large rows (long system prompts) cannot make the listing fail for everyone.
 MAX_PAGE_BYTES = 2 * 1024 * 1024
 
-_SCHEMA = """
+_ALIAS_COLUMNS = """(
+    project TEXT NOT NULL DEFAULT 'default',
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    target BLOB NOT NULL,
+    create_time REAL NOT NULL,
+    routing BLOB,
+    PRIMARY KEY (project, name, version)
+)"""
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     request_id TEXT UNIQUE,
     state INTEGER NOT NULL,
     create_time REAL NOT NULL,
-    job BLOB NOT NULL
+    job BLOB NOT NULL,
+    project TEXT NOT NULL DEFAULT 'default'
 );
 CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (create_time DESC, id DESC);
-CREATE TABLE IF NOT EXISTS alias_versions (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    target BLOB NOT NULL,
-    create_time REAL NOT NULL,
-    PRIMARY KEY (name, version)
-);
+CREATE TABLE IF NOT EXISTS alias_versions {_ALIAS_COLUMNS};
 CREATE TABLE IF NOT EXISTS rollouts (
-    alias TEXT PRIMARY KEY,
-    rollout BLOB NOT NULL
+    project TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    rollout BLOB NOT NULL,
+    PRIMARY KEY (project, alias)
 );
 """
+
+# Databases from before projects: every job and alias becomes the default project's. An alias
+# name is unique per project, so its table is rebuilt with the project in the primary key.
+_MIGRATIONS = {
+    "jobs": "ALTER TABLE jobs ADD COLUMN project TEXT NOT NULL DEFAULT 'default';",
+    "alias_versions": f"""
+CREATE TABLE alias_versions_new {_ALIAS_COLUMNS};
+INSERT INTO alias_versions_new (name, version, target, create_time)
+    SELECT name, version, target, create_time FROM alias_versions;
+DROP TABLE alias_versions;
+ALTER TABLE alias_versions_new RENAME TO alias_versions;
+""",
+}
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    for table, script in _MIGRATIONS.items():
+        columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+        if columns and "project" not in columns:
+            db.executescript(f"BEGIN IMMEDIATE; {script} COMMIT;")
 
 
 def now() -> Timestamp:
@@ -86,6 +115,7 @@ class JobStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        _migrate(self._db)
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(alias_versions)")}
         if "routing" not in columns:  # databases from before alias routing
@@ -100,40 +130,51 @@ class JobStore:
     def create_job(self, job: gateway_pb2.Job) -> tuple[gateway_pb2.Job, bool]:
         """Stores a new job; with a request_id already seen, returns that job instead (AIP-155).
 
-        Returns (job, created).
+        Returns (job, created). The job belongs to `job.project` (empty: the default project).
         """
         job_id = job_id_of(job.name)
+        job.project = job.project or DEFAULT_PROJECT
         with self._lock:
             try:
                 self._db.execute(
-                    "INSERT INTO jobs (id, request_id, state, create_time, job) VALUES (?,?,?,?,?)",
+                    "INSERT INTO jobs (id, request_id, state, create_time, job, project) "
+                    "VALUES (?,?,?,?,?,?)",
                     (job_id, job.request_id or None, job.state,
-                     job.create_time.ToNanoseconds() / 1e9, job.SerializeToString()),
+                     job.create_time.ToNanoseconds() / 1e9, job.SerializeToString(), job.project),
                 )
             except sqlite3.IntegrityError:
-                if job.request_id and (existing := self._by_request_id(job.request_id)):
+                if job.request_id and (existing := self._by_request_id(job.request_id,
+                                                                       job.project)):
                     return existing, False  # a concurrent retry won the insert
                 raise AlreadyExists(f"job {job.name} already exists") from None
         if self._on_save is not None:
             self._on_save(job)
         return job, True
 
-    def _by_request_id(self, request_id: str) -> gateway_pb2.Job | None:
-        row = self._db.execute("SELECT job FROM jobs WHERE request_id = ?",
+    def _by_request_id(self, request_id: str, project: str) -> gateway_pb2.Job | None:
+        row = self._db.execute("SELECT job, project FROM jobs WHERE request_id = ?",
                                (request_id,)).fetchone()
-        return gateway_pb2.Job.FromString(row[0]) if row else None
+        if row is None:
+            return None
+        if row[1] != project:  # another project's request id: never its job
+            raise AlreadyExists("request_id: already used; send a fresh UUID")
+        return _job(*row)
 
-    def find_by_request_id(self, request_id: str) -> gateway_pb2.Job | None:
+    def find_by_request_id(self, request_id: str,
+                           project: str = DEFAULT_PROJECT) -> gateway_pb2.Job | None:
         with self._lock:
-            return self._by_request_id(request_id)
+            return self._by_request_id(request_id, project)
 
-    def get_job(self, name: str) -> gateway_pb2.Job:
+    def get_job(self, name: str, project: str | None = None) -> gateway_pb2.Job:
+        """The job; with `project`, only if it is that project's (the gateway's own work,
+        running and resuming jobs, passes none)."""
         job_id = job_id_of(name)
         with self._lock:
-            row = self._db.execute("SELECT job FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
+            row = self._db.execute("SELECT job, project FROM jobs WHERE id = ?",
+                                   (job_id,)).fetchone()
+        if row is None or (project is not None and row[1] != project):
             raise NotFound(f"job {name!r} not found")
-        return gateway_pb2.Job.FromString(row[0])
+        return _job(*row)
 
     def save_job(self, job: gateway_pb2.Job) -> None:
         job.update_time.CopyFrom(now())
@@ -152,11 +193,13 @@ class JobStore:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id_of(name),))
 
     def list_jobs(self, page_size: int = 0, page_token: str = "", states: Iterable[int] = (),
-                  page_bytes: int = MAX_PAGE_BYTES) -> tuple[list[gateway_pb2.Job], str]:
-        """Newest first; keyset pagination so pages stay stable while jobs are added. A page ends
-        at `page_size` jobs or before `page_bytes` of them (always at least one job)."""
+                  page_bytes: int = MAX_PAGE_BYTES, project: str = DEFAULT_PROJECT,
+                  ) -> tuple[list[gateway_pb2.Job], str]:
+        """The project's jobs, newest first; keyset pagination so pages stay stable while jobs
+        are added. A page ends at `page_size` jobs or before `page_bytes` of them (always at
+        least one job)."""
         size = _page_size(page_size)
-        where, args = [], []
+        where, args = ["project = ?"], [project]
         if page_token:
             created, key = _parse_token(page_token)
             where.append("(create_time < ? OR (create_time = ? AND id < ?))")
@@ -165,9 +208,7 @@ class JobStore:
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             args += states
-        sql = "SELECT id, create_time, job FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        sql = "SELECT id, create_time, job FROM jobs WHERE " + " AND ".join(where)
         sql += " ORDER BY create_time DESC, id DESC LIMIT ?"
         jobs: list[gateway_pb2.Job] = []
         used, last, token = 0, ("", 0.0), ""
@@ -177,7 +218,7 @@ class JobStore:
                 if len(jobs) == size or (jobs and used + len(blob) > page_bytes):
                     token = _page_token(last[1], last[0])
                     break
-                jobs.append(gateway_pb2.Job.FromString(blob))
+                jobs.append(_job(blob, project))
                 used += len(blob)
                 last = (job_id, created)
         return jobs, token
@@ -186,9 +227,10 @@ class JobStore:
         """Every job not in a terminal state (a restarted gateway resumes these)."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT job FROM jobs WHERE state NOT IN ({','.join('?' * len(TERMINAL))}) "
-                "ORDER BY create_time", tuple(TERMINAL)).fetchall()
-        return [gateway_pb2.Job.FromString(r[0]) for r in rows]
+                f"SELECT job, project FROM jobs WHERE state NOT IN "
+                f"({','.join('?' * len(TERMINAL))}) ORDER BY create_time",
+                tuple(TERMINAL)).fetchall()
+        return [_job(*row) for row in rows]
 
     def count_by_state(self) -> dict[int, int]:
         """Jobs per state (the metrics endpoint reads it at each scrape)."""
@@ -199,14 +241,15 @@ class JobStore:
     # -- aliases ------------------------------------------------------------------------------
 
     def set_alias(self, name: str, target: gateway_pb2.AliasTarget,
-                  expected_version: int | None,
+                  expected_version: int | None, project: str = DEFAULT_PROJECT,
                   routing: gateway_pb2.AliasRouting | None = None) -> gateway_pb2.Alias:
-        """Appends a version when the current one is `expected_version` (None skips the check).
-        Each version has its own routing (None: all traffic to `target`)."""
+        """Appends a version of the project's alias when the current one is `expected_version`
+        (None skips the check). Each version has its own routing (None: all traffic to
+        `target`)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                current = self._current_version(name)
+                current = self._current_version(project, name)
                 if expected_version is not None and current != expected_version:
                     raise Aborted(
                         f"alias {name!r} is at version {current}, not {expected_version}: "
@@ -214,60 +257,62 @@ class JobStore:
                         f"alias {name!r} does not exist (expected_version must be 0)"
                     )
                 self._db.execute(
-                    "INSERT INTO alias_versions (name, version, target, create_time, routing) "
-                    "VALUES (?,?,?,?,?)",
-                    (name, current + 1, target.SerializeToString(), time.time(),
+                    "INSERT INTO alias_versions (project, name, version, target, create_time, "
+                    "routing) VALUES (?,?,?,?,?,?)",
+                    (project, name, current + 1, target.SerializeToString(), time.time(),
                      routing.SerializeToString() if routing is not None else None))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            return self._alias(name)
+            return self._alias(project, name)
 
-    def get_alias(self, name: str) -> gateway_pb2.Alias:
+    def get_alias(self, name: str, project: str = DEFAULT_PROJECT) -> gateway_pb2.Alias:
         with self._lock:
-            if not self._current_version(name):
+            if not self._current_version(project, name):
                 raise NotFound(f"alias {name!r} not found")
-            return self._alias(name)
+            return self._alias(project, name)
 
-    def list_aliases(self, page_size: int = 0,
-                     page_token: str = "") -> tuple[list[gateway_pb2.Alias], str]:
+    def list_aliases(self, page_size: int = 0, page_token: str = "",
+                     project: str = DEFAULT_PROJECT) -> tuple[list[gateway_pb2.Alias], str]:
         size = _page_size(page_size)
         after = _parse_token(page_token)[1] if page_token else ""
         with self._lock:
             names = [r[0] for r in self._db.execute(
-                "SELECT DISTINCT name FROM alias_versions WHERE name > ? ORDER BY name LIMIT ?",
-                (after, size + 1))]
-            aliases = [self._alias(n) for n in names[:size]]
+                "SELECT DISTINCT name FROM alias_versions WHERE project = ? AND name > ? "
+                "ORDER BY name LIMIT ?", (project, after, size + 1))]
+            aliases = [self._alias(project, n) for n in names[:size]]
         token = _page_token(0.0, names[size - 1]) if len(names) > size else ""
         return aliases, token
 
     # -- progressive promotions (services/gateway/rollouts.py) ---------------------------------
 
-    def save_rollout(self, alias: str, rollout: bytes) -> None:
+    def save_rollout(self, project: str, alias: str, rollout: bytes) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO rollouts (alias, rollout) VALUES (?,?)",
-                             (alias, rollout))
+            self._db.execute("INSERT OR REPLACE INTO rollouts (project, alias, rollout) "
+                             "VALUES (?,?,?)", (project, alias, rollout))
 
-    def delete_rollout(self, alias: str) -> None:
+    def delete_rollout(self, project: str, alias: str) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM rollouts WHERE alias = ?", (alias,))
+            self._db.execute("DELETE FROM rollouts WHERE project = ? AND alias = ?",
+                             (project, alias))
 
     def rollouts(self) -> list[bytes]:
+        """Every project's rollouts in flight (each one names its project)."""
         with self._lock:
             return [row[0] for row in self._db.execute(
-                "SELECT rollout FROM rollouts ORDER BY alias")]
+                "SELECT rollout FROM rollouts ORDER BY project, alias")]
 
-    def _current_version(self, name: str) -> int:
-        row = self._db.execute("SELECT MAX(version) FROM alias_versions WHERE name = ?",
-                               (name,)).fetchone()
+    def _current_version(self, project: str, name: str) -> int:
+        row = self._db.execute("SELECT MAX(version) FROM alias_versions WHERE project = ? AND "
+                               "name = ?", (project, name)).fetchone()
         return row[0] or 0
 
-    def _alias(self, name: str) -> gateway_pb2.Alias:
+    def _alias(self, project: str, name: str) -> gateway_pb2.Alias:
         alias = gateway_pb2.Alias(name=name)
         for version, target, created, routing in self._db.execute(
-            "SELECT version, target, create_time, routing FROM alias_versions WHERE name = ? "
-            "ORDER BY version", (name,)
+            "SELECT version, target, create_time, routing FROM alias_versions WHERE project = ? "
+            "AND name = ? ORDER BY version", (project, name)
         ):
             entry = alias.history.add(version=version,
                                       target=gateway_pb2.AliasTarget.FromString(target))
@@ -281,3 +326,9 @@ class JobStore:
             alias.routing.CopyFrom(latest.routing)
         alias.update_time.CopyFrom(latest.create_time)
         return alias
+
+
+def _job(blob: bytes, project: str) -> gateway_pb2.Job:
+    job = gateway_pb2.Job.FromString(blob)
+    job.project = project  # rows from before projects have it only in their column
+    return job

@@ -23,7 +23,6 @@ from distill.v1 import gateway_pb2
 from services.common import errors
 from services.common.specs.routing import Progressive
 from services.common.storage import ArtifactStore
-from services.common.traces.layout import DEFAULT_PROJECT
 from services.gateway.aliases import Aliases
 from services.gateway.promotion import Decision, LiveStats, decide, live_stats, step_name
 
@@ -32,6 +31,7 @@ log = logging.getLogger("distill.gateway")
 
 @dataclass
 class Rollout:
+    project: str
     alias: str
     job: str
     steps: list[int]
@@ -84,10 +84,8 @@ def step_routing(incumbent: gateway_pb2.AliasVersion, student: gateway_pb2.Alias
 
 
 class Rollouts:
-    def __init__(self, aliases: Aliases, artifacts: ArtifactStore, *,
-                 project: str = DEFAULT_PROJECT, clock=time.time) -> None:
-        self.aliases, self.artifacts = aliases, artifacts
-        self.project, self.clock = project, clock
+    def __init__(self, aliases: Aliases, artifacts: ArtifactStore, *, clock=time.time) -> None:
+        self.aliases, self.artifacts, self.clock = aliases, artifacts, clock
 
     @property
     def _store(self):
@@ -97,13 +95,13 @@ class Rollouts:
               student: gateway_pb2.AliasTarget) -> gateway_pb2.Alias | None:
         """Puts the alias at the plan's first step; None when the alias does not exist yet (the
         caller promotes at once: there is nothing to compare the student with)."""
-        name = job.spec.promote_alias
+        name, project = job.spec.promote_alias, job.project
         try:
-            alias = self.aliases.get(name)
+            alias = self.aliases.get(name, project)
         except errors.NotFound:
             return None
         incumbent = alias.history[-1]
-        rollout = Rollout(alias=name, job=job.name, steps=list(plan.steps),
+        rollout = Rollout(project=project, alias=name, job=job.name, steps=list(plan.steps),
                           window_requests=plan.window_requests, min_ratio=plan.min_ratio,
                           step=0, step_started=self.clock(), version=alias.version,
                           incumbent=b64encode(incumbent.SerializeToString()).decode())
@@ -111,7 +109,7 @@ class Rollouts:
                   f"({step_name(plan, 0)}) after the eval gate")
         updated = self._write(rollout, 0, reason, student)
         if plan.steps[0] < 100:
-            self._store.save_rollout(name, rollout.to_bytes())
+            self._store.save_rollout(project, name, rollout.to_bytes())
         return updated
 
     def tick(self) -> list[tuple[str, Decision]]:
@@ -125,7 +123,7 @@ class Rollouts:
                 decision = Decision("abandoned", rollout.step,
                                     f"alias {rollout.alias!r} was changed by hand: the rollout "
                                     f"of {rollout.job} stops there")
-                self._store.delete_rollout(rollout.alias)
+                self._store.delete_rollout(rollout.project, rollout.alias)
             if decision.action != "hold":
                 log.info("alias %s: %s", rollout.alias, decision.reason)
             decisions.append((rollout.alias, decision))
@@ -137,11 +135,11 @@ class Rollouts:
             await asyncio.sleep(interval)
 
     def _tick(self, rollout: Rollout) -> Decision:
-        alias = self.aliases.get(rollout.alias)
+        alias = self.aliases.get(rollout.alias, rollout.project)
         if alias.version != rollout.version:
             raise errors.Aborted("changed by hand")
         incumbent = rollout.incumbent_version()
-        stats = live_stats(self.artifacts, self.project, rollout.alias, rollout.step_started,
+        stats = live_stats(self.artifacts, rollout.project, rollout.alias, rollout.step_started,
                            self.clock(), rollout.window_requests)
         none = LiveStats(requests=0)
         decision = decide(rollout.plan, rollout.step, stats.get(rollout.job, none),
@@ -150,17 +148,17 @@ class Rollouts:
         if decision.action == "rollback":
             self._store.set_alias(rollout.alias, self._described(
                 incumbent.target, f"rollback of {rollout.job}: {decision.reason}"),
-                rollout.version,
+                rollout.version, rollout.project,
                 incumbent.routing if incumbent.HasField("routing") else None)
-            self._store.delete_rollout(rollout.alias)
+            self._store.delete_rollout(rollout.project, rollout.alias)
         elif decision.action in ("advance", "done"):
             self._write(rollout, decision.step,
                         f"progressive promotion of {rollout.job}: {decision.reason}", student)
             if decision.action == "done":
-                self._store.delete_rollout(rollout.alias)
+                self._store.delete_rollout(rollout.project, rollout.alias)
             else:
                 rollout.step, rollout.step_started = decision.step, self.clock()
-                self._store.save_rollout(rollout.alias, rollout.to_bytes())
+                self._store.save_rollout(rollout.project, rollout.alias, rollout.to_bytes())
         return decision
 
     def _student(self, alias: gateway_pb2.Alias, rollout: Rollout) -> gateway_pb2.AliasTarget:
@@ -175,7 +173,7 @@ class Rollouts:
                student: gateway_pb2.AliasTarget) -> gateway_pb2.Alias:
         target, routing = step_routing(rollout.incumbent_version(), student, rollout.steps[step])
         alias = self._store.set_alias(rollout.alias, self._described(target, reason),
-                                      rollout.version, routing)
+                                      rollout.version, rollout.project, routing)
         rollout.version = alias.version
         return alias
 

@@ -155,7 +155,8 @@ class JobRunner:
         request = generator_pb2.GenerateRequest(
             dataset=job.outputs.train_dataset if job.outputs.HasField("train_dataset")
             else spec.dataset, teacher=spec.teacher, n_samples=spec.n_samples,
-            system_prompt=spec.system_prompt, limits=spec.limits, job_id=job_id(job))
+            system_prompt=spec.system_prompt, limits=spec.limits, job_id=job_id(job),
+            project=job.project)
         config = type(spec.judge)()
         config.CopyFrom(spec.judge)
         config.job_id = job_id(job)
@@ -275,11 +276,11 @@ class JobRunner:
             return
         for _ in range(3):  # compare-and-swap against concurrent changes
             try:
-                current = self.aliases.get(name).version
+                current = self.aliases.get(name, job.project).version
             except errors.NotFound:
                 current = 0
-            try:
-                alias = self.aliases.store.set_alias(name, target, current)
+            try:  # within the job's project: never another project's alias of the same name
+                alias = self.aliases.store.set_alias(name, target, current, job.project)
             except errors.Aborted:
                 continue
             job.promoted_alias_version = alias.version

@@ -1,4 +1,8 @@
-"""gRPC servicer of the gateway: thin; jobs, aliases, uploads and estimates live beside it."""
+"""gRPC servicers of the gateway: thin; jobs, aliases, uploads and estimates live beside them.
+
+Every call acts for the caller's project (services/common/auth.py): the interceptor resolved
+the bearer key to it before the servicer runs.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,15 @@ import logging
 import time
 from collections.abc import Sequence
 
-from distill.v1 import gateway_pb2, gateway_pb2_grpc
+from distill.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from services.common.auth import current_principal
+from services.common.errors import PermissionDenied
 from services.common.metrics import GatewayMetrics
 from services.common.server import Service
-from services.common.traces.layout import DEFAULT_PROJECT
 from services.gateway import trace_datasets
 from services.gateway.alias_report import alias_window_days, build_alias_report
 from services.gateway.aliases import Aliases
+from services.gateway.api_keys import ApiKeys, GatewayAuth
 from services.gateway.deletion import delete_job
 from services.gateway.events import JobEvents, LogRecorder
 from services.gateway.job_metrics import job_metrics
@@ -38,81 +44,116 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
         self.events = events
 
     async def Estimate(self, request, context):  # noqa: N802
-        return await self.jobs.estimate(request)
+        return await self.jobs.estimate(request, _project())
 
     async def Distill(self, request, context):  # noqa: N802
-        return gateway_pb2.DistillResponse(job=await self.jobs.distill(request))
+        return gateway_pb2.DistillResponse(job=await self.jobs.distill(request, _project()))
 
     async def GetJob(self, request, context):  # noqa: N802
-        return gateway_pb2.GetJobResponse(job=self.jobs.get(request.name))
+        return gateway_pb2.GetJobResponse(job=self.jobs.get(request.name, _project()))
 
     async def ListJobs(self, request, context):  # noqa: N802
-        return self.jobs.list(request)
+        return self.jobs.list(request, _project())
 
     async def WatchJob(self, request, context):  # noqa: N802
-        async for job in self.jobs.watch(request.name):
+        async for job in self.jobs.watch(request.name, _project()):
             yield gateway_pb2.WatchJobResponse(job=job)
 
     async def CancelJob(self, request, context):  # noqa: N802
-        return gateway_pb2.CancelJobResponse(job=await self.jobs.cancel(request.name))
+        return gateway_pb2.CancelJobResponse(job=await self.jobs.cancel(request.name, _project()))
 
     async def DeleteJob(self, request, context):  # noqa: N802
-        deleted = await delete_job(request.name, self.jobs.store, self.events, self.aliases,
-                                   self.jobs.artifacts)
+        deleted = await delete_job(request.name, _project(), self.jobs.store, self.events,
+                                   self.aliases, self.jobs.artifacts)
         return gateway_pb2.DeleteJobResponse(artifacts_deleted=deleted)
 
     async def ListJobEvents(self, request, context):  # noqa: N802
-        events, token = self.events.list(self.jobs.get(request.parent), request.page_size,
-                                         request.page_token)
+        events, token = self.events.list(self.jobs.get(request.parent, _project()),
+                                         request.page_size, request.page_token)
         return gateway_pb2.ListJobEventsResponse(events=events, next_page_token=token)
 
     async def GetJobMetrics(self, request, context):  # noqa: N802
-        return await asyncio.to_thread(job_metrics, self.jobs.get(request.name),
+        return await asyncio.to_thread(job_metrics, self.jobs.get(request.name, _project()),
                                        self.jobs.artifacts)
 
     async def UploadDataset(self, request_iterator, context):  # noqa: N802
         return await upload_dataset(request_iterator, self.jobs.artifacts,
-                                    self.settings.max_upload_bytes)
+                                    self.settings.max_upload_bytes, _project())
 
     async def DownloadArtifact(self, request, context):  # noqa: N802
-        async for part in download_artifact(request.uri, self.jobs.artifacts):
+        async for part in download_artifact(request.uri, self.jobs.artifacts, _project(),
+                                            self.jobs.store):
             yield part
 
     async def ListTraceDays(self, request, context):  # noqa: N802
         return await asyncio.to_thread(trace_datasets.list_days, self.jobs.artifacts,
-                                       DEFAULT_PROJECT, request.alias)
+                                       _project(), request.alias)
 
     async def CreateDatasetFromTraces(self, request, context):  # noqa: N802
         return await asyncio.to_thread(trace_datasets.create, self.jobs.artifacts, request,
-                                       DEFAULT_PROJECT, time.time())
+                                       _project(), time.time())
 
     async def BuildAliasReport(self, request, context):  # noqa: N802
-        alias = self.aliases.get(request.name)
+        project = _project()
+        alias = self.aliases.get(request.name, project)
         report = await asyncio.to_thread(
-            build_alias_report, alias, self.jobs.artifacts, DEFAULT_PROJECT, time.time(),
+            build_alias_report, alias, self.jobs.artifacts, project, time.time(),
             alias_window_days(request.window_days))
         return gateway_pb2.BuildAliasReportResponse(report=report)
 
     async def SetAlias(self, request, context):  # noqa: N802
         alias = self.aliases.set(request.name, request.target, request.expected_version,
+                                 _project(),
                                  request.routing if request.HasField("routing") else None)
         return gateway_pb2.SetAliasResponse(alias=alias)
 
     async def GetAlias(self, request, context):  # noqa: N802
-        return gateway_pb2.GetAliasResponse(alias=self.aliases.get(request.name))
+        return gateway_pb2.GetAliasResponse(alias=self.aliases.get(request.name, _project()))
 
     async def ListAliases(self, request, context):  # noqa: N802
-        aliases, token = self.aliases.list(request.page_size, request.page_token)
+        aliases, token = self.aliases.list(request.page_size, request.page_token, _project())
         return gateway_pb2.ListAliasesResponse(aliases=aliases, next_page_token=token)
 
     async def RollbackAlias(self, request, context):  # noqa: N802
-        alias = self.aliases.rollback(request.name, request.to_version, request.expected_version)
+        alias = self.aliases.rollback(request.name, request.to_version, request.expected_version,
+                                      _project())
         return gateway_pb2.RollbackAliasResponse(alias=alias)
+
+
+def _project() -> str:
+    return current_principal().project
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    """Projects' API keys; the admin key only."""
+
+    def __init__(self, keys: ApiKeys) -> None:
+        self.keys = keys
+
+    async def CreateApiKey(self, request, context):  # noqa: N802
+        _admin_only()
+        record, key = self.keys.create(request.project, request.description)
+        return admin_pb2.CreateApiKeyResponse(api_key=record, key=key)
+
+    async def ListApiKeys(self, request, context):  # noqa: N802
+        _admin_only()
+        return admin_pb2.ListApiKeysResponse(api_keys=self.keys.list(request.project))
+
+    async def RevokeApiKey(self, request, context):  # noqa: N802
+        _admin_only()
+        return admin_pb2.RevokeApiKeyResponse(api_key=self.keys.revoke(request.name))
+
+
+def _admin_only() -> None:
+    if not current_principal().admin:
+        raise PermissionDenied("API keys are managed with the admin key (the gateway's "
+                               "admin_token setting, DISTILL_ADMIN_TOKEN)")
 
 
 def build(settings: GatewaySettings) -> Sequence[Service]:
     writer = WriterLock(settings.db_path)  # before the store: a second gateway touches nothing
     events = JobEvents(settings.db_path)
+    keys = ApiKeys(settings.db_path)
     store = JobStore(settings.db_path, on_save=events.record)
     recorder = LogRecorder(events)
     logging.getLogger("distill.gateway").addHandler(recorder)
@@ -123,12 +164,14 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
     trainers = TrainerPool(settings.trainer_targets,
                            status_timeout=settings.trainer_status_timeout_seconds,
                            interval=settings.trainer_schedule_interval_seconds,
-                           max_moves=settings.trainer_max_moves, metadata=auth_metadata(token))
+                           max_moves=settings.trainer_max_moves, metadata=auth_metadata(token),
+                           security=settings.stage_security)
     clients = StageClients.connect(settings.generator_address, settings.judge_address,
                                    trainers, settings.exporter_address,
                                    settings.stage_idle_timeout_seconds, token,
                                    connect_seconds=settings.stage_connect_timeout_seconds,
-                                   attempts=settings.stage_attempts)
+                                   attempts=settings.stage_attempts,
+                                   security=settings.stage_security)
     metrics = GatewayMetrics(store.count_by_state, trainers.snapshot)
 
     lifecycle = Lifecycle(store, hub)
@@ -156,7 +199,12 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
         logging.getLogger("distill.gateway").removeHandler(recorder)
         store.close()
         events.close()
+        keys.close()
         writer.release()
 
+    auth = GatewayAuth(keys, token, settings.admin_token.get_secret_value()
+                       if settings.admin_token else None)
     return [Service.of(gateway_pb2, gateway_pb2_grpc, servicer, on_start=started,
-                       on_shutdown=shutdown, on_stopped=stopped, metrics=metrics.registry)]
+                       on_shutdown=shutdown, on_stopped=stopped, metrics=metrics.registry,
+                       authenticator=auth),
+            Service.of(admin_pb2, admin_pb2_grpc, AdminService(keys))]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
+from services.common.channels import ChannelSecurity
 from services.common.settings import ServiceSettings
 
 
@@ -23,8 +24,17 @@ class GatewaySettings(ServiceSettings):
     trainer_address: str = "127.0.0.1:50054"
     trainer_addresses: str = ""
     exporter_address: str = "127.0.0.1:50055"
-    # The SQLite job store.
+    # TLS to the stage services: the CA (PEM) that signed their certificates; unset, plaintext.
+    stage_tls_ca_file: Path | None = None
+    # The name their certificates must carry when not the host dialled (trainer replicas are
+    # dialled at the addresses a Service name resolves to).
+    stage_tls_server_name: str = ""
+    # The SQLite job store (and projects' API keys, stored hashed).
     db_path: Path = Path(".distill/gateway.db")
+    # The key that creates, lists and revokes projects' API keys (AdminService, `distill keys`).
+    # Unset: no project keys are accepted, and `auth_token` (or, unset too, no key at all) is
+    # the one `default` project's.
+    admin_token: SecretStr | None = None
     # A stage stream that sends nothing for this long is treated as lost.
     stage_idle_timeout_seconds: float = Field(default=900.0, gt=0)
     # A stage call waits this long for its service to be reachable (a restart, a rollout)...
@@ -44,6 +54,10 @@ class GatewaySettings(ServiceSettings):
     serving_usd_per_hour: float = Field(default=0.50, ge=0)
     # Progressive promotions: seconds between looks at each one's live traffic.
     rollout_check_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def stage_security(self) -> ChannelSecurity:
+        return ChannelSecurity(self.stage_tls_ca_file, self.stage_tls_server_name)
 
     @property
     def trainer_targets(self) -> list[str]:

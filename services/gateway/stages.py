@@ -32,6 +32,7 @@ from distill.v1 import (
     trainer_pb2,
 )
 from services.common import errors
+from services.common.channels import PLAINTEXT, ChannelSecurity
 from services.common.completions import Emit, completions
 from services.common.interceptors import REQUEST_ID_KEY
 from services.common.spend import Spend
@@ -137,18 +138,19 @@ class StageClients:
     @classmethod
     def connect(cls, generator: str, judge: str, trainer: str | TrainerPool, exporter: str,
                 idle_seconds: float, auth_token: str | None = None, *,
-                connect_seconds: float = 60.0, attempts: int = 3) -> StageClients:
+                connect_seconds: float = 60.0, attempts: int = 3,
+                security: ChannelSecurity = PLAINTEXT) -> StageClients:
         """`trainer`: a pool, or `host:port[,host:port...]` for a pool with default settings."""
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
                    # A restarted stage is found within seconds, not after gRPC's default
                    # reconnect backoff (up to two minutes).
                    ("grpc.max_reconnect_backoff_ms", 2000)]
-        channels = {stage: (address, grpc.aio.insecure_channel(address, options=options))
+        channels = {stage: (address, security.channel(address, options))
                     for stage, address in (("generator", generator), ("judge", judge),
                                            ("exporter", exporter))}
         metadata = auth_metadata(auth_token)
         trainers = trainer if isinstance(trainer, TrainerPool) else \
-            TrainerPool(trainer, metadata=metadata)
+            TrainerPool(trainer, metadata=metadata, security=security)
         return cls(generator_pb2_grpc.GeneratorServiceStub(channels["generator"][1]),
                    judge_pb2_grpc.JudgeServiceStub(channels["judge"][1]),
                    trainers,

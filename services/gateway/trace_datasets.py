@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from distill.v1 import gateway_pb2
 from services.common.errors import InvalidArgument
+from services.common.specs.layout import dataset_key
 from services.common.specs.names import alias_name
 from services.common.storage import ArtifactStore
 from services.common.traces import layout
@@ -135,7 +136,8 @@ def build(store: ArtifactStore, query: TraceQuery) -> tuple[gateway_pb2.UploadDa
                 f"{counts.segments} segments, {counts.matched} matched the filters")
         result = os.path.join(folder, "dataset.jsonl")
         sha256 = _copy_rows(matched, chosen, result)
-        stored = store_dataset(result, sha256, store, f"dataset from traces of {query.alias!r}")
+        stored = store_dataset(result, dataset_key(query.project, sha256), sha256, store,
+                               f"dataset from traces of {query.alias!r}")
     return stored, counts
 
 

@@ -36,6 +36,7 @@ import grpc
 
 from distill.v1 import trainer_pb2, trainer_pb2_grpc
 from services.common import errors
+from services.common.channels import PLAINTEXT, ChannelSecurity
 from services.common.metrics import SchedulerSnapshot
 
 log = logging.getLogger("distill.gateway.trainers")
@@ -64,10 +65,11 @@ class GrpcReplica:
     """One trainer replica over its own channel (one channel per resolved address)."""
 
     def __init__(self, address: str, metadata: tuple[tuple[str, str], ...] = (),
-                 options: Sequence[tuple[str, Any]] = ()) -> None:
+                 options: Sequence[tuple[str, Any]] = (),
+                 security: ChannelSecurity = PLAINTEXT) -> None:
         self.address = address
         self.metadata = metadata
-        self.channel = grpc.aio.insecure_channel(address, options=list(options))
+        self.channel = security.channel(address, options)
         self.stub = trainer_pb2_grpc.TrainerServiceStub(self.channel)
 
     async def status(self, timeout: float) -> trainer_pb2.GetTrainerStatusResponse:
@@ -153,11 +155,13 @@ class TrainerPool:
                  resolver: Callable[[str], Awaitable[list[str]]] = resolve,
                  status_timeout: float = 10.0, interval: float = 2.0, max_moves: int = 3,
                  idle_refresh: float = 15.0,
-                 metadata: tuple[tuple[str, str], ...] = ()) -> None:
+                 metadata: tuple[tuple[str, str], ...] = (),
+                 security: ChannelSecurity = PLAINTEXT) -> None:
         self.targets = parse_targets(targets)
         if not self.targets:
             raise ValueError("no trainer address configured")
-        self._connect = connect or (lambda address: GrpcReplica(address, metadata))
+        self._connect = connect or (lambda address: GrpcReplica(address, metadata,
+                                                                security=security))
         self._resolve = resolver
         self.status_timeout = status_timeout
         self.interval = interval

@@ -11,14 +11,17 @@ from collections.abc import AsyncIterator
 from distill.v1 import gateway_pb2
 from services.common.datasets import parse_jsonl
 from services.common.errors import InvalidArgument
-from services.common.specs.layout import JOBS_FOLDER
+from services.common.specs.layout import dataset_key
 from services.common.storage import ArtifactStore
+from services.gateway.job_store import JobStore
+from services.gateway.ownership import owned_key
 
 MAX_CHUNK = 4 * 1024 * 1024
 
 
 async def upload_dataset(requests: AsyncIterator[gateway_pb2.UploadDatasetRequest],
-                         store: ArtifactStore, max_bytes: int) -> gateway_pb2.UploadDatasetResponse:
+                         store: ArtifactStore, max_bytes: int,
+                         project: str) -> gateway_pb2.UploadDatasetResponse:
     first = await anext(aiter(requests), None)
     if first is None or not first.HasField("metadata"):
         raise InvalidArgument("the first message must be metadata (filename, optional sha256)")
@@ -43,17 +46,17 @@ async def upload_dataset(requests: AsyncIterator[gateway_pb2.UploadDatasetReques
         if meta.sha256 and meta.sha256.lower() != sha256:
             raise InvalidArgument(f"metadata.sha256: {meta.sha256} does not match the uploaded "
                                   f"content ({sha256})")
-        return await asyncio.to_thread(store_dataset, tmp, sha256, store, what)
+        return await asyncio.to_thread(store_dataset, tmp, dataset_key(project, sha256), sha256,
+                                       store, what)
     finally:
         os.unlink(tmp)
 
 
-def store_dataset(path: str, sha256: str, store: ArtifactStore,
+def store_dataset(path: str, key: str, sha256: str, store: ArtifactStore,
                   what: str) -> gateway_pb2.UploadDatasetResponse:
-    """A validated JSONL file at `path` as `datasets/{sha256}.jsonl` (once per content)."""
+    """A validated JSONL file at `path` under `key` (once per content: see dataset_key)."""
     with open(path, "rb") as data:
         prompts = parse_jsonl(data, what=what)  # nothing is stored unless every line is good
-    key = f"datasets/{sha256}.jsonl"
     deduplicated = store.exists(key) and store.stat(key).sha256 == sha256
     stored = store.stat(key) if deduplicated else store.put_file(
         key, path, media_type="application/jsonl")
@@ -62,16 +65,12 @@ def store_dataset(path: str, sha256: str, store: ArtifactStore,
 
 
 DOWNLOAD_CHUNK = 1024 * 1024
-_DOWNLOADABLE = ("datasets/", JOBS_FOLDER, "aliases/")
 
 
-async def download_artifact(uri: str, store: ArtifactStore) -> AsyncIterator[
-        gateway_pb2.DownloadArtifactResponse]:
-    """The artifact's ref, then its bytes (sha256 verified by the store at the end)."""
-    key = store.key_from_uri(uri)
-    if not key.startswith(_DOWNLOADABLE) or key.endswith("/"):
-        raise InvalidArgument("uri: only files under datasets/, jobs/ and aliases/ can be "
-                              f"downloaded, got {uri!r}")
+async def download_artifact(uri: str, store: ArtifactStore, project: str,
+                            jobs: JobStore) -> AsyncIterator[gateway_pb2.DownloadArtifactResponse]:
+    """The project's artifact's ref, then its bytes (sha256 verified by the store at the end)."""
+    key = await asyncio.to_thread(owned_key, uri, project, store, jobs)
     stored = await asyncio.to_thread(store.stat, key)
     yield gateway_pb2.DownloadArtifactResponse(artifact=stored.as_proto())
     chunks = store.iter_chunks(key, DOWNLOAD_CHUNK)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from distill.v1 import generator_pb2, generator_pb2_grpc
+from services.common.auth import DEFAULT_PROJECT, project_name
 from services.common.metrics import GeneratorMetrics
 from services.common.providers import (
     ModelClient,
@@ -17,6 +18,7 @@ from services.common.providers import (
 )
 from services.common.providers.call_processes import CallProcesses
 from services.common.server import Service
+from services.common.specs.layout import teacher_cache_prefix
 from services.common.storage import ArtifactStore
 from services.common.teacher_cache import TeacherCache
 from services.generator.generation import Generation, GenerationPlan, plan
@@ -36,6 +38,7 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
         self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generator_pb2.GenerateResponse]:
         s = self.settings
+        project = project_name(request.project or DEFAULT_PROJECT, "project")
         job = await asyncio.to_thread(
             plan, request, self.store,
             default_concurrency=s.default_max_concurrency,
@@ -44,7 +47,7 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
             max_dataset_bytes=s.max_dataset_bytes,
             cache_dir=s.cache_dir,
         )
-        client = teacher_client(job, s, self.store, self.call_processes)
+        client = teacher_client(job, s, self.store, self.call_processes, project)
         observe = self.metrics.stream(job.teacher.provider, job.teacher.model)
         try:
             async for event in Generation(
@@ -61,9 +64,10 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
 
 
 def teacher_client(job: GenerationPlan, settings: GeneratorSettings, store: ArtifactStore,
-                   call_processes: CallProcesses | None) -> ModelClient:
-    """The job's teacher behind its limiter, retries and the cache; a job with many calls in
-    flight has them made in the call processes."""
+                   call_processes: CallProcesses | None,
+                   project: str) -> ModelClient:
+    """The job's teacher behind its limiter, retries and the project's cache; a job with many
+    calls in flight has them made in the call processes."""
     wide = job.limits.max_concurrency >= settings.teacher_processes_from_concurrency
     provider = open_provider(
         job.teacher, field="teacher", key_env_pattern=settings.api_key_env_pattern,
@@ -76,7 +80,7 @@ def teacher_client(job: GenerationPlan, settings: GeneratorSettings, store: Arti
         limiter=RateLimiter(job.limits),
         retry=RetryPolicy(job.limits.max_retries, settings.retry_base_delay_seconds,
                           settings.retry_max_delay_seconds),
-        cache=TeacherCache(store),
+        cache=TeacherCache(store, teacher_cache_prefix(project)),
     )
 
 

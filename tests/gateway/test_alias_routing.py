@@ -74,6 +74,6 @@ def test_a_database_from_before_routing_opens_and_keeps_its_aliases(tmp_path):
     store = JobStore(db)
     alias = store.get_alias("bot")
     assert alias.target.job == "jobs/x" and not alias.HasField("routing")
-    store.set_alias("bot", alias.target, 1, gateway_pb2.AliasRouting(
+    store.set_alias("bot", alias.target, 1, routing=gateway_pb2.AliasRouting(
         capture=gateway_pb2.TraceCapture(disabled=True)))
     assert store.get_alias("bot").routing.capture.disabled

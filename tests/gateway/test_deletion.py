@@ -8,6 +8,7 @@ import pytest
 
 from distill.v1 import gateway_pb2
 from services.common import errors
+from services.common.auth import DEFAULT_PROJECT
 from services.common.storage.local import LocalStore
 from services.gateway.aliases import Aliases
 from services.gateway.deletion import delete_job
@@ -32,7 +33,7 @@ def parts(tmp_path):
 
 
 def _delete(parts):
-    return asyncio.run(delete_job(JOB, *parts))
+    return asyncio.run(delete_job(JOB, DEFAULT_PROJECT, *parts))
 
 
 def test_a_running_job_is_refused_and_keeps_everything(parts):

@@ -34,10 +34,11 @@ def parts(tmp_path):
     spec = gateway_pb2.DistillSpec(
         promote_alias="bot", progressive=gateway_pb2.ProgressivePromotion(
             enabled=True, window_requests=5, canary_percents=[50, 100]))
-    store.create_job(gateway_pb2.Job(name=JOB, state=gateway_pb2.JOB_STATE_SUCCEEDED, spec=spec))
+    store.create_job(gateway_pb2.Job(name=JOB, state=gateway_pb2.JOB_STATE_SUCCEEDED, spec=spec,
+                                     project="default"))
     aliases = Aliases(store)
     aliases.set("bot", gateway_pb2.AliasTarget(teacher=common_pb2.ModelSpec(model="gpt-4o-mini")),
-                0, gateway_pb2.AliasRouting(validator=VALIDATOR))
+                0, routing=gateway_pb2.AliasRouting(validator=VALIDATOR))
     clock = Clock()
     artifacts = LocalStore(tmp_path / "store")
     return store, aliases, Rollouts(aliases, artifacts, clock=clock), artifacts, clock
@@ -121,7 +122,8 @@ def test_without_an_incumbent_there_is_no_rollout(tmp_path):
     store = JobStore(tmp_path / "g.db")
     spec = gateway_pb2.DistillSpec(
         promote_alias="new", progressive=gateway_pb2.ProgressivePromotion(enabled=True))
-    job = gateway_pb2.Job(name=JOB, state=gateway_pb2.JOB_STATE_SUCCEEDED, spec=spec)
+    job = gateway_pb2.Job(name=JOB, state=gateway_pb2.JOB_STATE_SUCCEEDED, spec=spec,
+                                     project="default")
     rollouts = Rollouts(Aliases(store), LocalStore(tmp_path / "s"))
     assert rollouts.start(job, progressive(spec.progressive),
                           gateway_pb2.AliasTarget(job=JOB)) is None

@@ -318,3 +318,25 @@ async def test_wide_jobs_call_the_teacher_from_call_processes_narrow_ones_from_t
     rerun = await run(generator, request(fake, count=6, n=2, concurrency=8, job_id="wide-again",
                                          prompts=inline(6, "other")))
     assert rerun[-1].summary.usage.cached_requests == 12  # the cache is the service's
+
+
+async def test_teacher_cache_is_per_project(generator, fake):
+    """A project never gets an answer another project paid for: the same prompts for another
+    project call the provider again; for the same project, they come from the cache."""
+    await run(generator, request(fake, job_id="job-a", project="alpha"))
+    calls = fake.stats()["received"]
+    other = await run(generator, request(fake, job_id="job-b", project="beta"))
+    assert fake.stats()["received"] == 2 * calls
+    assert other[-1].summary.usage.cached_requests == 0
+    again = await run(generator, request(fake, job_id="job-c", project="alpha"))
+    assert fake.stats()["received"] == 2 * calls
+    assert again[-1].summary.usage.cached_requests == 18
+    keys = list(generator.store.list(PREFIX))
+    assert sum(k.startswith(f"{PREFIX}alpha/") for k in keys) == 18
+    assert sum(k.startswith(f"{PREFIX}beta/") for k in keys) == 18
+
+
+async def test_a_bad_project_name_is_refused(generator, fake):
+    error = await status_of(generator, request(fake, project="../x"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "project" in error.details()
+    assert fake.stats()["received"] == 0

@@ -1,10 +1,21 @@
-"""Where a job's artifacts live in the store: every `jobs/{id}/...` key is built here."""
+"""Where a job's artifacts live in the store: every `jobs/{id}/...` key is built here, and the
+project-owned folders outside jobs (uploaded datasets, the teacher cache).
+
+A job's folder is not per project: the gateway checks the job row's project before it serves
+anything under `jobs/{id}...`. Datasets and teacher-cache entries have no row, so their keys
+carry the project: `datasets/{project}/`, `cache/teacher/{project}/`; the default project keeps
+the folders' top level, the layout of installs from before projects.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.auth import DEFAULT_PROJECT
+
 JOBS_FOLDER = "jobs/"
+DATASETS_FOLDER = "datasets/"
+TEACHER_CACHE_FOLDER = "cache/teacher/"
 # One JSON line per optimizer step, in each checkpoint and in the adapter folder (where the job
 # report reads it). Plain text: the exporter's pickle checks pass it.
 TRAINING_LOG = "training_log.jsonl"
@@ -78,3 +89,47 @@ class JobKeys:
     @property
     def export_manifest(self) -> str:
         return f"{self.prefix}manifest.json"
+
+
+def _project_folder(folder: str, project: str) -> str:
+    return folder if project == DEFAULT_PROJECT else f"{folder}{project}/"
+
+
+def dataset_key(project: str, sha256: str) -> str:
+    return f"{_project_folder(DATASETS_FOLDER, project)}{sha256}.jsonl"
+
+
+def dataset_project(key: str) -> str | None:
+    """The project owning a `datasets/...` key, None for a key outside that layout."""
+    parts = key.removeprefix(DATASETS_FOLDER).split("/")
+    if not key.startswith(DATASETS_FOLDER) or len(parts) > 2 or not all(parts):
+        return None
+    return parts[0] if len(parts) == 2 else DEFAULT_PROJECT
+
+
+ALIASES_FOLDER = "aliases/"
+
+
+def alias_report_prefix(project: str, alias: str) -> str:
+    """The alias page's folder (services/gateway/alias_report.py); always names its project."""
+    return f"{ALIASES_FOLDER}{project}/{alias}/report/"
+
+
+def alias_folder_project(key: str) -> str | None:
+    """The project owning an `aliases/{project}/...` key, None for a key outside that layout."""
+    parts = key.removeprefix(ALIASES_FOLDER).split("/")
+    if not key.startswith(ALIASES_FOLDER) or len(parts) < 3 or not all(parts[:2]):
+        return None
+    return parts[0]
+
+
+def teacher_cache_prefix(project: str) -> str:
+    return _project_folder(TEACHER_CACHE_FOLDER, project)
+
+
+def job_id_of_key(key: str) -> str | None:
+    """The job whose folder, or evaluation run's folder, holds a `jobs/...` key."""
+    folder = key.removeprefix(JOBS_FOLDER).split("/", 1)[0]
+    if not key.startswith(JOBS_FOLDER) or not folder:
+        return None
+    return folder.split("-eval", 1)[0]  # JobKeys.eval_run_id: `{id}-eval-{model}`

@@ -10,20 +10,10 @@ import datetime as dt
 import re
 import uuid
 
-from services.common.errors import InvalidArgument
+from services.common.auth import project_name
 
 FOLDER = "traces/"
-# The one project of an install without projects.
-DEFAULT_PROJECT = "default"
-_PROJECT = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def project_name(project: str, field: str = "project") -> str:
-    if not _PROJECT.fullmatch(project):
-        raise InvalidArgument(f"{field}: projects are 1-63 lower-case letters, digits, '_' and "
-                              f"'-', got {project[:80]!r}")
-    return project
 
 
 def day_of(timestamp: float) -> str:

@@ -1,0 +1,69 @@
+"""Who is calling: the bearer key resolved to a principal (a project, or the admin).
+
+The interceptor (services/common/interceptors.py) asks the server's `Authenticator` about the
+bearer key of every RPC but health and puts the answer in `principal_var` for the servicer.
+Stage services use `StaticToken` (one shared secret, no projects); the gateway resolves project
+API keys (services/gateway/api_keys.py).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.common.errors import InvalidArgument
+
+# The project of a one-user install: its single token (or no token on loopback) acts here, and
+# its datasets, cache entries and aliases keep the layout they had before projects existed.
+DEFAULT_PROJECT = "default"
+PROJECT_NAME = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
+
+
+@dataclass(frozen=True)
+class Principal:
+    project: str
+    admin: bool = False
+
+
+# Callers of a server that needs no key act in the default project.
+principal_var: ContextVar[Principal] = ContextVar(
+    "principal", default=Principal(DEFAULT_PROJECT))  # noqa: B039 - frozen: never mutated
+
+
+def current_principal() -> Principal:
+    return principal_var.get()
+
+
+def project_name(value: str, field: str = "project") -> str:
+    if not PROJECT_NAME.fullmatch(value):
+        raise InvalidArgument(f"{field}: projects are 2-40 lower-case letters, digits and dashes, "
+                              f"starting with a letter, got {value[:80]!r}")
+    return value
+
+
+class Authenticator(Protocol):
+    # False: every caller is the default project and no key is asked for.
+    required: bool
+
+    def authenticate(self, key: str) -> Principal | None:
+        """The principal `key` belongs to, or None for a key nobody holds."""
+
+
+def same_secret(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())  # constant time
+
+
+class StaticToken:
+    """One shared token (or none): the stage services, and a gateway without projects."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token
+        self.required = token is not None
+
+    def authenticate(self, key: str) -> Principal | None:
+        if self._token is not None and same_secret(key, self._token):
+            return Principal(DEFAULT_PROJECT)
+        return None
