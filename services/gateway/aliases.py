@@ -6,6 +6,8 @@ or job is NOT_FOUND here, whatever the call.
 
 from __future__ import annotations
 
+import re
+
 from distill.v1 import gateway_pb2
 from services.common.auth import DEFAULT_PROJECT
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -65,7 +67,17 @@ class Aliases:
     def _checked(self, target: gateway_pb2.AliasTarget, project: str) -> gateway_pb2.AliasTarget:
         kind = target.WhichOneof("target")
         if kind is None:
-            raise InvalidArgument("target: set job or teacher")
+            raise InvalidArgument("target: set job, teacher or upstream")
+        if target.max_tokens_limit < 0:
+            raise InvalidArgument(
+                f"target.max_tokens_limit: must be >= 0, got {target.max_tokens_limit}")
+        if kind == "upstream":
+            if not re.match(r"^https?://[^\s/]+", target.upstream.base_url):
+                raise InvalidArgument("target.upstream.base_url: must be an http(s) URL, got "
+                                      f"{target.upstream.base_url!r}")
+            if not target.upstream.model:
+                raise InvalidArgument("target.upstream.model: required")
+            return target
         if kind == "teacher":
             if not target.teacher.model:
                 raise InvalidArgument("target.teacher.model: required")
