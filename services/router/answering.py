@@ -123,9 +123,13 @@ class Answerer:
             return
         gguf = await self._files.path(target.gguf)
         async with self._engines.lease(target.gguf.sha256, gguf) as engine:
-            yield _Endpoint(engine.base_url, "student", "",
-                            self._settings.engine == "llama-server",
-                            f"the engine serving {target.alias}@{target.version}")
+            try:
+                yield _Endpoint(engine.base_url, "student", "",
+                                self._settings.engine == "llama-server",
+                                f"the engine serving {target.alias}@{target.version}")
+            except _ConnectionLost:
+                await self._engines.settle(engine)
+                raise
 
     def _body(self, endpoint: _Endpoint, call: ChatCall, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"model": endpoint.model,
@@ -245,8 +249,12 @@ def _cut_at_stop(text: str, stop: tuple[str, ...], finish: str) -> tuple[str, st
     return (text[:min(cuts)], "stop") if cuts else (text, finish)
 
 
+class _ConnectionLost(errors.Unavailable):
+    """The server stopped answering mid-request: for an engine, most likely a crash."""
+
+
 def _broken(endpoint: _Endpoint, exc: Exception) -> errors.Unavailable:
-    return errors.Unavailable(
+    return _ConnectionLost(
         f"{endpoint.what} stopped answering mid-request ({type(exc).__name__}); "
         "retry: an engine that crashed is restarted by the next request")
 

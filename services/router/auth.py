@@ -7,11 +7,9 @@ is needed (as on the gRPC side).
 
 from __future__ import annotations
 
-import hmac
-
+from services.common.auth import DEFAULT_PROJECT, same_secret
 from services.common.errors import Unauthenticated
 from services.router.settings import RouterSettings
-from services.router.targets import DEFAULT_PROJECT
 
 
 def caller_project(authorization: str | None, settings: RouterSettings) -> str:
@@ -20,7 +18,6 @@ def caller_project(authorization: str | None, settings: RouterSettings) -> str:
         return DEFAULT_PROJECT
     scheme, _, key = (authorization or "").partition(" ")
     expected = settings.auth_token.get_secret_value()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(),
-                                                             expected.encode()):
+    if scheme.lower() != "bearer" or not same_secret(key.strip(), expected):
         raise Unauthenticated("missing or wrong API key (Authorization: Bearer KEY)")
     return DEFAULT_PROJECT

@@ -103,6 +103,14 @@ class EngineSupervisor:
         async with self.lease(key, gguf):
             pass
 
+    async def settle(self, engine: Engine, seconds: float = 5.0) -> None:
+        """After a connection to `engine` broke: a crashed process closes its sockets before
+        it can be reaped, so wait (a little) for its exit; the next lease then starts a new
+        one instead of sending another request to the dead one. Alive after that: not a crash."""
+        if engine.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(engine.proc.wait, seconds)
+
     async def _engine(self, key: str, gguf: Path) -> Engine:
         async with self._room:
             engine = self.engines.get(key)

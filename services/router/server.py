@@ -9,6 +9,7 @@ import grpc
 import httpx
 
 from distill.v1 import gateway_pb2_grpc, router_pb2, router_pb2_grpc
+from services.common.auth import DEFAULT_PROJECT
 from services.common.metrics import RouterMetrics
 from services.common.server import Service
 from services.router.answering import Answerer
@@ -18,7 +19,7 @@ from services.router.http_api import HttpApi
 from services.router.routing import Router
 from services.router.settings import RouterSettings
 from services.router.student_files import StudentFiles
-from services.router.targets import DEFAULT_PROJECT, AliasTargets
+from services.router.targets import AliasTargets
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):

@@ -18,9 +18,8 @@ import grpc
 
 from distill.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, router_pb2
 from services.common import errors
+from services.common.auth import DEFAULT_PROJECT
 from services.common.specs.names import alias_name
-
-DEFAULT_PROJECT = "default"
 
 
 @dataclass(frozen=True)
