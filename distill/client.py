@@ -386,13 +386,15 @@ class Distiller:
     def set_alias(self, name: str, *, job: str | None = None, teacher: str | None = None,
                   expected_version: int = 0, description: str = "",
                   gguf: str | None = None,
+                  target: gateway_pb2.AliasTarget | None = None,
                   routing: gateway_pb2.AliasRouting | Mapping[str, Any] | None = None,
                   ) -> gateway_pb2.Alias:
         """Compare-and-swap: pass the version you last saw (0 to create); ABORTED if stale.
         `gguf`: another of the job's exported GGUFs than its student GGUF (a job target).
+        `target` takes a whole AliasTarget (an upstream, a max_tokens_limit) instead.
         `routing` (an AliasRouting or its JSON form as a dict): canary and shadow targets, a
         validator with a fallback teacher, trace capture and redaction."""
-        target = gateway_pb2.AliasTarget(description=description)
+        target = target or gateway_pb2.AliasTarget(description=description)
         if gguf:
             target.gguf.uri = gguf
         if job:

@@ -1,4 +1,4 @@
-"""The embedded suite: the five services as local processes on loopback (`distill up`).
+"""The embedded suite: the six services as local processes on loopback (`distill up`).
 
 Also what the tests use to start real service processes, so there is one way to do it.
 """
@@ -18,10 +18,11 @@ from pathlib import Path
 
 from services.common.health_probe import check_health
 
-# Start order: the gateway last, since it calls the others.
-SERVICES = ("generator", "judge", "trainer", "exporter", "gateway")
+# Start order: the gateway after the stages, since it calls them; the router (which calls the
+# gateway when a request comes) last.
+SERVICES = ("generator", "judge", "trainer", "exporter", "gateway", "router")
 DEFAULT_PORTS = {"gateway": 50051, "generator": 50052, "judge": 50053, "trainer": 50054,
-                 "exporter": 50055}
+                 "exporter": 50055, "router": 50056}
 
 
 @dataclass
@@ -110,7 +111,7 @@ def start_service(
 
 @dataclass
 class LocalSuite:
-    """All five services on loopback, sharing one environment (store URL, cache, auth)."""
+    """All six services on loopback, sharing one environment (store URL, cache, auth)."""
 
     log_dir: Path
     env: Mapping[str, str] = field(default_factory=dict)
@@ -125,6 +126,7 @@ class LocalSuite:
         env = dict(self.env)
         for name in SERVICES:
             env.setdefault(f"DISTILL_GATEWAY_{name.upper()}_ADDRESS", self.address(name))
+        env.setdefault("DISTILL_ROUTER_GATEWAY_ADDRESS", self.address("gateway"))
         try:
             for name in SERVICES:
                 self.processes[name] = start_service(

@@ -19,7 +19,7 @@ def test_up_starts_the_whole_suite_healthy_and_ctrl_c_stops_it(tmp_path):
     # gRPC ports and their metrics ports (+1000) below the kernel's ephemeral range
     # (32768+), where outgoing connections and free ports come from.
     base = random.randrange(20000, 31000, 10)
-    addresses = [f"127.0.0.1:{base + i}" for i in range(5)]
+    addresses = [f"127.0.0.1:{base + i}" for i in range(6)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "distill.cli", "--home", str(tmp_path), "--base-port", str(base),
          "up"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -28,14 +28,14 @@ def test_up_starts_the_whole_suite_healthy_and_ctrl_c_stops_it(tmp_path):
             assert proc.poll() is None, proc.stderr.read()
             return all(check_health(a, timeout=2) == "SERVING" for a in addresses)
 
-        wait_for(all_serving, "all five services SERVING", interval=0.5)
+        wait_for(all_serving, "all six services SERVING", interval=0.5)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 0, stderr
-    assert stderr.count("SERVING") == 5
-    assert len(list((tmp_path / "logs").glob("*.log"))) == 5
+    assert stderr.count("SERVING") == 6
+    assert len(list((tmp_path / "logs").glob("*.log"))) == 6
     assert all(check_health(a, timeout=0.5) == "UNREACHABLE" for a in addresses)
 
 

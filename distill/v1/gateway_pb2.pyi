@@ -488,16 +488,30 @@ class DownloadArtifactResponse(_message.Message):
     def __init__(self, artifact: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class AliasTarget(_message.Message):
-    __slots__ = ("job", "teacher", "gguf", "description")
+    __slots__ = ("job", "teacher", "upstream", "gguf", "description", "max_tokens_limit")
     JOB_FIELD_NUMBER: _ClassVar[int]
     TEACHER_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
     GGUF_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     job: str
     teacher: _common_pb2.ModelSpec
+    upstream: Upstream
     gguf: _common_pb2.ArtifactRef
     description: str
-    def __init__(self, job: _Optional[str] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., gguf: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+    max_tokens_limit: int
+    def __init__(self, job: _Optional[str] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., upstream: _Optional[_Union[Upstream, _Mapping]] = ..., gguf: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., description: _Optional[str] = ..., max_tokens_limit: _Optional[int] = ...) -> None: ...
+
+class Upstream(_message.Message):
+    __slots__ = ("base_url", "model", "api_key_env")
+    BASE_URL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_ENV_FIELD_NUMBER: _ClassVar[int]
+    base_url: str
+    model: str
+    api_key_env: str
+    def __init__(self, base_url: _Optional[str] = ..., model: _Optional[str] = ..., api_key_env: _Optional[str] = ...) -> None: ...
 
 class AliasVersion(_message.Message):
     __slots__ = ("version", "target", "routing", "create_time")

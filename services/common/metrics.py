@@ -36,6 +36,7 @@ __all__ = [
     "GeneratorMetrics",
     "JudgeMetrics",
     "MetricsServer",
+    "RouterMetrics",
     "TrainerMetrics",
     "new_registry",
 ]
@@ -282,3 +283,50 @@ class _ExportTimer:
     def failed(self) -> None:
         self._close_stage()
         self._metrics.exports.labels("error").inc()
+
+
+# --- router ----------------------------------------------------------------------------------
+
+class RouterMetrics:
+    """Per alias, version and target kind: requests by outcome, latency, tokens, cost; and the
+    engines. Requests whose alias did not resolve count under alias "", so that callers cannot
+    mint label values."""
+
+    def __init__(self, engines_loaded: Callable[[], int],
+                 engine_restarts: Callable[[], int]) -> None:
+        self.registry = r = new_registry()
+        labels = ["alias", "version", "target"]
+        self.requests = Counter("distill_router_requests", "Chat requests by outcome (a gRPC "
+                                "status name: OK, NOT_FOUND, UNAVAILABLE, ...).",
+                                [*labels, "code"], registry=r)
+        self.latency = Histogram(
+            "distill_router_request_duration_seconds", "Time to the whole answer.", labels,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
+        self.tokens = Counter("distill_router_tokens", "Tokens by direction (prompt, "
+                              "completion).", [*labels, "direction"], registry=r)
+        self.cost = Counter("distill_router_cost_usd", "What teacher and upstream calls cost.",
+                            labels, registry=r)
+        Gauge("distill_router_engines_loaded", "Engine processes running now.",
+              registry=r).set_function(engines_loaded)
+        self._restarts = engine_restarts
+        r.register(self)
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily("distill_router_engine_restarts",
+                                  "Engines started again after they exited.",
+                                  value=self._restarts())
+
+    def answered(self, alias: str, version: int, target: str, prompt_tokens: int,
+                 completion_tokens: int, cost_usd: float, seconds: float) -> None:
+        labels = (alias, str(version), target)
+        self.requests.labels(*labels, "OK").inc()
+        self.latency.labels(*labels).observe(seconds)
+        self.tokens.labels(*labels, "prompt").inc(prompt_tokens)
+        self.tokens.labels(*labels, "completion").inc(completion_tokens)
+        self.cost.labels(*labels).inc(cost_usd)
+
+    def failed(self, alias: str, version: int, target: str, code: str) -> None:
+        self.requests.labels(alias, str(version) if version else "", target, code).inc()

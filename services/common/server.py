@@ -43,7 +43,8 @@ class Service:
     `on_stopped` runs once every RPC has ended (close what RPCs use: channels, databases). `metrics`
     is the service's own Prometheus registry (services/common/metrics.py), served over HTTP on
     the settings' metrics port. `authenticator` resolves callers' keys to projects (the
-    gateway); without one, the settings' `auth_token` is the one key.
+    gateway); without one, the settings' `auth_token` is the one key. `log_fields`, asked after
+    `on_start`, adds fields to the "serving" log line (the router's HTTP port).
     """
 
     full_name: str
@@ -54,16 +55,18 @@ class Service:
     metrics: CollectorRegistry | None = None
     on_stopped: Hook | None = None
     authenticator: Authenticator | None = None
+    log_fields: Callable[[], dict[str, Any]] | None = None
 
     @classmethod
     def of(cls, pb2_module: Any, pb2_grpc_module: Any, servicer: Any, *,
            on_start: Hook | None = None, on_shutdown: Hook | None = None,
            on_stopped: Hook | None = None, metrics: CollectorRegistry | None = None,
-           authenticator: Authenticator | None = None) -> Service:
+           authenticator: Authenticator | None = None,
+           log_fields: Callable[[], dict[str, Any]] | None = None) -> Service:
         (descriptor,) = pb2_module.DESCRIPTOR.services_by_name.values()
         add = getattr(pb2_grpc_module, f"add_{descriptor.name}Servicer_to_server")
         return cls(descriptor.full_name, servicer, add, on_start, on_shutdown, metrics,
-                   on_stopped, authenticator)
+                   on_stopped, authenticator, log_fields)
 
 
 async def _call(hook: Hook | None) -> None:
@@ -141,8 +144,12 @@ async def start(settings: ServiceSettings, services: Sequence[Service]) -> Runni
         raise
     # Logged before health says SERVING: whoever sees SERVING can read the ports (port 0 means
     # the kernel picked them) from this line.
-    log.info("serving", extra={"host": settings.host, "port": port, "services": names,
-                               "metrics_port": metrics.port, "tls": credentials is not None})
+    fields = {"host": settings.host, "port": port, "services": names,
+              "metrics_port": metrics.port, "tls": credentials is not None}
+    for service in services:
+        if service.log_fields is not None:
+            fields.update(service.log_fields())
+    log.info("serving", extra=fields)
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(server, port, health_servicer, services, settings.grace_seconds,

@@ -141,7 +141,9 @@ def _describe(target: gateway_pb2.AliasTarget) -> str:
         return f"student of {target.job}"
     if kind == "teacher":
         return f"teacher {target.teacher.model}"
-    return kind or "nothing"
+    if kind == "upstream":
+        return f"upstream {target.upstream.model} at {target.upstream.base_url}"
+    return "nothing"
 
 
 def draw_plots(data: dict[str, Any], folder: Path) -> dict[str, str]:

@@ -6,6 +6,8 @@ or job is NOT_FOUND here, whatever the call.
 
 from __future__ import annotations
 
+import re
+
 from distill.v1 import gateway_pb2
 from services.common.auth import DEFAULT_PROJECT
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -86,7 +88,17 @@ class Aliases:
                  field: str = "target") -> gateway_pb2.AliasTarget:
         kind = target.WhichOneof("target")
         if kind is None:
-            raise InvalidArgument(f"{field}: set job or teacher")
+            raise InvalidArgument(f"{field}: set job, teacher or upstream")
+        if target.max_tokens_limit < 0:
+            raise InvalidArgument(
+                f"{field}.max_tokens_limit: must be >= 0, got {target.max_tokens_limit}")
+        if kind == "upstream":
+            if not re.match(r"^https?://[^\s/]+", target.upstream.base_url):
+                raise InvalidArgument(f"{field}.upstream.base_url: must be an http(s) URL, got "
+                                      f"{target.upstream.base_url!r}")
+            if not target.upstream.model:
+                raise InvalidArgument(f"{field}.upstream.model: required")
+            return target
         if kind == "teacher":
             if not target.teacher.model:
                 raise InvalidArgument(f"{field}.teacher.model: required")

@@ -58,8 +58,12 @@ class Rollout:
 
 
 def model_key(target: gateway_pb2.AliasTarget) -> str:
-    """How traces name the model behind a target (`served_by.model`)."""
-    return target.job if target.WhichOneof("target") == "job" else target.teacher.model
+    """How traces name the model behind a target (`served_by.model`, as the router writes it:
+    the job for a student, the model id for a teacher or an upstream)."""
+    kind = target.WhichOneof("target")
+    if kind == "job":
+        return target.job
+    return target.upstream.model if kind == "upstream" else target.teacher.model
 
 
 def step_routing(incumbent: gateway_pb2.AliasVersion, student: gateway_pb2.AliasTarget,

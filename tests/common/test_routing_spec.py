@@ -27,7 +27,7 @@ def split(percent: int, **kw) -> gateway_pb2.AliasRouting:
                                       gateway_pb2.WeightedTarget(target=TEACHER, percent=50)]),
      "routing.canary: the percents add up to 110, over 100"),
     (gateway_pb2.AliasRouting(shadows=[gateway_pb2.AliasTarget()]),
-     r"routing.shadows\[0\]: set job or teacher"),
+     r"routing.shadows\[0\]: set job, teacher or upstream"),
     (gateway_pb2.AliasRouting(validator=gateway_pb2.AliasValidator()),
      "routing.validator: set judge, labels or max_latency_seconds"),
     (gateway_pb2.AliasRouting(validator=gateway_pb2.AliasValidator(

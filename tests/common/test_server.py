@@ -35,6 +35,7 @@ SERVICES = {
     "judge": "distill.v1.JudgeService",
     "trainer": "distill.v1.TrainerService",
     "exporter": "distill.v1.ExporterService",
+    "router": "distill.v1.RouterService",
 }
 # One metric each service exposes from its start (services/common/metrics.py has them all).
 METRICS = {
@@ -43,6 +44,7 @@ METRICS = {
     "judge": "distill_judge_score",
     "trainer": "distill_trainer_active_trainings",
     "exporter": "distill_export_stage_duration_seconds",
+    "router": "distill_router_engines_loaded",
 }
 # The venv's bin folder may not be on PATH when tests run as .venv/bin/python -m pytest.
 GRPCURL = shutil.which("grpcurl", path=f"{sys.prefix}/bin") or shutil.which("grpcurl")

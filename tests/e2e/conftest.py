@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from distill.client import Distiller
-from distill.local_suite import LocalSuite
+from distill.local_suite import DEFAULT_PORTS, LocalSuite
 from tests.fixtures.fake_provider import FakeProviderHandle, run_fake_provider
 from tests.fixtures.s3_server import s3_server  # noqa: F401 - pytest fixture
 from tests.fixtures.tiny_llama import tiny_llama_dir  # noqa: F401 - pytest fixture
@@ -35,6 +35,10 @@ class Suite:
             f"services.{name}", self.suite.ports[name], self.suite.log_dir,
             {**self.suite.env, **_gateway_env(self.suite)})
         self.suite.processes[name].wait_healthy(120)
+
+    def router_url(self) -> str:
+        """The router's OpenAI base URL (its HTTP port is in its "serving" line)."""
+        return f"http://127.0.0.1:{self.suite.processes['router'].serving_event()['http_port']}/v1"
 
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n{p.log()[-4000:]}" for n, p in self.suite.processes.items())
@@ -61,8 +65,7 @@ def suite(tmp_path, s3_server) -> Iterator[Suite]:  # noqa: F811 - the fixture a
         # gRPC ports and their metrics ports (+1000) below the kernel's ephemeral range
         # (32768+), where outgoing connections and free ports come from.
         base = random.randrange(20000, 31000, 10)
-        ports = {name: base + i for i, name in
-                 enumerate(("gateway", "generator", "judge", "trainer", "exporter"))}
+        ports = {name: base + i for i, name in enumerate(DEFAULT_PORTS)}
         local = LocalSuite(log_dir=tmp_path / "logs", env={**os.environ, **env}, ports=ports)
         local.start(timeout=120)
         try:

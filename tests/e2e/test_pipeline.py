@@ -8,6 +8,7 @@ import time
 import uuid
 
 import grpc
+import openai
 import pytest
 
 from distill.client import DistillClientError
@@ -103,6 +104,12 @@ def test_a_whole_job_evaluates_then_promotes_only_past_the_gate(suite, tmp_path)
     assert final.promoted_alias_version == alias.version == 1
     gguf = suite.client.download(outputs.student_gguf.uri, tmp_path / "student.gguf")
     assert gguf.read_bytes()[:4] == b"GGUF"
+    # The promoted alias answers through the router, with OpenAI's SDK (issue 21).
+    router = openai.OpenAI(base_url=suite.router_url(), api_key="unused", max_retries=0)
+    reply = router.chat.completions.create(
+        model="sentiment", messages=[{"role": "user", "content": "Review: I loved it. Sentiment?"}],
+        max_tokens=8, temperature=0)
+    assert reply.choices[0].message.content and reply.model_extra["distill"]["model"] == job.name
     groups = list(suite.client.candidates(job.name))
     assert len(groups) == 3 and all(len(g["candidates"]) == 4 for g in groups)
     assert {"candidates", "curated", "adapter", "student_gguf"} <= set(

@@ -78,8 +78,12 @@ class ModelClient:
         limiter: RateLimiter,
         retry: RetryPolicy,
         cache: TeacherCache | None = None,
+        fatal_stops_all: bool = True,
     ) -> None:
         self.provider = provider
+        # A job stops all its calls at the first fatal answer (401, 400); a server answering
+        # many callers (the router) fails only the call that got it.
+        self.fatal_stops_all = fatal_stops_all
         self.price = price
         self.limiter = limiter
         self.retry = retry
@@ -113,7 +117,8 @@ class ModelClient:
                     slot.actual_tokens = 0  # refused: it used none of the token budget
                 except errors.DistillError as exc:
                     # Fatal (401, 400, ...): stop the job's other calls before this slot frees.
-                    self.limiter.abort(exc)
+                    if self.fatal_stops_all:
+                        self.limiter.abort(exc)
                     raise
                 else:
                     latency = time.perf_counter() - started

@@ -81,7 +81,7 @@ def routing(msg: gateway_pb2.AliasRouting, field: str = "routing") -> Routing:
             raise InvalidArgument(f"{field}.canary[{i}].percent: must be in [1, 100], got "
                                   f"{weighted.percent}")
         if weighted.target.WhichOneof("target") is None:
-            raise InvalidArgument(f"{field}.canary[{i}].target: set job or teacher")
+            raise InvalidArgument(f"{field}.canary[{i}].target: set job, teacher or upstream")
     total = sum(w.percent for w in msg.canary)
     if total > 100:
         raise InvalidArgument(f"{field}.canary: the percents add up to {total}, over 100")
@@ -89,7 +89,7 @@ def routing(msg: gateway_pb2.AliasRouting, field: str = "routing") -> Routing:
         raise InvalidArgument(f"{field}.shadows: at most {MAX_SHADOWS}")
     for i, shadow in enumerate(msg.shadows):
         if shadow.WhichOneof("target") is None:
-            raise InvalidArgument(f"{field}.shadows[{i}]: set job or teacher")
+            raise InvalidArgument(f"{field}.shadows[{i}]: set job, teacher or upstream")
     capture = msg.capture
     return Routing(
         canary=tuple((w.target, w.percent) for w in msg.canary),

@@ -1,0 +1,60 @@
+"""A chat call by alias: resolve the alias for the caller's project, answer on its target, and
+count it (services/common/metrics.py, RouterMetrics)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from distill.v1 import gateway_pb2
+from services.common.errors import DistillError
+from services.common.metrics import RouterMetrics
+from services.router.answering import Answerer
+from services.router.chat import KIND_NAMES, Answer, ChatCall, Delta
+from services.router.targets import AliasTargets, Target
+
+
+class Router:
+    def __init__(self, targets: AliasTargets, answerer: Answerer,
+                 metrics: RouterMetrics) -> None:
+        self.targets = targets
+        self.answerer = answerer
+        self.metrics = metrics
+
+    async def answer(self, call: ChatCall, project: str) -> Answer:
+        target = None
+        try:
+            target = await self.targets.resolve(call.model, project)
+            answer = await self.answerer.answer(target, call)
+        except DistillError as exc:
+            self._failed(target, exc)
+            raise
+        self._answered(answer)
+        return answer
+
+    async def stream(self, call: ChatCall, project: str) -> AsyncIterator[Delta]:
+        target = None
+        try:
+            target = await self.targets.resolve(call.model, project)
+            async for delta in self.answerer.stream(target, call):
+                if delta.final is not None:
+                    self._answered(delta.final)
+                yield delta
+        except DistillError as exc:
+            self._failed(target, exc)
+            raise
+
+    async def aliases(self, project: str) -> list[gateway_pb2.Alias]:
+        return await self.targets.list(project)
+
+    def _answered(self, answer: Answer) -> None:
+        served = answer.served_by
+        self.metrics.answered(served.alias, served.version, served.kind_name,
+                              answer.prompt_tokens, answer.completion_tokens, answer.cost_usd,
+                              answer.latency_seconds)
+
+    def _failed(self, target: Target | None, exc: DistillError) -> None:
+        if target is None:
+            self.metrics.failed("", 0, "", exc.code.name)
+        else:
+            self.metrics.failed(target.alias, target.version,
+                                KIND_NAMES.get(target.kind, "unspecified"), exc.code.name)

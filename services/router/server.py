@@ -1,0 +1,79 @@
+"""RouterService over gRPC (thin) and the OpenAI HTTP API beside it, on one event loop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import httpx
+
+from distill.v1 import gateway_pb2_grpc, router_pb2, router_pb2_grpc
+from services.common.auth import DEFAULT_PROJECT
+from services.common.metrics import RouterMetrics
+from services.common.server import Service
+from services.router.answering import Answerer
+from services.router.chat import from_proto
+from services.router.engines import EngineSupervisor
+from services.router.http_api import HttpApi
+from services.router.routing import Router
+from services.router.settings import RouterSettings
+from services.router.student_files import StudentFiles
+from services.router.targets import AliasTargets
+
+
+class RouterServicer(router_pb2_grpc.RouterServiceServicer):
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def Chat(self, request: router_pb2.ChatRequest,  # noqa: N802 - gRPC method name
+                   context: grpc.aio.ServicerContext) -> router_pb2.ChatResponse:
+        answer = await self.router.answer(from_proto(request), DEFAULT_PROJECT)
+        return router_pb2.ChatResponse(
+            content=answer.content, finish_reason=answer.finish_reason,
+            served_by=answer.served_by.as_proto(), usage=answer.usage_proto())
+
+    async def ChatStream(self, request: router_pb2.ChatStreamRequest,  # noqa: N802
+                         context: grpc.aio.ServicerContext
+                         ) -> AsyncIterator[router_pb2.ChatStreamResponse]:
+        async for delta in self.router.stream(from_proto(request), DEFAULT_PROJECT):
+            if (final := delta.final) is not None:
+                yield router_pb2.ChatStreamResponse(
+                    finish_reason=final.finish_reason, served_by=final.served_by.as_proto(),
+                    usage=final.usage_proto())
+            elif delta.text:
+                yield router_pb2.ChatStreamResponse(delta=delta.text)
+
+
+def build(settings: RouterSettings) -> list[Service]:
+    folder = Path(settings.cache_dir) / "router"
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256), trust_env=False)
+    engines = EngineSupervisor(settings, http, folder / "engine-logs")
+    answerer = Answerer(settings, engines,
+                        StudentFiles(settings.open_store(), folder / "students"), http)
+    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    channel = grpc.aio.insecure_channel(settings.gateway_address)
+    targets = AliasTargets(
+        gateway_pb2_grpc.GatewayServiceStub(channel),
+        metadata=(("authorization", f"Bearer {token}"),) if token else (),
+        default_max_tokens=settings.max_tokens_limit, ttl_seconds=settings.alias_ttl_seconds,
+        warm=answerer.warm)
+    metrics = RouterMetrics(
+        engines_loaded=lambda: sum(e.running for e in engines.engines.values()),
+        engine_restarts=lambda: engines.restarts)
+    router = Router(targets, answerer, metrics)
+    api = HttpApi(settings, router)
+
+    async def on_start() -> None:
+        engines.start_reaper()
+        await api.start(settings.host, settings.http_bind_port)
+
+    async def on_stopped() -> None:
+        await answerer.aclose()
+        await engines.aclose()
+        await http.aclose()
+        await channel.close()
+
+    return [Service.of(router_pb2, router_pb2_grpc, RouterServicer(router), on_start=on_start,
+                       on_shutdown=api.stop, on_stopped=on_stopped, metrics=metrics.registry,
+                       log_fields=lambda: {"http_port": api.port})]

@@ -1,0 +1,56 @@
+"""Settings of the router service (env prefix DISTILL_ROUTER_, then DISTILL_)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from services.common.providers import DEFAULT_KEY_ENV_PATTERN
+from services.common.settings import MiB, ServiceSettings
+
+
+class RouterSettings(ServiceSettings):
+    service_name: ClassVar[str] = "router"
+    default_port: ClassVar[int] = 50056
+
+    # Where alias records and student GGUFs come from (GetAlias, DownloadArtifact).
+    gateway_address: str = "127.0.0.1:50051"
+    # OpenAI's HTTP API. None means the gRPC port + 2000 (52056 by default), or a free port
+    # when the gRPC port is 0 (logged in the "serving" line as http_port).
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    # Request bodies over this are refused with 413 before they are parsed.
+    max_body_bytes: int = Field(default=1 * MiB, ge=1024)
+    # An alias without its own max_tokens_limit allows requests up to this many.
+    max_tokens_limit: int = Field(default=4096, ge=1)
+    # Alias records are read again after this long (a WatchAliases push refreshes at once).
+    alias_ttl_seconds: float = Field(default=2.0, ge=0)
+
+    # Student engines: one OpenAI-compatible server process per GGUF.
+    # "llama-server": llama.cpp's own server (continuous batching, parallel slots), the binary
+    # `make setup` builds (services/common/llama_server.py; DISTILL_LLAMA_SERVER overrides);
+    # "llama-cpp-python": `python -m llama_cpp.server`, one request at a time.
+    engine: Literal["llama-server", "llama-cpp-python"] = "llama-server"
+    engine_n_ctx: int = Field(default=2048, ge=256)
+    # llama-server's parallel slots (requests decoded together).
+    engine_parallel: int = Field(default=4, ge=1)
+    engine_threads: int | None = Field(default=None, ge=1)
+    engine_start_timeout_seconds: float = Field(default=120.0, gt=0)
+    engine_request_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Engines left unused this long are stopped (0: never).
+    engine_idle_seconds: float = Field(default=900.0, ge=0)
+    # Resident memory of all engines together; the least recently used idle ones are stopped
+    # to make room for a new one (its GGUF's size counts until it runs).
+    engine_memory_budget_bytes: int = Field(default=8 * 1024 * MiB, ge=1)
+    max_engines: int = Field(default=4, ge=1)
+
+    # Teacher aliases: the provider clients' retries and the keys they may read.
+    teacher_max_retries: int = Field(default=3, ge=0)
+    teacher_max_concurrency: int = Field(default=16, ge=1)
+    api_key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN
+
+    @property
+    def http_bind_port(self) -> int:
+        if self.http_port is not None:
+            return self.http_port
+        return 0 if self.bind_port == 0 else self.bind_port + 2000
