@@ -25,29 +25,37 @@ _sym_db = _symbol_database.Default()
 from distill.v1 import common_pb2 as distill_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64istill/v1/router.proto\x12\ndistill.v1\x1a\x17\x64istill/v1/common.proto\"\xa4\x01\n\x08Sampling\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_pB\x07\n\x05_seed\"o\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.distill.v1.ChatMessage\x12&\n\x08sampling\x18\x03 \x01(\x0b\x32\x14.distill.v1.Sampling\"u\n\x11\x43hatStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.distill.v1.ChatMessage\x12&\n\x08sampling\x18\x03 \x01(\x0b\x32\x14.distill.v1.Sampling\"_\n\x08ServedBy\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.distill.v1.TargetKind\x12\r\n\x05model\x18\x04 \x01(\t\"h\n\tChatUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\x12\x17\n\x0flatency_seconds\x18\x04 \x01(\x01\"\x85\x01\n\x0c\x43hatResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\'\n\tserved_by\x18\x03 \x01(\x0b\x32\x14.distill.v1.ServedBy\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.distill.v1.ChatUsage\"\x89\x01\n\x12\x43hatStreamResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\'\n\tserved_by\x18\x03 \x01(\x0b\x32\x14.distill.v1.ServedBy\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.distill.v1.ChatUsage*u\n\nTargetKind\x12\x1b\n\x17TARGET_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13TARGET_KIND_STUDENT\x10\x01\x12\x17\n\x13TARGET_KIND_TEACHER\x10\x02\x12\x18\n\x14TARGET_KIND_UPSTREAM\x10\x03\x32\x99\x01\n\rRouterService\x12\x39\n\x04\x43hat\x12\x17.distill.v1.ChatRequest\x1a\x18.distill.v1.ChatResponse\x12M\n\nChatStream\x12\x1d.distill.v1.ChatStreamRequest\x1a\x1e.distill.v1.ChatStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64istill/v1/router.proto\x12\ndistill.v1\x1a\x17\x64istill/v1/common.proto\"\xa4\x01\n\x08Sampling\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_pB\x07\n\x05_seed\"\xed\x01\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.distill.v1.ChatMessage\x12&\n\x08sampling\x18\x03 \x01(\x0b\x32\x14.distill.v1.Sampling\x12/\n\x04tags\x18\x04 \x03(\x0b\x32!.distill.v1.ChatRequest.TagsEntry\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x10\n\x08no_trace\x18\x06 \x01(\x08\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf9\x01\n\x11\x43hatStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.distill.v1.ChatMessage\x12&\n\x08sampling\x18\x03 \x01(\x0b\x32\x14.distill.v1.Sampling\x12\x35\n\x04tags\x18\x04 \x03(\x0b\x32\'.distill.v1.ChatStreamRequest.TagsEntry\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x10\n\x08no_trace\x18\x06 \x01(\x08\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"_\n\x08ServedBy\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.distill.v1.TargetKind\x12\r\n\x05model\x18\x04 \x01(\t\"h\n\tChatUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\x12\x17\n\x0flatency_seconds\x18\x04 \x01(\x01\"\x85\x01\n\x0c\x43hatResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\'\n\tserved_by\x18\x03 \x01(\x0b\x32\x14.distill.v1.ServedBy\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.distill.v1.ChatUsage\"\x89\x01\n\x12\x43hatStreamResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\'\n\tserved_by\x18\x03 \x01(\x0b\x32\x14.distill.v1.ServedBy\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.distill.v1.ChatUsage*u\n\nTargetKind\x12\x1b\n\x17TARGET_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13TARGET_KIND_STUDENT\x10\x01\x12\x17\n\x13TARGET_KIND_TEACHER\x10\x02\x12\x18\n\x14TARGET_KIND_UPSTREAM\x10\x03\x32\x99\x01\n\rRouterService\x12\x39\n\x04\x43hat\x12\x17.distill.v1.ChatRequest\x1a\x18.distill.v1.ChatResponse\x12M\n\nChatStream\x12\x1d.distill.v1.ChatStreamRequest\x1a\x1e.distill.v1.ChatStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'distill.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TARGETKIND']._serialized_start=942
-  _globals['_TARGETKIND']._serialized_end=1059
+  _globals['_CHATREQUEST_TAGSENTRY']._loaded_options = None
+  _globals['_CHATREQUEST_TAGSENTRY']._serialized_options = b'8\001'
+  _globals['_CHATSTREAMREQUEST_TAGSENTRY']._loaded_options = None
+  _globals['_CHATSTREAMREQUEST_TAGSENTRY']._serialized_options = b'8\001'
+  _globals['_TARGETKIND']._serialized_start=1202
+  _globals['_TARGETKIND']._serialized_end=1319
   _globals['_SAMPLING']._serialized_start=65
   _globals['_SAMPLING']._serialized_end=229
-  _globals['_CHATREQUEST']._serialized_start=231
-  _globals['_CHATREQUEST']._serialized_end=342
-  _globals['_CHATSTREAMREQUEST']._serialized_start=344
-  _globals['_CHATSTREAMREQUEST']._serialized_end=461
-  _globals['_SERVEDBY']._serialized_start=463
-  _globals['_SERVEDBY']._serialized_end=558
-  _globals['_CHATUSAGE']._serialized_start=560
-  _globals['_CHATUSAGE']._serialized_end=664
-  _globals['_CHATRESPONSE']._serialized_start=667
-  _globals['_CHATRESPONSE']._serialized_end=800
-  _globals['_CHATSTREAMRESPONSE']._serialized_start=803
-  _globals['_CHATSTREAMRESPONSE']._serialized_end=940
-  _globals['_ROUTERSERVICE']._serialized_start=1062
-  _globals['_ROUTERSERVICE']._serialized_end=1215
+  _globals['_CHATREQUEST']._serialized_start=232
+  _globals['_CHATREQUEST']._serialized_end=469
+  _globals['_CHATREQUEST_TAGSENTRY']._serialized_start=426
+  _globals['_CHATREQUEST_TAGSENTRY']._serialized_end=469
+  _globals['_CHATSTREAMREQUEST']._serialized_start=472
+  _globals['_CHATSTREAMREQUEST']._serialized_end=721
+  _globals['_CHATSTREAMREQUEST_TAGSENTRY']._serialized_start=426
+  _globals['_CHATSTREAMREQUEST_TAGSENTRY']._serialized_end=469
+  _globals['_SERVEDBY']._serialized_start=723
+  _globals['_SERVEDBY']._serialized_end=818
+  _globals['_CHATUSAGE']._serialized_start=820
+  _globals['_CHATUSAGE']._serialized_end=924
+  _globals['_CHATRESPONSE']._serialized_start=927
+  _globals['_CHATRESPONSE']._serialized_end=1060
+  _globals['_CHATSTREAMRESPONSE']._serialized_start=1063
+  _globals['_CHATSTREAMRESPONSE']._serialized_end=1200
+  _globals['_ROUTERSERVICE']._serialized_start=1322
+  _globals['_ROUTERSERVICE']._serialized_end=1475
 # @@protoc_insertion_point(module_scope)

@@ -308,6 +308,9 @@ class RouterMetrics:
                             labels, registry=r)
         Gauge("distill_router_engines_loaded", "Engine processes running now.",
               registry=r).set_function(engines_loaded)
+        self.traces = Counter("distill_router_traces", "Traces by outcome: written, dropped "
+                              "(the queue was full) or failed (the store refused them).",
+                              ["outcome"], registry=r)
         self._restarts = engine_restarts
         r.register(self)
 
@@ -327,6 +330,9 @@ class RouterMetrics:
         self.tokens.labels(*labels, "prompt").inc(prompt_tokens)
         self.tokens.labels(*labels, "completion").inc(completion_tokens)
         self.cost.labels(*labels).inc(cost_usd)
+
+    def traced(self, outcome: str, traces: int) -> None:
+        self.traces.labels(outcome).inc(traces)
 
     def failed(self, alias: str, version: int, target: str, code: str) -> None:
         self.requests.labels(alias, str(version) if version else "", target, code).inc()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from distill.v1 import common_pb2, router_pb2
@@ -16,6 +16,9 @@ from services.common.errors import InvalidArgument
 from services.common.providers import ROLES, Message
 
 MAX_STOP_SEQUENCES = 4
+# OpenAI's own bounds on a request's metadata, which becomes its trace's tags.
+MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 16, 64, 512
+MAX_USER = 256
 _ROLE_BY_PROTO = {common_pb2.ROLE_SYSTEM: "system", common_pb2.ROLE_USER: "user",
                   common_pb2.ROLE_ASSISTANT: "assistant"}
 
@@ -31,6 +34,9 @@ class ChatCall:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    tags: tuple[tuple[str, str], ...] = ()  # recorded with the trace
+    user: str = ""  # the sticky key of a split alias
+    trace: bool = True  # False: the caller opted out of this request's trace
 
     def sampling(self) -> dict[str, Any]:
         """The sampling fields that were set, in OpenAI's names."""
@@ -101,8 +107,10 @@ def from_openai(body: Any) -> ChatCall:
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
-    return _checked(model, messages, body.get("temperature"), body.get("max_tokens"),
+    call = _checked(model, messages, body.get("temperature"), body.get("max_tokens"),
                     body.get("top_p"), stop or [], body.get("seed"))
+    return replace(call, tags=_tags(body.get("metadata") or {}, "metadata"),
+                   user=_user(body.get("user") or ""))
 
 
 def from_proto(request: router_pb2.ChatRequest | router_pb2.ChatStreamRequest) -> ChatCall:
@@ -113,12 +121,33 @@ def from_proto(request: router_pb2.ChatRequest | router_pb2.ChatStreamRequest) -
     messages = [_message(_ROLE_BY_PROTO.get(m.role), m.content, f"messages[{i}]")
                 for i, m in enumerate(request.messages)]
     s = request.sampling
-    return _checked(
+    call = _checked(
         request.model, messages,
         s.temperature if s.HasField("temperature") else None,
         s.max_tokens if s.HasField("max_tokens") else None,
         s.top_p if s.HasField("top_p") else None,
         list(s.stop), s.seed if s.HasField("seed") else None)
+    return replace(call, tags=_tags(dict(request.tags), "tags"), user=_user(request.user),
+                   trace=not request.no_trace)
+
+
+def _tags(tags: Any, field: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(tags, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise InvalidArgument(f"{field}: must be an object of strings")
+    if len(tags) > MAX_TAGS:
+        raise InvalidArgument(f"{field}: at most {MAX_TAGS} keys, got {len(tags)}")
+    for key, value in tags.items():
+        if not key or len(key) > MAX_TAG_KEY or len(value) > MAX_TAG_VALUE:
+            raise InvalidArgument(f"{field}.{key[:MAX_TAG_KEY]}: keys are 1 to {MAX_TAG_KEY} "
+                                  f"characters, values at most {MAX_TAG_VALUE}")
+    return tuple(sorted(tags.items()))
+
+
+def _user(user: Any) -> str:
+    if not isinstance(user, str) or len(user) > MAX_USER:
+        raise InvalidArgument(f"user: a string of at most {MAX_USER} characters")
+    return user
 
 
 def _message(role: Any, content: Any, where: str) -> Message:

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -115,6 +116,8 @@ class HttpApi:
             project = caller_project(request.headers.get("authorization"), self._settings)
             body = await self._json_body(request)
             call = from_openai(body)
+            if request.headers.get("x-distill-trace", "").lower() == "off":
+                call = replace(call, trace=False)
             if body.get("stream"):
                 return await self._stream(call, project)
             answer = await self._router.answer(call, project)

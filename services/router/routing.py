@@ -11,14 +11,16 @@ from services.common.metrics import RouterMetrics
 from services.router.answering import Answerer
 from services.router.chat import KIND_NAMES, Answer, ChatCall, Delta
 from services.router.targets import AliasTargets, Target
+from services.router.tracing import Tracing
 
 
 class Router:
-    def __init__(self, targets: AliasTargets, answerer: Answerer,
-                 metrics: RouterMetrics) -> None:
+    def __init__(self, targets: AliasTargets, answerer: Answerer, metrics: RouterMetrics,
+                 tracing: Tracing) -> None:
         self.targets = targets
         self.answerer = answerer
         self.metrics = metrics
+        self.tracing = tracing
 
     async def answer(self, call: ChatCall, project: str) -> Answer:
         target = None
@@ -29,15 +31,19 @@ class Router:
             self._failed(target, exc)
             raise
         self._answered(answer)
+        self.tracing.record(call, project, target, answer, answer.content)
         return answer
 
     async def stream(self, call: ChatCall, project: str) -> AsyncIterator[Delta]:
         target = None
+        parts: list[str] = []
         try:
             target = await self.targets.resolve(call.model, project)
             async for delta in self.answerer.stream(target, call):
+                parts.append(delta.text)
                 if delta.final is not None:
                     self._answered(delta.final)
+                    self.tracing.record(call, project, target, delta.final, "".join(parts))
                 yield delta
         except DistillError as exc:
             self._failed(target, exc)

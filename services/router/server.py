@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from distill.v1 import gateway_pb2_grpc, router_pb2, router_pb2_grpc
 from services.common.auth import DEFAULT_PROJECT
 from services.common.metrics import RouterMetrics
 from services.common.server import Service
+from services.common.traces.recorder import TraceRecorder
 from services.router.answering import Answerer
 from services.router.chat import from_proto
 from services.router.engines import EngineSupervisor
@@ -20,6 +22,7 @@ from services.router.routing import Router
 from services.router.settings import RouterSettings
 from services.router.student_files import StudentFiles
 from services.router.targets import AliasTargets
+from services.router.tracing import Tracing
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -61,12 +64,26 @@ def build(settings: RouterSettings) -> list[Service]:
     metrics = RouterMetrics(
         engines_loaded=lambda: sum(e.running for e in engines.engines.values()),
         engine_restarts=lambda: engines.restarts)
-    router = Router(targets, answerer, metrics)
+    recorder = TraceRecorder(settings.open_store(), capacity=settings.trace_capacity,
+                             batch_rows=settings.trace_batch_rows,
+                             flush_seconds=settings.trace_flush_seconds,
+                             counted=metrics.traced) if settings.trace_capture else None
+    router = Router(targets, answerer, metrics, Tracing(recorder))
     api = HttpApi(settings, router)
+    writers: list[asyncio.Task] = []
 
     async def on_start() -> None:
         engines.start_reaper()
+        if recorder is not None:
+            writers.append(asyncio.get_running_loop().create_task(recorder.run()))
         await api.start(settings.host, settings.http_bind_port)
+
+    async def on_shutdown() -> None:
+        await api.stop()
+        for writer in writers:
+            writer.cancel()
+        if recorder is not None:
+            await recorder.flush()  # what was recorded before the stop is written
 
     async def on_stopped() -> None:
         await answerer.aclose()
@@ -75,5 +92,5 @@ def build(settings: RouterSettings) -> list[Service]:
         await channel.close()
 
     return [Service.of(router_pb2, router_pb2_grpc, RouterServicer(router), on_start=on_start,
-                       on_shutdown=api.stop, on_stopped=on_stopped, metrics=metrics.registry,
+                       on_shutdown=on_shutdown, on_stopped=on_stopped, metrics=metrics.registry,
                        log_fields=lambda: {"http_port": api.port})]

@@ -44,6 +44,14 @@ class RouterSettings(ServiceSettings):
     engine_memory_budget_bytes: int = Field(default=8 * 1024 * MiB, ge=1)
     max_engines: int = Field(default=4, ge=1)
 
+    # Traces (services/common/traces/): every answer, written in batches to the store as
+    # traces/{project}/{alias}/{day}/ JSONL; the queue holds at most trace_capacity, the rest
+    # are dropped and counted (distill_router_traces{outcome="dropped"}), never waited for.
+    trace_capture: bool = True
+    trace_capacity: int = Field(default=10_000, ge=1)
+    trace_batch_rows: int = Field(default=1_000, ge=1)
+    trace_flush_seconds: float = Field(default=5.0, gt=0)
+
     # Teacher aliases: the provider clients' retries and the keys they may read.
     teacher_max_retries: int = Field(default=3, ge=0)
     teacher_max_concurrency: int = Field(default=16, ge=1)

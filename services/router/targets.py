@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -33,6 +33,8 @@ class Target:
     model: str
     max_tokens_limit: int
     record: gateway_pb2.AliasTarget
+    # The version's traffic rules (trace capture and redaction, ...); empty: the defaults.
+    routing: gateway_pb2.AliasRouting = field(default_factory=gateway_pb2.AliasRouting)
 
     @property
     def gguf(self) -> common_pb2.ArtifactRef:
@@ -73,10 +75,10 @@ class AliasTargets:
         name, version = split_model(model)
         alias = await self._current(project, name)
         if version == 0 or version == alias.version:
-            return self._target(alias.name, alias.version, alias.target)
+            return self._target(alias.name, alias.version, alias.target, alias.routing)
         for entry in alias.history:
             if entry.version == version:
-                target = self._target(alias.name, version, entry.target)
+                target = self._target(alias.name, version, entry.target, entry.routing)
                 await self._warm(target)
                 return target
         raise errors.NotFound(
@@ -89,7 +91,8 @@ class AliasTargets:
         if held is not None and held[0].version > alias.version:
             return  # an older push arrived late
         if held is None or held[0].version != alias.version:
-            await self._warm(self._target(alias.name, alias.version, alias.target))
+            await self._warm(self._target(alias.name, alias.version, alias.target,
+                                          alias.routing))
         self._records[key] = (alias, time.monotonic())
 
     def forget(self, name: str, project: str = DEFAULT_PROJECT) -> None:
@@ -138,7 +141,8 @@ class AliasTargets:
             await self.refresh(alias, project)
             return alias
 
-    def _target(self, name: str, version: int, record: gateway_pb2.AliasTarget) -> Target:
+    def _target(self, name: str, version: int, record: gateway_pb2.AliasTarget,
+                routing: gateway_pb2.AliasRouting) -> Target:
         which = record.WhichOneof("target")
         limit = record.max_tokens_limit or self._default_max_tokens
         if which == "job":
@@ -147,11 +151,11 @@ class AliasTargets:
                     f"model: alias {name!r} version {version} points at {record.job}, which "
                     "has no student GGUF to serve")
             return Target(name, version, router_pb2.TARGET_KIND_STUDENT, record.job, limit,
-                          record)
+                          record, routing)
         if which == "teacher":
             return Target(name, version, router_pb2.TARGET_KIND_TEACHER, record.teacher.model,
-                          limit, record)
+                          limit, record, routing)
         if which == "upstream":
             return Target(name, version, router_pb2.TARGET_KIND_UPSTREAM, record.upstream.model,
-                          limit, record)
+                          limit, record, routing)
         raise errors.FailedPrecondition(f"model: alias {name!r} version {version} has no target")

@@ -26,6 +26,7 @@ from services.common.storage import open_store
 from services.gateway.job_store import JobStore
 from services.gateway.server import build as build_gateway
 from services.gateway.settings import GatewaySettings
+from services.common.storage import ArtifactStore
 from tests.fixtures.fake_provider import FakeProviderHandle, run_fake_provider
 from tests.fixtures.inprocess import serve_in_thread
 from tests.fixtures.processes import start_module
@@ -42,6 +43,7 @@ class Stack:
     fake: FakeProviderHandle
     token: str
     grpc_channel: grpc.Channel
+    store: ArtifactStore  # the router's and the gateway's (traces land here)
 
     @property
     def http_url(self) -> str:
@@ -117,10 +119,11 @@ def stack(tmp_path_factory, s3_server) -> Iterator[Stack]:  # noqa: F811 - the f
             "DISTILL_ROUTER_ENGINE_THREADS": "1",
             "DISTILL_ROUTER_ALIAS_TTL_SECONDS": "0",
             "DISTILL_GRACE_SECONDS": "2",
+            "DISTILL_ROUTER_TRACE_FLUSH_SECONDS": "0.2",
             TEACHER_KEY_ENV: teacher_key,
         })
         channel = grpc.insecure_channel(router.address)
-        running = Stack(gateway, router, fake, token, channel)
+        running = Stack(gateway, router, fake, token, channel, store)
         try:
             yield running
         finally:

@@ -2,10 +2,10 @@
 batches of traces as JSONL segments.
 
 Memory is bounded by `capacity` traces (buffered plus being written). When it is full the new
-trace is dropped and counted (`dropped`, and the `distill_traces_dropped_total` metric): a slow
-store costs traces, never latency. A batch is written when it reaches `batch_rows` or
-`flush_seconds` after its first trace, whichever comes first, so a quiet alias still gets its
-traces out and a busy one writes few, large segments.
+trace is dropped and counted (`dropped`, and `counted("dropped", 1)`: the router's
+`distill_router_traces` metric): a slow store costs traces, never latency. A batch is written
+when it reaches `batch_rows` or `flush_seconds` after its first trace, whichever comes first, so
+a quiet alias still gets its traces out and a busy one writes few, large segments.
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-from prometheus_client import Counter
 
 from services.common.storage import ArtifactStore
 from services.common.traces import layout
@@ -25,42 +22,36 @@ from services.common.traces.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
-TRACES = Counter("distill_traces_total", "Traces by outcome: written, dropped (queue full) or "
-                 "failed (the store refused the segment)", ["outcome"])
+Counted = Callable[[str, int], None]  # (outcome: written, dropped or failed; traces)
 
 
-@dataclass(frozen=True)
-class TracePolicy:
-    """An alias's capture settings: whether to record at all, and what to redact first."""
-    capture: bool = True
-    redactor: Redactor = field(default_factory=Redactor)
+def _uncounted(outcome: str, traces: int) -> None:
+    pass
 
 
 class TraceRecorder:
     def __init__(self, store: ArtifactStore, *, capacity: int = 10_000, batch_rows: int = 1_000,
-                 flush_seconds: float = 5.0,
-                 policy: Callable[[str, str], TracePolicy] = lambda project, alias: TracePolicy()):
+                 flush_seconds: float = 5.0, counted: Counted = _uncounted):
         self._store = store
+        self._counted = counted
         self._capacity = capacity
         self._batch_rows = batch_rows
         self._flush_seconds = flush_seconds
-        self._policy = policy
-        self._buffer: list[Trace] = []
+        # (trace, its alias's redaction rules): redacted when written, off the request's path
+        self._buffer: list[tuple[Trace, Redactor | None]] = []
         self._pending = 0  # buffered + being written: what `capacity` bounds
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
         self._write_lock = asyncio.Lock()  # segments are written one batch at a time, in order
         self.dropped = self.failed = 0
 
-    def record(self, trace: Trace) -> bool:
-        """Queues `trace` (False: the alias does not capture, or the queue is full)."""
-        if not self._policy(trace.project, trace.served_by.alias).capture:
-            return False
+    def record(self, trace: Trace, redact: Redactor | None = None) -> bool:
+        """Queues `trace`, to be written with `redact` applied (False: the queue is full)."""
         if self._pending >= self._capacity:
             self.dropped += 1
-            TRACES.labels("dropped").inc()
+            self._counted("dropped", 1)
             return False
-        self._buffer.append(trace)
+        self._buffer.append((trace, redact))
         self._pending += 1
         self._wake.set()
         if len(self._buffer) >= self._batch_rows:
@@ -88,18 +79,17 @@ class TraceRecorder:
                 return
             try:
                 await asyncio.to_thread(self._write, batch)
-                TRACES.labels("written").inc(len(batch))
+                self._counted("written", len(batch))
             except Exception:
                 self.failed += len(batch)
-                TRACES.labels("failed").inc(len(batch))
+                self._counted("failed", len(batch))
                 log.exception("could not write %d traces", len(batch))
             finally:
                 self._pending -= len(batch)
 
-    def _write(self, batch: list[Trace]) -> None:
+    def _write(self, batch: list[tuple[Trace, Redactor | None]]) -> None:
         groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-        for trace in batch:
-            redact = self._policy(trace.project, trace.served_by.alias).redactor
+        for trace, redact in batch:
             line = to_line(trace.redacted(redact) if redact else trace)
             groups[trace.project, trace.served_by.alias, layout.day_of(trace.created_at)].append(
                 line)
