@@ -22,11 +22,10 @@ from distill.client import Distiller
 from distill.local_suite import ServiceProcess
 from distill.v1 import common_pb2, gateway_pb2, router_pb2_grpc
 from services.common.models import packaged_smollm2_gguf
-from services.common.storage import open_store
+from services.common.storage import ArtifactStore, open_store
 from services.gateway.job_store import JobStore
 from services.gateway.server import build as build_gateway
 from services.gateway.settings import GatewaySettings
-from services.common.storage import ArtifactStore
 from tests.fixtures.fake_provider import FakeProviderHandle, run_fake_provider
 from tests.fixtures.inprocess import serve_in_thread
 from tests.fixtures.processes import start_module
