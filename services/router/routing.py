@@ -3,6 +3,7 @@ count it (services/common/metrics.py, RouterMetrics)."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 
 from distill.v1 import gateway_pb2
@@ -21,11 +22,13 @@ class Router:
         self.answerer = answerer
         self.metrics = metrics
         self.tracing = tracing
+        self._rng = random.Random()  # canary draws for requests without a user
 
     async def answer(self, call: ChatCall, project: str) -> Answer:
         target = None
         try:
-            target = await self.targets.resolve(call.model, project)
+            target = self.targets.pick(await self.targets.resolve(call.model, project),
+                                       call.user, self._rng)
             answer = await self.answerer.answer(target, call)
         except DistillError as exc:
             self._failed(target, exc)
@@ -38,7 +41,8 @@ class Router:
         target = None
         parts: list[str] = []
         try:
-            target = await self.targets.resolve(call.model, project)
+            target = self.targets.pick(await self.targets.resolve(call.model, project),
+                                       call.user, self._rng)
             async for delta in self.answerer.stream(target, call):
                 parts.append(delta.text)
                 if delta.final is not None:

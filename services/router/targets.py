@@ -10,6 +10,7 @@ old version until the new one can answer, and those in flight finish where they 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from distill.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, router_pb2
 from services.common import errors
 from services.common.auth import DEFAULT_PROJECT
 from services.common.specs.names import alias_name
+from services.common.specs.routing import choose
+from services.common.specs.routing import routing as routing_spec
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,17 @@ class AliasTargets:
             await self._warm(self._target(alias.name, alias.version, alias.target,
                                           alias.routing))
         self._records[key] = (alias, time.monotonic())
+
+    def pick(self, target: Target, user: str, rng: random.Random) -> Target:
+        """Who answers this request when the version splits its traffic (routing.canary): the
+        same target for the same `user` on every replica, else a fresh draw."""
+        if not target.routing.canary:
+            return target
+        chosen = choose(routing_spec(target.routing), target.record, target.alias, user or None,
+                        rng)
+        if chosen is target.record:
+            return target
+        return self._target(target.alias, target.version, chosen, target.routing)
 
     def forget(self, name: str, project: str = DEFAULT_PROJECT) -> None:
         self._records.pop((project, name), None)

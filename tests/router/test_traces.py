@@ -89,3 +89,21 @@ def test_bad_tags_are_refused_naming_the_field(stack, client):
         client.chat.completions.create(model="tagged", metadata={f"k{i}": "v" for i in range(17)},
                                        messages=[{"role": "user", "content": "hi"}])
     assert "metadata: at most 16 keys" in str(raised.value)
+
+
+def test_a_canary_split_sends_each_user_to_one_target_and_traces_say_which(stack, client):
+    teacher_alias(stack, "split", {"canary": [{"percent": 50, "target": {"teacher": {
+        "provider": "PROVIDER_OPENAI", "model": "gpt-4o", "baseUrl": stack.fake.openai_base_url,
+        "apiKeyEnv": TEACHER_KEY_ENV}}}]})
+    served = {}
+    for user in ("ann", "bob", "cid", "dee", "eve", "fay"):
+        for _ in range(2):  # the same user twice: the same target both times
+            reply = client.chat.completions.create(
+                model="split", user=user, messages=[{"role": "user", "content": f"hi {user}"}])
+            served.setdefault(user, set()).add(reply.model_extra["distill"]["model"])
+    assert all(len(models) == 1 for models in served.values()), served
+    assert set().union(*served.values()) == {"gpt-4o", "gpt-4o-mini"}  # both took traffic
+    wait_for(lambda: len(traces(stack, "split")) == 12, what="twelve traces")
+    by_user = {line["messages"][-1]["content"][3:]: line["served_by"]["model"]
+               for line in traces(stack, "split")}
+    assert by_user == {user: next(iter(models)) for user, models in served.items()}
