@@ -308,6 +308,9 @@ class RouterMetrics:
                             labels, registry=r)
         Gauge("distill_router_engines_loaded", "Engine processes running now.",
               registry=r).set_function(engines_loaded)
+        self.fallbacks = Counter("distill_router_fallbacks", "Student answers that failed the "
+                                 "alias's validator and were answered by its teacher.",
+                                 ["alias", "version"], registry=r)
         self.traces = Counter("distill_router_traces", "Traces by outcome: written, dropped "
                               "(the queue was full) or failed (the store refused them).",
                               ["outcome"], registry=r)
@@ -330,6 +333,9 @@ class RouterMetrics:
         self.tokens.labels(*labels, "prompt").inc(prompt_tokens)
         self.tokens.labels(*labels, "completion").inc(completion_tokens)
         self.cost.labels(*labels).inc(cost_usd)
+
+    def fell_back(self, alias: str, version: int) -> None:
+        self.fallbacks.labels(alias, str(version)).inc()
 
     def traced(self, outcome: str, traces: int) -> None:
         self.traces.labels(outcome).inc(traces)

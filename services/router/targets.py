@@ -109,6 +109,12 @@ class AliasTargets:
             return target
         return self._target(target.alias, target.version, chosen, target.routing)
 
+    def fallback(self, target: Target, teacher: common_pb2.ModelSpec) -> Target:
+        """The version's fallback teacher, answering for `target`'s alias and version."""
+        record = gateway_pb2.AliasTarget(teacher=teacher,
+                                         max_tokens_limit=target.record.max_tokens_limit)
+        return self._target(target.alias, target.version, record, target.routing)
+
     def forget(self, name: str, project: str = DEFAULT_PROJECT) -> None:
         self._records.pop((project, name), None)
 

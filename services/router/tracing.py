@@ -20,8 +20,10 @@ class Tracing:
     def __init__(self, recorder: TraceRecorder | None) -> None:
         self.recorder = recorder
 
-    def record(self, call: ChatCall, project: str, target: Target, answer: Answer,
-               text: str) -> None:
+    def record(self, call: ChatCall, project: str, target: Target, answer: Answer, text: str,
+               *, validator: str | None = None, fallback_reason: str | None = None) -> None:
+        """`validator`: "passed" or "failed" when the version has one; `fallback_reason`: why
+        the teacher answered instead (the trace is the teacher's answer)."""
         capture = target.routing.capture
         if self.recorder is None or not call.trace or capture.disabled:
             return
@@ -32,6 +34,7 @@ class Tracing:
             messages=tuple((m.role, m.content) for m in call.messages), answer=text,
             created_at=time.time(), latency_seconds=answer.latency_seconds,
             prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
-            cost_usd=answer.cost_usd, tags=dict(call.tags))
+            cost_usd=answer.cost_usd, tags=dict(call.tags), validator=validator,
+            fallback_reason=fallback_reason)
         rules = redactor(list(capture.redact), list(capture.redact_patterns), "routing.capture")
         self.recorder.record(trace, rules or None)

@@ -11,7 +11,7 @@ import pytest
 from distill.v1 import common_pb2, gateway_pb2, router_pb2
 from services.common.traces import layout
 from tests.fixtures.waits import wait_for
-from tests.router.conftest import TEACHER_KEY_ENV, Stack
+from tests.router.conftest import STUDENT_JOB, TEACHER_KEY_ENV, Stack
 
 
 def traces(stack: Stack, alias: str) -> list[dict]:
@@ -107,3 +107,37 @@ def test_a_canary_split_sends_each_user_to_one_target_and_traces_say_which(stack
     by_user = {line["messages"][-1]["content"][3:]: line["served_by"]["model"]
                for line in traces(stack, "split")}
     assert by_user == {user: next(iter(models)) for user, models in served.items()}
+
+
+def test_a_student_answer_that_fails_the_validator_is_answered_by_the_teacher(stack, client):
+    teacher = {"provider": "PROVIDER_OPENAI", "model": "gpt-4o-mini",
+               "baseUrl": stack.fake.openai_base_url, "apiKeyEnv": TEACHER_KEY_ENV}
+    # No 135M model writes a ticket code it was never shown: the student fails every time.
+    stack.gateway.set_alias("checked", job=STUDENT_JOB, routing={"validator": {
+        "judge": {"regex": {"pattern": r"TICKET-\d{6}", "fullMatch": True}},
+        "fallback": teacher}})
+    stack.gateway.set_alias("lenient", job=STUDENT_JOB, routing={"validator": {
+        "maxLatencySeconds": 3600}})
+    question = [{"role": "user", "content": "Which ticket is this?"}]
+    reply = client.chat.completions.create(model="checked", messages=question, max_tokens=8)
+    assert reply.model_extra["distill"]["kind"] == "teacher"
+    chunks = list(client.chat.completions.create(model="checked", messages=question,
+                                                 max_tokens=8, stream=True))
+    # checked whole, then sent in one piece (its traces below say the teacher answered it)
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) == 1
+    kept = client.chat.completions.create(model="lenient", messages=question, max_tokens=8)
+    assert kept.model_extra["distill"]["kind"] == "student"
+
+    wait_for(lambda: len(traces(stack, "checked")) == 4 and traces(stack, "lenient"),
+             what="the traces of both aliases")
+    lines = traces(stack, "checked")
+    students = [line for line in lines if line["served_by"]["target"] == "student"]
+    teachers = [line for line in lines if line["served_by"]["target"] == "teacher"]
+    assert [s["validator"] for s in students] == ["failed", "failed"]
+    assert all(t["fallback_reason"].startswith("regex /TICKET") for t in teachers)
+    assert len(teachers) == 2 and all(t["validator"] is None for t in teachers)
+    assert traces(stack, "lenient")[0]["validator"] == "passed"
+    assert 'distill_router_fallbacks_total{alias="checked",version="1"} 2.0' in stack.metrics()
+    # The next dataset can take exactly the requests the teacher caught.
+    caught = stack.gateway.dataset_from_traces("checked", fallbacks_only=True)
+    assert caught.prompts == 1 and caught.traces_matched == 2  # one question, asked twice
