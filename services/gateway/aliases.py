@@ -9,6 +9,13 @@ from __future__ import annotations
 from distill.v1 import gateway_pb2
 from services.common.auth import DEFAULT_PROJECT
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.specs.fields import (
+    MAX_MODEL_BYTES,
+    MAX_NAME_BYTES,
+    artifact_text,
+    model_text,
+    text_field,
+)
 from services.common.specs.names import alias_name
 from services.gateway.job_store import JobStore
 
@@ -64,11 +71,15 @@ class Aliases:
 
     def _checked(self, target: gateway_pb2.AliasTarget, project: str) -> gateway_pb2.AliasTarget:
         kind = target.WhichOneof("target")
+        text_field(target.description, "target.description", MAX_NAME_BYTES)
+        text_field(target.job, "target.job", MAX_MODEL_BYTES)
+        artifact_text(target.gguf, "target.gguf")
         if kind is None:
             raise InvalidArgument("target: set job or teacher")
         if kind == "teacher":
             if not target.teacher.model:
                 raise InvalidArgument("target.teacher.model: required")
+            model_text(target.teacher, "target.teacher")
             return target
         job = self.store.get_job(target.job, project)
         if job.state != gateway_pb2.JOB_STATE_SUCCEEDED:

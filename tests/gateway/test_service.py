@@ -92,6 +92,10 @@ def test_download_outside_datasets_and_jobs_is_refused(gateway):
          grpc.StatusCode.INVALID_ARGUMENT, "spec.judge.judge.regex.pattern: invalid regex"),
         (lambda s: setattr(s, "promote_alias", "Not An Alias"), grpc.StatusCode.INVALID_ARGUMENT,
          "aliases are"),
+        # 9 MB passes gRPC's 16 MiB message limit; the spec layer's own limit refuses it.
+        (lambda s: setattr(s, "system_prompt", "x" * 9_000_000),
+         grpc.StatusCode.INVALID_ARGUMENT,
+         "spec.system_prompt: 9000000 bytes, over the 262144-byte limit"),
     ],
 )
 def test_distill_refuses_bad_specs_before_any_spend(gateway, change, code, fragment):
