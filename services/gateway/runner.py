@@ -21,7 +21,7 @@ from distill.v1 import (
     trainer_pb2,
 )
 from services.common import errors
-from services.common.datasets import load_dataset
+from services.common.datasets import Prompts, load_dataset
 from services.common.specs.export import DEFAULT_QUANTIZATIONS, QUANT_ENUMS
 from services.common.specs.names import job_id_of
 from services.common.spend import Spend
@@ -31,6 +31,10 @@ from services.gateway.aliases import Aliases
 from services.gateway.lifecycle import Lifecycle
 
 log = logging.getLogger("distill.gateway.runner")
+# The progress message saved while a resumed job's dataset loads. A job that still shows it when
+# a gateway starts stopped that gateway while loading (out of memory, most likely): it fails
+# instead of being resumed into the same crash.
+LOADING_DATASET = "loading the dataset"
 DEFAULT_QUANT = QUANT_ENUMS[DEFAULT_QUANTIZATIONS[0]]
 
 
@@ -51,7 +55,7 @@ class JobRunner:
         self.tasks: dict[str, asyncio.Task] = {}
 
     def start(self, job: gateway_pb2.Job,
-              prompts: list[common_pb2.Prompt] | None = None) -> None:
+              prompts: Prompts | None = None) -> None:
         """Runs the job; `prompts` is its dataset as preflight parsed it (a resumed job's is
         parsed again, once, if a stage still needs it)."""
         task = asyncio.create_task(self._run(job.name, prompts), name=job.name)
@@ -71,10 +75,16 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
-    async def _run(self, name: str, prompts: list[common_pb2.Prompt] | None) -> None:
+    async def _run(self, name: str, prompts: Prompts | None) -> None:
         events.running(name)  # what the gateway logs from here on is about this job
         job = self.lifecycle.store.get_job(name)
-        dataset = _Dataset(self.artifacts, job.spec, prompts)
+        if job.progress.message == LOADING_DATASET:
+            self.lifecycle.fail(job, errors.ResourceExhausted.code.name, (
+                "spec.dataset: the gateway stopped while loading this job's dataset (out of "
+                "memory?); the job is not resumed into the same crash: split the dataset or "
+                "give the gateway more memory, then submit it again"))
+            return
+        dataset = _Dataset(self.artifacts, job, self.lifecycle, prompts)
         try:
             if evaluation.enabled(job.spec) and not job.outputs.HasField("held_out"):
                 await self._split(job, dataset)
@@ -283,14 +293,24 @@ class JobRunner:
 
 class _Dataset:
     """A job's dataset, parsed at most once per run: preflight's parse for a new job, else on
-    first use (a resumed job)."""
+    first use (a resumed job), with LOADING_DATASET saved on the job meanwhile."""
 
-    def __init__(self, store: ArtifactStore, spec: gateway_pb2.DistillSpec,
-                 prompts: list[common_pb2.Prompt] | None) -> None:
-        self._store, self._spec, self._prompts = store, spec, prompts
+    def __init__(self, store: ArtifactStore, job: gateway_pb2.Job, lifecycle: Lifecycle,
+                 prompts: Prompts | None) -> None:
+        self._store, self._job, self._lifecycle, self._prompts = store, job, lifecycle, prompts
 
-    async def prompts(self) -> list[common_pb2.Prompt]:
+    async def prompts(self) -> Prompts:
         if self._prompts is None:
-            self._prompts = await asyncio.to_thread(load_dataset, self._store, self._spec.dataset,
-                                                    what="spec.dataset")
+            progress = self._job.progress.message
+            self._set_progress(LOADING_DATASET)
+            try:
+                self._prompts = await asyncio.to_thread(load_dataset, self._store,
+                                                        self._job.spec.dataset,
+                                                        what="spec.dataset")
+            finally:  # loaded, refused or stopped by a shutdown: not a crash
+                self._set_progress(progress)
         return self._prompts
+
+    def _set_progress(self, message: str) -> None:
+        self._job.progress.message = message
+        self._lifecycle.update(self._job)
