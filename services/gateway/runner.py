@@ -28,6 +28,7 @@ from services.common.spend import Spend
 from services.common.storage import ArtifactStore
 from services.gateway import evaluation, events, report, stages
 from services.gateway.aliases import Aliases
+from services.gateway.job_slots import JobSlots, job_owner
 from services.gateway.lifecycle import Lifecycle
 
 log = logging.getLogger("distill.gateway.runner")
@@ -45,8 +46,10 @@ def job_id(job: gateway_pb2.Job) -> str:
 class JobRunner:
     def __init__(self, lifecycle: Lifecycle, clients: stages.StageClients,
                  artifacts: ArtifactStore, aliases: Aliases, trainer_wait_seconds: float,
-                 serving_usd_per_hour: float = 0.0) -> None:
+                 serving_usd_per_hour: float = 0.0, slots: JobSlots | None = None) -> None:
         self.lifecycle = lifecycle
+        # Running jobs per owner (no cap without one); the rest wait PENDING, in order.
+        self.slots = slots or JobSlots(lambda owner: 1 << 30)
         self.clients = clients
         self.artifacts = artifacts
         self.aliases = aliases
@@ -56,8 +59,9 @@ class JobRunner:
 
     def start(self, job: gateway_pb2.Job,
               prompts: Prompts | None = None) -> None:
-        """Runs the job; `prompts` is its dataset as preflight parsed it (a resumed job's is
-        parsed again, once, if a stage still needs it)."""
+        """Runs the job once its owner has a free slot (calls in submission order start in that
+        order); `prompts` is its dataset as preflight parsed it (a resumed job's is parsed
+        again, once, if a stage still needs it)."""
         task = asyncio.create_task(self._run(job.name, prompts), name=job.name)
         self.tasks[job.name] = task
         task.add_done_callback(lambda _: self.tasks.pop(job.name, None))
@@ -86,19 +90,8 @@ class JobRunner:
             return
         dataset = _Dataset(self.artifacts, job, self.lifecycle, prompts)
         try:
-            if evaluation.enabled(job.spec) and not job.outputs.HasField("held_out"):
-                await self._split(job, dataset)
-            if not job.outputs.HasField("curated"):
-                await self._curate(job)
-            if not job.outputs.HasField("adapter"):
-                await self._train(job)
-            if not job.outputs.HasField("export_manifest"):
-                await self._export(job, dataset)
-            if evaluation.enabled(job.spec) and not job.outputs.HasField("evaluation"):
-                await self._evaluate(job)
-            self._promote(job)
-            await self._report(job)
-            self.lifecycle.succeed(job)
+            async with self.slots.of(job_owner(job)):  # PENDING until a slot frees
+                await self._stages(job, dataset)
         except asyncio.CancelledError:
             # Cancelled by CancelJob, or by a gateway shutdown (then resumed by the next one).
             if self.lifecycle.cancelling(name):
@@ -109,6 +102,21 @@ class JobRunner:
         except Exception as exc:
             log.exception("job %s failed", name)
             self.lifecycle.fail(job, "INTERNAL", f"internal error: {type(exc).__name__}")
+
+    async def _stages(self, job: gateway_pb2.Job, dataset: _Dataset) -> None:
+        if evaluation.enabled(job.spec) and not job.outputs.HasField("held_out"):
+            await self._split(job, dataset)
+        if not job.outputs.HasField("curated"):
+            await self._curate(job)
+        if not job.outputs.HasField("adapter"):
+            await self._train(job)
+        if not job.outputs.HasField("export_manifest"):
+            await self._export(job, dataset)
+        if evaluation.enabled(job.spec) and not job.outputs.HasField("evaluation"):
+            await self._evaluate(job)
+        self._promote(job)
+        await self._report(job)
+        self.lifecycle.succeed(job)
 
     async def _report(self, job: gateway_pb2.Job) -> None:
         """The job's HTML report as an artifact. A report that cannot be drawn is logged and

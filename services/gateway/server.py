@@ -20,6 +20,7 @@ from services.gateway.api_keys import ApiKeys, GatewayAuth
 from services.gateway.deletion import delete_job
 from services.gateway.events import JobEvents, LogRecorder
 from services.gateway.job_metrics import job_metrics
+from services.gateway.job_slots import JobSlots
 from services.gateway.job_store import JobStore
 from services.gateway.jobs import Jobs
 from services.gateway.lifecycle import Lifecycle
@@ -156,7 +157,8 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
 
     lifecycle = Lifecycle(store, hub)
     runner = JobRunner(lifecycle, clients, artifacts, aliases, settings.trainer_wait_seconds,
-                       serving_usd_per_hour=settings.serving_usd_per_hour)
+                       serving_usd_per_hour=settings.serving_usd_per_hour,
+                       slots=JobSlots(lambda owner: settings.max_running_jobs))
     jobs = Jobs(lifecycle, hub, runner, clients, artifacts, settings.cache_dir)
     servicer = GatewayService(jobs, aliases, settings, events)
 

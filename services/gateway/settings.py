@@ -52,6 +52,9 @@ class GatewaySettings(ServiceSettings):
     # What an hour of the machine serving a self-hosted model costs (USD): the evaluation's
     # cost per 1,000 requests of the student (and of a local teacher) is its latency times this.
     serving_usd_per_hour: float = Field(default=0.50, ge=0)
+    # Jobs running at once (per owner: every job is the "default" owner's until jobs belong to
+    # projects); the rest wait PENDING and start in submission order as running ones end.
+    max_running_jobs: int = Field(default=4, ge=1)
 
     @property
     def stage_security(self) -> ChannelSecurity:
