@@ -24,6 +24,7 @@ from services.gateway.job_slots import JobSlots
 from services.gateway.job_store import JobStore
 from services.gateway.jobs import Jobs
 from services.gateway.lifecycle import Lifecycle
+from services.gateway.retention import DAY, Retention, delete_dataset, sweep_periodically
 from services.gateway.runner import JobRunner
 from services.gateway.settings import GatewaySettings
 from services.gateway.stages import StageClients, auth_metadata
@@ -77,6 +78,11 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
     async def UploadDataset(self, request_iterator, context):  # noqa: N802
         return await upload_dataset(request_iterator, self.jobs.artifacts,
                                     self.settings.max_upload_bytes, _project())
+
+    async def DeleteDataset(self, request, context):  # noqa: N802
+        deleted = await asyncio.to_thread(delete_dataset, request.uri, _project(),
+                                          self.jobs.store, self.jobs.artifacts)
+        return gateway_pb2.DeleteDatasetResponse(artifacts_deleted=deleted)
 
     async def DownloadArtifact(self, request, context):  # noqa: N802
         async for part in download_artifact(request.uri, self.jobs.artifacts, _project(),
@@ -161,14 +167,20 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
                        slots=JobSlots(lambda owner: settings.max_running_jobs))
     jobs = Jobs(lifecycle, hub, runner, clients, artifacts, settings.cache_dir)
     servicer = GatewayService(jobs, aliases, settings, events)
+    retention = Retention(settings.upload_ttl_days * DAY, settings.teacher_cache_ttl_days * DAY)
+    sweeper: list[asyncio.Task] = []
 
     async def shutdown() -> None:
+        for task in sweeper:
+            task.cancel()
         hub.close()
         await runner.shutdown()  # jobs stay non-terminal: the next gateway resumes them
 
     def started() -> None:
         trainers.start()  # the replica metrics from the start, not from the first training
         jobs.resume_unfinished()
+        sweeper.append(asyncio.get_running_loop().create_task(sweep_periodically(
+            artifacts, store, retention, settings.retention_sweep_seconds)))
 
     async def stopped() -> None:
         await clients.close()  # the stage channels and the trainer pool's scheduler

@@ -55,6 +55,12 @@ class GatewaySettings(ServiceSettings):
     # Jobs running at once (per owner: every job is the "default" owner's until jobs belong to
     # projects); the rest wait PENDING and start in submission order as running ones end.
     max_running_jobs: int = Field(default=4, ge=1)
+    # Retention (services/gateway/retention.py): uploads and teacher-cache entries older than
+    # these are deleted by a sweep every `retention_sweep_seconds`; 0 keeps them. An upload a
+    # job that has not ended uses is kept.
+    upload_ttl_days: float = Field(default=0.0, ge=0)
+    teacher_cache_ttl_days: float = Field(default=30.0, ge=0)
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0)
 
     @property
     def stage_security(self) -> ChannelSecurity:
