@@ -20,11 +20,10 @@ from distill.client import Distiller
 from distill.v1 import gateway_pb2
 from services.common.errors import ANSWERED_CODES
 from services.gateway.server import build
-from services.gateway.settings import GatewaySettings
 from tests.fixtures.fake_provider import run_fake_provider
 from tests.fixtures.inprocess import serve_in_thread
 from tests.fixtures.ports import held_port
-from tests.gateway.test_service import GOOD
+from tests.gateway.test_service import GOOD, stageless
 
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"]
 METHODS = list(SERVICE.methods)
@@ -40,12 +39,8 @@ _UINTS = {FieldDescriptor.TYPE_UINT32: 32, FieldDescriptor.TYPE_FIXED32: 32,
 def gateway(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     with run_fake_provider() as fake, held_port() as port:
-        nowhere = f"127.0.0.1:{port}"
-        config = GatewaySettings(port=0, grace_seconds=0, store_url=f"file://{tmp / 'store'}",
-                                 db_path=tmp / "gateway.db", generator_address=nowhere,
-                                 judge_address=nowhere, trainer_address=nowhere,
-                                 exporter_address=nowhere, trainer_status_timeout_seconds=1,
-                                 stage_connect_timeout_seconds=1)
+        config = stageless(tmp, port, trainer_status_timeout_seconds=1,
+                           stage_connect_timeout_seconds=1)
         with pytest.MonkeyPatch.context() as env:
             env.setenv("OPENAI_API_KEY", "sk-test-fuzz")
             with serve_in_thread(config, lambda: build(config)) as address, \

@@ -10,11 +10,10 @@ from __future__ import annotations
 from distill.client import Distiller
 from distill.v1 import gateway_pb2
 from services.gateway.server import build
-from services.gateway.settings import GatewaySettings
 from tests.fixtures.inprocess import serve_in_thread
 from tests.fixtures.ports import held_port
 from tests.fixtures.waits import wait_for
-from tests.gateway.test_service import GOOD, spec, upload
+from tests.gateway.test_service import GOOD, spec, stageless, upload
 
 PENDING, GENERATING = gateway_pb2.JOB_STATE_PENDING, gateway_pb2.JOB_STATE_GENERATING
 
@@ -26,12 +25,7 @@ def states(client: Distiller, names: list[str]) -> list[int]:
 def test_jobs_over_the_cap_wait_pending_then_run_in_order(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
     with held_port() as port:
-        nowhere = f"127.0.0.1:{port}"
-        settings = GatewaySettings(port=0, grace_seconds=0, max_running_jobs=1,
-                                   store_url=f"file://{tmp_path / 'store'}",
-                                   db_path=tmp_path / "gateway.db", generator_address=nowhere,
-                                   judge_address=nowhere, trainer_address=nowhere,
-                                   exporter_address=nowhere, stage_connect_timeout_seconds=600)
+        settings = stageless(tmp_path, port, stage_connect_timeout_seconds=600, max_running_jobs=1)
         with serve_in_thread(settings, lambda: build(settings)) as address, \
                 Distiller(address) as client:
             dataset = upload(client, tmp_path, GOOD)

@@ -14,11 +14,10 @@ from services.common.storage.local import LocalStore
 from services.gateway.job_store import JobStore
 from services.gateway.retention import DAY, Retention, sweep
 from services.gateway.server import build
-from services.gateway.settings import GatewaySettings
 from tests.fixtures.inprocess import serve_in_thread
 from tests.fixtures.ports import held_port
 from tests.fixtures.waits import wait_for
-from tests.gateway.test_service import GOOD, spec, upload
+from tests.gateway.test_service import GOOD, spec, stageless, upload
 
 
 def stored_keys(store: LocalStore) -> set[str]:
@@ -28,12 +27,7 @@ def stored_keys(store: LocalStore) -> set[str]:
 def test_delete_dataset_removes_only_that_upload(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
     with held_port() as port:  # the job waits at the generator's door: it never ends by itself
-        nowhere = f"127.0.0.1:{port}"
-        settings = GatewaySettings(port=0, grace_seconds=0,
-                                   store_url=f"file://{tmp_path / 'store'}",
-                                   db_path=tmp_path / "gateway.db", generator_address=nowhere,
-                                   judge_address=nowhere, trainer_address=nowhere,
-                                   exporter_address=nowhere, stage_connect_timeout_seconds=600)
+        settings = stageless(tmp_path, port, stage_connect_timeout_seconds=600)
         store = LocalStore(tmp_path / "store")
         with serve_in_thread(settings, lambda: build(settings)) as address, \
                 Distiller(address) as client:

@@ -38,6 +38,16 @@ def upload(client, tmp_path, data: bytes, name="data.jsonl"):
     return client.upload(path)
 
 
+def stageless(tmp_path, port: int, **kw) -> GatewaySettings:
+    """A gateway whose stages are all on `port`, which nothing serves (`held_port`): a job
+    runs its split, then waits at the generator's door (GENERATING) until cancelled."""
+    nowhere = f"127.0.0.1:{port}"
+    return GatewaySettings(port=0, grace_seconds=0, store_url=f"file://{tmp_path / 'store'}",
+                           db_path=tmp_path / "gateway.db", generator_address=nowhere,
+                           judge_address=nowhere, trainer_address=nowhere,
+                           exporter_address=nowhere, **kw)
+
+
 def spec(dataset, **kw) -> gateway_pb2.DistillSpec:
     s = gateway_pb2.DistillSpec(dataset=dataset, student_model="smollm2-135m",
                                 teacher=common_pb2.ModelSpec(model="gpt-4o-mini"), **kw)
@@ -184,12 +194,7 @@ def test_a_job_parses_its_dataset_once(tmp_path, monkeypatch):
         return spans(data)
 
     with held_port() as port:
-        nowhere = f"127.0.0.1:{port}"
-        settings = GatewaySettings(port=0, grace_seconds=0,
-                                   store_url=f"file://{tmp_path / 'store'}",
-                                   db_path=tmp_path / "gateway.db", generator_address=nowhere,
-                                   judge_address=nowhere, trainer_address=nowhere,
-                                   exporter_address=nowhere)
+        settings = stageless(tmp_path, port)
         with serve_in_thread(settings, lambda: build(settings)) as address, \
                 Distiller(address) as client:
             dataset = upload(client, tmp_path, GOOD)
@@ -208,13 +213,8 @@ def test_a_job_whose_dataset_load_crashed_the_gateway_fails_once(tmp_path, monke
     from services.gateway.runner import LOADING_DATASET
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
-    store_url = f"file://{tmp_path / 'store'}"
     with held_port() as port:
-        nowhere = f"127.0.0.1:{port}"
-        settings = GatewaySettings(port=0, grace_seconds=0, store_url=store_url,
-                                   db_path=tmp_path / "gateway.db", generator_address=nowhere,
-                                   judge_address=nowhere, trainer_address=nowhere,
-                                   exporter_address=nowhere)
+        settings = stageless(tmp_path, port)
         dataset = settings.open_store().put_bytes("datasets/d.jsonl", GOOD).as_proto()
         jobs = JobStore(tmp_path / "gateway.db")
         for name, message in (("jobs/crashed", LOADING_DATASET), ("jobs/stopped", "queued")):
