@@ -20,6 +20,7 @@ _.SetAlias
 _.GetAlias
 _.ListAliases
 _.RollbackAlias
+_.DeleteDataset
 _.CreateApiKey  # AdminService, beside the gateway's servicer
 _.ListApiKeys
 _.RevokeApiKey

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health
 
 from services.common.auth import Authenticator, StaticToken, principal_var
-from services.common.errors import DistillError, InvalidArgument
+from services.common.errors import ANSWERED_CODES, DistillError, InvalidArgument
 from services.common.logs import request_id_var
 
 log = logging.getLogger("distill.rpc")
@@ -172,8 +172,8 @@ async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, meth
     """Turns an exception escaping a servicer into its error type's status; never UNKNOWN."""
     if isinstance(exc, grpc.aio.AbortError):
         raise exc  # context.abort() already set the status
-    if isinstance(exc, DistillError):
-        await context.abort(exc.code, str(exc))
+    if isinstance(exc, DistillError) and exc.code in ANSWERED_CODES:
+        await context.abort(exc.code, str(exc))  # (a bare DistillError is a bug, logged below)
     if isinstance(exc, NotImplementedError):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
     if not isinstance(exc, Exception):
