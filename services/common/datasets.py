@@ -133,7 +133,7 @@ def parse_jsonl(data: bytes | bytearray | str | BinaryIO, *, what: str = "datase
     if isinstance(data, str):
         data = data.encode("utf-8")
     elif not isinstance(data, bytes | bytearray):
-        data = _read_all(data, size)
+        data = _read_all(data, size, what)
     # 4-byte starts where they fit (a dataset is at most DEFAULT_MAX_BYTES, 1 GiB, by default)
     starts, numbers = array("I" if len(data) < 1 << 32 else "Q"), array("I")
     for number, start in _good_lines(_spans(data), what):
@@ -150,7 +150,7 @@ def count_jsonl(stream: BinaryIO, *, what: str = "dataset") -> int:
     return sum(1 for _ in _good_lines(lines, what))
 
 
-def _read_all(stream: BinaryIO, size: int) -> bytearray:
+def _read_all(stream: BinaryIO, size: int, what: str) -> bytearray:
     if size < 0:
         data = bytearray()
         while chunk := stream.read(_READ_CHUNK):
@@ -162,7 +162,7 @@ def _read_all(stream: BinaryIO, size: int) -> bytearray:
         done += n
     view.release()
     if done < size or stream.read(1):  # (reading to the end also verifies a store's sha256)
-        raise InvalidArgument(f"dataset: expected {size} bytes, read {done} or more")
+        raise InvalidArgument(f"{what}: expected {size} bytes, read {done} or more")
     return data
 
 
