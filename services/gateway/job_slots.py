@@ -1,8 +1,8 @@
-"""How many jobs run at once: at most a cap per owner; the rest wait PENDING, first come first
-served (asyncio.Semaphore wakes its waiters in the order they asked).
+"""How many jobs run at once: at most a cap per owner, the job's project; the rest wait PENDING,
+first come first served (asyncio.Semaphore wakes its waiters in the order they asked).
 
-Every job's owner is "default" until jobs belong to projects; then `job_owner` returns the job's
-project and `cap` may answer per project.
+`job_owner` is the one place that says whose cap a job counts against, and `cap` may answer
+per owner (today every project gets the gateway's `max_running_jobs`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ import asyncio
 from collections.abc import Callable
 
 from distill.v1 import gateway_pb2
-
-DEFAULT_OWNER = "default"
+from services.common.auth import DEFAULT_PROJECT
 
 
 def job_owner(job: gateway_pb2.Job) -> str:
-    """Whose running-job cap the job counts against."""
-    return DEFAULT_OWNER
+    """Whose running-job cap the job counts against: its project's."""
+    return job.project or DEFAULT_PROJECT
 
 
 class JobSlots:

@@ -52,8 +52,8 @@ class GatewaySettings(ServiceSettings):
     # What an hour of the machine serving a self-hosted model costs (USD): the evaluation's
     # cost per 1,000 requests of the student (and of a local teacher) is its latency times this.
     serving_usd_per_hour: float = Field(default=0.50, ge=0)
-    # Jobs running at once (per owner: every job is the "default" owner's until jobs belong to
-    # projects); the rest wait PENDING and start in submission order as running ones end.
+    # Jobs of one project running at once; the project's others wait PENDING and start in
+    # submission order as its running ones end.
     max_running_jobs: int = Field(default=4, ge=1)
     # Retention (services/gateway/retention.py): uploads and teacher-cache entries older than
     # these are deleted by a sweep every `retention_sweep_seconds`; 0 keeps them. An upload a
