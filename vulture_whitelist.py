@@ -23,6 +23,7 @@ _.RollbackAlias
 _.ListTraceDays
 _.CreateDatasetFromTraces
 _.BuildAliasReport
+_.DeleteDataset
 _.CreateApiKey  # AdminService, beside the gateway's servicer
 _.ListApiKeys
 _.RevokeApiKey

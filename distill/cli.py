@@ -246,6 +246,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        deleted = client.delete_dataset(args.uri)
+    out.print(f"deleted {args.uri} ({deleted} stored artifact{'s' if deleted != 1 else ''})")
+    return 0
+
+
 EVENT_KIND = gateway_pb2.JobEventKind.Name
 
 
@@ -439,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text)
         command.add_argument("job", help="jobs/{id}")
         command.set_defaults(func=func)
+    datasets = sub.add_parser("datasets", help="uploaded datasets")
+    datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True)
+    datasets_delete = datasets_sub.add_parser(
+        "delete", help="delete an upload no unfinished job uses")
+    datasets_delete.add_argument("uri", help="the dataset's URI, as the upload printed it")
+    datasets_delete.set_defaults(func=cmd_datasets_delete)
     logs = sub.add_parser("logs", help="a job's event log: state changes, steps, retries, "
                           "warnings and errors, with their times (UTC)")
     logs.add_argument("job", help="jobs/{id}")

@@ -326,6 +326,12 @@ class Distiller:
         objects went. FAILED_PRECONDITION while it runs or while an alias serves its student."""
         return self._call("DeleteJob", gateway_pb2.DeleteJobRequest(name=name)).artifacts_deleted
 
+    def delete_dataset(self, uri: str) -> int:
+        """Deletes an uploaded dataset; returns how many stored objects went. FAILED_PRECONDITION
+        while a job that has not ended uses it."""
+        return self._call("DeleteDataset",
+                          gateway_pb2.DeleteDatasetRequest(uri=uri)).artifacts_deleted
+
     def logs(self, name: str, *, follow: bool = False,
              page_size: int = 100) -> Iterator[gateway_pb2.JobEvent]:
         """The job's event log, oldest first: state changes, steps, retries, warnings, errors.

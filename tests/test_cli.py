@@ -103,3 +103,32 @@ def test_estimate_needs_no_api_key_and_lists_what_run_would_refuse(tmp_path, mon
     assert run.returncode == 2  # a refused request (see distill.cli.main)
     assert "FAILED_PRECONDITION" in run.stderr and "OPENAI_API_KEY" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_datasets_delete(tmp_path):
+    """`distill datasets delete URI` deletes the upload; a second time it is NOT_FOUND, one
+    line without a traceback."""
+    from distill.client import Distiller
+    from services.gateway.server import build
+    from services.gateway.settings import GatewaySettings
+    from tests.fixtures.inprocess import serve_in_thread
+
+    settings = GatewaySettings(port=0, grace_seconds=0, store_url=f"file://{tmp_path / 'store'}",
+                               db_path=tmp_path / "gateway.db")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    with serve_in_thread(settings, lambda: build(settings)) as address:
+        with Distiller(address) as client:
+            uri = client.upload(data).uri
+
+        def cli() -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [sys.executable, "-m", "distill.cli", "--gateway", address, "datasets",
+                 "delete", uri], cwd=REPO, env={**os.environ, "COLUMNS": "1000"},
+                capture_output=True, text=True, timeout=120, check=False)
+
+        first, again = cli(), cli()
+    assert first.returncode == 0 and f"deleted {uri}" in first.stdout, first.stderr
+    assert not list((tmp_path / "store" / "datasets").glob("*.jsonl"))
+    assert again.returncode == 2 and "NOT_FOUND" in again.stderr  # 2: the request's fault
+    assert "Traceback" not in again.stderr

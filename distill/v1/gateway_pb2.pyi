@@ -473,6 +473,18 @@ class UploadDatasetResponse(_message.Message):
     prompts: int
     def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., deduplicated: _Optional[bool] = ..., prompts: _Optional[int] = ...) -> None: ...
 
+class DeleteDatasetRequest(_message.Message):
+    __slots__ = ("uri",)
+    URI_FIELD_NUMBER: _ClassVar[int]
+    uri: str
+    def __init__(self, uri: _Optional[str] = ...) -> None: ...
+
+class DeleteDatasetResponse(_message.Message):
+    __slots__ = ("artifacts_deleted",)
+    ARTIFACTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    artifacts_deleted: int
+    def __init__(self, artifacts_deleted: _Optional[int] = ...) -> None: ...
+
 class DownloadArtifactRequest(_message.Message):
     __slots__ = ("uri",)
     URI_FIELD_NUMBER: _ClassVar[int]

@@ -86,6 +86,11 @@ class GatewayServiceStub:
                 request_serializer=distill_dot_v1_dot_gateway__pb2.UploadDatasetRequest.SerializeToString,
                 response_deserializer=distill_dot_v1_dot_gateway__pb2.UploadDatasetResponse.FromString,
                 _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/distill.v1.GatewayService/DeleteDataset',
+                request_serializer=distill_dot_v1_dot_gateway__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=distill_dot_v1_dot_gateway__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
         self.DownloadArtifact = channel.unary_stream(
                 '/distill.v1.GatewayService/DownloadArtifact',
                 request_serializer=distill_dot_v1_dot_gateway__pb2.DownloadArtifactRequest.SerializeToString,
@@ -206,6 +211,15 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteDataset(self, request, context):
+        """Deletes an uploaded dataset (datasets/...); FAILED_PRECONDITION while a job that has not
+        ended uses it (as its dataset or its held-out set). Jobs that ended keep what they made
+        from it under their own jobs/{id}/ folder.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DownloadArtifact(self, request, context):
         """Streams an artifact of a job or a dataset back (candidates, curated set, GGUF, ...), so
         clients need no storage credentials; the sha256 is verified as it is read.
@@ -316,6 +330,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.UploadDataset,
                     request_deserializer=distill_dot_v1_dot_gateway__pb2.UploadDatasetRequest.FromString,
                     response_serializer=distill_dot_v1_dot_gateway__pb2.UploadDatasetResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=distill_dot_v1_dot_gateway__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=distill_dot_v1_dot_gateway__pb2.DeleteDatasetResponse.SerializeToString,
             ),
             'DownloadArtifact': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadArtifact,
@@ -630,6 +649,33 @@ class GatewayService:
             '/distill.v1.GatewayService/UploadDataset',
             distill_dot_v1_dot_gateway__pb2.UploadDatasetRequest.SerializeToString,
             distill_dot_v1_dot_gateway__pb2.UploadDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/distill.v1.GatewayService/DeleteDataset',
+            distill_dot_v1_dot_gateway__pb2.DeleteDatasetRequest.SerializeToString,
+            distill_dot_v1_dot_gateway__pb2.DeleteDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,

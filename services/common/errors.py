@@ -79,3 +79,9 @@ class DataLoss(DistillError):
 class StartupRefused(Exception):
     """A service must not start (e.g. another gateway owns its job store): `python -m
     services.<name>` prints the reason and exits with status 1. Not an RPC error."""
+
+
+# Every status a servicer answers besides OK, in one place: the codes of the errors above (the
+# server's own refusals are among them: RESOURCE_EXHAUSTED past max_concurrent_rpcs or the
+# message limit, UNAUTHENTICATED without the token). INTERNAL means a bug; nothing is UNKNOWN.
+ANSWERED_CODES = frozenset(cls.code for cls in DistillError.__subclasses__())

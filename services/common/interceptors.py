@@ -1,7 +1,8 @@
 """One server interceptor: request id, bearer-key auth, error → status mapping, an RPC log line.
 
 grpc.aio interceptors see only the method name, so the work happens in a wrapper around the
-method's behaviour, where the metadata and the context are available.
+method's behaviour, where the metadata and the context are available. A request body that does
+not parse as its message is INVALID_ARGUMENT there too (grpc itself answers UNKNOWN or INTERNAL).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health
 
 from services.common.auth import Authenticator, StaticToken, principal_var
-from services.common.errors import DistillError
+from services.common.errors import ANSWERED_CODES, DistillError, InvalidArgument
 from services.common.logs import request_id_var
 
 log = logging.getLogger("distill.rpc")
@@ -43,34 +45,35 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         needs_auth = self._auth.required and not method.startswith(_NO_AUTH_PREFIXES)
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(handler.stream_stream, method, needs_auth),
-                handler.request_deserializer,
+                self._wrap_stream(handler.stream_stream, method, needs_auth, True),
+                _lenient(handler.request_deserializer),
                 handler.response_serializer,
             )
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, needs_auth),
-                handler.request_deserializer,
+                self._wrap_stream(handler.unary_stream, method, needs_auth, False),
+                _lenient(handler.request_deserializer),
                 handler.response_serializer,
             )
         if handler.request_streaming:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, method, needs_auth),
-                handler.request_deserializer,
+                self._wrap_unary(handler.stream_unary, method, needs_auth, True),
+                _lenient(handler.request_deserializer),
                 handler.response_serializer,
             )
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap_unary(handler.unary_unary, method, needs_auth),
-            handler.request_deserializer,
+            self._wrap_unary(handler.unary_unary, method, needs_auth, False),
+            _lenient(handler.request_deserializer),
             handler.response_serializer,
         )
 
-    def _wrap_unary(self, behavior: Callable, method: str, needs_auth: bool) -> Callable:
+    def _wrap_unary(self, behavior: Callable, method: str, needs_auth: bool,
+                    streamed: bool) -> Callable:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = self._begin(context)
             try:
                 await self._authenticate(context, needs_auth)
-                result = behavior(request, context)
+                result = behavior(_decoded(request, streamed), context)
                 if inspect.isawaitable(result):
                     result = await result
                 return result
@@ -81,13 +84,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _wrap_stream(self, behavior: Callable, method: str, needs_auth: bool) -> Callable:
+    def _wrap_stream(self, behavior: Callable, method: str, needs_auth: bool,
+                     streamed: bool) -> Callable:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = self._begin(context)
             result = None
             try:
                 await self._authenticate(context, needs_auth)
-                result = behavior(request, context)
+                result = behavior(_decoded(request, streamed), context)
                 if inspect.isasyncgen(result):
                     async for response in result:
                         yield response
@@ -128,12 +132,48 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         principal_var.set(principal)
 
 
+class _Undecodable:
+    """A request message whose bytes did not parse; the wrapper refuses it."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = InvalidArgument(f"request: not a valid message ({error})")
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return _Undecodable(exc)
+
+    return parse
+
+
+def _decoded(request: Any, streamed: bool) -> Any:
+    """The request (or request stream) with an undecodable message raised as InvalidArgument."""
+    if not streamed:
+        if isinstance(request, _Undecodable):
+            raise request.error
+        return request
+
+    async def messages():
+        async for message in request:
+            if isinstance(message, _Undecodable):
+                raise message.error
+            yield message
+
+    return messages()
+
+
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
     """Turns an exception escaping a servicer into its error type's status; never UNKNOWN."""
     if isinstance(exc, grpc.aio.AbortError):
         raise exc  # context.abort() already set the status
-    if isinstance(exc, DistillError):
-        await context.abort(exc.code, str(exc))
+    if isinstance(exc, DistillError) and exc.code in ANSWERED_CODES:
+        await context.abort(exc.code, str(exc))  # (a bare DistillError is a bug, logged below)
     if isinstance(exc, NotImplementedError):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
     if not isinstance(exc, Exception):

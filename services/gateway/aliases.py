@@ -11,6 +11,13 @@ import re
 from distill.v1 import gateway_pb2
 from services.common.auth import DEFAULT_PROJECT
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.specs.fields import (
+    MAX_MODEL_BYTES,
+    MAX_NAME_BYTES,
+    artifact_text,
+    model_text,
+    text_field,
+)
 from services.common.specs.names import alias_name
 from services.common.specs.routing import routing as routing_spec
 from services.gateway.job_store import JobStore
@@ -87,6 +94,9 @@ class Aliases:
     def _checked(self, target: gateway_pb2.AliasTarget, project: str,
                  field: str = "target") -> gateway_pb2.AliasTarget:
         kind = target.WhichOneof("target")
+        text_field(target.description, f"{field}.description", MAX_NAME_BYTES)
+        text_field(target.job, f"{field}.job", MAX_MODEL_BYTES)
+        artifact_text(target.gguf, f"{field}.gguf")
         if kind is None:
             raise InvalidArgument(f"{field}: set job, teacher or upstream")
         if target.max_tokens_limit < 0:
@@ -102,6 +112,7 @@ class Aliases:
         if kind == "teacher":
             if not target.teacher.model:
                 raise InvalidArgument(f"{field}.teacher.model: required")
+            model_text(target.teacher, f"{field}.teacher")
             return target
         job = self.store.get_job(target.job, project)
         if job.state != gateway_pb2.JOB_STATE_SUCCEEDED:

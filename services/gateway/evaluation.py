@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from distill.v1 import common_pb2, gateway_pb2, generator_pb2, judge_pb2
 from services.common import errors
-from services.common.datasets import load_dataset, split_holdout
+from services.common.datasets import Prompts, held_out_rows, load_dataset
 from services.common.specs.distill import DEFAULT_PROMOTE_MIN_PASS_RATE, EvalSpec, eval_spec
 from services.common.specs.judge import MAX_SCORE
 from services.common.specs.layout import JobKeys
@@ -51,7 +52,7 @@ def min_pass_rate(spec: gateway_pb2.DistillSpec, references: bool) -> float:
     return DEFAULT_PROMOTE_MIN_PASS_RATE if references else 0.0
 
 
-def check(e: EvalSpec, prompts: list[common_pb2.Prompt], store: ArtifactStore) -> int | None:
+def check(e: EvalSpec, prompts: Prompts, store: ArtifactStore) -> int | None:
     """Preflight of spec.eval beyond its fields (the held-out set, enough prompts to split).
     Returns the size of a given held-out set (None when it is split off the dataset)."""
     if e.held_out_uri:
@@ -67,25 +68,22 @@ def check(e: EvalSpec, prompts: list[common_pb2.Prompt], store: ArtifactStore) -
     return None
 
 
-def split(store: ArtifactStore, job_id: str, spec: gateway_pb2.DistillSpec,
-          prompts: list[common_pb2.Prompt]
+def split(store: ArtifactStore, job_id: str, spec: gateway_pb2.DistillSpec, prompts: Prompts
           ) -> tuple[common_pb2.ArtifactRef, common_pb2.ArtifactRef]:
-    """(train, held_out) datasets; `prompts` is spec.dataset as parsed (ids "line-{n}"). A
-    fraction split keeps the user's own JSONL lines, so the generator parses exactly what the
-    user wrote. Blocking."""
+    """(train, held_out) datasets; `prompts` is spec.dataset as parsed. A fraction split keeps
+    the user's own JSONL lines, so the generator parses exactly what the user wrote; each part
+    is written through a temporary file, not assembled in memory. Blocking."""
     if spec.eval.held_out.uri:
         return spec.dataset, spec.eval.held_out
-    raw = store.get_bytes(store.key_from_uri(spec.dataset.uri)).removeprefix(b"\xef\xbb\xbf")
-    _, held = split_holdout(prompts, eval_spec(spec.eval).holdout_fraction, seed=spec.eval.seed)
-    held_lines = {int(p.id.removeprefix("line-")) for p in held}
-    train_part, held_part = [], []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if line.strip():
-            (held_part if number in held_lines else train_part).append(line.rstrip(b"\r") + b"\n")
+    held = held_out_rows(prompts, eval_spec(spec.eval).holdout_fraction, seed=spec.eval.seed)
     refs = []
-    for name, lines in (("train", train_part), ("held_out", held_part)):
-        stored = store.put_bytes(JobKeys(job_id).split(name), b"".join(lines),
-                                 media_type="application/jsonl")
+    for name, wanted in (("train", 0), ("held_out", 1)):
+        with tempfile.TemporaryFile() as spool:
+            for i, flag in enumerate(held):
+                if flag == wanted:
+                    spool.write(prompts.line(i).rstrip(b"\r") + b"\n")
+            spool.seek(0)
+            stored = store.put(JobKeys(job_id).split(name), spool, media_type="application/jsonl")
         refs.append(stored.as_proto())
     return refs[0], refs[1]
 

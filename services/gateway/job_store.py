@@ -1,9 +1,11 @@
 """The gateway's durable state in SQLite: jobs (one row each) and versioned aliases.
 
 A job row holds the whole `Job` message, so a restarted gateway knows every job's state, stage
-outputs and accrued cost. Alias changes are compare-and-swap on the version, in one transaction.
-Jobs and aliases belong to a project: a read given a project sees only that project's rows, and
-another project's job or alias is NOT_FOUND, as if it did not exist.
+outputs and accrued cost. The spec (which may hold long prompts and schemas) is its own column,
+written once at creation: the many progress saves rewrite only the small rest of the job.
+Alias changes are compare-and-swap on the version, in one transaction. Jobs and aliases belong
+to a project: a read given a project sees only that project's rows, and another project's job
+or alias is NOT_FOUND, as if it did not exist.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     state INTEGER NOT NULL,
     create_time REAL NOT NULL,
     job BLOB NOT NULL,
-    project TEXT NOT NULL DEFAULT 'default'
+    project TEXT NOT NULL DEFAULT 'default',
+    spec BLOB
 );
 CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (create_time DESC, id DESC);
 CREATE TABLE IF NOT EXISTS alias_versions {_ALIAS_COLUMNS};
@@ -120,7 +123,21 @@ class JobStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(alias_versions)")}
         if "routing" not in columns:  # databases from before alias routing
             self._db.execute("ALTER TABLE alias_versions ADD COLUMN routing BLOB")
+        self._split_specs()
         self._lock = threading.Lock()
+
+    def _split_specs(self) -> None:
+        """A job store from before the spec column: each row's spec moves to its own column."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "spec" in columns:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("ALTER TABLE jobs ADD COLUMN spec BLOB")
+        for job_id, blob in self._db.execute("SELECT id, job FROM jobs").fetchall():
+            job = gateway_pb2.Job.FromString(blob)
+            self._db.execute("UPDATE jobs SET job = ?, spec = ? WHERE id = ?",
+                             (_without_spec(job), job.spec.SerializeToString(), job_id))
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -137,10 +154,11 @@ class JobStore:
         with self._lock:
             try:
                 self._db.execute(
-                    "INSERT INTO jobs (id, request_id, state, create_time, job, project) "
-                    "VALUES (?,?,?,?,?,?)",
+                    "INSERT INTO jobs (id, request_id, state, create_time, job, project, spec) "
+                    "VALUES (?,?,?,?,?,?,?)",
                     (job_id, job.request_id or None, job.state,
-                     job.create_time.ToNanoseconds() / 1e9, job.SerializeToString(), job.project),
+                     job.create_time.ToNanoseconds() / 1e9, _without_spec(job), job.project,
+                     job.spec.SerializeToString()),
                 )
             except sqlite3.IntegrityError:
                 if job.request_id and (existing := self._by_request_id(job.request_id,
@@ -152,7 +170,7 @@ class JobStore:
         return job, True
 
     def _by_request_id(self, request_id: str, project: str) -> gateway_pb2.Job | None:
-        row = self._db.execute("SELECT job, project FROM jobs WHERE request_id = ?",
+        row = self._db.execute("SELECT job, project, spec FROM jobs WHERE request_id = ?",
                                (request_id,)).fetchone()
         if row is None:
             return None
@@ -170,18 +188,19 @@ class JobStore:
         running and resuming jobs, passes none)."""
         job_id = job_id_of(name)
         with self._lock:
-            row = self._db.execute("SELECT job, project FROM jobs WHERE id = ?",
+            row = self._db.execute("SELECT job, project, spec FROM jobs WHERE id = ?",
                                    (job_id,)).fetchone()
         if row is None or (project is not None and row[1] != project):
             raise NotFound(f"job {name!r} not found")
         return _job(*row)
 
     def save_job(self, job: gateway_pb2.Job) -> None:
+        """Saves everything but the spec, which never changes after creation."""
         job.update_time.CopyFrom(now())
         with self._lock:
             updated = self._db.execute(
                 "UPDATE jobs SET state = ?, job = ? WHERE id = ?",
-                (job.state, job.SerializeToString(), job_id_of(job.name)),
+                (job.state, _without_spec(job), job_id_of(job.name)),
             ).rowcount
         if not updated:
             raise NotFound(f"job {job.name!r} not found")
@@ -208,18 +227,19 @@ class JobStore:
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             args += states
-        sql = "SELECT id, create_time, job FROM jobs WHERE " + " AND ".join(where)
+        sql = "SELECT id, create_time, job, spec FROM jobs WHERE " + " AND ".join(where)
         sql += " ORDER BY create_time DESC, id DESC LIMIT ?"
         jobs: list[gateway_pb2.Job] = []
         used, last, token = 0, ("", 0.0), ""
         with self._lock, closing(self._db.execute(sql, (*args, size + 1))) as rows:
             # Rows are read one at a time: a page never holds more than its budget and one row.
-            for job_id, created, blob in rows:
-                if len(jobs) == size or (jobs and used + len(blob) > page_bytes):
+            for job_id, created, blob, spec in rows:
+                row_bytes = len(blob) + len(spec or b"")
+                if len(jobs) == size or (jobs and used + row_bytes > page_bytes):
                     token = _page_token(last[1], last[0])
                     break
-                jobs.append(_job(blob, project))
-                used += len(blob)
+                jobs.append(_job(blob, project, spec))
+                used += row_bytes
                 last = (job_id, created)
         return jobs, token
 
@@ -227,7 +247,7 @@ class JobStore:
         """Every job not in a terminal state (a restarted gateway resumes these)."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT job, project FROM jobs WHERE state NOT IN "
+                f"SELECT job, project, spec FROM jobs WHERE state NOT IN "
                 f"({','.join('?' * len(TERMINAL))}) ORDER BY create_time",
                 tuple(TERMINAL)).fetchall()
         return [_job(*row) for row in rows]
@@ -328,7 +348,24 @@ class JobStore:
         return alias
 
 
-def _job(blob: bytes, project: str) -> gateway_pb2.Job:
+def _without_spec(job: gateway_pb2.Job) -> bytes:
+    """The job serialised without its spec (the spec column holds that), never copying it."""
+    rest = gateway_pb2.Job()
+    for field, value in job.ListFields():
+        if field.name == "spec":
+            continue
+        if field.is_repeated:
+            getattr(rest, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(rest, field.name).CopyFrom(value)
+        else:
+            setattr(rest, field.name, value)
+    return rest.SerializeToString()
+
+
+def _job(blob: bytes, project: str, spec: bytes | None) -> gateway_pb2.Job:
     job = gateway_pb2.Job.FromString(blob)
     job.project = project  # rows from before projects have it only in their column
+    if spec is not None:
+        job.spec.MergeFromString(spec)
     return job

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.v1 import common_pb2, gateway_pb2, trainer_pb2
+from distill.v1 import gateway_pb2, trainer_pb2
 from services.common import errors, train_memory
-from services.common.datasets import load_dataset
+from services.common.datasets import Prompts, load_dataset
 from services.common.models import list_models, resolve_student
 from services.common.providers.spec import ModelConfig, read_api_key
 from services.common.specs.distill import DistillPlan, distill_plan
@@ -29,7 +29,7 @@ from services.gateway.estimate import estimate as price
 @dataclass(frozen=True)
 class Checked:
     plan: DistillPlan
-    prompts: list[common_pb2.Prompt]
+    prompts: Prompts
     estimate: gateway_pb2.EstimateResponse
 
 
@@ -41,7 +41,7 @@ class Problem:
     fix: str
 
 
-def load_prompts(spec: gateway_pb2.DistillSpec, store: ArtifactStore) -> list[common_pb2.Prompt]:
+def load_prompts(spec: gateway_pb2.DistillSpec, store: ArtifactStore) -> Prompts:
     if not spec.HasField("dataset") or not spec.dataset.uri:
         raise errors.InvalidArgument("spec.dataset: required (upload it with UploadDataset)")
     try:
@@ -82,7 +82,7 @@ def estimate(request: gateway_pb2.EstimateRequest, store: ArtifactStore,
 
 
 def _request(spec: gateway_pb2.DistillSpec, store: ArtifactStore
-             ) -> tuple[DistillPlan, list[common_pb2.Prompt], int | None]:
+             ) -> tuple[DistillPlan, Prompts, int | None]:
     """The request's own checks: its fields, its dataset and held-out set."""
     plan = distill_plan(spec)
     prompts = load_prompts(spec, store)

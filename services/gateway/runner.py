@@ -21,7 +21,7 @@ from distill.v1 import (
     trainer_pb2,
 )
 from services.common import errors
-from services.common.datasets import load_dataset
+from services.common.datasets import Prompts, load_dataset
 from services.common.specs.export import DEFAULT_QUANTIZATIONS, QUANT_ENUMS
 from services.common.specs.names import job_id_of
 from services.common.specs.routing import progressive
@@ -29,10 +29,15 @@ from services.common.spend import Spend
 from services.common.storage import ArtifactStore
 from services.gateway import evaluation, events, report, stages
 from services.gateway.aliases import Aliases
+from services.gateway.job_slots import JobSlots, job_owner
 from services.gateway.lifecycle import Lifecycle
 from services.gateway.rollouts import Rollouts
 
 log = logging.getLogger("distill.gateway.runner")
+# The progress message saved while a resumed job's dataset loads. A job that still shows it when
+# a gateway starts stopped that gateway while loading (out of memory, most likely): it fails
+# instead of being resumed into the same crash.
+LOADING_DATASET = "loading the dataset"
 DEFAULT_QUANT = QUANT_ENUMS[DEFAULT_QUANTIZATIONS[0]]
 
 
@@ -43,8 +48,10 @@ def job_id(job: gateway_pb2.Job) -> str:
 class JobRunner:
     def __init__(self, lifecycle: Lifecycle, clients: stages.StageClients,
                  artifacts: ArtifactStore, aliases: Aliases, trainer_wait_seconds: float,
-                 serving_usd_per_hour: float = 0.0) -> None:
+                 serving_usd_per_hour: float = 0.0, slots: JobSlots | None = None) -> None:
         self.lifecycle = lifecycle
+        # Running jobs per owner (no cap without one); the rest wait PENDING, in order.
+        self.slots = slots or JobSlots(lambda owner: 1 << 30)
         self.clients = clients
         self.artifacts = artifacts
         self.aliases = aliases
@@ -54,9 +61,10 @@ class JobRunner:
         self.tasks: dict[str, asyncio.Task] = {}
 
     def start(self, job: gateway_pb2.Job,
-              prompts: list[common_pb2.Prompt] | None = None) -> None:
-        """Runs the job; `prompts` is its dataset as preflight parsed it (a resumed job's is
-        parsed again, once, if a stage still needs it)."""
+              prompts: Prompts | None = None) -> None:
+        """Runs the job once its owner has a free slot (calls in submission order start in that
+        order); `prompts` is its dataset as preflight parsed it (a resumed job's is parsed
+        again, once, if a stage still needs it)."""
         task = asyncio.create_task(self._run(job.name, prompts), name=job.name)
         self.tasks[job.name] = task
         task.add_done_callback(lambda _: self.tasks.pop(job.name, None))
@@ -74,24 +82,19 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
-    async def _run(self, name: str, prompts: list[common_pb2.Prompt] | None) -> None:
+    async def _run(self, name: str, prompts: Prompts | None) -> None:
         events.running(name)  # what the gateway logs from here on is about this job
         job = self.lifecycle.store.get_job(name)
-        dataset = _Dataset(self.artifacts, job.spec, prompts)
+        if job.progress.message == LOADING_DATASET:
+            self.lifecycle.fail(job, errors.ResourceExhausted.code.name, (
+                "spec.dataset: the gateway stopped while loading this job's dataset (out of "
+                "memory?); the job is not resumed into the same crash: split the dataset or "
+                "give the gateway more memory, then submit it again"))
+            return
+        dataset = _Dataset(self.artifacts, job, self.lifecycle, prompts)
         try:
-            if evaluation.enabled(job.spec) and not job.outputs.HasField("held_out"):
-                await self._split(job, dataset)
-            if not job.outputs.HasField("curated"):
-                await self._curate(job)
-            if not job.outputs.HasField("adapter"):
-                await self._train(job)
-            if not job.outputs.HasField("export_manifest"):
-                await self._export(job, dataset)
-            if evaluation.enabled(job.spec) and not job.outputs.HasField("evaluation"):
-                await self._evaluate(job)
-            self._promote(job)
-            await self._report(job)
-            self.lifecycle.succeed(job)
+            async with self.slots.of(job_owner(job)):  # PENDING until a slot frees
+                await self._stages(job, dataset)
         except asyncio.CancelledError:
             # Cancelled by CancelJob, or by a gateway shutdown (then resumed by the next one).
             if self.lifecycle.cancelling(name):
@@ -102,6 +105,21 @@ class JobRunner:
         except Exception as exc:
             log.exception("job %s failed", name)
             self.lifecycle.fail(job, "INTERNAL", f"internal error: {type(exc).__name__}")
+
+    async def _stages(self, job: gateway_pb2.Job, dataset: _Dataset) -> None:
+        if evaluation.enabled(job.spec) and not job.outputs.HasField("held_out"):
+            await self._split(job, dataset)
+        if not job.outputs.HasField("curated"):
+            await self._curate(job)
+        if not job.outputs.HasField("adapter"):
+            await self._train(job)
+        if not job.outputs.HasField("export_manifest"):
+            await self._export(job, dataset)
+        if evaluation.enabled(job.spec) and not job.outputs.HasField("evaluation"):
+            await self._evaluate(job)
+        self._promote(job)
+        await self._report(job)
+        self.lifecycle.succeed(job)
 
     async def _report(self, job: gateway_pb2.Job) -> None:
         """The job's HTML report as an artifact. A report that cannot be drawn is logged and
@@ -291,14 +309,24 @@ class JobRunner:
 
 class _Dataset:
     """A job's dataset, parsed at most once per run: preflight's parse for a new job, else on
-    first use (a resumed job)."""
+    first use (a resumed job), with LOADING_DATASET saved on the job meanwhile."""
 
-    def __init__(self, store: ArtifactStore, spec: gateway_pb2.DistillSpec,
-                 prompts: list[common_pb2.Prompt] | None) -> None:
-        self._store, self._spec, self._prompts = store, spec, prompts
+    def __init__(self, store: ArtifactStore, job: gateway_pb2.Job, lifecycle: Lifecycle,
+                 prompts: Prompts | None) -> None:
+        self._store, self._job, self._lifecycle, self._prompts = store, job, lifecycle, prompts
 
-    async def prompts(self) -> list[common_pb2.Prompt]:
+    async def prompts(self) -> Prompts:
         if self._prompts is None:
-            self._prompts = await asyncio.to_thread(load_dataset, self._store, self._spec.dataset,
-                                                    what="spec.dataset")
+            progress = self._job.progress.message
+            self._set_progress(LOADING_DATASET)
+            try:
+                self._prompts = await asyncio.to_thread(load_dataset, self._store,
+                                                        self._job.spec.dataset,
+                                                        what="spec.dataset")
+            finally:  # loaded, refused or stopped by a shutdown: not a crash
+                self._set_progress(progress)
         return self._prompts
+
+    def _set_progress(self, message: str) -> None:
+        self._job.progress.message = message
+        self._lifecycle.update(self._job)

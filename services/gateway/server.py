@@ -23,9 +23,11 @@ from services.gateway.api_keys import ApiKeys, GatewayAuth
 from services.gateway.deletion import delete_job
 from services.gateway.events import JobEvents, LogRecorder
 from services.gateway.job_metrics import job_metrics
+from services.gateway.job_slots import JobSlots
 from services.gateway.job_store import JobStore
 from services.gateway.jobs import Jobs
 from services.gateway.lifecycle import Lifecycle
+from services.gateway.retention import DAY, Retention, delete_dataset, sweep_periodically
 from services.gateway.runner import JobRunner
 from services.gateway.settings import GatewaySettings
 from services.gateway.stages import StageClients, auth_metadata
@@ -79,6 +81,11 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
     async def UploadDataset(self, request_iterator, context):  # noqa: N802
         return await upload_dataset(request_iterator, self.jobs.artifacts,
                                     self.settings.max_upload_bytes, _project())
+
+    async def DeleteDataset(self, request, context):  # noqa: N802
+        deleted = await asyncio.to_thread(delete_dataset, request.uri, _project(),
+                                          self.jobs.store, self.jobs.artifacts)
+        return gateway_pb2.DeleteDatasetResponse(artifacts_deleted=deleted)
 
     async def DownloadArtifact(self, request, context):  # noqa: N802
         async for part in download_artifact(request.uri, self.jobs.artifacts, _project(),
@@ -176,14 +183,16 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
 
     lifecycle = Lifecycle(store, hub)
     runner = JobRunner(lifecycle, clients, artifacts, aliases, settings.trainer_wait_seconds,
-                       serving_usd_per_hour=settings.serving_usd_per_hour)
+                       serving_usd_per_hour=settings.serving_usd_per_hour,
+                       slots=JobSlots(lambda owner: settings.max_running_jobs))
     jobs = Jobs(lifecycle, hub, runner, clients, artifacts, settings.cache_dir)
     servicer = GatewayService(jobs, aliases, settings, events)
-
-    rollout_checks: list[asyncio.Task] = []
+    retention = Retention(settings.upload_ttl_days * DAY, settings.teacher_cache_ttl_days * DAY,
+                          settings.trace_retention_days)
+    background: list[asyncio.Task] = []  # the retention sweep and the rollouts' checks
 
     async def shutdown() -> None:
-        for task in rollout_checks:
+        for task in background:
             task.cancel()
         hub.close()
         await runner.shutdown()  # jobs stay non-terminal: the next gateway resumes them
@@ -191,8 +200,10 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
     def started() -> None:
         trainers.start()  # the replica metrics from the start, not from the first training
         jobs.resume_unfinished()
-        rollout_checks.append(asyncio.get_running_loop().create_task(
-            runner.rollouts.run(settings.rollout_check_seconds)))
+        loop = asyncio.get_running_loop()
+        background.append(loop.create_task(runner.rollouts.run(settings.rollout_check_seconds)))
+        background.append(loop.create_task(sweep_periodically(
+            artifacts, store, retention, settings.retention_sweep_seconds)))
 
     async def stopped() -> None:
         await clients.close()  # the stage channels and the trainer pool's scheduler

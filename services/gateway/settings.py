@@ -54,6 +54,17 @@ class GatewaySettings(ServiceSettings):
     serving_usd_per_hour: float = Field(default=0.50, ge=0)
     # Progressive promotions: seconds between looks at each one's live traffic.
     rollout_check_seconds: float = Field(default=30.0, gt=0)
+    # Jobs of one project running at once; the project's others wait PENDING and start in
+    # submission order as its running ones end.
+    max_running_jobs: int = Field(default=4, ge=1)
+    # Retention (services/gateway/retention.py): uploads and teacher-cache entries older than
+    # these are deleted by a sweep every `retention_sweep_seconds`; 0 keeps them. An upload a
+    # job that has not ended uses is kept.
+    upload_ttl_days: float = Field(default=0.0, ge=0)
+    teacher_cache_ttl_days: float = Field(default=30.0, ge=0)
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+    # The router's traces: whole UTC days kept besides today (0 keeps them all).
+    trace_retention_days: float = Field(default=30.0, ge=0)
 
     @property
     def stage_security(self) -> ChannelSecurity:

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import AsyncIterator
 
 from distill.v1 import gateway_pb2
-from services.common.datasets import parse_jsonl
+from services.common.datasets import count_jsonl
 from services.common.errors import InvalidArgument
 from services.common.specs.layout import dataset_key
 from services.common.storage import ArtifactStore
@@ -56,12 +56,12 @@ def store_dataset(path: str, key: str, sha256: str, store: ArtifactStore,
                   what: str) -> gateway_pb2.UploadDatasetResponse:
     """A validated JSONL file at `path` under `key` (once per content: see dataset_key)."""
     with open(path, "rb") as data:
-        prompts = parse_jsonl(data, what=what)  # nothing is stored unless every line is good
+        prompts = count_jsonl(data, what=what)  # nothing is stored unless every line is good
     deduplicated = store.exists(key) and store.stat(key).sha256 == sha256
     stored = store.stat(key) if deduplicated else store.put_file(
         key, path, media_type="application/jsonl")
     return gateway_pb2.UploadDatasetResponse(dataset=stored.as_proto(), deduplicated=deduplicated,
-                                             prompts=len(prompts))
+                                             prompts=prompts)
 
 
 DOWNLOAD_CHUNK = 1024 * 1024

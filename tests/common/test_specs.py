@@ -215,3 +215,47 @@ def test_distill_bounds_name_the_field(fields, message):
         if value is None:
             spec.ClearField(name)
     refused(distill.distill_plan, spec, match=message)
+
+
+def _llm(**fields) -> judge_pb2.JudgeConfig:
+    return judge_pb2.JudgeConfig(judge=common_pb2.JudgeSpec(llm=common_pb2.LlmJudge(**fields)))
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"display_name": "d" * 257}, "spec.display_name: 257 bytes, over the 256-byte limit"),
+    ({"system_prompt": "é" * (128 * 1024 + 1)},  # two bytes a character: bytes count
+     "spec.system_prompt: 262146 bytes, over the 262144-byte limit"),
+    ({"dataset": common_pb2.ArtifactRef(uri="file:///" + "u" * 3000)}, "spec.dataset.uri: "),
+    ({"teacher": common_pb2.ModelSpec(model="m" * 2000)}, "spec.teacher.model: 2000 bytes"),
+    ({"teacher": common_pb2.ModelSpec(model="gpt-4o-mini", base_url="http://" + "h" * 3000)},
+     "spec.teacher.base_url: "),
+    ({"teacher": common_pb2.ModelSpec(model="gpt-4o-mini", api_key_env="K" * 300)},
+     "spec.teacher.api_key_env: 300 bytes, over the 256-byte limit"),
+    ({"student_model": "s" * 1025}, "spec.student_model: 1025 bytes, over the 1024-byte limit"),
+    ({"lora": common_pb2.LoraSettings(target_modules=["q_proj"] * 65)},
+     "spec.lora.target_modules: 65 items, over the limit of 64"),
+    ({"lora": common_pb2.LoraSettings(target_modules=["q" * 300])},
+     "spec.lora.target_modules[0]: 300 bytes"),
+    ({"judge": judge_pb2.JudgeConfig(judge=common_pb2.JudgeSpec(
+        regex=common_pb2.RegexJudge(pattern="a" * 5000)))},
+     "spec.judge.judge.regex.pattern: 5000 bytes, over the 4096-byte limit"),
+    ({"judge": judge_pb2.JudgeConfig(judge=common_pb2.JudgeSpec(
+        json_schema=common_pb2.JsonSchemaJudge(schema_json=" " * 300_000)))},
+     "spec.judge.judge.json_schema.schema_json: 300000 bytes"),
+    ({"judge": _llm(rubric_text="r" * 70_000)}, "spec.judge.judge.llm.rubric_text: 70000 bytes"),
+    ({"judge": _llm(criteria=[common_pb2.Criterion(name="c", description="d" * 70_000,
+                                                   weight=1)])},
+     "spec.judge.judge.llm.criteria[0].description: 70000 bytes"),
+    ({"judge": _llm(model=common_pb2.ModelSpec(model="gpt-4o-mini", base_url="b" * 3000))},
+     "spec.judge.judge.llm.model.base_url: 3000 bytes"),
+    ({"eval": gateway_pb2.EvalSettings(held_out=common_pb2.ArtifactRef(uri="u" * 3000))},
+     "spec.eval.held_out.uri: 3000 bytes"),
+])
+def test_every_free_text_field_has_a_size_limit(fields, message):
+    refused(distill.distill_plan, _spec(**fields), match=message)
+
+
+def test_stage_requests_have_the_same_text_limits():
+    request = generator_pb2.GenerateRequest(teacher=TEACHER, system_prompt="x" * 300_000)
+    refused(generate.generate_spec, request, match="system_prompt: 300000 bytes, over the")
+    refused(names.job_id_of, "jobs/" + "x" * 10_000, match="name: 'xxxx")

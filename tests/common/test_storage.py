@@ -540,3 +540,15 @@ def test_non_durable_put_round_trips(store):
     ref = store.put_bytes("cache/teacher/abc.json", b'{"text": "hi"}', durable=False)
     assert store.get_bytes("cache/teacher/abc.json") == b'{"text": "hi"}'
     assert store.stat("cache/teacher/abc.json").sha256 == ref.sha256
+
+
+def test_modified_is_the_time_of_the_write(store: ArtifactStore):
+    import time
+
+    before = time.time()
+    store.put_bytes("a/when.txt", b"x")
+    after = time.time()
+    # (a server's clock and a file system's timestamps are at most a second coarse)
+    assert before - 2 <= store.modified("a/when.txt") <= after + 2
+    with pytest.raises(NotFound):
+        store.modified("a/missing.txt")

@@ -160,3 +160,46 @@ def test_job_target_must_have_succeeded(store):
     assert alias.target.gguf.uri == "file:///x/q4_k_m.gguf"
     with pytest.raises(NotFound):
         aliases.set("s", gateway_pb2.AliasTarget(job="jobs/none"), 1)
+
+
+def test_progress_saves_leave_the_spec_alone(tmp_path):
+    """The spec is written once; a progress save's SQL neither names nor carries it."""
+    store = JobStore(tmp_path / "jobs.db")
+    j = job(1)
+    j.spec.system_prompt = "p" * 200_000
+    store.create_job(j)
+    statements = []
+    store._db.set_trace_callback(statements.append)
+    for done in range(1, 4):
+        j.progress.done = done
+        store.save_job(j)
+    store._db.set_trace_callback(None)
+    updates = [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
+    assert len(updates) == 3 and not any("spec" in s for s in updates), updates
+    job_bytes, spec_bytes = store._db.execute(
+        "SELECT length(job), length(spec) FROM jobs").fetchone()
+    assert job_bytes < 1000 and spec_bytes > 200_000  # the row rewritten is the small part
+    got = store.get_job(j.name)
+    assert got.progress.done == 3 and got.spec.system_prompt == j.spec.system_prompt
+    store.close()
+
+
+def test_a_store_from_before_the_spec_column_is_split_on_open(tmp_path):
+    import sqlite3
+    path = tmp_path / "old.db"
+    old = gateway_pb2.Job(name="jobs/old", state=gateway_pb2.JOB_STATE_TRAINING,
+                          spec=gateway_pb2.DistillSpec(system_prompt="kept"))
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, request_id TEXT UNIQUE, state INTEGER "
+               "NOT NULL, create_time REAL NOT NULL, job BLOB NOT NULL)")
+    db.execute("INSERT INTO jobs VALUES ('old', NULL, ?, 1.0, ?)",
+               (old.state, old.SerializeToString()))
+    db.commit()
+    db.close()
+    store = JobStore(path)
+    got = store.get_job("jobs/old")
+    got.progress.done = 7
+    store.save_job(got)
+    again = store.get_job("jobs/old")
+    assert again.spec.system_prompt == "kept" and again.progress.done == 7
+    store.close()

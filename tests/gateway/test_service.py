@@ -38,6 +38,16 @@ def upload(client, tmp_path, data: bytes, name="data.jsonl"):
     return client.upload(path)
 
 
+def stageless(tmp_path, port: int, **kw) -> GatewaySettings:
+    """A gateway whose stages are all on `port`, which nothing serves (`held_port`): a job
+    runs its split, then waits at the generator's door (GENERATING) until cancelled."""
+    nowhere = f"127.0.0.1:{port}"
+    return GatewaySettings(port=0, grace_seconds=0, store_url=f"file://{tmp_path / 'store'}",
+                           db_path=tmp_path / "gateway.db", generator_address=nowhere,
+                           judge_address=nowhere, trainer_address=nowhere,
+                           exporter_address=nowhere, **kw)
+
+
 def spec(dataset, **kw) -> gateway_pb2.DistillSpec:
     s = gateway_pb2.DistillSpec(dataset=dataset, student_model="smollm2-135m",
                                 teacher=common_pb2.ModelSpec(model="gpt-4o-mini"), **kw)
@@ -92,6 +102,10 @@ def test_download_outside_datasets_and_jobs_is_refused(gateway):
          grpc.StatusCode.INVALID_ARGUMENT, "spec.judge.judge.regex.pattern: invalid regex"),
         (lambda s: setattr(s, "promote_alias", "Not An Alias"), grpc.StatusCode.INVALID_ARGUMENT,
          "aliases are"),
+        # 9 MB passes gRPC's 16 MiB message limit; the spec layer's own limit refuses it.
+        (lambda s: setattr(s, "system_prompt", "x" * 9_000_000),
+         grpc.StatusCode.INVALID_ARGUMENT,
+         "spec.system_prompt: 9000000 bytes, over the 262144-byte limit"),
     ],
 )
 def test_distill_refuses_bad_specs_before_any_spend(gateway, change, code, fragment):
@@ -167,29 +181,56 @@ def test_estimate_over_grpc(gateway):
 
 
 def test_a_job_parses_its_dataset_once(tmp_path, monkeypatch):
-    """Preflight parses the dataset; the held-out split and the smoke prompt reuse that parse.
-    The stages are on a held port nothing serves: the job waits at the generator's door."""
+    """Preflight reads and checks the dataset; the held-out split and the smoke prompt reuse
+    that parse (its compact `Prompts`: each read builds a Prompt from its line, but the file is
+    read and scanned once). The stages are on a held port nothing serves: the job waits at the
+    generator's door."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
-    lines_parsed = []  # every parse of a line, whoever imported which parsing function
-    parse_line = datasets._parse_line
+    scans = []  # every scan of a whole file's lines, whoever imported which function
+    spans = datasets._spans
 
-    def counted(line, number):
-        lines_parsed.append(number)
-        return parse_line(line, number)
+    def counted(data):
+        scans.append(len(data))
+        return spans(data)
 
     with held_port() as port:
-        nowhere = f"127.0.0.1:{port}"
-        settings = GatewaySettings(port=0, grace_seconds=0,
-                                   store_url=f"file://{tmp_path / 'store'}",
-                                   db_path=tmp_path / "gateway.db", generator_address=nowhere,
-                                   judge_address=nowhere, trainer_address=nowhere,
-                                   exporter_address=nowhere)
+        settings = stageless(tmp_path, port)
         with serve_in_thread(settings, lambda: build(settings)) as address, \
                 Distiller(address) as client:
             dataset = upload(client, tmp_path, GOOD)
-            monkeypatch.setattr(datasets, "_parse_line", counted)
+            monkeypatch.setattr(datasets, "_spans", counted)
             job = client.distill(spec(dataset))
             wait_for(lambda: client.get(job.name).outputs.held_out.uri, "the held-out split")
             assert client.get(job.name).state == gateway_pb2.JOB_STATE_GENERATING
-            assert lines_parsed == [1, 2, 3, 4, 5]  # the five lines, once
+            assert scans == [len(GOOD)]  # the file, once
             assert client.cancel(job.name).state == gateway_pb2.JOB_STATE_CANCELLED
+
+
+def test_a_job_whose_dataset_load_crashed_the_gateway_fails_once(tmp_path, monkeypatch):
+    """A job left showing "loading the dataset" stopped the last gateway while it loaded (out of
+    memory): the next gateway fails it with the reason instead of loading it again; a job that
+    was elsewhere is resumed (and loads its dataset, then waits at the generator's door)."""
+    from services.gateway.runner import LOADING_DATASET
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
+    with held_port() as port:
+        settings = stageless(tmp_path, port)
+        dataset = settings.open_store().put_bytes("datasets/d.jsonl", GOOD).as_proto()
+        jobs = JobStore(tmp_path / "gateway.db")
+        for name, message in (("jobs/crashed", LOADING_DATASET), ("jobs/stopped", "queued")):
+            job = gateway_pb2.Job(name=name, state=gateway_pb2.JOB_STATE_PENDING,
+                                  spec=spec(dataset))
+            job.progress.message = message
+            job.create_time.GetCurrentTime()
+            jobs.create_job(job)
+        jobs.close()
+        with serve_in_thread(settings, lambda: build(settings)) as address, \
+                Distiller(address) as client:
+            wait_for(lambda: client.get("jobs/crashed").state == gateway_pb2.JOB_STATE_FAILED,
+                     "the crashed job failed")
+            failed = client.get("jobs/crashed")
+            assert failed.error.code == "RESOURCE_EXHAUSTED"
+            assert "stopped while loading this job's dataset" in failed.error.message
+            assert not failed.outputs.HasField("held_out")  # nothing loaded, nothing split
+            wait_for(lambda: client.get("jobs/stopped").outputs.held_out.uri, "the other resumed")
+            client.cancel("jobs/stopped")

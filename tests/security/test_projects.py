@@ -129,6 +129,17 @@ def test_another_projects_dataset_is_not_found(projects):
                                    student="smollm2-135m", budget_usd=1e-9)).prompts == 5
 
 
+def test_another_projects_dataset_cannot_be_deleted(projects):
+    """DeleteDataset acts on the caller's project's uploads only: another's is NOT_FOUND (and
+    stays), the owner's own goes."""
+    alpha, beta = projects.alpha, projects.beta
+    dataset = upload(alpha, projects.tmp, "alpha.jsonl")
+    not_found(beta.delete_dataset, dataset.uri)
+    assert len(list(alpha.read_jsonl(dataset.uri))) == 5  # still there
+    assert alpha.delete_dataset(dataset.uri) == 1
+    not_found(alpha.delete_dataset, dataset.uri)
+
+
 def test_aliases_are_per_project(projects):
     alpha, beta = projects.alpha, projects.beta
     job = finished_job(projects, "alpha", "0f1e2d3c4b5a6978")

@@ -132,10 +132,8 @@ async def test_retention_deletes_whole_days_past_the_setting_and_keeps_the_rest(
         recorder.record(trace(f"{age} days old", at=NOW - age * DAY))
     await recorder.flush()
 
-    deleted = sweep(store, now=NOW + 3600, retention_days=7)
-    assert deleted == [layout.day_prefix("default", "support", d)
-                       for d in ("2025-11-03", "2025-11-25")]
+    assert sweep(store, now=NOW + 3600, retention_days=7) == 2  # 2025-11-03 and -25
     # Seven whole days before today stay: the 7-day-old day is the last one kept.
     assert sorted(line["messages"][1]["content"] for line in stored_lines(store)) == [
         "0 days old", "1 days old", "6 days old", "7 days old"]
-    assert sweep(store, now=NOW + 100 * DAY, retention_days=0) == []  # 0 keeps everything
+    assert sweep(store, now=NOW + 100 * DAY, retention_days=0) == 0  # 0 keeps everything

@@ -14,7 +14,13 @@ from services.common.providers.limits import Limits
 from services.common.providers.spec import ModelConfig
 from services.common.specs import generate, names
 from services.common.specs.export import ExportSettings, export_settings
-from services.common.specs.fields import float_field
+from services.common.specs.fields import (
+    MAX_NAME_BYTES,
+    MAX_SYSTEM_PROMPT_BYTES,
+    artifact_text,
+    float_field,
+    text_field,
+)
 from services.common.specs.judge import JudgeSpec, judge_spec
 from services.common.specs.routing import Progressive, progressive
 from services.common.specs.train import TrainSettings, student_model, train_settings
@@ -64,6 +70,9 @@ def distill_plan(spec: gateway_pb2.DistillSpec, field: str = "spec") -> DistillP
     (`spec.n_samples`, `spec.training.batch_size`, ...)."""
     if not spec.HasField("dataset") or not spec.dataset.uri:
         raise InvalidArgument(f"{field}.dataset: required (upload it with UploadDataset)")
+    artifact_text(spec.dataset, f"{field}.dataset")
+    text_field(spec.display_name, f"{field}.display_name", MAX_NAME_BYTES)
+    text_field(spec.system_prompt, f"{field}.system_prompt", MAX_SYSTEM_PROMPT_BYTES)
     samples = generate.n_samples(spec.n_samples, f"{field}.n_samples")
     if spec.HasField("budget_usd") and not spec.budget_usd > 0:
         raise InvalidArgument(f"{field}.budget_usd: must be > 0, got {spec.budget_usd}")
@@ -95,6 +104,7 @@ def eval_spec(settings: gateway_pb2.EvalSettings, field: str = "spec.eval") -> E
                            DEFAULT_HOLDOUT_FRACTION, low=0.0, high=MAX_HOLDOUT_FRACTION)
     ratio = float_field(settings, "promote_min_ratio", f"{field}.promote_min_ratio",
                         DEFAULT_PROMOTE_MIN_RATIO, low=0.0, high=MAX_PROMOTE_MIN_RATIO)
+    artifact_text(settings.held_out, f"{field}.held_out")
     pass_rate = float_field(settings, "promote_min_pass_rate", f"{field}.promote_min_pass_rate",
                             None, low=0.0, high=1.0)
     return EvalSpec(settings.held_out.uri, fraction, ratio, pass_rate, settings.seed)

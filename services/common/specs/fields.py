@@ -1,7 +1,8 @@
-"""Reading one optional protobuf field: its default when unset, else the value within its bounds.
+"""Reading one protobuf field: its default when unset, else the value within its bounds.
 
-Every spec function reads its numbers through these two, so every refusal has the same shape:
-`{field}: must be in [low, high], got {value}`.
+Every spec function reads its numbers through `int_field`/`float_field` and its free text through
+`text_field`, so every refusal has the same shape: `{field}: must be in [low, high], got {value}`
+or `{field}: N bytes, over the L-byte limit`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,47 @@ import math
 from typing import Any
 
 from services.common.errors import InvalidArgument
+
+KiB = 1024
+# Size limits (UTF-8 bytes) of free-text spec fields. They keep a job row, a ListJobs page and
+# every stage request small whatever a client sends (the gRPC message limit alone is 16 MiB).
+MAX_NAME_BYTES = 256  # display names, env variable names, criterion and module names
+MAX_MODEL_BYTES = 1 * KiB  # model names: a registry shortcut, a provider id or a local path
+MAX_URI_BYTES = 2 * KiB  # artifact URIs, base URLs
+MAX_SHA256_BYTES = 64
+MAX_SYSTEM_PROMPT_BYTES = 256 * KiB
+MAX_RUBRIC_BYTES = 64 * KiB  # an LLM judge's rubric text, each criterion's description
+MAX_REGEX_BYTES = 4 * KiB
+MAX_SCHEMA_BYTES = 256 * KiB
+MAX_LIST_ITEMS = 64  # criteria, target modules, composite components
+
+
+def text_field(value: str, path: str, limit: int) -> str:
+    """`value` when its UTF-8 form is at most `limit` bytes; else InvalidArgument naming both."""
+    size = len(value.encode("utf-8"))  # (a protobuf string is valid UTF-8)
+    if size > limit:
+        raise InvalidArgument(f"{path}: {size} bytes, over the {limit}-byte limit")
+    return value
+
+
+def list_field(items: Any, path: str, limit: int = MAX_LIST_ITEMS) -> Any:
+    if len(items) > limit:
+        raise InvalidArgument(f"{path}: {len(items)} items, over the limit of {limit}")
+    return items
+
+
+def model_text(spec: Any, path: str) -> None:
+    """The free text of a ModelSpec: its model name, base URL and key variable name."""
+    text_field(spec.model, join(path, "model"), MAX_MODEL_BYTES)
+    text_field(spec.base_url, join(path, "base_url"), MAX_URI_BYTES)
+    text_field(spec.api_key_env, join(path, "api_key_env"), MAX_NAME_BYTES)
+
+
+def artifact_text(ref: Any, path: str) -> None:
+    """The free text of an ArtifactRef."""
+    text_field(ref.uri, join(path, "uri"), MAX_URI_BYTES)
+    text_field(ref.sha256, join(path, "sha256"), MAX_SHA256_BYTES)
+    text_field(ref.media_type, join(path, "media_type"), MAX_NAME_BYTES)
 
 
 def join(prefix: str, name: str) -> str:

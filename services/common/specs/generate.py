@@ -10,7 +10,13 @@ from services.common.models import PriceOverrides
 from services.common.providers.limits import Limits
 from services.common.providers.spec import ModelConfig, resolve_model_spec
 from services.common.specs import names
-from services.common.specs.fields import int_field, join
+from services.common.specs.fields import (
+    MAX_SYSTEM_PROMPT_BYTES,
+    int_field,
+    join,
+    model_text,
+    text_field,
+)
 
 DEFAULT_N_SAMPLES = 4
 MAX_N_SAMPLES = 16
@@ -45,6 +51,7 @@ def n_samples(value: int, field: str = "n_samples") -> int:
 def teacher(spec: common_pb2.ModelSpec, field: str = "teacher", *, vary: bool,
             price_overrides: PriceOverrides | None = None) -> ModelConfig:
     """`vary`: the samples must differ (best-of-N), so temperature 0 is refused."""
+    model_text(spec, field)
     config = resolve_model_spec(spec, field=field, default_temperature=DEFAULT_TEACHER_TEMPERATURE,
                                 price_overrides=price_overrides)
     if vary and config.temperature <= 0:
@@ -81,7 +88,8 @@ def generate_spec(request: generator_pb2.GenerateRequest, *,
         teacher=teacher(teacher_spec or request.teacher, vary=samples > 1,
                         price_overrides=price_overrides),
         n_samples=samples,
-        system_prompt=request.system_prompt,
+        system_prompt=text_field(request.system_prompt, "system_prompt",
+                                 MAX_SYSTEM_PROMPT_BYTES),
         limits=rate_limits(request.limits, default_concurrency=default_concurrency,
                            max_concurrency=max_concurrency),
     )

@@ -18,7 +18,17 @@ from services.common.errors import InvalidArgument
 from services.common.providers.spec import ModelConfig, resolve_model_spec
 from services.common.safe_regex import check_schema_patterns, compile_field
 from services.common.specs import names
-from services.common.specs.fields import float_field, int_field, join
+from services.common.specs.fields import (
+    MAX_REGEX_BYTES,
+    MAX_RUBRIC_BYTES,
+    MAX_SCHEMA_BYTES,
+    float_field,
+    int_field,
+    join,
+    list_field,
+    model_text,
+    text_field,
+)
 
 MAX_SCORE = 10.0  # scores are 0..10
 DEFAULT_TOP_K = 2
@@ -140,10 +150,13 @@ def judge_kind(spec: common_pb2.JudgeSpec, field: str = "judge") -> JudgeKind:
     if kind == "reference":
         return ReferenceJudgeSpec(MATCH_MODES.get(spec.reference.mode, DEFAULT_MATCH_MODE))
     if kind == "regex":
-        return RegexJudgeSpec(compile_field(spec.regex.pattern, f"{field}.regex.pattern"),
+        where = f"{field}.regex.pattern"
+        text_field(spec.regex.pattern, where, MAX_REGEX_BYTES)
+        return RegexJudgeSpec(compile_field(spec.regex.pattern, where),
                               spec.regex.full_match)
     if kind == "json_schema":
         where = f"{field}.json_schema.schema_json"
+        text_field(spec.json_schema.schema_json, where, MAX_SCHEMA_BYTES)
         return JsonSchemaJudgeSpec(_schema(spec.json_schema.schema_json, where), where)
     if kind == "length":
         low, high = spec.length.min_chars, spec.length.max_chars
@@ -180,6 +193,10 @@ def _schema(schema_json: str, field: str) -> Any:
 
 def _llm(llm: common_pb2.LlmJudge, field: str) -> LlmJudgeSpec:
     criteria = DEFAULT_CRITERIA
+    list_field(llm.criteria, f"{field}.llm.criteria")
+    text_field(llm.rubric_text, f"{field}.llm.rubric_text", MAX_RUBRIC_BYTES)
+    for i, c in enumerate(llm.criteria):
+        text_field(c.description, f"{field}.llm.criteria[{i}].description", MAX_RUBRIC_BYTES)
     if llm.criteria:
         criteria = tuple(Criterion(c.name, c.description, c.weight) for c in llm.criteria)
         for i, c in enumerate(criteria):
@@ -194,6 +211,8 @@ def _llm(llm: common_pb2.LlmJudge, field: str) -> LlmJudgeSpec:
     retries = int_field(llm, "max_parse_retries", f"{field}.llm.max_parse_retries",
                         DEFAULT_MAX_PARSE_RETRIES, low=0, high=MAX_PARSE_RETRIES)
     where = join(field, "llm.model")
+    if llm.HasField("model"):
+        model_text(llm.model, where)
     model = resolve_model_spec(llm.model if llm.HasField("model") else DEFAULT_JUDGE_MODEL,
                                field=where, default_temperature=DEFAULT_JUDGE_TEMPERATURE)
     return LlmJudgeSpec(model, where, criteria, llm.rubric_text, retries)
@@ -202,6 +221,7 @@ def _llm(llm: common_pb2.LlmJudge, field: str) -> LlmJudgeSpec:
 def _composite(composite: common_pb2.CompositeJudge, field: str) -> CompositeJudgeSpec:
     if not composite.components:
         raise InvalidArgument(f"{field}.composite.components: at least one component")
+    list_field(composite.components, f"{field}.composite.components")
     components = []
     for i, part in enumerate(composite.components):
         where = f"{field}.composite.components[{i}]"

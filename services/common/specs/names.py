@@ -37,8 +37,8 @@ def job_name(job_id: str) -> str:
 
 def job_id_of(name: str, field: str = "name") -> str:
     if not name.startswith(JOB_NAME_PREFIX) or not name[len(JOB_NAME_PREFIX):]:
-        raise InvalidArgument(f"{field}: expected 'jobs/{{id}}', got {name!r}")
-    return name[len(JOB_NAME_PREFIX):]
+        raise InvalidArgument(f"{field}: expected 'jobs/{{id}}', got {name[:80]!r}")
+    return job_id(name[len(JOB_NAME_PREFIX):], field)
 
 
 def alias_name(name: str, field: str = "name") -> str:

@@ -16,9 +16,15 @@ from typing import Literal
 from distill.v1 import common_pb2, trainer_pb2
 from services.common.errors import InvalidArgument
 from services.common.specs import names
+from services.common.specs.fields import (
+    MAX_MODEL_BYTES,
+    MAX_NAME_BYTES,
+    join,
+    list_field,
+    text_field,
+)
 from services.common.specs.fields import float_field as _float
 from services.common.specs.fields import int_field as _int
-from services.common.specs.fields import join
 
 BackendName = Literal["auto", "trl", "unsloth"]
 _MODULE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -127,7 +133,7 @@ def train_config(request: trainer_pb2.TrainRequest) -> TrainConfig:
 def student_model(value: str, field: str = "student_model") -> str:
     if not value.strip():
         raise InvalidArgument(f"{field}: required (registry shortcut or model folder)")
-    return value.strip()
+    return text_field(value.strip(), field, MAX_MODEL_BYTES)
 
 
 def train_settings(lora: common_pb2.LoraSettings, bond: common_pb2.BondSettings,
@@ -139,7 +145,9 @@ def train_settings(lora: common_pb2.LoraSettings, bond: common_pb2.BondSettings,
     alpha = _int(lora, "alpha", f"{lora_path}.alpha", DEFAULT_LORA_ALPHA, low=1, high=1 << 16)
     dropout = _float(lora, "dropout", f"{lora_path}.dropout", DEFAULT_LORA_DROPOUT, low=0.0,
                      high=1.0, high_open=True)
+    list_field(lora.target_modules, f"{lora_path}.target_modules")
     for i, module in enumerate(lora.target_modules):
+        text_field(module, f"{lora_path}.target_modules[{i}]", MAX_NAME_BYTES)
         if not _MODULE.match(module):
             raise InvalidArgument(
                 f"{lora_path}.target_modules[{i}]: {module[:80]!r} is not a module name")

@@ -184,6 +184,11 @@ class ArtifactStore(abc.ABC):
     def exists(self, key: str) -> bool: ...
 
     @abc.abstractmethod
+    def modified(self, key: str) -> float:
+        """When the object was written (Unix seconds); NotFound if there is no such object.
+        Retention sweeps compare it with their TTL."""
+
+    @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys starting with `prefix` (a plain string prefix, as in S3), sorted."""
 

@@ -104,6 +104,13 @@ class LocalStore(ArtifactStore):
         validate_key(key)
         return self._meta_path(key).is_file()
 
+    def modified(self, key: str) -> float:
+        validate_key(key)
+        try:  # the sidecar is written last: its time is the write's
+            return self._meta_path(key).stat().st_mtime
+        except FileNotFoundError:
+            raise NotFound(f"artifact {key!r} not found") from None
+
     def list(self, prefix: str = "") -> Iterator[str]:
         validate_prefix(prefix)
         # Walk only the folder the prefix points into; filter the rest by string prefix.

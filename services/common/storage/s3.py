@@ -206,6 +206,12 @@ class S3Store(ArtifactStore):
             info = self._client.stat_object(self.bucket, self._name(key))
         return self._ref(key, info.metadata)
 
+    def modified(self, key: str) -> float:
+        validate_key(key)
+        with self._errors(f"artifact {key!r}"):
+            info = self._client.stat_object(self.bucket, self._name(key))
+        return info.last_modified.timestamp()
+
     def exists(self, key: str) -> bool:
         validate_key(key)
         try:
