@@ -4,6 +4,8 @@ uploads and teacher-cache entries and keeps the fresh ones and the ones a job st
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -11,6 +13,8 @@ from distill.client import DistillClientError, Distiller
 from distill.v1 import gateway_pb2
 from services.common import teacher_cache
 from services.common.storage.local import LocalStore
+from services.common.traces.recorder import TraceRecorder
+from services.common.traces.records import ServedBy, Trace
 from services.gateway.job_store import JobStore
 from services.gateway.retention import DAY, Retention, sweep
 from services.gateway.server import build
@@ -86,3 +90,18 @@ def test_sweep_removes_what_expired_and_keeps_the_rest(tmp_path, monkeypatch):
     assert sweep(store, jobs, Retention(7 * DAY, 30 * DAY), now) == 1
     assert not store.exists("datasets/used.jsonl")
     jobs.close()
+
+
+def test_the_sweep_also_deletes_the_routers_traces_past_their_days(tmp_path):
+    artifacts = LocalStore(tmp_path / "store")
+    jobs = JobStore(tmp_path / "g.db")
+    now = 1_764_720_000.0
+    recorder = TraceRecorder(artifacts)
+    for age in (0, 3, 40):
+        recorder.record(Trace(project="default", served_by=ServedBy("bot", 1, "teacher", "m"),
+                              messages=(("user", f"{age}"),), answer="a",
+                              created_at=now - age * DAY))
+    asyncio.run(recorder.flush())
+    assert sweep(artifacts, jobs, Retention(0, 0, trace_days=30), now) == 1  # the 40-day-old one
+    assert len(list(artifacts.list("traces/"))) == 2
+    assert sweep(artifacts, jobs, Retention(0, 0, trace_days=0), now + 90 * DAY) == 0
