@@ -311,6 +311,9 @@ class RouterMetrics:
         self.fallbacks = Counter("distill_router_fallbacks", "Student answers that failed the "
                                  "alias's validator and were answered by its teacher.",
                                  ["alias", "version"], registry=r)
+        self.shadow_skips = Counter("distill_router_shadow_skipped", "Shadow calls not made: "
+                                    "the shadow limit was reached.", ["alias", "version"],
+                                    registry=r)
         self.traces = Counter("distill_router_traces", "Traces by outcome: written, dropped "
                               "(the queue was full) or failed (the store refused them).",
                               ["outcome"], registry=r)
@@ -336,6 +339,9 @@ class RouterMetrics:
 
     def fell_back(self, alias: str, version: int) -> None:
         self.fallbacks.labels(alias, str(version)).inc()
+
+    def shadow_skipped(self, alias: str, version: int) -> None:
+        self.shadow_skips.labels(alias, str(version)).inc()
 
     def traced(self, outcome: str, traces: int) -> None:
         self.traces.labels(outcome).inc(traces)

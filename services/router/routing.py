@@ -19,17 +19,20 @@ from services.common.specs.routing import Validator
 from services.common.specs.routing import routing as routing_spec
 from services.router.answering import Answerer
 from services.router.chat import KIND_NAMES, Answer, ChatCall, Delta
+from services.router.shadows import Shadows
+from services.router.shadows import outcome as _outcome
 from services.router.targets import AliasTargets, Target
 from services.router.tracing import Tracing
 
 
 class Router:
     def __init__(self, targets: AliasTargets, answerer: Answerer, metrics: RouterMetrics,
-                 tracing: Tracing) -> None:
+                 tracing: Tracing, shadows: Shadows) -> None:
         self.targets = targets
         self.answerer = answerer
         self.metrics = metrics
         self.tracing = tracing
+        self.shadows = shadows
         self._rng = random.Random()  # canary draws for requests without a user
 
     async def answer(self, call: ChatCall, project: str) -> Answer:
@@ -46,16 +49,21 @@ class Router:
         parts: list[str] = []
         try:
             target = await self._target(call, project)
-            if self._validator(target) is not None:  # checked whole, then sent in one piece
+            validator = self._validator(target)
+            if validator is not None and target.kind != router_pb2.TARGET_KIND_TEACHER:
+                # checked whole, then sent in one piece: a stream cannot be taken back
                 answer = await self._answer_on(target, call, project)
                 yield Delta(answer.content)
                 yield Delta(final=replace(answer, content=""))
                 return
             async for delta in self.answerer.stream(target, call):
                 parts.append(delta.text)
-                if delta.final is not None:
-                    self._answered(delta.final)
-                    self.tracing.record(call, project, target, delta.final, "".join(parts))
+                if (final := delta.final) is not None:
+                    self._answered(final)
+                    text = "".join(parts)
+                    self.tracing.record(call, project, target, final, text,
+                                        validator=_outcome(validator, text, final))
+                    self.shadows.start(call, project, target)
                 yield delta
         except DistillError as exc:
             self._failed(target, exc)
@@ -66,28 +74,30 @@ class Router:
                                  self._rng)
 
     async def _answer_on(self, target: Target, call: ChatCall, project: str) -> Answer:
+        """The answer of `target`, checked by the version's validator (every answer is checked,
+        so the teacher's pass rate is there to compare with; only a failed non-teacher answer
+        falls back), traced; the version's shadows then answer in the background."""
         answer = await self.answerer.answer(target, call)
         self._answered(answer)
+        self.shadows.start(call, project, target)
         validator = self._validator(target)
-        if validator is None:
-            self.tracing.record(call, project, target, answer, answer.content)
-            return answer
-        passed, why = validator.check(answer.content, answer.latency_seconds)
-        self.tracing.record(call, project, target, answer, answer.content,
-                            validator="passed" if passed else "failed")
-        if passed or validator.fallback is None:
+        outcome = _outcome(validator, answer.content, answer)
+        self.tracing.record(call, project, target, answer, answer.content, validator=outcome)
+        if outcome != "failed" or validator.fallback is None or \
+                target.kind == router_pb2.TARGET_KIND_TEACHER:
             return answer
         self.metrics.fell_back(target.alias, target.version)
-        teacher = self.targets.fallback(target, validator.fallback)
+        teacher = self.targets.variant(target, gateway_pb2.AliasTarget(
+            teacher=validator.fallback, max_tokens_limit=target.record.max_tokens_limit))
         again = await self.answerer.answer(teacher, call)
         self._answered(again)
+        why = validator.check(answer.content, answer.latency_seconds)[1]
         self.tracing.record(call, project, teacher, again, again.content, fallback_reason=why)
         return again
 
-    def _validator(self, target: Target) -> Validator | None:
-        """The version's validator, for answers that are not already a teacher's."""
-        if not target.routing.HasField("validator") or \
-                target.kind == router_pb2.TARGET_KIND_TEACHER:
+    @staticmethod
+    def _validator(target: Target) -> Validator | None:
+        if not target.routing.HasField("validator"):
             return None
         return routing_spec(target.routing).validator
 

@@ -20,6 +20,7 @@ from services.router.engines import EngineSupervisor
 from services.router.http_api import HttpApi
 from services.router.routing import Router
 from services.router.settings import RouterSettings
+from services.router.shadows import Shadows
 from services.router.student_files import StudentFiles
 from services.router.targets import AliasTargets
 from services.router.tracing import Tracing
@@ -68,7 +69,9 @@ def build(settings: RouterSettings) -> list[Service]:
                              batch_rows=settings.trace_batch_rows,
                              flush_seconds=settings.trace_flush_seconds,
                              counted=metrics.traced) if settings.trace_capture else None
-    router = Router(targets, answerer, metrics, Tracing(recorder))
+    tracing = Tracing(recorder)
+    shadows = Shadows(targets, answerer, tracing, metrics, settings.shadow_concurrency)
+    router = Router(targets, answerer, metrics, tracing, shadows)
     api = HttpApi(settings, router)
     writers: list[asyncio.Task] = []
 
@@ -80,6 +83,7 @@ def build(settings: RouterSettings) -> list[Service]:
 
     async def on_shutdown() -> None:
         await api.stop()
+        await shadows.aclose()
         for writer in writers:
             writer.cancel()
         if recorder is not None:

@@ -52,6 +52,9 @@ class RouterSettings(ServiceSettings):
     trace_batch_rows: int = Field(default=1_000, ge=1)
     trace_flush_seconds: float = Field(default=5.0, gt=0)
 
+    # Shadow targets' calls running at once (beyond it they are skipped and counted).
+    shadow_concurrency: int = Field(default=8, ge=1)
+
     # Teacher aliases: the provider clients' retries and the keys they may read.
     teacher_max_retries: int = Field(default=3, ge=0)
     teacher_max_concurrency: int = Field(default=16, ge=1)

@@ -107,12 +107,11 @@ class AliasTargets:
                         rng)
         if chosen is target.record:
             return target
-        return self._target(target.alias, target.version, chosen, target.routing)
+        return self.variant(target, chosen)
 
-    def fallback(self, target: Target, teacher: common_pb2.ModelSpec) -> Target:
-        """The version's fallback teacher, answering for `target`'s alias and version."""
-        record = gateway_pb2.AliasTarget(teacher=teacher,
-                                         max_tokens_limit=target.record.max_tokens_limit)
+    def variant(self, target: Target, record: gateway_pb2.AliasTarget) -> Target:
+        """Another target answering for `target`'s alias and version: a canary, a shadow, the
+        validator's fallback teacher."""
         return self._target(target.alias, target.version, record, target.routing)
 
     def forget(self, name: str, project: str = DEFAULT_PROJECT) -> None:

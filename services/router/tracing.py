@@ -21,7 +21,8 @@ class Tracing:
         self.recorder = recorder
 
     def record(self, call: ChatCall, project: str, target: Target, answer: Answer, text: str,
-               *, validator: str | None = None, fallback_reason: str | None = None) -> None:
+               *, validator: str | None = None, fallback_reason: str | None = None,
+               shadow: bool = False) -> None:
         """`validator`: "passed" or "failed" when the version has one; `fallback_reason`: why
         the teacher answered instead (the trace is the teacher's answer)."""
         capture = target.routing.capture
@@ -35,6 +36,6 @@ class Tracing:
             created_at=time.time(), latency_seconds=answer.latency_seconds,
             prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
             cost_usd=answer.cost_usd, tags=dict(call.tags), validator=validator,
-            fallback_reason=fallback_reason)
+            fallback_reason=fallback_reason, shadow=shadow)
         rules = redactor(list(capture.redact), list(capture.redact_patterns), "routing.capture")
         self.recorder.record(trace, rules or None)

@@ -141,3 +141,18 @@ def test_a_student_answer_that_fails_the_validator_is_answered_by_the_teacher(st
     # The next dataset can take exactly the requests the teacher caught.
     caught = stack.gateway.dataset_from_traces("checked", fallbacks_only=True)
     assert caught.prompts == 1 and caught.traces_matched == 2  # one question, asked twice
+
+
+def test_a_shadow_answers_too_and_is_traced_but_never_returned(stack, client):
+    teacher_alias(stack, "shadowed", {"shadows": [{"job": STUDENT_JOB}],
+                                      "validator": {"maxLatencySeconds": 3600}})
+    reply = client.chat.completions.create(
+        model="shadowed", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8)
+    assert reply.model_extra["distill"]["kind"] == "teacher"
+    wait_for(lambda: len(traces(stack, "shadowed")) == 2, what="the answer's and the shadow's")
+    by_target = {line["served_by"]["target"]: line for line in traces(stack, "shadowed")}
+    assert by_target["teacher"]["shadow"] is False and by_target["student"]["shadow"] is True
+    assert by_target["student"]["served_by"]["model"] == STUDENT_JOB
+    assert by_target["teacher"]["answer"] == reply.choices[0].message.content
+    # both checked by the validator: the comparison progressive promotion reads
+    assert by_target["teacher"]["validator"] == by_target["student"]["validator"] == "passed"
