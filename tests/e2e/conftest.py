@@ -59,6 +59,9 @@ def suite(tmp_path, s3_server) -> Iterator[Suite]:  # noqa: F811 - the fixture a
             "DISTILL_S3_SECRET_KEY": s3_server.secret_key,
             "DISTILL_GATEWAY_DB_PATH": str(tmp_path / "gateway.db"),
             "DISTILL_GRACE_SECONDS": "5",
+            # The flywheel test waits on traces and rollout steps: write and look often.
+            "DISTILL_ROUTER_TRACE_FLUSH_SECONDS": "0.5",
+            "DISTILL_GATEWAY_ROLLOUT_CHECK_SECONDS": "1",
             TEACHER_KEY_ENV: TEACHER_KEY,
             "PYTHONUNBUFFERED": "1",
         }

@@ -1,0 +1,105 @@
+"""The flywheel end to end (issue 22), on the whole suite: an alias on the teacher takes traffic
+through the router, the traces become a dataset, a student is distilled from it and promoted step
+by step on live traffic (shadow, 50 % canary, all of it). In a second run a student that fails
+the alias's validator is caught by the teacher on every answer it gives, and rolled back."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from distill.v1 import common_pb2, gateway_pb2
+from tests.e2e.conftest import TEACHER_KEY_ENV
+from tests.e2e.test_pipeline import wait_for
+from tests.fixtures import waits
+
+State = gateway_pb2
+
+
+def teacher(suite) -> dict:
+    return {"provider": "PROVIDER_OPENAI", "model": "gpt-4o-mini",
+            "baseUrl": suite.fake.openai_base_url, "apiKeyEnv": TEACHER_KEY_ENV, "maxTokens": 8}
+
+
+def ask(router: openai.OpenAI, alias: str, users: range) -> list[str]:
+    """One review per user; who answered each."""
+    return [router.chat.completions.create(
+        model=alias, user=f"user-{i}", max_tokens=8,
+        messages=[{"role": "user", "content": f"Review {i}: I loved it. Sentiment?"}],
+    ).model_extra["distill"]["kind"] for i in users]
+
+
+def distill_from_traces(suite, alias: str, tiny_llama_dir, progressive: dict):
+    data = suite.client.dataset_from_traces(alias, targets=["teacher"],
+                                            answers_as_reference=True)
+    assert data.prompts >= 6, data
+    spec = suite.client.spec(
+        dataset=data.dataset, teacher=common_pb2.ModelSpec(**{
+            "provider": common_pb2.PROVIDER_OPENAI, "model": "gpt-4o-mini",
+            "base_url": suite.fake.openai_base_url, "api_key_env": TEACHER_KEY_ENV,
+            "max_tokens": 8}),
+        student=str(tiny_llama_dir), n_samples=2, top_k=1,
+        judge=common_pb2.JudgeSpec(reference=common_pb2.ReferenceJudge(
+            mode=common_pb2.MATCH_MODE_LABEL)),
+        training={"max_steps": 2, "batch_size": 2, "max_seq_length": 64},
+        export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smokeMaxTokens": 8},
+        eval={"holdoutFraction": 0}, promote_alias=alias, progressive=progressive)
+    job = suite.client.distill(spec)
+    return wait_for(suite, job.name, {State.JOB_STATE_SUCCEEDED}, timeout=900)
+
+
+def alias_reason(suite, alias: str, contains: str, timeout: float = 300) -> gateway_pb2.Alias:
+    def reached() -> gateway_pb2.Alias | None:
+        current = suite.client.get_alias(alias)
+        return current if contains in current.target.description else None
+    return waits.wait_for(reached, lambda: f"alias {alias} to say {contains!r}: "
+                          f"{suite.client.get_alias(alias)}\n{suite.logs()}", timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_traffic_becomes_a_student_that_earns_the_alias_or_is_rolled_back(suite, tiny_llama_dir):
+    suite.fake.configure(replies=["positive"])
+    router = openai.OpenAI(base_url=suite.router_url(), api_key="unused", max_retries=0)
+
+    # 1. The app calls an alias on the teacher; every answer is recorded.
+    suite.client.set_alias("reviews", target=gateway_pb2.AliasTarget(
+        teacher=common_pb2.ModelSpec(**{k: v for k, v in {
+            "provider": common_pb2.PROVIDER_OPENAI, "model": "gpt-4o-mini",
+            "base_url": suite.fake.openai_base_url, "api_key_env": TEACHER_KEY_ENV}.items()})),
+        routing={"validator": {"maxLatencySeconds": 3600}})
+    assert ask(router, "reviews", range(8)) == ["teacher"] * 8
+
+    # 2. A dataset from the traces, a student from the dataset, promoted step by step.
+    job = distill_from_traces(suite, "reviews", tiny_llama_dir, {
+        "enabled": True, "windowRequests": 3, "canaryPercents": [50, 100]})
+    shadow = suite.client.get_alias("reviews")
+    assert job.promoted_alias_version == shadow.version
+    assert [t.job for t in shadow.routing.shadows] == [job.name]
+    assert ask(router, "reviews", range(100, 104)) == ["teacher"] * 4  # shadows never answer
+    canary = alias_reason(suite, "reviews", "(50 % canary)")
+    assert canary.routing.canary[0].percent == 50
+    served = ask(router, "reviews", range(200, 216))
+    assert {"student", "teacher"} <= set(served)
+    full = alias_reason(suite, "reviews", "(100 % canary)")
+    assert full.target.job == job.name and not full.routing.canary
+    assert ask(router, "reviews", range(300, 302)) == ["student"] * 2
+
+    # 3. A second run on an alias whose validator this student fails: every answer it gives
+    # is answered again by the teacher, captured as a fallback, and the alias rolls back.
+    suite.client.set_alias("labels", target=gateway_pb2.AliasTarget(
+        teacher=common_pb2.ModelSpec(**{
+            "provider": common_pb2.PROVIDER_OPENAI, "model": "gpt-4o-mini",
+            "base_url": suite.fake.openai_base_url, "api_key_env": TEACHER_KEY_ENV})),
+        routing={"validator": {"labels": ["positive", "negative"], "fallback": teacher(suite)}})
+    assert ask(router, "labels", range(8)) == ["teacher"] * 8
+    second = distill_from_traces(suite, "labels", tiny_llama_dir, {
+        "enabled": True, "skipShadow": True, "windowRequests": 3, "canaryPercents": [50, 100]})
+    before = suite.client.get_alias("labels")
+    assert before.routing.canary[0].target.job == second.name
+    ask(router, "labels", range(400, 416))  # the canary's answers fail: the teacher answers
+    back = alias_reason(suite, "labels", "rollback of")
+    assert back.target.teacher.model == "gpt-4o-mini" and not back.routing.canary
+    assert "validator pass rate 0 vs teacher 1" in back.target.description
+    caught = suite.client.dataset_from_traces("labels", fallbacks_only=True)
+    assert caught.prompts >= 3  # the misses, ready for the next dataset
