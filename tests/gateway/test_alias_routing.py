@@ -9,12 +9,10 @@ import sqlite3
 import grpc
 import pytest
 
-from distill.client import DistillClientError, Distiller
+from distill.client import DistillClientError
 from distill.v1 import gateway_pb2
 from services.gateway.job_store import JobStore
-from services.gateway.server import build
-from services.gateway.settings import GatewaySettings
-from tests.fixtures.inprocess import serve_in_thread
+from tests.fixtures.gateway import running_gateway
 
 ROUTING = {"canary": [{"target": {"teacher": {"model": "gpt-4o"}}, "percent": 10}],
            "shadows": [{"teacher": {"model": "claude-haiku"}}],
@@ -24,13 +22,9 @@ ROUTING = {"canary": [{"target": {"teacher": {"model": "gpt-4o"}}, "percent": 10
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
-    settings = GatewaySettings(port=0, grace_seconds=0, store_url=f"file://{tmp_path / 's'}",
-                               db_path=tmp_path / "gateway.db")
-    with serve_in_thread(settings, lambda: build(settings)) as address:
-        with Distiller(address) as client:
-            yield client
+def client(tmp_path):
+    with running_gateway(tmp_path) as (client, _):
+        yield client
 
 
 def test_routing_is_kept_per_version_and_rollback_restores_it(client):

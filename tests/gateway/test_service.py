@@ -14,6 +14,7 @@ from services.gateway.job_store import JobStore
 from services.gateway.server import build
 from services.gateway.settings import GatewaySettings
 from tests.fixtures.fake_provider import run_fake_provider
+from tests.fixtures.gateway import running_gateway
 from tests.fixtures.inprocess import serve_in_thread
 from tests.fixtures.ports import held_port
 from tests.fixtures.waits import wait_for
@@ -25,11 +26,8 @@ GOOD = b"".join(json.dumps({"prompt": f"What is {i} + 1?", "response": str(i + 1
 @pytest.fixture
 def gateway(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
-    settings = GatewaySettings(port=0, grace_seconds=0, store_url=f"file://{tmp_path / 'store'}",
-                               db_path=tmp_path / "gateway.db")
-    with serve_in_thread(settings, lambda: build(settings)) as address:
-        with Distiller(address) as client:
-            yield client, tmp_path
+    with running_gateway(tmp_path) as (client, _):
+        yield client, tmp_path
 
 
 def upload(client, tmp_path, data: bytes, name="data.jsonl"):

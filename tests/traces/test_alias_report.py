@@ -10,25 +10,19 @@ import time
 import grpc
 import pytest
 
-from distill.client import DistillClientError, Distiller
+from distill.client import DistillClientError
 from services.common.storage import LocalStore
 from services.common.traces.recorder import TraceRecorder
 from services.common.traces.records import ServedBy, Trace
-from services.gateway.server import build
-from services.gateway.settings import GatewaySettings
-from tests.fixtures.inprocess import serve_in_thread
+from tests.fixtures.gateway import running_gateway
 
 HOUR = 3600
 
 
 @pytest.fixture
-def gateway(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
-    settings = GatewaySettings(port=0, grace_seconds=0, store_url=f"file://{tmp_path / 'store'}",
-                               db_path=tmp_path / "gateway.db")
-    with serve_in_thread(settings, lambda: build(settings)) as address:
-        with Distiller(address) as client:
-            yield client, tmp_path
+def gateway(tmp_path):
+    with running_gateway(tmp_path) as (client, _):
+        yield client, tmp_path
 
 
 def record(store_root, now: float) -> None:

@@ -11,22 +11,19 @@ import time
 import grpc
 import pytest
 
-from distill.client import DistillClientError, Distiller
+from distill.client import DistillClientError
 from distill.v1 import common_pb2, gateway_pb2
 from services.common.storage import LocalStore
 from services.common.traces.layout import day_of
 from services.common.traces.recorder import TraceRecorder
 from services.common.traces.records import ServedBy, Trace
-from services.gateway.server import build
-from services.gateway.settings import GatewaySettings
-from tests.fixtures.inprocess import serve_in_thread
+from tests.fixtures.gateway import running_gateway
 from tests.fixtures.processes import REPO
 
 
 @pytest.fixture
 def gateway(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
-    store_url = f"file://{tmp_path / 'store'}"
     now = time.time()
     today = now - now % 86400  # every trace today and before now, whenever the test runs
     recorder = TraceRecorder(LocalStore(tmp_path / "store"))
@@ -37,11 +34,8 @@ def gateway(tmp_path, monkeypatch):
             created_at=today + (now - today) * (1 - i / 16),
             fallback_reason="validator" if i == 7 else None))
     asyncio.run(recorder.flush())
-    settings = GatewaySettings(port=0, grace_seconds=0, store_url=store_url,
-                               db_path=tmp_path / "gateway.db")
-    with serve_in_thread(settings, lambda: build(settings)) as address:
-        with Distiller(address) as client:
-            yield client, address, tmp_path
+    with running_gateway(tmp_path) as (client, address):
+        yield client, address, tmp_path
 
 
 def test_export_through_the_sdk_gives_a_dataset_estimate_accepts(gateway):
