@@ -316,6 +316,8 @@ def cmd_alias(args: argparse.Namespace) -> int:
                 args.name, args.out or Path(f"distill-alias-{args.name}"), args.days)
             print(index.resolve())  # plain, so scripts can open it
             return 0
+        elif args.alias_command == "watch":
+            return _watch_aliases(client)
         else:
             for alias in client.list_aliases():
                 out.print(f"{alias.name}  v{alias.version}  {_target(alias.target)}")
@@ -386,6 +388,22 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 out.print(f"{key.name}  {key.project}  {state}  "
                           f"{key.create_time.ToDatetime():%Y-%m-%d %H:%M}  {key.description}",
                           markup=False, highlight=False)
+    return 0
+
+
+def _watch_aliases(client: Distiller) -> int:
+    """Every alias, then each change as it happens, one line each, until Ctrl-C."""
+    for reply in client.watch_aliases():
+        if reply.HasField("snapshot"):
+            out.print(f"[{reply.sequence}] snapshot: {len(reply.snapshot.aliases)} aliases",
+                      markup=False, highlight=False)
+            states = list(reply.snapshot.aliases)
+        else:
+            states = [reply.change]
+        for state in states:
+            owner = "" if state.project in ("", "default") else f"  (project {state.project})"
+            out.print(f"[{reply.sequence}] {state.name}  v{state.version}  "
+                      f"{_target(state.target)}{owner}", markup=False, highlight=False)
     return 0
 
 
@@ -484,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     alias_get = alias_sub.add_parser("get")
     alias_get.add_argument("name")
     alias_sub.add_parser("list")
+    alias_sub.add_parser("watch", help="every alias, then each change as it happens (Ctrl-C ends)")
     rollback = alias_sub.add_parser("rollback", help="restore an earlier version's target")
     rollback.add_argument("name")
     rollback.add_argument("--to-version", type=int, default=0, help="default: the previous one")

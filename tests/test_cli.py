@@ -132,3 +132,32 @@ def test_datasets_delete(tmp_path):
     assert not list((tmp_path / "store" / "datasets").glob("*.jsonl"))
     assert again.returncode == 2 and "NOT_FOUND" in again.stderr  # 2: the request's fault
     assert "Traceback" not in again.stderr
+
+
+def test_alias_watch_prints_the_aliases_then_each_change(tmp_path):
+    from distill.client import Distiller
+
+    env = {"DISTILL_STORE_URL": f"file://{tmp_path / 'store'}",
+           "DISTILL_GATEWAY_DB_PATH": str(tmp_path / "gateway.db")}
+    gateway = start_module("services.gateway", tmp_path / "logs", env)
+    watch = None
+    try:
+        with Distiller(gateway.address) as client:
+            client.set_alias("support", teacher="gpt-4o", expected_version=0)
+            log = tmp_path / "watch.out"
+            with open(log, "wb") as sink:
+                watch = subprocess.Popen(
+                    [sys.executable, "-m", "distill.cli", "--gateway", gateway.address,
+                     "alias", "watch"], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+                    env={**os.environ, "COLUMNS": "1000", "PYTHONUNBUFFERED": "1"})
+            wait_for(lambda: "[1] support  v1  teacher gpt-4o" in log.read_text(), log.read_text)
+            client.set_alias("support", teacher="gpt-4o-mini", expected_version=1)
+            wait_for(lambda: "[2] support  v2  teacher gpt-4o-mini" in log.read_text(),
+                     log.read_text)
+        assert log.read_text().splitlines()[0] == "[1] snapshot: 1 aliases"
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(60) == 130
+    finally:
+        if watch is not None and watch.poll() is None:
+            watch.kill()
+        gateway.stop()
