@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from distill import chat as chat_module
 from distill import demo as demo_module
 from distill.client import TERMINAL, DistillClientError, Distiller
 from distill.local_suite import DEFAULT_PORTS, SERVICES, LocalSuite
@@ -391,6 +392,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    print(chat_module.ask(args.alias, args.text, router_url=args.router,
+                          max_tokens=args.max_tokens, temperature=args.temperature))
+    return 0
+
+
 def _watch_aliases(client: Distiller) -> int:
     """Every alias, then each change as it happens, one line each, until Ctrl-C."""
     for reply in client.watch_aliases():
@@ -546,6 +553,16 @@ def build_parser() -> argparse.ArgumentParser:
     keys_revoke = keys_sub.add_parser("revoke", help="refuse a key from its next call on")
     keys_revoke.add_argument("name", help="apiKeys/{id}, from `distill keys list`")
     keys.set_defaults(func=cmd_keys)
+    chat = sub.add_parser("chat", help="ask an alias through the router's OpenAI API")
+    chat.add_argument("alias", help="an alias, or alias@version")
+    chat.add_argument("text", help="the user message")
+    chat.add_argument("--router", default=os.environ.get("DISTILL_ROUTER_URL",
+                                                         chat_module.DEFAULT_ROUTER_URL),
+                      help=f"the router's HTTP address (default {chat_module.DEFAULT_ROUTER_URL},"
+                           " env DISTILL_ROUTER_URL); the API key is DISTILL_API_KEY")
+    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--temperature", type=float)
+    chat.set_defaults(func=cmd_chat)
     demo = sub.add_parser("demo", help="the embedded demo: a whole distillation, locally")
     demo.add_argument("--dataset", type=Path, default=demo_module.DEFAULT_DATASET,
                       help="training JSONL (default: the bundled sentiment task)")

@@ -161,3 +161,33 @@ def test_alias_watch_prints_the_aliases_then_each_change(tmp_path):
         if watch is not None and watch.poll() is None:
             watch.kill()
         gateway.stop()
+
+
+def test_chat_asks_the_alias_through_an_openai_endpoint(tmp_path):
+    """`distill chat` is the openai SDK's call: the fake provider (OpenAI's wire protocol) stands
+    in for the router; the model it is asked for is the alias."""
+    from tests.fixtures.fake_provider import run_fake_provider
+
+    def chat(*args: str, url: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "distill.cli", "chat", *args, "--router", url],
+            cwd=REPO, env={**os.environ, "DISTILL_API_KEY": "sk-project"}, capture_output=True,
+            text=True, timeout=120, check=False)
+
+    with run_fake_provider(api_key="sk-project") as fake:
+        base = fake.openai_base_url.removesuffix("/v1")
+        answered = chat("support-bot", "Where is my parcel?", "--max-tokens", "8", url=base)
+        fake.push_faults({"status": 404, "message": "The model `nope` does not exist"})
+        missing = chat("nope", "hello", url=base)
+        seen = fake.stats()
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout.strip() == "reply 1 to: Where is my parcel?"
+    assert missing.returncode == 2  # a user mistake: NOT_FOUND
+    assert "NOT_FOUND" in missing.stderr and "404" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert seen["received"] == 2
+
+    with held_port() as port:  # nothing listens there
+        unreachable = chat("support-bot", "hi", url=f"http://127.0.0.1:{port}")
+    assert unreachable.returncode == 1
+    assert "no router at" in unreachable.stderr and "distill up" in unreachable.stderr
