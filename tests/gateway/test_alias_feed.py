@@ -81,7 +81,7 @@ def test_two_watchers_see_the_same_changes_in_order(gateway):
     gateway.set_alias("support", teacher="gpt-4o", expected_version=0)
     first, second = Watcher(gateway), Watcher(gateway)
     try:
-        assert events(first.wait_for(1)) == [(1, "snapshot", 1)]
+        assert events(first.wait_for(1)) == events(second.wait_for(1)) == [(1, "snapshot", 1)]
         gateway.set_alias("billing", teacher="gpt-4o-mini", expected_version=0)
         gateway.set_alias("support", teacher="claude-haiku", expected_version=1)
         gateway.rollback_alias("support")
@@ -175,6 +175,8 @@ def test_a_project_watches_its_own_aliases_and_the_admin_key_every_project(tmp_p
         watchers = {name: Watcher(client) for name, client in
                     (("alpha", alpha), ("beta", beta), ("admin", admin))}
         try:
+            for watcher in watchers.values():
+                watcher.wait_for(1)  # its snapshot: it watches from here on
             beta.set_alias("support", teacher="claude-haiku", expected_version=0)
             alpha.set_alias("support", teacher="gpt-4o-mini", expected_version=1)
             seen = {name: watcher.wait_for(count) for (name, watcher), count in
