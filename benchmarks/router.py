@@ -113,7 +113,8 @@ def llama_server_direct(gguf: Path, texts: list[str], args: argparse.Namespace,
     """(a)'s denominator: llama-server with one slot per concurrent request."""
     server = start_llama_server(gguf, log_dir / "llama-server.log", args=[
         "--parallel", str(args.concurrency), "--ctx-size", str(args.ctx * args.concurrency),
-        "--threads", str(args.threads)])
+        "--threads", str(args.threads), *(["--poll", str(args.poll)] if args.poll is not None
+                                          else [])])
     try:
         url = server.wait_ready()
         return asyncio.run(run_load(f"{url}/v1", "student", texts, args.concurrency,
@@ -208,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--ctx", type=int, default=512, help="context tokens per request slot")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--poll", type=int, help="llama-server's --poll (0: its threads sleep "
+                        "instead of spinning while they wait for work)")
     parser.add_argument("--router-url", help="the router's HTTP base, e.g. http://127.0.0.1:52056")
     parser.add_argument("--router-key", default="unused", help="a project API key")
     parser.add_argument("--student-alias", help="an alias on a job whose GGUF is --gguf")
@@ -224,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = prompts(args.prompts)
     figures: dict = {"prompts": args.prompts, "concurrency": args.concurrency,
                      "max_tokens": args.max_tokens, "threads": args.threads, "gguf": gguf.name,
+                     "llama_server_poll": args.poll,
                      "load_average_1m_start": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory(prefix="bench-router-") as tmp:
         direct = llama_server_direct(gguf, texts, args, Path(tmp))
