@@ -65,12 +65,9 @@ _.teacher_output_tokens
 _.judge_calls
 _.training_tokens
 
-# Ways in for tests/: the call processes running now, the rate limiter's pauses, the BOND loss
-# over whole sequences that the trainer's per-position loss is checked against, and llama-server
-# started on loopback (the router supervises its own engines).
+# Ways in for tests/: the call processes running now, the rate limiter's pauses, and the BOND
+# loss over whole sequences that the trainer's per-position loss is checked against.
 _.pids  # services/common/providers/call_processes.py
 _.pauses  # services/common/providers/limits.py
 sequence_logps  # services/trainer/bond_loss.py
 bond_loss
-start_llama_server  # services/common/llama_server.py: its tests and benchmarks/router.py
-_.wait_ready
