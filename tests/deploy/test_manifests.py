@@ -5,7 +5,6 @@ names that the services really read). The structure checks parse YAML; validatio
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import re
 import shutil
@@ -21,23 +20,19 @@ from services.exporter.settings import ExporterSettings
 from services.gateway.settings import GatewaySettings
 from services.generator.settings import GeneratorSettings
 from services.judge.settings import JudgeSettings
+from services.router.settings import RouterSettings
 from services.trainer.settings import TrainerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 SETTINGS: dict[str, type[ServiceSettings]] = {
     s.service_name: s
-    for s in (GatewaySettings, GeneratorSettings, JudgeSettings, TrainerSettings, ExporterSettings)
+    for s in (GatewaySettings, GeneratorSettings, JudgeSettings, TrainerSettings, ExporterSettings,
+              RouterSettings)
 }
-# The router (issue 21) is built on its own branch; its settings join the checks once it is in
-# this checkout. Its ports are fixed here so the manifests are checked either way.
+# The router also serves OpenAI's HTTP API, on its gRPC port + 2000.
 ROUTER_PORTS = {"grpc": 50056, "metrics": 51056, "http": 52056}
-if importlib.util.find_spec("services.router") is not None:
-    router_settings = importlib.import_module("services.router.settings").RouterSettings
-    SETTINGS["router"] = router_settings
-    assert router_settings.default_port == ROUTER_PORTS["grpc"]
-PORTS = {name: cls.default_port for name, cls in SETTINGS.items()} | {
-    "router": ROUTER_PORTS["grpc"]}
+PORTS = {name: cls.default_port for name, cls in SETTINGS.items()}
 SERVICES = set(PORTS)  # every service that has manifests
 
 
@@ -287,7 +282,6 @@ def test_every_distill_env_name_is_a_real_setting():
     assert len(pairs) > 20
     every = set().union(*(valid_env_names(s) for s in SETTINGS))
     wrong = sorted({(service, var) for service, var in pairs if var.startswith("DISTILL_")
-                    and service in {*SETTINGS, "any"}  # the router's once it is here
                     and var not in (every if service == "any" else valid_env_names(service))})
     assert not wrong, wrong
 
