@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from distill import chat as chat_module
 from distill import demo as demo_module
 from distill.client import TERMINAL, DistillClientError, Distiller
 from distill.local_suite import DEFAULT_PORTS, SERVICES, LocalSuite
@@ -316,6 +317,8 @@ def cmd_alias(args: argparse.Namespace) -> int:
                 args.name, args.out or Path(f"distill-alias-{args.name}"), args.days)
             print(index.resolve())  # plain, so scripts can open it
             return 0
+        elif args.alias_command == "watch":
+            return _watch_aliases(client)
         else:
             for alias in client.list_aliases():
                 out.print(f"{alias.name}  v{alias.version}  {_target(alias.target)}")
@@ -386,6 +389,28 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 out.print(f"{key.name}  {key.project}  {state}  "
                           f"{key.create_time.ToDatetime():%Y-%m-%d %H:%M}  {key.description}",
                           markup=False, highlight=False)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    print(chat_module.ask(args.alias, args.text, router_url=args.router,
+                          max_tokens=args.max_tokens, temperature=args.temperature))
+    return 0
+
+
+def _watch_aliases(client: Distiller) -> int:
+    """Every alias, then each change as it happens, one line each, until Ctrl-C."""
+    for reply in client.watch_aliases():
+        if reply.HasField("snapshot"):
+            out.print(f"[{reply.sequence}] snapshot: {len(reply.snapshot.aliases)} aliases",
+                      markup=False, highlight=False)
+            states = list(reply.snapshot.aliases)
+        else:
+            states = [reply.change]
+        for state in states:
+            owner = "" if state.project in ("", "default") else f"  (project {state.project})"
+            out.print(f"[{reply.sequence}] {state.name}  v{state.version}  "
+                      f"{_target(state.target)}{owner}", markup=False, highlight=False)
     return 0
 
 
@@ -484,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     alias_get = alias_sub.add_parser("get")
     alias_get.add_argument("name")
     alias_sub.add_parser("list")
+    alias_sub.add_parser("watch", help="every alias, then each change as it happens (Ctrl-C ends)")
     rollback = alias_sub.add_parser("rollback", help="restore an earlier version's target")
     rollback.add_argument("name")
     rollback.add_argument("--to-version", type=int, default=0, help="default: the previous one")
@@ -527,6 +553,16 @@ def build_parser() -> argparse.ArgumentParser:
     keys_revoke = keys_sub.add_parser("revoke", help="refuse a key from its next call on")
     keys_revoke.add_argument("name", help="apiKeys/{id}, from `distill keys list`")
     keys.set_defaults(func=cmd_keys)
+    chat = sub.add_parser("chat", help="ask an alias through the router's OpenAI API")
+    chat.add_argument("alias", help="an alias, or alias@version")
+    chat.add_argument("text", help="the user message")
+    chat.add_argument("--router", default=os.environ.get("DISTILL_ROUTER_URL",
+                                                         chat_module.DEFAULT_ROUTER_URL),
+                      help=f"the router's HTTP address (default {chat_module.DEFAULT_ROUTER_URL},"
+                           " env DISTILL_ROUTER_URL); the API key is DISTILL_API_KEY")
+    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--temperature", type=float)
+    chat.set_defaults(func=cmd_chat)
     demo = sub.add_parser("demo", help="the embedded demo: a whole distillation, locally")
     demo.add_argument("--dataset", type=Path, default=demo_module.DEFAULT_DATASET,
                       help="training JSONL (default: the bundled sentiment task)")

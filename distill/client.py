@@ -18,7 +18,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -292,15 +292,23 @@ class Distiller:
     def watch(self, name: str, reconnect_seconds: float = 60.0) -> Iterator[gateway_pb2.Job]:
         """Snapshots as the gateway pushes them, until a terminal state; reconnects when the
         gateway restarts (for up to `reconnect_seconds` without a reply)."""
+        for reply in self._reconnecting(
+                lambda: self._stub.WatchJob(gateway_pb2.WatchJobRequest(name=name),
+                                            metadata=self._metadata), reconnect_seconds):
+            yield reply.job
+            if reply.job.state in TERMINAL:
+                return
+
+    def _reconnecting(self, open_stream: Callable[[], Iterable[Any]],
+                      reconnect_seconds: float) -> Iterator[Any]:
+        """The replies of `open_stream()`, opened again whenever it ends or the gateway is
+        UNAVAILABLE (a restart), until the gateway has not answered for `reconnect_seconds`."""
         last_contact = time.monotonic()
         while True:
             try:
-                for reply in self._stub.WatchJob(gateway_pb2.WatchJobRequest(name=name),
-                                                 metadata=self._metadata):
+                for reply in open_stream():
                     last_contact = time.monotonic()
-                    yield reply.job
-                    if reply.job.state in TERMINAL:
-                        return
+                    yield reply
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or \
                         time.monotonic() - last_contact > reconnect_seconds:
@@ -433,6 +441,23 @@ class Distiller:
         ref = self._call("BuildAliasReport", gateway_pb2.BuildAliasReportRequest(
             name=name, window_days=window_days)).report
         return self._download_folder(ref, Path(dest), f"alias {name}'s report")
+
+    def watch_aliases(self, resume_after: int = 0, reconnect_seconds: float = 60.0
+                      ) -> Iterator[gateway_pb2.WatchAliasesResponse]:
+        """Every alias (a `snapshot` reply), then each `change` as the gateway makes it, for as
+        long as the caller iterates. Reconnects after a gateway restart and resumes after the
+        last reply's `sequence` (a snapshot again when that is too far back). A reply with a
+        snapshot replaces everything the caller held: it also comes when the caller was too
+        slow to keep up with the changes."""
+        last = resume_after
+
+        def open_stream() -> Iterable[gateway_pb2.WatchAliasesResponse]:
+            return self._stub.WatchAliases(gateway_pb2.WatchAliasesRequest(resume_after=last),
+                                           metadata=self._metadata)
+
+        for reply in self._reconnecting(open_stream, reconnect_seconds):
+            last = reply.sequence
+            yield reply
 
     def rollback_alias(self, name: str, to_version: int = 0,
                        expected_version: int = 0) -> gateway_pb2.Alias:

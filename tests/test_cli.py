@@ -132,3 +132,62 @@ def test_datasets_delete(tmp_path):
     assert not list((tmp_path / "store" / "datasets").glob("*.jsonl"))
     assert again.returncode == 2 and "NOT_FOUND" in again.stderr  # 2: the request's fault
     assert "Traceback" not in again.stderr
+
+
+def test_alias_watch_prints_the_aliases_then_each_change(tmp_path):
+    from distill.client import Distiller
+
+    env = {"DISTILL_STORE_URL": f"file://{tmp_path / 'store'}",
+           "DISTILL_GATEWAY_DB_PATH": str(tmp_path / "gateway.db")}
+    gateway = start_module("services.gateway", tmp_path / "logs", env)
+    watch = None
+    try:
+        with Distiller(gateway.address) as client:
+            client.set_alias("support", teacher="gpt-4o", expected_version=0)
+            log = tmp_path / "watch.out"
+            with open(log, "wb") as sink:
+                watch = subprocess.Popen(
+                    [sys.executable, "-m", "distill.cli", "--gateway", gateway.address,
+                     "alias", "watch"], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+                    env={**os.environ, "COLUMNS": "1000", "PYTHONUNBUFFERED": "1"})
+            wait_for(lambda: "[1] support  v1  teacher gpt-4o" in log.read_text(), log.read_text)
+            client.set_alias("support", teacher="gpt-4o-mini", expected_version=1)
+            wait_for(lambda: "[2] support  v2  teacher gpt-4o-mini" in log.read_text(),
+                     log.read_text)
+        assert log.read_text().splitlines()[0] == "[1] snapshot: 1 aliases"
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(60) == 130
+    finally:
+        if watch is not None and watch.poll() is None:
+            watch.kill()
+        gateway.stop()
+
+
+def test_chat_asks_the_alias_through_an_openai_endpoint(tmp_path):
+    """`distill chat` is the openai SDK's call: the fake provider (OpenAI's wire protocol) stands
+    in for the router; the model it is asked for is the alias."""
+    from tests.fixtures.fake_provider import run_fake_provider
+
+    def chat(*args: str, url: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "distill.cli", "chat", *args, "--router", url],
+            cwd=REPO, env={**os.environ, "DISTILL_API_KEY": "sk-project"}, capture_output=True,
+            text=True, timeout=120, check=False)
+
+    with run_fake_provider(api_key="sk-project") as fake:
+        base = fake.openai_base_url.removesuffix("/v1")
+        answered = chat("support-bot", "Where is my parcel?", "--max-tokens", "8", url=base)
+        fake.push_faults({"status": 404, "message": "The model `nope` does not exist"})
+        missing = chat("nope", "hello", url=base)
+        seen = fake.stats()
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout.strip() == "reply 1 to: Where is my parcel?"
+    assert missing.returncode == 2  # a user mistake: NOT_FOUND
+    assert "NOT_FOUND" in missing.stderr and "404" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert seen["received"] == 2
+
+    with held_port() as port:  # nothing listens there
+        unreachable = chat("support-bot", "hi", url=f"http://127.0.0.1:{port}")
+    assert unreachable.returncode == 1
+    assert "no router at" in unreachable.stderr and "distill up" in unreachable.stderr

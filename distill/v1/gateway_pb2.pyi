@@ -743,3 +743,41 @@ class TraceCapture(_message.Message):
     redact: _containers.RepeatedScalarFieldContainer[str]
     redact_patterns: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, disabled: _Optional[bool] = ..., redact: _Optional[_Iterable[str]] = ..., redact_patterns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WatchAliasesRequest(_message.Message):
+    __slots__ = ("resume_after",)
+    RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
+    resume_after: int
+    def __init__(self, resume_after: _Optional[int] = ...) -> None: ...
+
+class AliasState(_message.Message):
+    __slots__ = ("name", "version", "target", "update_time", "project", "routing")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    target: AliasTarget
+    update_time: _timestamp_pb2.Timestamp
+    project: str
+    routing: AliasRouting
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., target: _Optional[_Union[AliasTarget, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., project: _Optional[str] = ..., routing: _Optional[_Union[AliasRouting, _Mapping]] = ...) -> None: ...
+
+class AliasSnapshot(_message.Message):
+    __slots__ = ("aliases",)
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    aliases: _containers.RepeatedCompositeFieldContainer[AliasState]
+    def __init__(self, aliases: _Optional[_Iterable[_Union[AliasState, _Mapping]]] = ...) -> None: ...
+
+class WatchAliasesResponse(_message.Message):
+    __slots__ = ("sequence", "snapshot", "change")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    snapshot: AliasSnapshot
+    change: AliasState
+    def __init__(self, sequence: _Optional[int] = ..., snapshot: _Optional[_Union[AliasSnapshot, _Mapping]] = ..., change: _Optional[_Union[AliasState, _Mapping]] = ...) -> None: ...

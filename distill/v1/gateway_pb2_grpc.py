@@ -131,6 +131,11 @@ class GatewayServiceStub:
                 request_serializer=distill_dot_v1_dot_gateway__pb2.BuildAliasReportRequest.SerializeToString,
                 response_deserializer=distill_dot_v1_dot_gateway__pb2.BuildAliasReportResponse.FromString,
                 _registered_method=True)
+        self.WatchAliases = channel.unary_stream(
+                '/distill.v1.GatewayService/WatchAliases',
+                request_serializer=distill_dot_v1_dot_gateway__pb2.WatchAliasesRequest.SerializeToString,
+                response_deserializer=distill_dot_v1_dot_gateway__pb2.WatchAliasesResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -278,6 +283,18 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchAliases(self, request, context):
+        """Every alias of the caller's project (the admin key: of every project) as a snapshot, then
+        each change as it happens (SetAlias, a job's promotion, a rollback), in the order they were
+        made, until the client goes away or the gateway stops.
+        Each message carries the sequence it brings the watcher to: a reconnecting watcher passes the
+        last one as resume_after and gets the changes it missed instead of a snapshot. A watcher that
+        falls behind is never waited for: its backlog is dropped and it gets a fresh snapshot.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -375,6 +392,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.BuildAliasReport,
                     request_deserializer=distill_dot_v1_dot_gateway__pb2.BuildAliasReportRequest.FromString,
                     response_serializer=distill_dot_v1_dot_gateway__pb2.BuildAliasReportResponse.SerializeToString,
+            ),
+            'WatchAliases': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAliases,
+                    request_deserializer=distill_dot_v1_dot_gateway__pb2.WatchAliasesRequest.FromString,
+                    response_serializer=distill_dot_v1_dot_gateway__pb2.WatchAliasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -892,6 +914,33 @@ class GatewayService:
             '/distill.v1.GatewayService/BuildAliasReport',
             distill_dot_v1_dot_gateway__pb2.BuildAliasReportRequest.SerializeToString,
             distill_dot_v1_dot_gateway__pb2.BuildAliasReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAliases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/distill.v1.GatewayService/WatchAliases',
+            distill_dot_v1_dot_gateway__pb2.WatchAliasesRequest.SerializeToString,
+            distill_dot_v1_dot_gateway__pb2.WatchAliasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,7 +5,9 @@ outputs and accrued cost. The spec (which may hold long prompts and schemas) is 
 written once at creation: the many progress saves rewrite only the small rest of the job.
 Alias changes are compare-and-swap on the version, in one transaction. Jobs and aliases belong
 to a project: a read given a project sees only that project's rows, and another project's job
-or alias is NOT_FOUND, as if it did not exist.
+or alias is NOT_FOUND, as if it did not exist. The rowid of
+`alias_versions` doubles as the alias change log's sequence (rows are only ever appended, so it
+increases with every change, across projects, and survives restarts).
 """
 
 from __future__ import annotations
@@ -107,12 +109,17 @@ def _page_size(size: int) -> int:
     return min(size or DEFAULT_PAGE, MAX_PAGE)
 
 
+AliasChange = tuple[int, gateway_pb2.AliasState]  # (sequence, the alias after the change)
+
+
 class JobStore:
-    """`on_save` sees every job as it is created or saved (the job event log)."""
+    """`on_save` sees every job as it is created or saved (the job event log); `on_alias`, when
+    set, every alias change once committed (the alias feed sets it)."""
 
     def __init__(self, path: Path | str,
                  on_save: Callable[[gateway_pb2.Job], None] | None = None) -> None:
         self._on_save = on_save
+        self.on_alias: Callable[[int, gateway_pb2.AliasState], None] | None = None
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -276,16 +283,50 @@ class JobStore:
                         "re-read it and retry" if current else
                         f"alias {name!r} does not exist (expected_version must be 0)"
                     )
-                self._db.execute(
+                sequence = self._db.execute(
                     "INSERT INTO alias_versions (project, name, version, target, create_time, "
                     "routing) VALUES (?,?,?,?,?,?)",
                     (project, name, current + 1, target.SerializeToString(), time.time(),
-                     routing.SerializeToString() if routing is not None else None))
+                     routing.SerializeToString() if routing is not None else None)
+                ).lastrowid
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            return self._alias(project, name)
+            alias = self._alias(project, name)
+            if self.on_alias is not None:  # under the lock: watchers see changes in order
+                self.on_alias(sequence, gateway_pb2.AliasState(
+                    name=name, version=alias.version, target=alias.target,
+                    routing=alias.routing if alias.HasField("routing") else None,
+                    update_time=alias.update_time, project=project))
+            return alias
+
+    def alias_snapshot(self, project: str | None) -> tuple[int, list[gateway_pb2.AliasState]]:
+        """The current state of every alias of `project` (None: of every project), by project
+        and name, and the change sequence it is at."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_STATE_COLUMNS} FROM alias_versions AS a "
+                "WHERE (? IS NULL OR project = ?) AND version = (SELECT MAX(version) FROM "
+                "alias_versions WHERE project = a.project AND name = a.name) "
+                "ORDER BY project, name", (project, project)).fetchall()
+            last = self._db.execute("SELECT MAX(rowid) FROM alias_versions").fetchone()[0]
+        return last or 0, [_alias_state(*row)[1] for row in rows]
+
+    def alias_changes_after(self, sequence: int, limit: int,
+                            project: str | None) -> list[AliasChange] | None:
+        """The changes to `project`'s aliases (None: every project's) after `sequence`, oldest
+        first; None when there are more than `limit` or `sequence` is past the end of this
+        store's log (another store's; a fresh one)."""
+        with self._lock:
+            last = self._db.execute("SELECT MAX(rowid) FROM alias_versions").fetchone()[0] or 0
+            rows = self._db.execute(
+                f"SELECT {_STATE_COLUMNS} FROM alias_versions WHERE rowid > ? "
+                "AND (? IS NULL OR project = ?) ORDER BY rowid LIMIT ?",
+                (sequence, project, project, limit + 1)).fetchall()
+        if sequence > last or len(rows) > limit:
+            return None
+        return [_alias_state(*row) for row in rows]
 
     def get_alias(self, name: str, project: str = DEFAULT_PROJECT) -> gateway_pb2.Alias:
         with self._lock:
@@ -346,6 +387,19 @@ class JobStore:
             alias.routing.CopyFrom(latest.routing)
         alias.update_time.CopyFrom(latest.create_time)
         return alias
+
+
+_STATE_COLUMNS = "rowid, project, name, version, target, create_time, routing"
+
+
+def _alias_state(sequence: int, project: str, name: str, version: int, target: bytes,
+                 created: float, routing: bytes | None) -> AliasChange:
+    state = gateway_pb2.AliasState(name=name, version=version, project=project,
+                                   target=gateway_pb2.AliasTarget.FromString(target))
+    if routing is not None:
+        state.routing.ParseFromString(routing)
+    state.update_time.FromNanoseconds(int(created * 1e9))
+    return sequence, state
 
 
 def _without_spec(job: gateway_pb2.Job) -> bytes:

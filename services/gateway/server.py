@@ -17,6 +17,7 @@ from services.common.errors import PermissionDenied
 from services.common.metrics import GatewayMetrics
 from services.common.server import Service
 from services.gateway import trace_datasets
+from services.gateway.alias_feed import AliasFeed
 from services.gateway.alias_report import alias_window_days, build_alias_report
 from services.gateway.aliases import Aliases
 from services.gateway.api_keys import ApiKeys, GatewayAuth
@@ -39,9 +40,10 @@ from services.gateway.writer_lock import WriterLock
 
 class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, jobs: Jobs, aliases: Aliases, settings: GatewaySettings,
-                 events: JobEvents) -> None:
+                 events: JobEvents, alias_feed: AliasFeed) -> None:
         self.jobs = jobs
         self.aliases = aliases
+        self.alias_feed = alias_feed
         self.settings = settings
         self.events = events
 
@@ -126,6 +128,12 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
                                       _project())
         return gateway_pb2.RollbackAliasResponse(alias=alias)
 
+    async def WatchAliases(self, request, context):  # noqa: N802
+        # The admin key sees every project's aliases (a router serving every project).
+        project = None if current_principal().admin else _project()
+        async for response in self.alias_feed.watch(request.resume_after, project):
+            yield response
+
 
 def _project() -> str:
     return current_principal().project
@@ -167,6 +175,7 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
     artifacts = settings.open_store()
     hub = JobHub()
     aliases = Aliases(store)
+    alias_feed = AliasFeed(store, settings.alias_watch_backlog)
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
     trainers = TrainerPool(settings.trainer_targets,
                            status_timeout=settings.trainer_status_timeout_seconds,
@@ -186,7 +195,7 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
                        serving_usd_per_hour=settings.serving_usd_per_hour,
                        slots=JobSlots(lambda owner: settings.max_running_jobs))
     jobs = Jobs(lifecycle, hub, runner, clients, artifacts, settings.cache_dir)
-    servicer = GatewayService(jobs, aliases, settings, events)
+    servicer = GatewayService(jobs, aliases, settings, events, alias_feed)
     retention = Retention(settings.upload_ttl_days * DAY, settings.teacher_cache_ttl_days * DAY,
                           settings.trace_retention_days)
     background: list[asyncio.Task] = []  # the retention sweep and the rollouts' checks
@@ -195,6 +204,7 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
         for task in background:
             task.cancel()
         hub.close()
+        alias_feed.close()
         await runner.shutdown()  # jobs stay non-terminal: the next gateway resumes them
 
     def started() -> None:

@@ -65,6 +65,9 @@ class GatewaySettings(ServiceSettings):
     retention_sweep_seconds: float = Field(default=3600.0, gt=0)
     # The router's traces: whole UTC days kept besides today (0 keeps them all).
     trace_retention_days: float = Field(default=30.0, ge=0)
+    # WatchAliases: the most alias changes a watcher may be behind (queued while it is slow, or
+    # replayed when it resumes) before it is sent a fresh snapshot instead.
+    alias_watch_backlog: int = Field(default=256, ge=1)
 
     @property
     def stage_security(self) -> ChannelSecurity:

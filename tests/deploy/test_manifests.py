@@ -20,15 +20,20 @@ from services.exporter.settings import ExporterSettings
 from services.gateway.settings import GatewaySettings
 from services.generator.settings import GeneratorSettings
 from services.judge.settings import JudgeSettings
+from services.router.settings import RouterSettings
 from services.trainer.settings import TrainerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 SETTINGS: dict[str, type[ServiceSettings]] = {
     s.service_name: s
-    for s in (GatewaySettings, GeneratorSettings, JudgeSettings, TrainerSettings, ExporterSettings)
+    for s in (GatewaySettings, GeneratorSettings, JudgeSettings, TrainerSettings, ExporterSettings,
+              RouterSettings)
 }
+# The router also serves OpenAI's HTTP API, on its gRPC port + 2000.
+ROUTER_PORTS = {"grpc": 50056, "metrics": 51056, "http": 52056}
 PORTS = {name: cls.default_port for name, cls in SETTINGS.items()}
+SERVICES = set(PORTS)  # every service that has manifests
 
 
 def _load_check():
@@ -136,7 +141,8 @@ def test_every_service_deployment_has_grpc_probes_resources_and_metrics(overlay)
             seen.add(service)
             port = PORTS[service]
             ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-            assert ports == {"grpc": port, "metrics": port + 1000}, name
+            extra = {"http": ROUTER_PORTS["http"]} if service == "router" else {}
+            assert ports == {"grpc": port, "metrics": port + 1000, **extra}, name
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert container[probe]["grpc"] == {"port": port}, (name, probe)
             resources = container["resources"]
@@ -145,14 +151,14 @@ def test_every_service_deployment_has_grpc_probes_resources_and_metrics(overlay)
             annotations = pod["metadata"]["annotations"]
             assert annotations["prometheus.io/scrape"] == "true", name
             assert annotations["prometheus.io/port"] == str(port + 1000), name
-    assert seen == set(SETTINGS), seen
+    assert seen == SERVICES, seen
 
 
 @pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/production"])
 def test_every_service_has_a_service_and_a_pdb(overlay):
     services = objects(overlay, "Service")
     pdbs = objects(overlay, "PodDisruptionBudget")
-    for name in SETTINGS:
+    for name in SERVICES:
         ports = {p["name"]: p["port"] for p in services[name]["spec"]["ports"]}
         assert ports["grpc"] == PORTS[name]
         assert services[name]["spec"]["selector"] == {"app.kubernetes.io/name": name}
@@ -216,13 +222,13 @@ def test_every_k8s_file_is_rendered():
 def test_compose_services_have_health_checks_and_the_trainer_a_gpu():
     spec = compose()
     services = spec["services"]
-    assert set(SETTINGS) | {"minio", "minio-init"} == set(services)
+    assert SERVICES | {"minio", "minio-init"} == set(services)
     for name, service in services.items():
         if name == "minio-init":  # one-shot
             assert service["restart"] == "no"
             continue
         assert service["healthcheck"]["test"][0] == "CMD", name
-        if name in SETTINGS:
+        if name in SERVICES:
             assert service["healthcheck"]["test"][1:] == [
                 "python", "-m", "services.common.health_probe", f"127.0.0.1:{PORTS[name]}"]
             assert service["command"] == ["python", "-m", f"services.{name}"]
@@ -231,7 +237,7 @@ def test_compose_services_have_health_checks_and_the_trainer_a_gpu():
     assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
     (device,) = services["trainer"]["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
-    for name in ("gateway", "generator", "judge"):  # the services that read API keys
+    for name in ("gateway", "generator", "judge", "router"):  # the services that read API keys
         assert services[name]["env_file"] == ".env"
     env = services["gateway"]["environment"]
     for name in ("generator", "judge", "exporter"):
@@ -278,3 +284,38 @@ def test_every_distill_env_name_is_a_real_setting():
     wrong = sorted({(service, var) for service, var in pairs if var.startswith("DISTILL_")
                     and var not in (every if service == "any" else valid_env_names(service))})
     assert not wrong, wrong
+
+
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/production"])
+def test_router_scales_on_cpu_and_serves_openai_http_through_its_service(overlay):
+    router = objects(overlay, "Deployment")["router"]
+    assert "replicas" not in router["spec"]  # the HPA owns the count
+    hpa = objects(overlay, "HorizontalPodAutoscaler")["router"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": "router"}
+    (metric,) = hpa["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert hpa["minReplicas"] >= (2 if overlay == "overlays/production" else 1)
+    assert hpa["maxReplicas"] > hpa["minReplicas"]
+    ports = {p["name"]: (p["port"], p["targetPort"])
+             for p in objects(overlay, "Service")["router"]["spec"]["ports"]}
+    assert ports["http"] == (ROUTER_PORTS["http"], "http")
+    container = router["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DISTILL_ROUTER_HTTP_PORT"] == str(ROUTER_PORTS["http"])
+    host, port = env["DISTILL_ROUTER_GATEWAY_ADDRESS"].rsplit(":", 1)
+    assert int(port) in {p["port"] for p in objects(overlay, "Service")[host]["spec"]["ports"]}
+    assert env["DISTILL_ROUTER_ENGINE"] == "llama-server"
+
+
+def test_compose_router_publishes_its_apis_after_the_gateway_is_healthy():
+    router = compose()["services"]["router"]
+    assert router["depends_on"]["gateway"]["condition"] == "service_healthy"
+    assert router["environment"]["DISTILL_ROUTER_GATEWAY_ADDRESS"] == f"gateway:{PORTS['gateway']}"
+    published = {p.rsplit(":", 1)[-1] for p in router["ports"]}
+    assert published == {str(ROUTER_PORTS["grpc"]), str(ROUTER_PORTS["http"])}
+
+
+def test_the_image_carries_llama_server_where_the_router_looks():
+    dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text()
+    assert "scripts/llama_server.sh)\" /opt/venv/bin/llama-server" in dockerfile
