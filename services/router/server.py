@@ -14,6 +14,7 @@ from services.common.auth import DEFAULT_PROJECT
 from services.common.metrics import RouterMetrics
 from services.common.server import Service
 from services.common.traces.recorder import TraceRecorder
+from services.router.alias_watch import follow
 from services.router.answering import Answerer
 from services.router.chat import from_proto
 from services.router.engines import EngineSupervisor
@@ -57,9 +58,10 @@ def build(settings: RouterSettings) -> list[Service]:
                         StudentFiles(settings.open_store(), folder / "students"), http)
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
     channel = grpc.aio.insecure_channel(settings.gateway_address)
+    gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
     targets = AliasTargets(
-        gateway_pb2_grpc.GatewayServiceStub(channel),
-        metadata=(("authorization", f"Bearer {token}"),) if token else (),
+        gateway, metadata=metadata,
         default_max_tokens=settings.max_tokens_limit, ttl_seconds=settings.alias_ttl_seconds,
         warm=answerer.warm)
     metrics = RouterMetrics(
@@ -77,8 +79,11 @@ def build(settings: RouterSettings) -> list[Service]:
 
     async def on_start() -> None:
         engines.start_reaper()
+        loop = asyncio.get_running_loop()
         if recorder is not None:
-            writers.append(asyncio.get_running_loop().create_task(recorder.run()))
+            writers.append(loop.create_task(recorder.run()))
+        writers.append(loop.create_task(follow(gateway, metadata, targets,
+                                               settings.alias_feed_reconnect_seconds)))
         await api.start(settings.host, settings.http_bind_port)
 
     async def on_shutdown() -> None:

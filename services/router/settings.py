@@ -23,8 +23,11 @@ class RouterSettings(ServiceSettings):
     max_body_bytes: int = Field(default=1 * MiB, ge=1024)
     # An alias without its own max_tokens_limit allows requests up to this many.
     max_tokens_limit: int = Field(default=4096, ge=1)
-    # Alias records are read again after this long (a WatchAliases push refreshes at once).
-    alias_ttl_seconds: float = Field(default=2.0, ge=0)
+    # Alias records are read again after this long; a change pushed by the gateway's
+    # WatchAliases stream refreshes the alias at once (services/router/alias_watch.py).
+    alias_ttl_seconds: float = Field(default=30.0, ge=0)
+    # A lost WatchAliases stream is opened again after this long (resuming where it stopped).
+    alias_feed_reconnect_seconds: float = Field(default=1.0, gt=0)
 
     # Student engines: one OpenAI-compatible server process per GGUF.
     # "llama-server": llama.cpp's own server (continuous batching, parallel slots), the binary

@@ -98,6 +98,15 @@ class AliasTargets:
                                           alias.routing))
         self._records[key] = (alias, time.monotonic())
 
+    async def pushed(self, project: str, name: str, version: int) -> None:
+        """The gateway says alias `name` is now at `version`: a record held at an older
+        version is read again and its new target warmed (unheld aliases wait for a request)."""
+        held = self._records.get((project, name))
+        if held is None or held[0].version >= version:
+            return
+        self._records[(project, name)] = (held[0], float("-inf"))  # stale: read it again
+        await self._current(project, name)
+
     def pick(self, target: Target, user: str, rng: random.Random) -> Target:
         """Who answers this request when the version splits its traffic (routing.canary): the
         same target for the same `user` on every replica, else a fresh draw."""

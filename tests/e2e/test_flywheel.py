@@ -1,7 +1,9 @@
 """The flywheel end to end (issue 22), on the whole suite: an alias on the teacher takes traffic
-through the router, the traces become a dataset, a student is distilled from it and promoted step
-by step on live traffic (shadow, 50 % canary, all of it). In a second run a student that fails
-the alias's validator is caught by the teacher on every answer it gives, and rolled back."""
+through the router, the traces become a dataset, a SmolLM2 student is distilled from it and
+promoted step by step on live traffic (shadow, 50 % canary, all of it). In a second run the
+alias's validator wants the word the teacher now says ("negative") and the student learned
+another ("positive"): the teacher catches every answer the student gives, the misses are
+captured as fallbacks, and the alias rolls back."""
 
 from __future__ import annotations
 
@@ -22,14 +24,17 @@ def teacher(suite) -> dict:
 
 
 def ask(router: openai.OpenAI, alias: str, users: range) -> list[str]:
-    """One review per user; who answered each."""
+    """One review per user, answered greedily; who answered each."""
     return [router.chat.completions.create(
-        model=alias, user=f"user-{i}", max_tokens=8,
+        model=alias, user=f"user-{i}", max_tokens=8, temperature=0,
         messages=[{"role": "user", "content": f"Review {i}: I loved it. Sentiment?"}],
     ).model_extra["distill"]["kind"] for i in users]
 
 
-def distill_from_traces(suite, alias: str, tiny_llama_dir, progressive: dict):
+def distill_from_traces(suite, alias: str, promote: str, progressive: dict):
+    from services.common.models import prepare_smollm2
+    from tests.fixtures.tiny_llama import shared_cache_dir
+
     data = suite.client.dataset_from_traces(alias, targets=["teacher"],
                                             answers_as_reference=True)
     assert data.prompts >= 6, data
@@ -38,12 +43,15 @@ def distill_from_traces(suite, alias: str, tiny_llama_dir, progressive: dict):
             "provider": common_pb2.PROVIDER_OPENAI, "model": "gpt-4o-mini",
             "base_url": suite.fake.openai_base_url, "api_key_env": TEACHER_KEY_ENV,
             "max_tokens": 8}),
-        student=str(tiny_llama_dir), n_samples=2, top_k=1,
+        student=str(prepare_smollm2(shared_cache_dir())), n_samples=4, top_k=2, min_score=5,
         judge=common_pb2.JudgeSpec(reference=common_pb2.ReferenceJudge(
             mode=common_pb2.MATCH_MODE_LABEL)),
-        training={"max_steps": 2, "batch_size": 2, "max_seq_length": 64},
-        export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smokeMaxTokens": 8},
-        eval={"holdoutFraction": 0}, promote_alias=alias, progressive=progressive)
+        # As the whole-job test in test_pipeline.py: a few steps teach the answer, not yet to
+        # stop at once, and the smoke test gets room to finish.
+        training={"max_steps": 4, "batch_size": 2, "max_seq_length": 64,
+                  "checkpoint_interval": 1},
+        export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smokeMaxTokens": 256},
+        eval={"holdoutFraction": 0}, promote_alias=promote, progressive=progressive)
     job = suite.client.distill(spec)
     return wait_for(suite, job.name, {State.JOB_STATE_SUCCEEDED}, timeout=900)
 
@@ -58,7 +66,7 @@ def alias_reason(suite, alias: str, contains: str, timeout: float = 300) -> gate
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_traffic_becomes_a_student_that_earns_the_alias_or_is_rolled_back(suite, tiny_llama_dir):
+def test_traffic_becomes_a_student_that_earns_the_alias_or_is_rolled_back(suite):
     suite.fake.configure(replies=["positive"])
     router = openai.OpenAI(base_url=suite.router_url(), api_key="unused", max_retries=0)
 
@@ -71,7 +79,7 @@ def test_traffic_becomes_a_student_that_earns_the_alias_or_is_rolled_back(suite,
     assert ask(router, "reviews", range(8)) == ["teacher"] * 8
 
     # 2. A dataset from the traces, a student from the dataset, promoted step by step.
-    job = distill_from_traces(suite, "reviews", tiny_llama_dir, {
+    job = distill_from_traces(suite, "reviews", "reviews", {
         "enabled": True, "windowRequests": 3, "canaryPercents": [50, 100]})
     shadow = suite.client.get_alias("reviews")
     assert job.promoted_alias_version == shadow.version
@@ -85,18 +93,23 @@ def test_traffic_becomes_a_student_that_earns_the_alias_or_is_rolled_back(suite,
     assert full.target.job == job.name and not full.routing.canary
     assert ask(router, "reviews", range(300, 302)) == ["student"] * 2
 
-    # 3. A second run on an alias whose validator this student fails: every answer it gives
-    # is answered again by the teacher, captured as a fallback, and the alias rolls back.
+    # 3. A second run: the alias wants exactly "negative", which the teacher now says; the
+    # student is distilled from the "positive" traces again. Every answer it gives fails the
+    # validator and is answered by the teacher (a fallback), and the alias rolls back.
+    suite.fake.configure(replies=["negative"])
     suite.client.set_alias("labels", target=gateway_pb2.AliasTarget(
         teacher=common_pb2.ModelSpec(**{
             "provider": common_pb2.PROVIDER_OPENAI, "model": "gpt-4o-mini",
             "base_url": suite.fake.openai_base_url, "api_key_env": TEACHER_KEY_ENV})),
-        routing={"validator": {"labels": ["positive", "negative"], "fallback": teacher(suite)}})
+        routing={"validator": {"judge": {"regex": {"pattern": "negative", "fullMatch": True}},
+                               "fallback": teacher(suite)}})
     assert ask(router, "labels", range(8)) == ["teacher"] * 8
-    second = distill_from_traces(suite, "labels", tiny_llama_dir, {
+    suite.fake.configure(replies=["positive"])
+    second = distill_from_traces(suite, "reviews", "labels", {
         "enabled": True, "skipShadow": True, "windowRequests": 3, "canaryPercents": [50, 100]})
     before = suite.client.get_alias("labels")
     assert before.routing.canary[0].target.job == second.name
+    suite.fake.configure(replies=["negative"])
     ask(router, "labels", range(400, 416))  # the canary's answers fail: the teacher answers
     back = alias_reason(suite, "labels", "rollback of")
     assert back.target.teacher.model == "gpt-4o-mini" and not back.routing.canary

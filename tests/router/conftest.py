@@ -43,6 +43,14 @@ class Stack:
     token: str
     grpc_channel: grpc.Channel
     store: ArtifactStore  # the router's and the gateway's (traces land here)
+    router_env: dict[str, str]
+    home: Path
+
+    def another_router(self, **env: str) -> ServiceProcess:
+        """A second router on the same gateway and store, with `env` on top of the first's;
+        the caller stops it."""
+        return start_module("services.router", self.home / "logs-2", env={
+            **self.router_env, **env})
 
     @property
     def http_url(self) -> str:
@@ -109,7 +117,7 @@ def stack(tmp_path_factory, s3_server) -> Iterator[Stack]:  # noqa: F811 - the f
     with run_fake_provider(api_key=teacher_key) as fake, \
             serve_in_thread(settings, lambda: build_gateway(settings)) as gateway_address, \
             Distiller(gateway_address, token=token) as gateway:
-        router = start_module("services.router", home / "logs", env={
+        router_env = {
             "DISTILL_ROUTER_GATEWAY_ADDRESS": gateway_address,
             **s3_env,
             "DISTILL_AUTH_TOKEN": token,
@@ -120,9 +128,10 @@ def stack(tmp_path_factory, s3_server) -> Iterator[Stack]:  # noqa: F811 - the f
             "DISTILL_GRACE_SECONDS": "2",
             "DISTILL_ROUTER_TRACE_FLUSH_SECONDS": "0.2",
             TEACHER_KEY_ENV: teacher_key,
-        })
+        }
+        router = start_module("services.router", home / "logs", env=router_env)
         channel = grpc.insecure_channel(router.address)
-        running = Stack(gateway, router, fake, token, channel, store)
+        running = Stack(gateway, router, fake, token, channel, store, router_env, home)
         try:
             yield running
         finally:
