@@ -588,7 +588,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     page = client.download_report(job.name, Path(args.home) / "report")
                     out.print(f"report: {page}")
                 if job.promoted_alias_version:
-                    demo_module.show_answer(client, job, Path(args.home), out)
+                    http_port = suite.processes["router"].serving_event()["http_port"]
+                    demo_module.show_answer(client, f"http://127.0.0.1:{http_port}", out)
             return code
     finally:
         suite.stop()

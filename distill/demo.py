@@ -17,6 +17,7 @@ from pathlib import Path
 from google.protobuf import json_format
 from rich.console import Console
 
+from distill import chat
 from distill.client import Distiller
 from distill.v1 import common_pb2, gateway_pb2
 
@@ -63,17 +64,13 @@ def show_comparison(job: gateway_pb2.Job, out: Console) -> bool:
     return after.mean_score > before.mean_score
 
 
-def show_answer(client: Distiller, job: gateway_pb2.Job, home: Path, out: Console) -> None:
-    """Downloads the alias's student GGUF and answers a held-out prompt with it."""
-    import llama_cpp
-
+def show_answer(client: Distiller, router_url: str, out: Console) -> None:
+    """Asks the alias a held-out review through the router's OpenAI endpoint, with the `openai`
+    SDK: the call an application makes."""
     alias = client.get_alias(ALIAS)
-    gguf = client.download(alias.target.gguf.uri, home / f"{ALIAS}.gguf")
-    held_out = [json.loads(line) for line in HELD_OUT.read_text().splitlines()]
-    question = held_out[0]
-    model = llama_cpp.Llama(str(gguf), n_ctx=256, verbose=False)
-    reply = model.create_chat_completion([{"role": "user", "content": question["prompt"]}],
-                                         max_tokens=16, temperature=0)
-    answer = reply["choices"][0]["message"]["content"].strip()
-    out.print(f"alias [bold]{ALIAS}[/bold] v{alias.version} -> {gguf}")
+    question = json.loads(HELD_OUT.read_text().splitlines()[0])
+    answer = chat.ask(ALIAS, question["prompt"], router_url=router_url, max_tokens=16,
+                      temperature=0).strip()
+    out.print(f"alias [bold]{ALIAS}[/bold] v{alias.version} ({alias.target.job}), asked through "
+              f"the router at {router_url}/v1 with the openai SDK")
     out.print(f"Q: {question['prompt']}\nA: {answer}   (expected {question['response']})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import openai
 import pytest
 
+from distill.client import DistillClientError
 from distill.v1 import common_pb2, gateway_pb2
 from tests.e2e.conftest import TEACHER_KEY_ENV
 from tests.e2e.test_pipeline import wait_for
@@ -29,6 +30,17 @@ def ask(router: openai.OpenAI, alias: str, users: range) -> list[str]:
         model=alias, user=f"user-{i}", max_tokens=8, temperature=0,
         messages=[{"role": "user", "content": f"Review {i}: I loved it. Sentiment?"}],
     ).model_extra["distill"]["kind"] for i in users]
+
+
+def traced(suite, alias: str, count: int) -> None:
+    """Waits until the router has written `count` traces of `alias` that the teacher served."""
+    def written() -> bool:
+        try:
+            return suite.client.dataset_from_traces(
+                alias, targets=["teacher"], keep_duplicates=True).traces_matched >= count
+        except DistillClientError:  # none written yet
+            return False
+    waits.wait_for(written, f"{count} traces of {alias}")
 
 
 def distill_from_traces(suite, alias: str, promote: str, progressive: dict):
@@ -77,6 +89,7 @@ def test_traffic_becomes_a_student_that_earns_the_alias_or_is_rolled_back(suite)
             "base_url": suite.fake.openai_base_url, "api_key_env": TEACHER_KEY_ENV}.items()})),
         routing={"validator": {"maxLatencySeconds": 3600}})
     assert ask(router, "reviews", range(8)) == ["teacher"] * 8
+    traced(suite, "reviews", 8)
 
     # 2. A dataset from the traces, a student from the dataset, promoted step by step.
     job = distill_from_traces(suite, "reviews", "reviews", {
