@@ -150,7 +150,7 @@ class CandidateGroup(_message.Message):
     def __init__(self, prompt: _Optional[_Union[Prompt, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("provider", "model", "base_url", "api_key_env", "temperature", "max_tokens", "top_p", "timeout_seconds", "input_usd_per_mtok", "output_usd_per_mtok")
+    __slots__ = ("provider", "model", "base_url", "api_key_env", "temperature", "max_tokens", "top_p", "timeout_seconds", "input_usd_per_mtok", "output_usd_per_mtok", "endpoint")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BASE_URL_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,7 @@ class ModelSpec(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INPUT_USD_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_USD_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     provider: Provider
     model: str
     base_url: str
@@ -171,7 +172,8 @@ class ModelSpec(_message.Message):
     timeout_seconds: float
     input_usd_per_mtok: float
     output_usd_per_mtok: float
-    def __init__(self, provider: _Optional[_Union[Provider, str]] = ..., model: _Optional[str] = ..., base_url: _Optional[str] = ..., api_key_env: _Optional[str] = ..., temperature: _Optional[float] = ..., max_tokens: _Optional[int] = ..., top_p: _Optional[float] = ..., timeout_seconds: _Optional[float] = ..., input_usd_per_mtok: _Optional[float] = ..., output_usd_per_mtok: _Optional[float] = ...) -> None: ...
+    endpoint: str
+    def __init__(self, provider: _Optional[_Union[Provider, str]] = ..., model: _Optional[str] = ..., base_url: _Optional[str] = ..., api_key_env: _Optional[str] = ..., temperature: _Optional[float] = ..., max_tokens: _Optional[int] = ..., top_p: _Optional[float] = ..., timeout_seconds: _Optional[float] = ..., input_usd_per_mtok: _Optional[float] = ..., output_usd_per_mtok: _Optional[float] = ..., endpoint: _Optional[str] = ...) -> None: ...
 
 class RateLimits(_message.Message):
     __slots__ = ("max_concurrency", "requests_per_minute", "tokens_per_minute", "max_retries")

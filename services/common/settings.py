@@ -18,6 +18,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from services.common.providers.endpoints import (
+    DEFAULT_ENDPOINTS,
+    EndpointPolicy,
+    ProviderEndpoint,
+)
 from services.common.storage import ArtifactStore, open_store
 
 MiB = 1024 * 1024
@@ -111,3 +116,24 @@ class ServiceSettings(BaseSettings):
             sources.append(EnvSettingsSource(settings_cls, env_prefix=prefix))
         sources.append(env_settings)  # DISTILL_<FIELD>, the suite-wide fallback
         return tuple(sources)
+
+
+class ModelCallSettings(ServiceSettings):
+    """Settings of the services that call models or check calls to them (gateway, generator,
+    judge): where calls may go and which keys go along (services/common/providers/endpoints.py).
+    Set them once for the suite (DISTILL_PROVIDERS, ...) so the gateway's preflight and the
+    services agree."""
+
+    # name -> {"provider": "openai"|"anthropic", "base_url": "...", "api_key_env": "..."}
+    # (JSON in env); a spec picks one with ModelSpec.endpoint.
+    providers: dict[str, ProviderEndpoint] = Field(
+        default_factory=lambda: dict(DEFAULT_ENDPOINTS))
+    # Hosts a spec's own base_url may name (JSON list in env); such calls carry no server key.
+    allowed_base_url_hosts: list[str] = Field(default_factory=list)
+    allow_private_addresses: bool = False
+    allow_loopback_addresses: bool = False
+
+    def endpoint_policy(self) -> EndpointPolicy:
+        return EndpointPolicy(
+            dict(self.providers), frozenset(h.lower() for h in self.allowed_base_url_hosts),
+            self.allow_private_addresses, self.allow_loopback_addresses)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from distill.v1 import gateway_pb2
 from services.common import errors
+from services.common.providers import EndpointPolicy
 from services.common.specs import names
 from services.common.storage import ArtifactStore
 from services.gateway import preflight
@@ -24,7 +25,8 @@ log = logging.getLogger("distill.gateway.jobs")
 
 class Jobs:
     def __init__(self, lifecycle: Lifecycle, hub: JobHub, runner: JobRunner,
-                 clients: StageClients, artifacts: ArtifactStore, cache_dir: Path) -> None:
+                 clients: StageClients, artifacts: ArtifactStore, cache_dir: Path,
+                 policy: EndpointPolicy) -> None:
         self.lifecycle = lifecycle
         self.store = lifecycle.store  # reads only: every change goes through the lifecycle
         self.hub = hub
@@ -32,12 +34,13 @@ class Jobs:
         self.clients = clients
         self.artifacts = artifacts
         self.cache_dir = cache_dir
+        self.policy = policy
 
     async def estimate(self, request: gateway_pb2.EstimateRequest,
                        project: str) -> gateway_pb2.EstimateResponse:
         check_spec(request.spec, project, self.artifacts, self.store)
         return await asyncio.to_thread(preflight.estimate, request, self.artifacts,
-                                       self.cache_dir)
+                                       self.cache_dir, self.policy)
 
     async def distill(self, request: gateway_pb2.DistillRequest, project: str) -> gateway_pb2.Job:
         if request.request_id:
@@ -51,7 +54,7 @@ class Jobs:
         check_spec(request.spec, project, self.artifacts, self.store)
         trainer = await self.clients.trainer_status()
         checked = await asyncio.to_thread(preflight.check, request.spec, self.artifacts,
-                                          self.cache_dir, False, trainer)
+                                          self.cache_dir, False, trainer, policy=self.policy)
         job, created = self.lifecycle.create(gateway_pb2.Job(
             name=names.job_name(names.new_job_id()), request_id=request.request_id,
             spec=request.spec, project=project))

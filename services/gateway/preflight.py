@@ -18,6 +18,7 @@ from distill.v1 import gateway_pb2, trainer_pb2
 from services.common import errors, train_memory
 from services.common.datasets import Prompts, load_dataset
 from services.common.models import list_models, resolve_student
+from services.common.providers.endpoints import EndpointPolicy, authorize
 from services.common.providers.spec import ModelConfig, read_api_key
 from services.common.specs.distill import DistillPlan, distill_plan
 from services.common.specs.judge import llm_judges
@@ -52,13 +53,14 @@ def load_prompts(spec: gateway_pb2.DistillSpec, store: ArtifactStore) -> Prompts
 
 def check(spec: gateway_pb2.DistillSpec, store: ArtifactStore, cache_dir: Path,
           batch_api: bool = False,
-          trainer: trainer_pb2.GetTrainerStatusResponse | None = None) -> Checked:
+          trainer: trainer_pb2.GetTrainerStatusResponse | None = None, *,
+          policy: EndpointPolicy) -> Checked:
     """Raises the first problem found; returns the plan, the parsed prompts and the estimate.
 
     With a trainer's status, the student must also fit that trainer's memory (the trainer
     checks again before loading; this refuses the job before any teacher call)."""
     plan, prompts, held_out = _request(spec, store)
-    for problem in problems(plan, cache_dir, trainer):
+    for problem in problems(plan, cache_dir, policy, trainer):
         raise problem.error
     result = price(plan, prompts, batch_api, held_out)
     if plan.budget_usd is not None and result.total_usd_low > plan.budget_usd:
@@ -67,13 +69,13 @@ def check(spec: gateway_pb2.DistillSpec, store: ArtifactStore, cache_dir: Path,
 
 
 def estimate(request: gateway_pb2.EstimateRequest, store: ArtifactStore,
-             cache_dir: Path) -> gateway_pb2.EstimateResponse:
+             cache_dir: Path, policy: EndpointPolicy) -> gateway_pb2.EstimateResponse:
     """The price of the job, also when Distill would refuse it for something other than the
     request itself (a missing API key, a student not on this machine, the budget): each such
     problem is a warning naming the fix. Needs no credentials."""
     plan, prompts, held_out = _request(request.spec, store)
     result = price(plan, prompts, request.batch_api, held_out)
-    found = list(problems(plan, cache_dir))
+    found = list(problems(plan, cache_dir, policy))
     if plan.budget_usd is not None and result.total_usd_low > plan.budget_usd:
         found.append(Problem(errors.ResourceExhausted(_over_budget(plan.budget_usd, result)),
                              "raise spec.budget_usd or make the job smaller"))
@@ -89,16 +91,22 @@ def _request(spec: gateway_pb2.DistillSpec, store: ArtifactStore
     return plan, prompts, evaluation.check(plan.eval, prompts, store)
 
 
-def problems(plan: DistillPlan, cache_dir: Path,
+def problems(plan: DistillPlan, cache_dir: Path, policy: EndpointPolicy,
              trainer: trainer_pb2.GetTrainerStatusResponse | None = None) -> Iterator[Problem]:
-    """What this deployment lacks for the job, in the order Distill checks it."""
+    """What this deployment lacks for the job, in the order Distill checks it. A model's
+    endpoint is checked with the rules the generator and the judge apply before calling it."""
     models = [(plan.teacher, "spec.teacher")]
     models += [(llm.model, llm.field) for llm in llm_judges(plan.judge.judge)]
     for model, field in models:
         try:
-            read_api_key(model, field=field)
+            bound = authorize(model, policy, field=field)
+        except errors.PermissionDenied as exc:
+            yield Problem(exc, _ENDPOINT_FIX)
+            continue
+        try:
+            read_api_key(bound, field=field)
         except errors.DistillError as exc:
-            yield Problem(exc, _key_fix(model, field))
+            yield Problem(exc, _key_fix(bound, field))
     try:
         student_dir = _student(plan.student_model, cache_dir)
     except errors.DistillError as exc:
@@ -128,6 +136,10 @@ def _student(name: str, cache_dir: Path) -> Path:
 _STUDENT_FIX = ("name a student in the registry that this gateway has offline ("
                 + ", ".join(m.name for m in list_models("student")) +
                 ") or a local Hugging Face model folder")
+
+
+_ENDPOINT_FIX = ("name an endpoint configured on this server (providers), or have the "
+                 "operator allow the base_url's host")
 
 
 def _key_fix(model: ModelConfig, field: str) -> str:

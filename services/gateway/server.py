@@ -194,7 +194,8 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
     runner = JobRunner(lifecycle, clients, artifacts, aliases, settings.trainer_wait_seconds,
                        serving_usd_per_hour=settings.serving_usd_per_hour,
                        slots=JobSlots(lambda owner: settings.max_running_jobs))
-    jobs = Jobs(lifecycle, hub, runner, clients, artifacts, settings.cache_dir)
+    jobs = Jobs(lifecycle, hub, runner, clients, artifacts, settings.cache_dir,
+                settings.endpoint_policy())
     servicer = GatewayService(jobs, aliases, settings, events, alias_feed)
     retention = Retention(settings.upload_ttl_days * DAY, settings.teacher_cache_ttl_days * DAY,
                           settings.trace_retention_days)

@@ -8,10 +8,10 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 
 from services.common.channels import ChannelSecurity
-from services.common.settings import ServiceSettings
+from services.common.settings import ModelCallSettings
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ModelCallSettings):
     service_name: ClassVar[str] = "gateway"
     default_port: ClassVar[int] = 50051
 

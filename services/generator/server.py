@@ -70,7 +70,7 @@ def teacher_client(job: GenerationPlan, settings: GeneratorSettings, store: Arti
     calls in flight has them made in the call processes."""
     wide = job.limits.max_concurrency >= settings.teacher_processes_from_concurrency
     provider = open_provider(
-        job.teacher, field="teacher", key_env_pattern=settings.api_key_env_pattern,
+        job.teacher, field="teacher", policy=settings.endpoint_policy(),
         openai_n=settings.openai_n, local_n_ctx=settings.local_n_ctx,
         processes=call_processes if wide else None,
     )

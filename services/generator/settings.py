@@ -9,12 +9,11 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from services.common.providers import DEFAULT_KEY_ENV_PATTERN
-from services.common.settings import ServiceSettings
+from services.common.settings import ModelCallSettings
 from services.common.specs import generate
 
 
-class GeneratorSettings(ServiceSettings):
+class GeneratorSettings(ModelCallSettings):
     service_name: ClassVar[str] = "generator"
     default_port: ClassVar[int] = 50052
 
@@ -28,8 +27,6 @@ class GeneratorSettings(ServiceSettings):
     # OpenAI `n`: "auto" sends it and falls back to one call per sample when a server answers
     # with fewer choices (llama.cpp server does); "native" always; "separate" never.
     openai_n: Literal["auto", "native", "separate"] = "auto"
-    # Which environment variables a request may name in ModelSpec.api_key_env (a regex).
-    api_key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN
     # API teacher calls of a job with at least `teacher_processes_from_concurrency` calls in
     # flight run in this many processes beside the service's (started at the first such job and
     # shared by later ones; 0: never; unset: one per usable core (a container's CPU limit

@@ -7,6 +7,7 @@ same question gives the same answer, so a resumed job does not pay twice for it.
 from __future__ import annotations
 
 from services.common.providers import (
+    EndpointPolicy,
     Limits,
     Message,
     ModelClient,
@@ -25,16 +26,16 @@ class JudgeModels:
     """Opens one client per judge model for a stream; `aclose()` when the stream ends."""
 
     def __init__(self, store: ArtifactStore, limits: Limits, retry: RetryPolicy,
-                 key_env_pattern: str) -> None:
+                 policy: EndpointPolicy) -> None:
         self.store = store
         self.limits = limits
         self.retry = retry
-        self.key_env_pattern = key_env_pattern
+        self.policy = policy
         self.clients: list[ModelClient] = []
 
     def __call__(self, spec: LlmJudgeSpec) -> Complete:
         config = spec.model
-        provider = open_provider(config, field=spec.field, key_env_pattern=self.key_env_pattern)
+        provider = open_provider(config, field=spec.field, policy=self.policy)
         client = ModelClient(provider, price=config.price, limiter=RateLimiter(self.limits),
                              retry=self.retry, cache=TeacherCache(self.store))
         self.clients.append(client)

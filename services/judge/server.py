@@ -42,7 +42,7 @@ def build(settings: JudgeSettings) -> Sequence[Service]:
 
     def open_models() -> JudgeModels:
         return JudgeModels(store, limits, RetryPolicy(settings.max_retries),
-                           settings.api_key_env_pattern)
+                           settings.endpoint_policy())
 
     servicer = JudgeService(store, open_models, settings.max_concurrent_groups)
     return [Service.of(judge_pb2, judge_pb2_grpc, servicer, metrics=servicer.metrics.registry)]

@@ -6,11 +6,10 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from services.common.providers import DEFAULT_KEY_ENV_PATTERN
-from services.common.settings import ServiceSettings
+from services.common.settings import ModelCallSettings
 
 
-class JudgeSettings(ServiceSettings):
+class JudgeSettings(ModelCallSettings):
     service_name: ClassVar[str] = "judge"
     default_port: ClassVar[int] = 50053
 
@@ -21,5 +20,3 @@ class JudgeSettings(ServiceSettings):
     requests_per_minute: int = Field(default=0, ge=0)
     tokens_per_minute: int = Field(default=0, ge=0)
     max_retries: int = Field(default=6, ge=0, le=20)
-    # Which environment variables a judge spec may name as its API key (see providers/spec.py).
-    api_key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN

@@ -27,6 +27,12 @@ from services.common.providers import (
     resolve_model_spec,
 )
 from services.common.providers.anthropic_provider import AnthropicProvider
+from services.common.providers.endpoints import (
+    EndpointPolicy,
+    ProviderEndpoint,
+    authorize,
+    bind_endpoint,
+)
 from services.common.providers.openai_provider import OpenAIProvider
 from services.common.storage import open_store
 from services.common.teacher_cache import PREFIX, TeacherCache
@@ -411,10 +417,11 @@ def spec(**kw) -> common_pb2.ModelSpec:
 
 
 def test_registry_shortcuts_resolve_provider_and_model_id():
-    config = resolve_model_spec(spec(model="claude-sonnet"), field="teacher",
-                                default_temperature=0.8)
-    assert (config.provider, config.model, config.api_key_env) == (
-        "anthropic", "claude-sonnet-4-5", "ANTHROPIC_API_KEY")
+    config = bind_endpoint(resolve_model_spec(spec(model="claude-sonnet"), field="teacher",
+                                              default_temperature=0.8),
+                           EndpointPolicy(), field="teacher")
+    assert (config.provider, config.model, config.api_key_env, config.endpoint) == (
+        "anthropic", "claude-sonnet-4-5", "ANTHROPIC_API_KEY", "anthropic")
     assert config.temperature == 0.8 and config.max_tokens == 512
     assert config.timeout_seconds == 60 and config.price.output_usd_per_mtok == 15.0
     custom = resolve_model_spec(
@@ -444,14 +451,20 @@ def test_bad_specs_name_the_field(kw, error, fragment):
 
 
 def test_api_key_env_rules():
-    config = resolve_model_spec(spec(model="gpt-4o", api_key_env="TEAM_OPENAI_API_KEY"),
-                                field="teacher", default_temperature=0.8)
+    """The key is the configured endpoint's: a spec may repeat its variable, never name another
+    of the server's variables (the store's S3 secret, say) to have it sent along."""
+    policy = EndpointPolicy({"openai": ProviderEndpoint(provider="openai",
+                                                         api_key_env="TEAM_OPENAI_API_KEY")})
+    config = authorize(resolve_model_spec(spec(model="gpt-4o", api_key_env="TEAM_OPENAI_API_KEY"),
+                                          field="teacher", default_temperature=0.8),
+                       policy, field="teacher")
     assert read_api_key(config, field="teacher", environ={"TEAM_OPENAI_API_KEY": KEY}) == KEY
     with pytest.raises(errors.FailedPrecondition, match="TEAM_OPENAI_API_KEY is not set") as e:
         read_api_key(config, field="teacher", environ={})
     assert KEY not in str(e.value)
-    for name in ("DISTILL_S3_SECRET_KEY", "HOME", "PATH"):
+    for name in ("DISTILL_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "HOME"):
         stolen = resolve_model_spec(spec(model="gpt-4o", api_key_env=name), field="teacher",
                                     default_temperature=0.8)
-        with pytest.raises(errors.PermissionDenied, match="not an allowed API key variable"):
-            open_provider(stolen, field="teacher", environ={name: "server secret"})
+        with pytest.raises(errors.PermissionDenied, match="not the key configured"):
+            open_provider(stolen, field="teacher", policy=policy,
+                          environ={name: "server secret"})

@@ -10,6 +10,7 @@ import pytest
 
 from distill.v1 import common_pb2, gateway_pb2, trainer_pb2
 from services.common.errors import FailedPrecondition
+from services.common.providers import EndpointPolicy
 from services.common.storage import LocalStore
 from services.gateway import preflight
 from tests.fixtures.tiny_llama import tiny_llama_dir  # noqa: F401 - pytest fixture
@@ -37,7 +38,7 @@ def test_a_job_no_batch_size_fits_is_refused_with_its_need_and_the_way_out(
     # 2 answers x 262,144 tokens do not fit 2 GB even for one prompt (checkpointed).
     with pytest.raises(FailedPrecondition) as raised:
         preflight.check(_spec(store, str(tiny_llama_dir), 262_144), store, tmp_path / "cache",
-                        trainer=trainer)
+                        trainer=trainer, policy=EndpointPolicy())
     message = str(raised.value)
     assert "even batch_size 1 needs about" in message and "this trainer has 2.0 GB" in message
     assert message.endswith("a smaller student, or on a node with more memory")
@@ -45,5 +46,5 @@ def test_a_job_no_batch_size_fits_is_refused_with_its_need_and_the_way_out(
     assert advised < 262_144
     # The advice holds: at that length the job passes (with a lower batch size if need be).
     fits = preflight.check(_spec(store, str(tiny_llama_dir), advised), store,
-                           tmp_path / "cache", trainer=trainer)
+                           tmp_path / "cache", trainer=trainer, policy=EndpointPolicy())
     assert fits.estimate.prompts == 5

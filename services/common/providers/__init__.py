@@ -1,7 +1,8 @@
 """The model provider layer shared by the generator and the judge.
 
     config = resolve_model_spec(spec, field="teacher", default_temperature=0.8)
-    provider = open_provider(config, field="teacher")          # openai | anthropic | local
+    provider = open_provider(config, field="teacher",          # openai | anthropic | local
+                             policy=settings.endpoint_policy())
     client = ModelClient(provider, price=config.price, limiter=RateLimiter(Limits(...)),
                          retry=RetryPolicy(max_retries=6), cache=TeacherCache(store))
     samples = await client.samples(messages, range(4), SamplingParams(0.8, 512))
@@ -21,10 +22,10 @@ from services.common.providers.base import (
     RetryableProviderError,
 )
 from services.common.providers.client import CallStats, ModelClient, Sample, SamplingParams
+from services.common.providers.endpoints import EndpointPolicy, authorize
 from services.common.providers.limits import Limits, RateLimiter
 from services.common.providers.retry import RetryPolicy
 from services.common.providers.spec import (
-    DEFAULT_KEY_ENV_PATTERN,
     ModelConfig,
     open_provider,
     read_api_key,
@@ -32,12 +33,12 @@ from services.common.providers.spec import (
 )
 
 __all__ = [
-    "DEFAULT_KEY_ENV_PATTERN",
     "ROLES",
     "CallStats",
     "Choice",
     "Completion",
     "CompletionRequest",
+    "EndpointPolicy",
     "Limits",
     "Message",
     "ModelClient",
@@ -48,6 +49,7 @@ __all__ = [
     "RetryableProviderError",
     "Sample",
     "SamplingParams",
+    "authorize",
     "open_provider",
     "read_api_key",
     "resolve_model_spec",

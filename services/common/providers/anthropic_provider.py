@@ -18,6 +18,7 @@ from services.common.providers.base import (
     fatal_error,
     is_retryable_status,
     parse_retry_after,
+    upstream_message,
 )
 
 # Anthropic's stop reasons on OpenAI's names, so candidates read the same whatever the teacher.
@@ -30,11 +31,13 @@ class AnthropicProvider:
     supports_n: bool | None = False
 
     def __init__(
-        self, model: str, *, api_key: str, base_url: str = "", timeout_seconds: float = 60.0
+        self, model: str, *, api_key: str, base_url: str = "", timeout_seconds: float = 60.0,
+        echo_errors: bool = True,
     ) -> None:
         self.model = model
         self.base_url = base_url
         self._redact = Redactor((api_key,))
+        self._echo_errors = echo_errors
         self._where = f"teacher anthropic/{model}" + (f" at {base_url}" if base_url else "")
         import anthropic  # here, not at the top: the SDK takes seconds to import
 
@@ -44,7 +47,8 @@ class AnthropicProvider:
             base_url=base_url or None,
             timeout=timeout_seconds,
             max_retries=0,
-            http_client=anthropic.DefaultAioHttpClient(),  # see OpenAIProvider
+            # See OpenAIProvider.
+            http_client=anthropic.DefaultAioHttpClient(follow_redirects=False),
         )
 
     async def complete(self, request: CompletionRequest) -> Completion:
@@ -84,7 +88,7 @@ class AnthropicProvider:
 
     def _status_error(self, exc: Any) -> Exception:
         status = exc.status_code
-        message = self._redact(_provider_message(exc))
+        message = upstream_message(exc, _provider_message, self._redact, self._echo_errors)
         if is_retryable_status(status):
             return RetryableProviderError(
                 f"{self._where} answered HTTP {status}: {message}",

@@ -172,6 +172,16 @@ async def call_sdk(sdk: Any, call: Awaitable[T], where: str, redact: Redactor,
             from None
 
 
+def upstream_message(exc: Any, body_message: Callable[[Any], str], redact: Redactor,
+                     echo: bool) -> str:
+    """What an HTTP error says: the upstream's own message (redacted) from a configured
+    endpoint; from any other, only the status, so a spec's base_url cannot read internal
+    servers' error pages back through us."""
+    if not echo:
+        return "(its body is not shown: the endpoint is not one configured on this server)"
+    return redact(body_message(exc))
+
+
 @dataclass
 class Redactor:
     """Removes secrets (API keys) from any text that leaves the provider layer."""

@@ -21,6 +21,7 @@ from services.common.providers.base import (
     fatal_error,
     is_retryable_status,
     parse_retry_after,
+    upstream_message,
 )
 
 NMode = Literal["auto", "native", "separate"]
@@ -37,11 +38,13 @@ class OpenAIProvider:
         base_url: str = "",
         timeout_seconds: float = 60.0,
         n_mode: NMode = "auto",
+        echo_errors: bool = True,
     ) -> None:
         self.model = model
         self.base_url = base_url
         self.supports_n: bool | None = {"auto": None, "native": True, "separate": False}[n_mode]
         self._redact = Redactor((api_key,))
+        self._echo_errors = echo_errors
         self._where = f"teacher openai/{model}" + (f" at {base_url}" if base_url else "")
         import openai  # here, not at the top: the SDK takes a second to import
 
@@ -54,7 +57,9 @@ class OpenAIProvider:
             max_retries=0,
             # The SDK's aiohttp transport: about a third less CPU per call than its default
             # httpx pool at dozens of calls in flight (the pool scans every connection per call).
-            http_client=openai.DefaultAioHttpClient(),
+            # No redirects: a base_url's server could otherwise send the call somewhere the
+            # address policy (endpoints.py) never checked.
+            http_client=openai.DefaultAioHttpClient(follow_redirects=False),
         )
 
     async def complete(self, request: CompletionRequest) -> Completion:
@@ -108,7 +113,7 @@ class OpenAIProvider:
 
     def _status_error(self, exc: Any) -> Exception:
         status = exc.status_code
-        message = self._redact(_provider_message(exc))
+        message = upstream_message(exc, _provider_message, self._redact, self._echo_errors)
         if status == 429 and _error_code(exc) == "insufficient_quota":
             # Out of credit, not too fast: waiting will not help.
             return errors.ResourceExhausted(f"{self._where} answered HTTP 429: {message}")

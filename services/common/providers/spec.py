@@ -27,6 +27,7 @@ from services.common.models import (
 from services.common.providers.anthropic_provider import AnthropicProvider
 from services.common.providers.base import ModelProvider
 from services.common.providers.call_processes import CallProcesses
+from services.common.providers.endpoints import EndpointPolicy, authorize
 from services.common.providers.local import LocalProvider
 from services.common.providers.openai_provider import NMode, OpenAIProvider
 
@@ -35,11 +36,6 @@ PROVIDERS = {
     common_pb2.PROVIDER_ANTHROPIC: "anthropic",
     common_pb2.PROVIDER_LOCAL: "local",
 }
-DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-# Which environment variables a request may name as its API key. A request picks the variable
-# and the endpoint, so without a rule it could send any of the server's secrets (the store's S3
-# key, say) to a server of its choosing. Settings may widen or narrow it.
-DEFAULT_KEY_ENV_PATTERN = r"^(?!DISTILL_)[A-Z][A-Z0-9_]*_(API_KEY|KEY|TOKEN)$"
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_TIMEOUT_SECONDS = 60.0
 LOCAL_DEFAULT = "smollm2-135m-gguf"
@@ -57,6 +53,11 @@ class ModelConfig:
     top_p: float | None
     timeout_seconds: float
     price: Price
+    # A configured endpoint's name (ModelSpec.endpoint, or set by bind_endpoint).
+    endpoint: str = ""
+    # Set by bind_endpoint: base_url and api_key_env come from this server's configuration, so
+    # the key may be sent and the endpoint's error bodies may be echoed.
+    configured: bool = False
 
 
 def resolve_model_spec(
@@ -110,8 +111,9 @@ def resolve_model_spec(
     if base_url and provider == "local":
         raise errors.InvalidArgument(f"{field}.base_url: not used by PROVIDER_LOCAL")
     key_env = spec.api_key_env.strip()
-    if provider != "local" and not key_env and not base_url:
-        key_env = DEFAULT_KEY_ENV[provider]
+    endpoint = spec.endpoint.strip()
+    if endpoint and provider == "local":
+        raise errors.InvalidArgument(f"{field}.endpoint: not used by PROVIDER_LOCAL")
 
     price = price_for(price_name, price_overrides)
     for attr in ("input_usd_per_mtok", "output_usd_per_mtok"):
@@ -121,7 +123,7 @@ def resolve_model_spec(
                 raise errors.InvalidArgument(f"{field}.{attr}: must be >= 0, got {value}")
             price = replace(price, **{attr: value, "source": "override"})
     return ModelConfig(provider, model, base_url, key_env, temperature, max_tokens, top_p,
-                       timeout, price)
+                       timeout, price, endpoint)
 
 
 def _registry(name: str) -> ModelInfo | None:
@@ -150,17 +152,11 @@ def read_api_key(
     *,
     field: str,
     environ: Mapping[str, str] | None = None,
-    key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN,
 ) -> str:
-    """The key from the variable the spec names; "" when none is needed (local, or an
-    OpenAI-compatible server named by base_url without api_key_env)."""
-    if config.provider == "local" or not config.api_key_env:
+    """The key of the configured endpoint `config` is bound to (endpoints.authorize); "" for
+    local models and for a spec's own base_url, which never get one of this server's keys."""
+    if not config.configured or not config.api_key_env:
         return ""
-    if not re.fullmatch(key_env_pattern, config.api_key_env):
-        raise errors.PermissionDenied(
-            f"{field}.api_key_env: {config.api_key_env!r} is not an allowed API key variable "
-            f"name on this service (allowed: {key_env_pattern})"
-        )
     env = os.environ if environ is None else environ
     key = env.get(config.api_key_env, "")
     if not key:
@@ -175,15 +171,17 @@ def open_provider(
     config: ModelConfig,
     *,
     field: str,
+    policy: EndpointPolicy,
     environ: Mapping[str, str] | None = None,
-    key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN,
     openai_n: NMode = "auto",
     local_n_ctx: int = 2048,
     processes: CallProcesses | None = None,
 ) -> ModelProvider:
-    """A provider for `config`, the API key read here and held only inside the SDK client.
-    With `processes`, an API teacher's calls run in those processes (the local one stays)."""
-    key = read_api_key(config, field=field, environ=environ, key_env_pattern=key_env_pattern)
+    """A provider for `config` once `policy` allows its endpoint, the API key read here and
+    held only inside the SDK client. With `processes`, an API teacher's calls run in those
+    processes (the local one stays)."""
+    config = authorize(config, policy, field=field)
+    key = read_api_key(config, field=field, environ=environ)
     if processes is not None and config.provider != "local":
         return processes.provider(config, key, openai_n=openai_n)
     return build_provider(config, key, openai_n=openai_n, local_n_ctx=local_n_ctx)
@@ -200,6 +198,7 @@ def build_provider(config: ModelConfig, key: str, *, openai_n: NMode = "auto",
             base_url=config.base_url,
             timeout_seconds=config.timeout_seconds,
             n_mode=openai_n,
+            echo_errors=config.configured,
         )
     if config.provider == "anthropic":
         return AnthropicProvider(
@@ -207,5 +206,6 @@ def build_provider(config: ModelConfig, key: str, *, openai_n: NMode = "auto",
             api_key=key or "no-key",
             base_url=config.base_url,
             timeout_seconds=config.timeout_seconds,
+            echo_errors=config.configured,
         )
     return LocalProvider(config.model, n_ctx=local_n_ctx)
