@@ -30,6 +30,7 @@ from services.common.providers import (
 )
 from services.common.providers.call_processes import CallProcesses, RemoteProvider
 from services.common.providers.call_worker import outcome_frame
+from services.common.providers.endpoints import EndpointPolicy, ProviderEndpoint
 from services.common.storage import open_store
 from services.common.teacher_cache import TeacherCache
 from tests.fixtures.fake_provider import run_fake_provider
@@ -53,15 +54,18 @@ async def processes():
     await pool.aclose()
 
 
-def teacher(fake, processes, wire="openai", key_env=KEY_ENV) -> RemoteProvider:
+def teacher(fake, processes, wire="openai", endpoint="") -> RemoteProvider:
+    """The fake's endpoint for `wire` by its URL, or the configured endpoint named."""
     spec = common_pb2.ModelSpec(
         provider=common_pb2.PROVIDER_OPENAI if wire == "openai" else common_pb2.PROVIDER_ANTHROPIC,
-        model="gpt-4o-mini" if wire == "openai" else "claude-haiku-4-5",
-        base_url=fake.openai_base_url if wire == "openai" else fake.anthropic_base_url,
-        api_key_env=key_env)
+        model="gpt-4o-mini" if wire == "openai" else "claude-haiku-4-5", endpoint=endpoint,
+        base_url="" if endpoint else
+        fake.openai_base_url if wire == "openai" else fake.anthropic_base_url)
     config = resolve_model_spec(spec, field="teacher", default_temperature=0.8)
-    provider = open_provider(config, field="teacher", processes=processes,
-                             environ={key_env: KEY, "WRONG_TEACHER_API_KEY": "sk-wrong-0ddba11"})
+    policy = EndpointPolicy({**fake.policy(KEY_ENV).endpoints, "fake-wrong-key": ProviderEndpoint(
+        provider="openai", base_url=fake.openai_base_url, api_key_env="WRONG_TEACHER_API_KEY")})
+    provider = open_provider(config, field="teacher", processes=processes, policy=policy,
+                             environ={KEY_ENV: KEY, "WRONG_TEACHER_API_KEY": "sk-wrong-0ddba11"})
     assert isinstance(provider, RemoteProvider)
     return provider
 
@@ -96,7 +100,7 @@ async def test_failures_cross_the_boundary_with_their_kind_status_and_retry_afte
     with pytest.raises(errors.NotFound, match="does not exist"):
         await provider.complete(CompletionRequest(HI, max_tokens=8))
 
-    wrong = teacher(fake, processes, key_env="WRONG_TEACHER_API_KEY")
+    wrong = teacher(fake, processes, endpoint="fake-wrong-key")
     with pytest.raises(errors.Unauthenticated) as refused:
         await wrong.complete(CompletionRequest(HI, max_tokens=8))
     assert "Incorrect API key provided" in str(refused.value)

@@ -26,7 +26,9 @@ GOOD = b"".join(json.dumps({"prompt": f"What is {i} + 1?", "response": str(i + 1
 @pytest.fixture
 def gateway(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-gateway")
-    with running_gateway(tmp_path) as (client, _):
+    # Specs here name the fake provider's URL (no key): its host allowed, loopback too.
+    with running_gateway(tmp_path, allowed_base_url_hosts=["127.0.0.1"],
+                         allow_loopback_addresses=True) as (client, _):
         yield client, tmp_path
 
 

@@ -35,15 +35,20 @@ class Generator:
 
 
 @pytest.fixture
-async def generator_factory(tmp_path, monkeypatch) -> AsyncIterator:
-    """Starts the real service in process (real gRPC over loopback) with the given settings."""
+async def generator_factory(tmp_path, monkeypatch, fake) -> AsyncIterator:
+    """Starts the real service in process (real gRPC over loopback) with the given settings,
+    configured with the fake provider's endpoints (and one whose key variable is unset)."""
     monkeypatch.setenv(KEY_ENV, KEY)
     opened = []
 
     async def launch(**overrides) -> Generator:
         values = {"port": 0, "grace_seconds": 0, "store_url": f"file://{tmp_path / 'store'}",
                   "progress_interval_seconds": 0, "retry_base_delay_seconds": 0.01,
-                  "retry_max_delay_seconds": 0.05, **overrides}
+                  "retry_max_delay_seconds": 0.05, "providers": {
+                      **fake.providers(KEY_ENV), "fake-missing": {
+                          "provider": "openai", "base_url": fake.openai_base_url,
+                          "api_key_env": "MISSING_TEACHER_API_KEY"}},
+                  **overrides}
         settings = GeneratorSettings(**values)
         services = build(settings)
         running = await start(settings, services)

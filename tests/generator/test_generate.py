@@ -267,10 +267,11 @@ async def test_system_prompt_is_prepended_only_where_missing(generator, fake):
     (lambda r: r.ClearField("prompts"), grpc.StatusCode.INVALID_ARGUMENT, "source"),
     (lambda r: r.limits.__setattr__("max_concurrency", 100000), grpc.StatusCode.INVALID_ARGUMENT,
      "max_concurrency"),
-    (lambda r: r.teacher.__setattr__("api_key_env", "MISSING_TEACHER_API_KEY"),
+    (lambda r: r.teacher.CopyFrom(common_pb2.ModelSpec(
+        provider=common_pb2.PROVIDER_OPENAI, model="gpt-4o-mini", endpoint="fake-missing")),
      grpc.StatusCode.FAILED_PRECONDITION, "MISSING_TEACHER_API_KEY is not set"),
     (lambda r: r.teacher.__setattr__("api_key_env", "DISTILL_S3_SECRET_KEY"),
-     grpc.StatusCode.PERMISSION_DENIED, "not an allowed API key variable"),
+     grpc.StatusCode.PERMISSION_DENIED, "not the key configured for endpoint 'fake-openai'"),
     (lambda r: r.teacher.__setattr__("model", ""), grpc.StatusCode.INVALID_ARGUMENT,
      "teacher.model"),
 ])

@@ -126,7 +126,10 @@ def llama_server(tmp_path_factory):
 
 
 @pytest.mark.slow
-async def test_generate_against_the_real_llama_cpp_server(generator, llama_server):
+async def test_generate_against_the_real_llama_cpp_server(generator_factory, llama_server):
+    # A spec's own base_url: its host on the allow-list, loopback allowed, called with no key.
+    generator = await generator_factory(allowed_base_url_hosts=["127.0.0.1"],
+                                        allow_loopback_addresses=True)
     prompts = generator_pb2.InlinePrompts(prompts=[
         common_pb2.Prompt(id="q0", messages=[common_pb2.ChatMessage(
             role=common_pb2.ROLE_USER, content=QUESTION)])])

@@ -4,6 +4,7 @@ Both with the teacher calls in the service's process and in call processes besid
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
@@ -21,19 +22,24 @@ PROMPTS, SAMPLES, CONCURRENCY = 30, 2, 3
 CALLS_IN = pytest.mark.parametrize("call_processes", ["0", "2"], ids=["in-service", "processes"])
 
 
-def make_request(fake, api_key_env=KEY_ENV, job_id="resume-job", text="question"):
+def make_request(fake, endpoint="fake-openai", job_id="resume-job", text="question"):
     prompts = [common_pb2.Prompt(id=f"p{i}", messages=[common_pb2.ChatMessage(
         role=common_pb2.ROLE_USER, content=f"{text} {i}")]) for i in range(PROMPTS)]
     return generator_pb2.GenerateRequest(
         prompts=generator_pb2.InlinePrompts(prompts=prompts),
         teacher=common_pb2.ModelSpec(provider=common_pb2.PROVIDER_OPENAI, model="gpt-4o-mini",
-                                     base_url=fake.openai_base_url, api_key_env=api_key_env),
+                                     endpoint=endpoint),
         n_samples=SAMPLES, job_id=job_id,
         limits=common_pb2.RateLimits(max_concurrency=CONCURRENCY))
 
 
-def start_generator(tmp_path: Path, call_processes: str, **env: str):
+def start_generator(tmp_path: Path, fake, call_processes: str, **env: str):
+    # The fake as two configured endpoints: one holding the right key, one a wrong one.
+    providers = {**fake.providers(KEY_ENV), "fake-wrong-key": {
+        "provider": "openai", "base_url": fake.openai_base_url,
+        "api_key_env": "WRONG_TEACHER_API_KEY"}}
     return start_module("services.generator", log_dir=tmp_path / "logs", env={
+        "DISTILL_PROVIDERS": json.dumps(providers),
         "DISTILL_GENERATOR_STORE_URL": f"file://{tmp_path / 'store'}",
         "DISTILL_GENERATOR_TEACHER_PROCESSES": call_processes,
         "DISTILL_GENERATOR_TEACHER_PROCESSES_FROM_CONCURRENCY": "1",
@@ -75,7 +81,7 @@ def alive(pid: int) -> bool:
 def test_kill_half_way_then_resume_repeats_no_finished_call(tmp_path, fake, call_processes):
     fake.configure(latency=0.05)
     store = LocalStore(tmp_path / "store")
-    service = start_generator(tmp_path, call_processes)
+    service = start_generator(tmp_path, fake, call_processes)
     groups = 0
     helpers: list[int] = []
     with grpc.insecure_channel(service.address) as channel:
@@ -107,7 +113,7 @@ def test_kill_half_way_then_resume_repeats_no_finished_call(tmp_path, fake, call
     assert 0 <= served_before - cached <= workers * SAMPLES
     assert not store.exists("jobs/resume-job/candidates/candidates.jsonl")
 
-    service = start_generator(tmp_path, call_processes)
+    service = start_generator(tmp_path, fake, call_processes)
     try:
         events = run_all(service, make_request(fake))
         assert sum(e.WhichOneof("event") == "group" for e in events) == PROMPTS
@@ -131,13 +137,13 @@ def test_kill_half_way_then_resume_repeats_no_finished_call(tmp_path, fake, call
 def test_api_key_appears_only_in_requests_to_the_provider(tmp_path, fake, call_processes):
     wrong_key = "sk-distill-WRONG-KEY-0ddba11"
     fake.configure(api_key=KEY)
-    service = start_generator(tmp_path, call_processes, WRONG_TEACHER_API_KEY=wrong_key)
+    service = start_generator(tmp_path, fake, call_processes, WRONG_TEACHER_API_KEY=wrong_key)
     try:
         events = run_all(service, make_request(fake))
         assert events[-1].summary.candidate_count == PROMPTS * SAMPLES
         # a key the provider refuses; its 401 message echoes the key back
         with pytest.raises(grpc.RpcError) as raised:
-            run_all(service, make_request(fake, api_key_env="WRONG_TEACHER_API_KEY",
+            run_all(service, make_request(fake, endpoint="fake-wrong-key",
                                           job_id="wrong-key", text="uncached question"))
         assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "Incorrect API key provided" in raised.value.details()

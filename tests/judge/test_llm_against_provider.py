@@ -31,7 +31,8 @@ def setup(tmp_path, monkeypatch):
     with run_fake_provider() as fake:
         def open_models():
             return JudgeModels(store, Limits(max_concurrency=8, max_retries=2),
-                               RetryPolicy(2, base_delay=0.01, max_delay=0.05), r".*_API_KEY")
+                               RetryPolicy(2, base_delay=0.01, max_delay=0.05),
+                               fake.policy(KEY_ENV))
 
         servicer = JudgeService(store, open_models, max_concurrent_groups=4)
         settings = JudgeSettings(port=0, grace_seconds=0)
