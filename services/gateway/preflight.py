@@ -145,7 +145,7 @@ _ENDPOINT_FIX = ("name an endpoint configured on this server (providers), or hav
 def _key_fix(model: ModelConfig, field: str) -> str:
     return (f"set {model.api_key_env} in the gateway's environment (and the "
             f"{'generator' if field == 'spec.teacher' else 'judge'}'s), or name another "
-            f"variable in {field}.api_key_env")
+            f"configured endpoint in {field}.endpoint")
 
 
 def _over_budget(budget: float, result: gateway_pb2.EstimateResponse) -> str:

@@ -63,6 +63,7 @@ def suite(tmp_path, s3_server) -> Iterator[Suite]:  # noqa: F811 - the fixture a
             "DISTILL_ROUTER_TRACE_FLUSH_SECONDS": "0.5",
             "DISTILL_GATEWAY_ROLLOUT_CHECK_SECONDS": "1",
             TEACHER_KEY_ENV: TEACHER_KEY,
+            **fake.env(TEACHER_KEY_ENV),  # the fake, configured as the endpoints holding it
             "PYTHONUNBUFFERED": "1",
         }
         # gRPC ports and their metrics ports (+1000) below the kernel's ephemeral range

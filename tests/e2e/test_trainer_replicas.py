@@ -68,6 +68,7 @@ def cluster(tmp_path_factory, tiny_llama_dir) -> Iterator[Cluster]:  # noqa: F81
             # Two trainers share this machine's cores: a torch thread pool each would thrash.
             "OMP_NUM_THREADS": "1",
             TEACHER_KEY_ENV: TEACHER_KEY,
+            **fake.env(TEACHER_KEY_ENV),  # the fake, configured as the endpoints holding it
             "PYTHONUNBUFFERED": "1",
         }
 

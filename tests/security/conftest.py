@@ -1,7 +1,17 @@
-"""A gateway with an admin key and two projects' keys, over real gRPC on loopback."""
+"""Fixtures of the security tests: a gateway with an admin key and two projects' keys, a
+throwaway TLS CA, and `loopback_only`.
+
+None of the attacks tried here may send a packet anywhere but loopback, even when the code
+under test is wrong: a module that tries them uses `loopback_only`, which fails the test
+instead of connecting when a socket is handed another address, and refuses real DNS lookups,
+so none leaves the machine (tests hand the policy a resolver, or patch this one; the
+estimate's tokenizer asks for its download host and falls back)."""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +21,12 @@ import trustme
 from distill.client import Distiller
 from services.gateway.server import build
 from services.gateway.settings import GatewaySettings
+
+# pytest fixtures: the fake provider and an in-process generator; the whole suite (e2e).
+from tests.e2e.conftest import s3_server, suite, tiny_llama_dir  # noqa: F401
 from tests.e2e.test_node_client import node  # noqa: F401 - the Node.js fixture, for test_tls
 from tests.fixtures.inprocess import serve_in_thread
+from tests.generator.conftest import fake, generator_factory  # noqa: F401
 
 ADMIN = "admin-key-for-tests-" + "a" * 24
 
@@ -63,3 +77,40 @@ def tls(tmp_path_factory) -> Tls:
     for blob in server.cert_chain_pems:
         blob.write_to_path(str(paths.cert_file), append=True)
     return paths
+
+
+def _is_loopback(address: object) -> bool:
+    if isinstance(address, tuple) and address:
+        try:
+            return ipaddress.ip_address(str(address[0]).split("%", 1)[0]).is_loopback
+        except ValueError:
+            return False  # a name: connecting to it would need DNS
+    return isinstance(address, (str, bytes))  # a Unix socket path stays on this machine
+
+
+@pytest.fixture
+def loopback_only(monkeypatch) -> Iterator[list]:
+    """Records and refuses every non-loopback connect; the test fails if there was one."""
+    attempts: list = []
+    connect, connect_ex, getaddrinfo = (socket.socket.connect, socket.socket.connect_ex,
+                                        socket.getaddrinfo)
+
+    def guarded(original):
+        def call(self, address):
+            if not _is_loopback(address):
+                attempts.append(address)
+                raise ConnectionRefusedError(f"test guard: no connection to {address!r}")
+            return original(self, address)
+        return call
+
+    def local_lookup(host, *args, **kwargs):
+        if host not in (None, "localhost") and not _is_loopback((host,)):
+            attempts.append(("dns", host))
+            raise socket.gaierror(socket.EAI_NONAME, f"test guard: no DNS lookup of {host!r}")
+        return getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded(connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded(connect_ex))
+    monkeypatch.setattr(socket, "getaddrinfo", local_lookup)
+    yield attempts
+    assert not attempts, f"the code under test tried to leave loopback: {attempts}"
