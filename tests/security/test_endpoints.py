@@ -201,3 +201,38 @@ async def test_a_host_off_the_allow_list_is_refused(generator_factory):
     error = await outcome(generator, spec(OPENAI, "http://10.0.0.7/v1"))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "not on this server's allow-list" in error.details()
+
+
+def test_the_gateways_preflight_applies_the_same_rules(tmp_path, monkeypatch):
+    """Estimate lists the refusal (it needs no key); Distill refuses with PERMISSION_DENIED
+    before any job exists, for the metadata address and for a server key sent elsewhere."""
+    from distill.client import DistillClientError, Distiller
+    from distill.v1 import gateway_pb2
+    from services.gateway.server import build
+    from services.gateway.settings import GatewaySettings
+    from tests.fixtures.inprocess import serve_in_thread
+
+    monkeypatch.setenv("OPENAI_API_KEY", SERVER_SECRET)
+    settings = GatewaySettings(port=0, grace_seconds=0, store_url=f"file://{tmp_path / 's'}",
+                               db_path=tmp_path / "gateway.db",
+                               allowed_base_url_hosts=["169.254.169.254", "127.0.0.1"])
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"prompt": "2 + 2?", "response": "4"}\n' * 3)
+    with serve_in_thread(settings, lambda: build(settings)) as address, \
+            Distiller(address) as client:
+        dataset = client.upload(data)
+        for teacher, fragment in (
+                (spec(OPENAI, "http://169.254.169.254/latest/"), "cloud metadata"),
+                (spec(OPENAI, "http://127.0.0.1:9/v1", api_key_env="OPENAI_API_KEY"),
+                 "holds no key for '127.0.0.1'")):
+            job = gateway_pb2.DistillSpec(dataset=dataset, student_model="smollm2-135m",
+                                          teacher=teacher)
+            job.judge.judge.reference.mode = common_pb2.MATCH_MODE_LABEL
+            warnings = client.estimate(job).warnings
+            assert any("PermissionDenied" in w or fragment in w for w in warnings), warnings
+            with pytest.raises(DistillClientError) as refused:
+                client.distill(job)
+            assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
+            assert fragment in refused.value.message
+            assert SERVER_SECRET not in refused.value.message
+        assert not list(client.list())
