@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -122,7 +123,11 @@ class LocalSuite:
         return f"127.0.0.1:{self.ports[name]}"
 
     def start(self, timeout: float = 60.0) -> None:
-        # The gateway finds the others through these (DISTILL_GATEWAY_<NAME>_ADDRESS).
+        # The gateway calls the others with a credential made for this run (kept in self.env,
+        # so a service restarted later gets it too), which no user token replaces...
+        if not self.env.get("DISTILL_INTERNAL_TOKEN"):
+            self.env = {**self.env, "DISTILL_INTERNAL_TOKEN": secrets.token_urlsafe(32)}
+        # ...and finds them through these (DISTILL_GATEWAY_<NAME>_ADDRESS).
         env = dict(self.env)
         for name in SERVICES:
             env.setdefault(f"DISTILL_GATEWAY_{name.upper()}_ADDRESS", self.address(name))

@@ -28,6 +28,9 @@ def run_service(
     parser.add_argument(
         "--port", type=int, help=f"port to bind (default {settings_cls.default_port}; 0: any free)"
     )
+    parser.add_argument(
+        "--insecure", action="store_true", default=None,
+        help="serve a stage service on a non-loopback address without DISTILL_INTERNAL_TOKEN")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     try:

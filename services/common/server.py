@@ -115,10 +115,10 @@ class RunningServer:
 
 async def start(settings: ServiceSettings, services: Sequence[Service]) -> RunningServer:
     """Starts serving and returns at once (tests use this; `serve` waits for a signal)."""
+    settings.refuse_unauthenticated_bind()
     authenticator = next((s.authenticator for s in services if s.authenticator), None)
     if authenticator is None:
-        authenticator = StaticToken(settings.auth_token.get_secret_value()
-                                    if settings.auth_token else None)
+        authenticator = StaticToken(settings.accepted_token())
     server = grpc.aio.server(
         interceptors=[ServerInterceptor(authenticator)], options=server_options(settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,

@@ -6,11 +6,12 @@ every service needs (store URL, auth token) can be set once for the whole suite.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import ClassVar
 
 import grpc
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -18,6 +19,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from services.common.errors import StartupRefused
 from services.common.providers.endpoints import (
     DEFAULT_ENDPOINTS,
     EndpointPolicy,
@@ -26,6 +28,13 @@ from services.common.providers.endpoints import (
 from services.common.storage import ArtifactStore, open_store
 
 MiB = 1024 * 1024
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def default_cache_dir() -> Path:
@@ -38,6 +47,8 @@ class ServiceSettings(BaseSettings):
     # Set by subclasses: the service's short name ("generator", ...) and its default port.
     service_name: ClassVar[str] = ""
     default_port: ClassVar[int] = 0
+    # A stage service: only the gateway calls it, with internal_token.
+    stage: ClassVar[bool] = False
 
     host: str = "127.0.0.1"
     # None means the service's default port; 0 picks a free port (logged at start).
@@ -51,6 +62,13 @@ class ServiceSettings(BaseSettings):
     # the port speaks plaintext (loopback, or behind a proxy that terminates TLS).
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # The gateway's credential towards the stage services (generator, judge, trainer,
+    # exporter): they accept only it, never a user's token; the gateway sends it. Set it
+    # suite-wide (DISTILL_INTERNAL_TOKEN); `distill up` makes a random one per run.
+    internal_token: SecretStr | None = None
+    # A stage service refuses to start on a non-loopback address without internal_token;
+    # this (or `--insecure`) overrides that, for networks where something else authenticates.
+    insecure: bool = False
     # Seconds in-flight RPCs get to finish after SIGTERM.
     grace_seconds: float = Field(default=30.0, ge=0)
     max_message_bytes: int = Field(default=16 * MiB, ge=4 * MiB)
@@ -80,6 +98,29 @@ class ServiceSettings(BaseSettings):
             return None
         return grpc.ssl_server_credentials(
             [(self.tls_key_file.read_bytes(), self.tls_cert_file.read_bytes())])
+
+    @field_validator("auth_token", "internal_token", mode="after")
+    @classmethod
+    def _no_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty token (`DISTILL_AUTH_TOKEN=` in a template) is no token, not one anyone
+        can send."""
+        return value if value is not None and value.get_secret_value() else None
+
+    def accepted_token(self) -> str | None:
+        """The bearer token callers of this service must send."""
+        token = self.internal_token if self.stage else self.auth_token
+        return token.get_secret_value() if token is not None else None
+
+    def refuse_unauthenticated_bind(self) -> None:
+        """StartupRefused for a stage service reachable beyond this machine without a token."""
+        if not self.stage or self.accepted_token() is not None or self.insecure:
+            return
+        if self.host == "localhost" or _is_loopback(self.host):
+            return
+        raise StartupRefused(
+            f"{self.service_name} would serve on {self.host} without authentication: set "
+            "DISTILL_INTERNAL_TOKEN (the gateway sends the same one), bind 127.0.0.1, or pass "
+            "--insecure (DISTILL_INSECURE=true) if something else guards this address")
 
     @property
     def bind_port(self) -> int:

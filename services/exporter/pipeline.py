@@ -178,7 +178,7 @@ class _Run:
 
     async def _validate(self) -> tuple[str, Path, Path]:
         job = self.job
-        adapter_key = self.store.key_from_uri(job.adapter_uri)
+        adapter_key = JobKeys(job.job_id).key_of(self.store, job.adapter_uri, "adapter.uri")
         if not adapter_key.endswith("/"):
             raise InvalidArgument(
                 f"adapter: {job.adapter_uri!r} is a file; expected a folder ref (its uri ends "

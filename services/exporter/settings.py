@@ -19,6 +19,7 @@ def default_converter_dir() -> Path:
 class ExporterSettings(ServiceSettings):
     service_name: ClassVar[str] = "exporter"
     default_port: ClassVar[int] = 50055
+    stage: ClassVar[bool] = True
 
     # llama.cpp's convert_hf_to_gguf.py, convert_lora_to_gguf.py, conversion/ and gguf-py/.
     converter_dir: Path = Field(default_factory=default_converter_dir)

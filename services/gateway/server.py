@@ -176,15 +176,16 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
     hub = JobHub()
     aliases = Aliases(store)
     alias_feed = AliasFeed(store, settings.alias_watch_backlog)
-    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    # The stage services accept only the internal credential, never a user's token.
+    internal = settings.internal_token.get_secret_value() if settings.internal_token else None
     trainers = TrainerPool(settings.trainer_targets,
                            status_timeout=settings.trainer_status_timeout_seconds,
                            interval=settings.trainer_schedule_interval_seconds,
-                           max_moves=settings.trainer_max_moves, metadata=auth_metadata(token),
+                           max_moves=settings.trainer_max_moves, metadata=auth_metadata(internal),
                            security=settings.stage_security)
     clients = StageClients.connect(settings.generator_address, settings.judge_address,
                                    trainers, settings.exporter_address,
-                                   settings.stage_idle_timeout_seconds, token,
+                                   settings.stage_idle_timeout_seconds, internal,
                                    connect_seconds=settings.stage_connect_timeout_seconds,
                                    attempts=settings.stage_attempts,
                                    security=settings.stage_security)
@@ -224,6 +225,7 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
         keys.close()
         writer.release()
 
+    token = settings.auth_token.get_secret_value() if settings.auth_token else None
     auth = GatewayAuth(keys, token, settings.admin_token.get_secret_value()
                        if settings.admin_token else None)
     return [Service.of(gateway_pb2, gateway_pb2_grpc, servicer, on_start=started,

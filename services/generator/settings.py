@@ -16,6 +16,7 @@ from services.common.specs import generate
 class GeneratorSettings(ModelCallSettings):
     service_name: ClassVar[str] = "generator"
     default_port: ClassVar[int] = 50052
+    stage: ClassVar[bool] = True
 
     # Teacher calls in flight at once when a request leaves RateLimits.max_concurrency unset,
     # and the most a request may ask for.

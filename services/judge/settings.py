@@ -12,6 +12,7 @@ from services.common.settings import ModelCallSettings
 class JudgeSettings(ModelCallSettings):
     service_name: ClassVar[str] = "judge"
     default_port: ClassVar[int] = 50053
+    stage: ClassVar[bool] = True
 
     # Candidate groups judged at once per stream (each group's candidates run concurrently too).
     max_concurrent_groups: int = Field(default=16, ge=1, le=1024)

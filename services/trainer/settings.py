@@ -13,6 +13,7 @@ from services.common.settings import ServiceSettings
 class TrainerSettings(ServiceSettings):
     service_name: ClassVar[str] = "trainer"
     default_port: ClassVar[int] = 50054
+    stage: ClassVar[bool] = True
 
     # Trainings this replica runs at once; a Train call beyond it gets RESOURCE_EXHAUSTED.
     capacity: int = Field(default=1, ge=1)

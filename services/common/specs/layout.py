@@ -10,8 +10,10 @@ the folders' top level, the layout of installs from before projects.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from services.common.auth import DEFAULT_PROJECT
+from services.common.errors import PermissionDenied
 
 JOBS_FOLDER = "jobs/"
 DATASETS_FOLDER = "datasets/"
@@ -19,6 +21,10 @@ TEACHER_CACHE_FOLDER = "cache/teacher/"
 # One JSON line per optimizer step, in each checkpoint and in the adapter folder (where the job
 # report reads it). Plain text: the exporter's pickle checks pass it.
 TRAINING_LOG = "training_log.jsonl"
+
+
+class _Store(Protocol):
+    def key_from_uri(self, uri: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,25 @@ class JobKeys:
         (`{id}-eval-{model}`, `{id}-eval`): outside the job's folder, so that a stage told the
         run's id writes nowhere in it."""
         return f"{self.job_id}-eval-{part}" if part else f"{self.job_id}-eval"
+
+    def owns(self, key: str) -> bool:
+        """Whether `key` is this job's to read: in its folder, or for an evaluation run
+        (`{id}-eval...`) in its job's folder (the held-out split, the GGUFs it evaluates)."""
+        if key.startswith(self.prefix):
+            return True
+        parent, found, _ = self.job_id.rpartition("-eval")
+        return bool(found and parent) and key.startswith(JobKeys(parent).prefix)
+
+    def key_of(self, store: _Store, uri: str, field: str) -> str:
+        """The store key of an artifact a stage is sent for this job; PERMISSION_DENIED for one
+        outside the job's folder, so a call for one job reads, writes and deletes nothing of
+        another's."""
+        key = store.key_from_uri(uri)
+        if not self.owns(key):
+            raise PermissionDenied(
+                f"{field}: {uri!r} is outside {self.prefix}, the folder of job_id "
+                f"{self.job_id!r} this call is for")
+        return key
 
     @property
     def eval_runs_prefix(self) -> str:
