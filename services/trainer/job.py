@@ -18,7 +18,7 @@ from pathlib import Path
 from services.common import train_memory
 from services.common.errors import Cancelled, InvalidArgument, NotFound
 from services.common.models import resolve_student
-from services.common.specs.layout import TRAINING_LOG, JobKeys
+from services.common.specs.layout import TRAINING_LOG
 from services.common.specs.train import TrainConfig
 from services.common.storage import ArtifactStore
 from services.trainer import checkpoints
@@ -33,7 +33,7 @@ log = logging.getLogger("distill.trainer")
 def load_examples(store: ArtifactStore, config: TrainConfig, tokenizer, work: Path
                   ) -> list[Example]:
     """The curated dataset, verified against its ref, parsed and tokenised."""
-    key = JobKeys(config.job_id).key_of(store, config.curated_uri, "curated.uri")
+    key = store.key_from_uri(config.curated_uri)  # in the job's folder: Train checked it
     try:
         ref = store.stat(key)
     except NotFound as exc:

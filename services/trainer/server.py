@@ -19,6 +19,7 @@ from services.common.completions import Emit, completions
 from services.common.errors import ResourceExhausted
 from services.common.metrics import TrainerMetrics
 from services.common.server import Service
+from services.common.specs.layout import JobKeys
 from services.common.specs.train import train_config
 from services.common.storage import ArtifactStore
 from services.trainer import loop as events
@@ -71,6 +72,8 @@ class TrainerService(trainer_pb2_grpc.TrainerServiceServicer):
     ) -> AsyncIterator[trainer_pb2.TrainResponse]:
         config = train_config(request)  # INVALID_ARGUMENT before any work
         store = self.store  # a bad store URL fails here, before a slot is taken
+        # Another job's curated set: PERMISSION_DENIED before a slot is taken or a model loaded.
+        JobKeys(config.job_id).key_of(store, config.curated_uri, "curated.uri")
         try:
             slot = self.capacity.acquire(config.job_id)  # RESOURCE_EXHAUSTED at once
         except ResourceExhausted:
