@@ -47,7 +47,7 @@ def export(exporter_server, tiny_llama_dir, tiny_adapter, tmp_path_factory):
     settings = settings_for(tmp)
     Converter.locate(settings.converter_dir)  # a missing converter fails loudly, not skipped
     store = LocalStore(tmp / "store")
-    adapter_ref = store.put_dir("uploads/adapter/", tiny_adapter)
+    adapter_ref = store.put_dir("jobs/tiny-1/adapter/", tiny_adapter)  # where training leaves it
     stub = exporter_server(settings)
     request = _request("tiny-1", adapter_ref, tiny_llama_dir, lora_gguf=True,
                        smoke_max_tokens=MAX_TOKENS,
@@ -55,7 +55,7 @@ def export(exporter_server, tiny_llama_dir, tiny_adapter, tmp_path_factory):
                                       common_pb2.QUANTIZATION_TYPE_Q4_K_M])
     events = list(stub.Export(request, timeout=600))
     return {"events": events, "store": store, "stub": stub, "tmp": tmp,
-            "adapter_ref": adapter_ref, "settings": settings}
+            "adapter_ref": adapter_ref, "adapter_dir": tiny_adapter, "settings": settings}
 
 
 def _manifest(export):
@@ -204,7 +204,9 @@ def _assert_invalid_and_nothing_written(export, request, fragment):
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
     assert fragment in raised.value.details()
     assert list(export["store"].list()) == before  # nothing written, nothing deleted
-    assert not [k for k in before if k.startswith(f"jobs/{request.job_id}/")]
+    # The job's folder holds its adapter (an exporter reads only its own job's) and no output.
+    assert not [k for k in before if k.startswith(f"jobs/{request.job_id}/")
+                and not k.startswith(f"jobs/{request.job_id}/adapter/")]
 
 
 @pytest.mark.parametrize(
@@ -224,7 +226,7 @@ def test_corrupt_adapter_is_invalid_and_leaves_nothing(export, tiny_llama_dir, t
     bad = export["tmp"] / f"bad-{fragment[:8].replace(' ', '-')}"
     shutil.copytree(tiny_adapter, bad)
     damage(bad)
-    ref = export["store"].put_dir(f"uploads/{bad.name}/", bad)
+    ref = export["store"].put_dir(f"jobs/bad-{bad.name}/adapter/", bad)
     request = _request(f"bad-{bad.name}", ref, tiny_llama_dir)
     _assert_invalid_and_nothing_written(export, request, fragment)
 
@@ -306,7 +308,8 @@ def test_include_base_exports_the_untrained_model_once_per_base(export, tiny_lla
     stub, store = export["stub"], export["store"]
 
     def run(job_id):
-        request = _request(job_id, export["adapter_ref"], tiny_llama_dir, smoke_max_tokens=4,
+        adapter = store.put_dir(f"jobs/{job_id}/adapter/", export["adapter_dir"])
+        request = _request(job_id, adapter, tiny_llama_dir, smoke_max_tokens=4,
                            merged_model=False, ollama_modelfile=False,
                            quantizations=[common_pb2.QUANTIZATION_TYPE_Q8_0])
         request.include_base = True

@@ -124,7 +124,7 @@ def test_failure_midway_delivers_what_was_made(tiny_llama_dir, tiny_adapter, tmp
         "import sys\nprint('ERROR: out of cheese', file=sys.stderr)\nsys.exit(3)\n")
     settings = settings_for(tmp_path, converter_dir=fake)
     store = LocalStore(tmp_path / "store")
-    ref = store.put_dir("uploads/adapter/", tiny_adapter)
+    ref = store.put_dir("jobs/midway/adapter/", tiny_adapter)
     job = ExportJob(job_id="midway", adapter_uri=ref.uri, adapter_sha256=ref.sha256,
                     base_model=str(tiny_llama_dir))
 

@@ -30,7 +30,9 @@ def curated_rows(n: int) -> list[dict[str, Any]]:
 
 
 def put_curated(store: ArtifactStore, rows: Sequence[dict[str, Any] | str],
-                key: str = "jobs/data/curated.jsonl") -> StoredObject:
+                key: str = "jobs/job-1/curated.jsonl") -> StoredObject:
+    """Stored where the judge leaves a job's curated set (the trainer reads only its own
+    job's), for job-1 unless `key` says otherwise."""
     lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
     return store.put_bytes(key, ("\n".join(lines) + "\n").encode())
 

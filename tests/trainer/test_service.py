@@ -116,12 +116,12 @@ def _training_log(path: Path) -> list[dict]:
 async def test_validation_errors_come_before_any_work(trainer, tiny_llama_dir):
     stub, store, _ = trainer
     good = put_curated(store, curated_rows(2))
-    bad = put_curated(store, [*curated_rows(1), "{oops"], key="jobs/data/bad.jsonl")
+    bad = put_curated(store, [*curated_rows(1), "{oops"], key="jobs/job-1/bad.jsonl")
     cases = [
         (trainer_pb2.TrainRequest(job_id="j"), "curated.uri: required"),
         (_request(tiny_llama_dir, good, batch_size=0), "training.batch_size"),
         (_request(tiny_llama_dir, bad), "curated line 2: is not valid JSON"),
-        (_request(tiny_llama_dir, common_pb2.ArtifactRef(uri=store.uri("datasets/none.jsonl"))),
+        (_request(tiny_llama_dir, common_pb2.ArtifactRef(uri=store.uri("jobs/job-1/none.jsonl"))),
          "curated.uri: no artifact"),
         (_request(Path("/nonexistent/model"), good), "student_model: no model folder"),
     ]
@@ -130,7 +130,9 @@ async def test_validation_errors_come_before_any_work(trainer, tiny_llama_dir):
             [e async for e in stub.Train(request, timeout=60)]
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
         assert message in raised.value.details()
-    assert list(store.list("jobs/j/")) == [] and list(store.list("jobs/job-1/")) == []
+    # Nothing written but the inputs put there above (no checkpoint, no adapter).
+    assert list(store.list("jobs/j/")) == []
+    assert sorted(store.list("jobs/job-1/")) == ["jobs/job-1/bad.jsonl", "jobs/job-1/curated.jsonl"]
 
 
 async def test_preflight_and_unsloth_without_cuda_fail_precondition(trainer, tiny_llama_dir):
@@ -154,7 +156,8 @@ async def test_preflight_and_unsloth_without_cuda_fail_precondition(trainer, tin
 
 async def test_capacity_status_and_cancel(trainer, tiny_llama_dir):
     stub, store, _ = trainer
-    curated = put_curated(store, curated_rows(4))
+    curated = put_curated(store, curated_rows(4), key="jobs/long/curated.jsonl")
+    other = put_curated(store, curated_rows(4), key="jobs/other/curated.jsonl")
     status = await stub.GetTrainerStatus(trainer_pb2.GetTrainerStatusRequest())
     assert status.capacity == 1 and status.device == "cpu" and list(status.backends) == ["trl"]
     assert status.memory_gb > 1
@@ -170,7 +173,7 @@ async def test_capacity_status_and_cancel(trainer, tiny_llama_dir):
     assert list(status.active_job_ids) == ["long"]
 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        [e async for e in stub.Train(_request(tiny_llama_dir, curated, job_id="other"),
+        [e async for e in stub.Train(_request(tiny_llama_dir, other, job_id="other"),
                                      timeout=120)]
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "at capacity" in raised.value.details()

@@ -19,7 +19,7 @@ from tests.trainer.helpers import cache_dir, curated_rows, put_curated
 @pytest.mark.slow
 async def test_two_bond_steps_of_smollm2(tmp_path):
     store = LocalStore(tmp_path / "store")
-    curated = put_curated(store, curated_rows(4))
+    curated = put_curated(store, curated_rows(4), key="jobs/smol/curated.jsonl")
     settings = TrainerSettings(port=0, grace_seconds=0, store_url=f"file:{tmp_path}/store",
                                cache_dir=cache_dir())
     server = await start(settings, build(settings))
