@@ -27,6 +27,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from distill.v1 import exporter_pb2, gateway_pb2, generator_pb2, judge_pb2, trainer_pb2
+from services.common.errors import DistillError
+from services.common.models import get_model
 
 log = logging.getLogger("distill.metrics")
 
@@ -62,6 +64,15 @@ class MetricsServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(5)
+
+
+def model_label(model: str) -> str:
+    """A request names its model freely: as a label only a registry model's name, else
+    "other", so that requests cannot grow the number of series without bound."""
+    try:
+        return get_model(model).name
+    except DistillError:
+        return "other"
 
 
 def _zero(counter: Counter, *values: str) -> None:
@@ -151,7 +162,7 @@ class GeneratorMetrics:
     def stream(self, provider: str, model: str) -> Callable[[generator_pb2.GenerateResponse],
                                                             None]:
         """An observer for one Generate stream (progress carries running totals)."""
-        labels = (provider or "unknown", model or "unknown")
+        labels = (provider or "unknown", model_label(model))
         seen = {"retries": 0, "rate_limited": 0}
 
         def observe(event: generator_pb2.GenerateResponse) -> None:

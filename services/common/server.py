@@ -133,7 +133,7 @@ async def start(settings: ServiceSettings, services: Sequence[Service]) -> Runni
     credentials = settings.server_credentials()
     port = server.add_secure_port(address, credentials) if credentials else \
         server.add_insecure_port(address)
-    metrics = MetricsServer(settings.host, settings.metrics_bind_port,
+    metrics = MetricsServer(settings.metrics_host, settings.metrics_bind_port,
                             [s.metrics for s in services if s.metrics is not None])
     try:
         await server.start()
@@ -145,7 +145,8 @@ async def start(settings: ServiceSettings, services: Sequence[Service]) -> Runni
     # Logged before health says SERVING: whoever sees SERVING can read the ports (port 0 means
     # the kernel picked them) from this line.
     fields = {"host": settings.host, "port": port, "services": names,
-              "metrics_port": metrics.port, "tls": credentials is not None}
+              "metrics_host": metrics.host, "metrics_port": metrics.port,
+              "tls": credentials is not None}
     for service in services:
         if service.log_fields is not None:
             fields.update(service.log_fields())

@@ -53,8 +53,11 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     # None means the service's default port; 0 picks a free port (logged at start).
     port: int | None = None
-    # Prometheus metrics over HTTP. None means the gRPC port + 1000 (51051..51055 by default),
-    # or a free port when the gRPC port is 0; 0 picks a free port (logged at start).
+    # Prometheus metrics over HTTP, unauthenticated, so on their own address: loopback unless
+    # set (a cluster sets 0.0.0.0 and lets only its Prometheus reach the port). None means the
+    # gRPC port + 1000 (51051..51055 by default), or a free port when the gRPC port is 0; 0
+    # picks a free port (logged at start).
+    metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # When set, every RPC but health checks needs `authorization: Bearer <token>`.
     auth_token: SecretStr | None = None
