@@ -53,6 +53,8 @@ from services.generator.settings import GeneratorSettings
 from tests.fixtures.fake_provider import FakeProviderHandle
 
 REPO = Path(__file__).resolve().parents[1]
+# The fake teacher is a spec's own base_url on loopback, called without a key.
+SETTINGS = GeneratorSettings(allowed_base_url_hosts=["127.0.0.1"], allow_loopback_addresses=True)
 
 
 def start_fake(latency: float) -> tuple[subprocess.Popen, FakeProviderHandle]:
@@ -107,7 +109,7 @@ async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest,
     job's start to the call's, its latency). The start is the group's arrival less the call's
     latency, a little late by the cache write between them."""
     job = plan(request, store, max_concurrency=1024)
-    client = teacher_client(job, GeneratorSettings(), store, processes)
+    client = teacher_client(job, SETTINGS, store, processes)
     started, cpu_started = time.perf_counter(), time.process_time()
     helpers_cpu = call_processes_cpu(processes)
     calls: list[tuple[float, float]] = []
@@ -158,7 +160,7 @@ async def ceilings(store: LocalStore, fake: FakeProviderHandle, requests: int,
                    concurrency: int, latency: float) -> dict:
     """Requests/s of the provider alone and of bare HTTP, as ratios of the ideal."""
     spec = plan(job_request(fake, 1, "ceiling", concurrency), store, max_concurrency=1024).teacher
-    provider = open_provider(spec, field="teacher")
+    provider = open_provider(spec, field="teacher", policy=SETTINGS.endpoint_policy())
     url = fake.openai_base_url.rstrip("/") + "/chat/completions"
     ideal = concurrency / latency
 

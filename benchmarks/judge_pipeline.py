@@ -128,14 +128,15 @@ async def pipelined(clients: StageClients, request: generator_pb2.GenerateReques
     }
 
 
-def start_services(args: argparse.Namespace, store_dir: str, log_dir: Path,
-                   services: dict[str, ServiceProcess]) -> None:
+def start_services(args: argparse.Namespace, fake: FakeProviderHandle, store_dir: str,
+                   log_dir: Path, services: dict[str, ServiceProcess]) -> None:
     """Starts generator and judge into `services` (filled as they start, for the cleanup)."""
     env = {
         "DISTILL_STORE_URL": f"file://{store_dir}",
         "DISTILL_LOG_LEVEL": "WARNING",
         "DISTILL_GRACE_SECONDS": "2",
         KEY_ENV: KEY,
+        **fake.env(KEY_ENV),  # the fake is the endpoint that gets KEY
         "DISTILL_GENERATOR_MAX_CONCURRENCY_LIMIT": str(max(256, args.concurrency)),
         "DISTILL_JUDGE_MAX_CONCURRENT_GROUPS": str(args.judge_groups),
         "DISTILL_JUDGE_MAX_CONCURRENT_CALLS": str(args.judge_calls),
@@ -228,7 +229,7 @@ def main(args: argparse.Namespace) -> None:
         fake.configure(replies=REPLIES, api_key=KEY)
         with tempfile.TemporaryDirectory(prefix="judge-pipeline-", dir=args.store_root) as tmp:
             try:
-                start_services(args, f"{tmp}/store", Path(tmp) / "logs", services)
+                start_services(args, fake, f"{tmp}/store", Path(tmp) / "logs", services)
                 out = asyncio.run(measure(args, fake, services))
             except BaseException:
                 for service in services.values():
