@@ -39,6 +39,7 @@ _.readable  # services/common/storage/base.py
 _.readinto
 model_config  # services/common/settings.py
 _._tls_pair  # a pydantic model_validator (services/common/settings.py)
+_._no_empty_token  # a pydantic field_validator (services/common/settings.py)
 _.settings_customise_sources
 dotenv_settings
 file_secret_settings
