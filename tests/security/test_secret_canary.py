@@ -24,8 +24,9 @@ def job_spec(suite, dataset: Path, student: Path, **fields) -> gateway_pb2.Disti
     return suite.client.spec(
         dataset=suite.client.upload(dataset), teacher=teacher, student=str(student), judge=judge,
         n_samples=2, top_k=1, min_score=5,
-        training={"max_steps": 2, "batch_size": 2, "max_seq_length": 64},
-        export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smoke_max_tokens": 8},
+        training={"max_steps": 4, "batch_size": 2, "max_seq_length": 64},
+        # Room for the smoke test to see the student stop (tests/e2e/test_pipeline.py).
+        export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smoke_max_tokens": 256},
         **fields)
 
 
@@ -44,12 +45,16 @@ def store_objects(s3_server, bucket: str) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_no_secret_lands_anywhere(suite, s3_server, tmp_path, tiny_llama_dir):
+    from services.common.models import prepare_smollm2
+    from tests.fixtures.tiny_llama import shared_cache_dir
+
+    student = prepare_smollm2(shared_cache_dir())  # a student that learns to stop in 4 steps
     internal = suite.suite.env["DISTILL_INTERNAL_TOKEN"]
     secrets = [TEACHER_KEY.encode(), internal.encode()]
     suite.fake.configure(api_key=TEACHER_KEY, replies=["positive"])
 
     good = suite.client.distill(job_spec(
-        suite, write_dataset(tmp_path / "d.jsonl", 4), tiny_llama_dir,
+        suite, write_dataset(tmp_path / "d.jsonl", 6), student,
         eval={"holdout_fraction": 0.5, "promote_min_ratio": 0, "promote_min_pass_rate": 0}))
     final = suite.client.wait(good.name, timeout=900)
     assert final.state == State.JOB_STATE_SUCCEEDED, f"{final.error}\n{suite.logs()}"
