@@ -44,6 +44,7 @@ def store_objects(s3_server, bucket: str) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # a whole job with SmolLM2 on the CPU, then a failing one
 def test_no_secret_lands_anywhere(suite, s3_server, tmp_path, tiny_llama_dir):
     from services.common.models import prepare_smollm2
     from tests.fixtures.tiny_llama import shared_cache_dir
@@ -53,10 +54,9 @@ def test_no_secret_lands_anywhere(suite, s3_server, tmp_path, tiny_llama_dir):
     secrets = [TEACHER_KEY.encode(), internal.encode()]
     suite.fake.configure(api_key=TEACHER_KEY, replies=["positive"])
 
-    good = suite.client.distill(job_spec(
-        suite, write_dataset(tmp_path / "d.jsonl", 6), student,
-        eval={"holdout_fraction": 0.5, "promote_min_ratio": 0, "promote_min_pass_rate": 0}))
-    final = suite.client.wait(good.name, timeout=900)
+    good = suite.client.distill(job_spec(suite, write_dataset(tmp_path / "d.jsonl", 4), student,
+                                         eval={"holdout_fraction": 0}))
+    final = suite.client.wait(good.name, timeout=1200)
     assert final.state == State.JOB_STATE_SUCCEEDED, f"{final.error}\n{suite.logs()}"
     assert suite.fake.server.keys_seen == {TEACHER_KEY}  # the key was really used
     gguf = suite.client.download(final.outputs.student_gguf.uri, tmp_path / "out" / "s.gguf")
