@@ -36,6 +36,9 @@ from services.trainer.server import build as build_trainer
 from services.trainer.settings import TrainerSettings
 from tests.fixtures.inprocess import serve_in_thread
 
+# Every test here: a connection beyond loopback fails it (conftest.py).
+pytestmark = pytest.mark.usefixtures("loopback_only")
+
 REPO = Path(__file__).resolve().parents[2]
 INTERNAL = "internal-" + "9f" * 16
 USER = "user-token-of-a-caller"

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import urllib.request
 
+import pytest
+
 from distill.v1 import common_pb2, generator_pb2
 from services.common.metrics import GeneratorMetrics, MetricsServer
 from services.generator.settings import GeneratorSettings
 
+# Every test here: a connection beyond loopback fails it (conftest.py).
+pytestmark = pytest.mark.usefixtures("loopback_only")
 
 def group_event(tokens: int) -> generator_pb2.GenerateResponse:
     usage = common_pb2.Usage(requests=1, input_tokens=tokens, output_tokens=tokens)

@@ -13,6 +13,8 @@ import pytest
 from distill.v1 import common_pb2, gateway_pb2
 from tests.e2e.conftest import TEACHER_KEY, write_dataset
 
+# Every test here: a connection beyond loopback fails it (conftest.py).
+pytestmark = pytest.mark.usefixtures("loopback_only")
 State = gateway_pb2
 
 
