@@ -14,6 +14,7 @@ from services.generator.settings import GeneratorSettings
 # Every test here: a connection beyond loopback fails it (conftest.py).
 pytestmark = pytest.mark.usefixtures("loopback_only")
 
+
 def group_event(tokens: int) -> generator_pb2.GenerateResponse:
     usage = common_pb2.Usage(requests=1, input_tokens=tokens, output_tokens=tokens)
     return generator_pb2.GenerateResponse(group=common_pb2.CandidateGroup(
