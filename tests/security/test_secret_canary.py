@@ -25,7 +25,7 @@ def job_spec(suite, dataset: Path, student: Path, **fields) -> gateway_pb2.Disti
         mode=common_pb2.MATCH_MODE_LABEL))
     return suite.client.spec(
         dataset=suite.client.upload(dataset), teacher=teacher, student=str(student), judge=judge,
-        n_samples=2, top_k=1, min_score=5,
+        n_samples=4, top_k=2, min_score=5,
         training={"max_steps": 4, "batch_size": 2, "max_seq_length": 64},
         # Room for the smoke test to see the student stop (tests/e2e/test_pipeline.py).
         export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smoke_max_tokens": 256},
@@ -54,10 +54,13 @@ def test_no_secret_lands_anywhere(suite, s3_server, tmp_path, tiny_llama_dir):
     student = prepare_smollm2(shared_cache_dir())  # a student that learns to stop in 4 steps
     internal = suite.suite.env["DISTILL_INTERNAL_TOKEN"]
     secrets = [TEACHER_KEY.encode(), internal.encode()]
-    suite.fake.configure(api_key=TEACHER_KEY, replies=["positive"])
+    # The whole-job test's teacher and job (tests/e2e/test_pipeline.py): 4 steps on these teach
+    # SmolLM2 the answer and to stop, which the exporter's smoke test needs.
+    suite.fake.configure(api_key=TEACHER_KEY, replies=["positive", "negative", "Positive!", "meh"])
 
-    good = suite.client.distill(job_spec(suite, write_dataset(tmp_path / "d.jsonl", 4), student,
-                                         eval={"holdout_fraction": 0}))
+    good = suite.client.distill(job_spec(
+        suite, write_dataset(tmp_path / "d.jsonl", 6), student,
+        eval={"holdout_fraction": 0.5, "promote_min_ratio": 0, "promote_min_pass_rate": 0}))
     final = suite.client.wait(good.name, timeout=1200)
     assert final.state == State.JOB_STATE_SUCCEEDED, f"{final.error}\n{suite.logs()}"
     assert suite.fake.server.keys_seen == {TEACHER_KEY}  # the key was really used
