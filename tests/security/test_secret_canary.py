@@ -64,6 +64,7 @@ def test_no_secret_lands_anywhere(suite, s3_server, tmp_path, tiny_llama_dir):
     final = suite.client.wait(good.name, timeout=1200)
     assert final.state == State.JOB_STATE_SUCCEEDED, f"{final.error}\n{suite.logs()}"
     assert suite.fake.server.keys_seen == {TEACHER_KEY}  # the key was really used
+    (tmp_path / "out").mkdir()
     gguf = suite.client.download(final.outputs.student_gguf.uri, tmp_path / "out" / "s.gguf")
     assert gguf.read_bytes()[:4] == b"GGUF"
     report = suite.client.download_report(good.name, tmp_path / "out" / "report")
