@@ -74,7 +74,8 @@ def test_no_secret_lands_anywhere(suite, s3_server, tmp_path, tiny_llama_dir):
     bad = suite.client.distill(job_spec(suite, write_dataset(tmp_path / "e.jsonl", 2),
                                         tiny_llama_dir))
     failed = suite.client.wait(bad.name, timeout=300)
-    assert failed.state == State.JOB_STATE_FAILED and "HTTP 401" in failed.error, failed.error
+    assert failed.state == State.JOB_STATE_FAILED, failed
+    assert "HTTP 401" in failed.error.message, failed.error
     events = "\n".join(e.message for e in suite.client.logs(bad.name))
 
     bucket = suite.suite.env["DISTILL_STORE_URL"].removeprefix("s3://").split("/")[0]
@@ -87,7 +88,7 @@ def test_no_secret_lands_anywhere(suite, s3_server, tmp_path, tiny_llama_dir):
            for name, process in suite.suite.processes.items()},
         **{f"file:{p}": p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()},
         **{f"db:{p.name}": p.read_bytes() for p in tmp_path.glob("gateway.db*")},
-        "errors": (failed.error + "\n" + events).encode(),
+        "errors": (str(failed.error) + "\n" + events).encode(),
         "jobs": b"".join(j.SerializeToString() for j in suite.client.list()),
     }
     assert report.exists() and len(places) > 10
