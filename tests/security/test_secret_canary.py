@@ -71,8 +71,10 @@ def test_no_secret_lands_anywhere(suite, s3_server, tmp_path, tiny_llama_dir):
 
     # A teacher that answers 401 with the key it was sent in its message.
     suite.fake.configure(api_key="sk-the-provider-wants-another")
-    bad = suite.client.distill(job_spec(suite, write_dataset(tmp_path / "e.jsonl", 2),
-                                        tiny_llama_dir))
+    uncached = tmp_path / "e.jsonl"  # prompts the teacher cache has no answer for
+    uncached.write_text('{"prompt": "Another review: dull. Sentiment?", "response": "negative"}\n'
+                        * 2)
+    bad = suite.client.distill(job_spec(suite, uncached, tiny_llama_dir))
     failed = suite.client.wait(bad.name, timeout=300)
     assert failed.state == State.JOB_STATE_FAILED, failed
     assert "HTTP 401" in failed.error.message, failed.error
