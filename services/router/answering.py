@@ -25,6 +25,7 @@ from services.common.providers import (
     ModelConfig,
     RateLimiter,
     RetryPolicy,
+    authorize,
     open_provider,
     read_api_key,
     resolve_model_spec,
@@ -115,9 +116,10 @@ class Answerer:
             spec = common_pb2.ModelSpec(provider=common_pb2.PROVIDER_OPENAI, model=up.model,
                                         base_url=up.base_url, api_key_env=up.api_key_env)
             field = "alias.target.upstream"
-            config = resolve_model_spec(spec, field=field, default_temperature=DEFAULT_TEMPERATURE)
-            key = read_api_key(config, field=field,
-                               key_env_pattern=self._settings.api_key_env_pattern)
+            config = authorize(
+                resolve_model_spec(spec, field=field, default_temperature=DEFAULT_TEMPERATURE),
+                self._settings.endpoint_policy(), field=field)
+            key = read_api_key(config, field=field)
             yield _Endpoint(config.base_url.rstrip("/"), config.model, key, True,
                             f"upstream {config.base_url}")
             return
@@ -222,7 +224,7 @@ class Answerer:
             config = resolve_model_spec(target.record.teacher, field=field,
                                         default_temperature=DEFAULT_TEMPERATURE)
             provider = open_provider(config, field=field,
-                                     key_env_pattern=self._settings.api_key_env_pattern)
+                                     policy=self._settings.endpoint_policy())
             client = ModelClient(
                 provider, price=config.price,
                 limiter=RateLimiter(Limits(max_concurrency=self._settings.teacher_max_concurrency)),

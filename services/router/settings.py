@@ -6,11 +6,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from services.common.providers import DEFAULT_KEY_ENV_PATTERN
-from services.common.settings import MiB, ServiceSettings
+from services.common.settings import MiB, ModelCallSettings
 
 
-class RouterSettings(ServiceSettings):
+class RouterSettings(ModelCallSettings):
     service_name: ClassVar[str] = "router"
     default_port: ClassVar[int] = 50056
 
@@ -58,10 +57,10 @@ class RouterSettings(ServiceSettings):
     # Shadow targets' calls running at once (beyond it they are skipped and counted).
     shadow_concurrency: int = Field(default=8, ge=1)
 
-    # Teacher aliases: the provider clients' retries and the keys they may read.
+    # Teacher aliases: the provider clients' retries (their endpoints and keys: the
+    # ModelCallSettings fields, as for the generator).
     teacher_max_retries: int = Field(default=3, ge=0)
     teacher_max_concurrency: int = Field(default=16, ge=1)
-    api_key_env_pattern: str = DEFAULT_KEY_ENV_PATTERN
 
     @property
     def http_bind_port(self) -> int:

@@ -128,6 +128,10 @@ def stack(tmp_path_factory, s3_server) -> Iterator[Stack]:  # noqa: F811 - the f
             "DISTILL_GRACE_SECONDS": "2",
             "DISTILL_ROUTER_TRACE_FLUSH_SECONDS": "0.2",
             TEACHER_KEY_ENV: teacher_key,
+            **fake.env(TEACHER_KEY_ENV),  # the fake is the endpoint that gets the teacher key
+            # Upstream aliases name the fake's URL (as a student server: no key).
+            "DISTILL_ALLOWED_BASE_URL_HOSTS": '["127.0.0.1"]',
+            "DISTILL_ALLOW_LOOPBACK_ADDRESSES": "true",
         }
         router = start_module("services.router", home / "logs", env=router_env)
         channel = grpc.insecure_channel(router.address)
