@@ -43,6 +43,7 @@ import aiohttp
 from benchmarks.cpu import cpu_seconds
 from benchmarks.result import emit
 from distill.v1 import common_pb2, generator_pb2
+from services.common.auth import DEFAULT_PROJECT
 from services.common.heap import freeze_startup_objects
 from services.common.providers import CompletionRequest, Message, open_provider
 from services.common.providers.call_processes import CallProcesses
@@ -109,13 +110,13 @@ async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest,
     job's start to the call's, its latency). The start is the group's arrival less the call's
     latency, a little late by the cache write between them."""
     job = plan(request, store, max_concurrency=1024)
-    client = teacher_client(job, SETTINGS, store, processes)
+    client = teacher_client(job, job.committee[0], SETTINGS, store, processes, DEFAULT_PROJECT)
     started, cpu_started = time.perf_counter(), time.process_time()
     helpers_cpu = call_processes_cpu(processes)
     calls: list[tuple[float, float]] = []
     try:
         with CollectorPauses() as collector:
-            async for event in Generation(job, client, store).events():
+            async for event in Generation(job, [client], store).events():
                 kind = event.WhichOneof("event")
                 if kind == "group":
                     now = time.perf_counter() - started

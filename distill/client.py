@@ -130,17 +130,21 @@ class Distiller:
     # -- building specs ----------------------------------------------------------------------
 
     @staticmethod
-    def spec(*, dataset: common_pb2.ArtifactRef, teacher: str | common_pb2.ModelSpec,
-             student: str, judge: common_pb2.JudgeSpec | None = None, n_samples: int = 0,
+    def spec(*, dataset: common_pb2.ArtifactRef, student: str,
+             teacher: str | common_pb2.ModelSpec | None = None,
+             judge: common_pb2.JudgeSpec | None = None, n_samples: int = 0,
              top_k: int = 0, min_score: float | None = None, **fields: Any
              ) -> gateway_pb2.DistillSpec:
         """A DistillSpec from the common choices; other DistillSpec fields as a dict each
-        (e.g. training={"max_steps": 50}, bond={"bond_beta": 0.5}, budget_usd=5.0). What is
-        left unset (n_samples and top_k 0) gets the gateway's default, from its spec layer."""
-        model = teacher if isinstance(teacher, common_pb2.ModelSpec) else \
-            common_pb2.ModelSpec(model=teacher)
-        spec = gateway_pb2.DistillSpec(dataset=dataset, teacher=model, student_model=student,
+        (e.g. training={"max_steps": 50}, bond={"bond_beta": 0.5}, budget_usd=5.0, or
+        committee=[{"teacher": {"model": "gpt-4o"}, "n_samples": 2}, ...] instead of a
+        teacher). What is left unset (n_samples and top_k 0) gets the gateway's default, from
+        its spec layer."""
+        spec = gateway_pb2.DistillSpec(dataset=dataset, student_model=student,
                                        n_samples=n_samples)
+        if teacher is not None:
+            spec.teacher.CopyFrom(teacher if isinstance(teacher, common_pb2.ModelSpec)
+                                  else common_pb2.ModelSpec(model=teacher))
         spec.judge.top_k = top_k
         if min_score is not None:
             spec.judge.min_score = min_score

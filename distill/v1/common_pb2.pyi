@@ -122,7 +122,7 @@ class Usage(_message.Message):
     def __init__(self, requests: _Optional[int] = ..., cached_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("prompt_id", "sample_index", "text", "finish_reason", "usage", "cached", "latency_seconds", "original_cost_usd")
+    __slots__ = ("prompt_id", "sample_index", "text", "finish_reason", "usage", "cached", "latency_seconds", "original_cost_usd", "teacher")
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class Candidate(_message.Message):
     CACHED_FIELD_NUMBER: _ClassVar[int]
     LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_FIELD_NUMBER: _ClassVar[int]
     prompt_id: str
     sample_index: int
     text: str
@@ -139,7 +140,8 @@ class Candidate(_message.Message):
     cached: bool
     latency_seconds: float
     original_cost_usd: float
-    def __init__(self, prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cached: _Optional[bool] = ..., latency_seconds: _Optional[float] = ..., original_cost_usd: _Optional[float] = ...) -> None: ...
+    teacher: str
+    def __init__(self, prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cached: _Optional[bool] = ..., latency_seconds: _Optional[float] = ..., original_cost_usd: _Optional[float] = ..., teacher: _Optional[str] = ...) -> None: ...
 
 class CandidateGroup(_message.Message):
     __slots__ = ("prompt", "candidates")
@@ -174,6 +176,14 @@ class ModelSpec(_message.Message):
     output_usd_per_mtok: float
     endpoint: str
     def __init__(self, provider: _Optional[_Union[Provider, str]] = ..., model: _Optional[str] = ..., base_url: _Optional[str] = ..., api_key_env: _Optional[str] = ..., temperature: _Optional[float] = ..., max_tokens: _Optional[int] = ..., top_p: _Optional[float] = ..., timeout_seconds: _Optional[float] = ..., input_usd_per_mtok: _Optional[float] = ..., output_usd_per_mtok: _Optional[float] = ..., endpoint: _Optional[str] = ...) -> None: ...
+
+class CommitteeMember(_message.Message):
+    __slots__ = ("teacher", "n_samples")
+    TEACHER_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    teacher: ModelSpec
+    n_samples: int
+    def __init__(self, teacher: _Optional[_Union[ModelSpec, _Mapping]] = ..., n_samples: _Optional[int] = ...) -> None: ...
 
 class RateLimits(_message.Message):
     __slots__ = ("max_concurrency", "requests_per_minute", "tokens_per_minute", "max_retries")

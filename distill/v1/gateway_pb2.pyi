@@ -34,6 +34,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_CANCELLING: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
     JOB_STATE_EVALUATING: _ClassVar[JobState]
+    JOB_STATE_EXPANDING: _ClassVar[JobState]
 
 class JobEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -60,6 +61,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLING: JobState
 JOB_STATE_CANCELLED: JobState
 JOB_STATE_EVALUATING: JobState
+JOB_STATE_EXPANDING: JobState
 JOB_EVENT_KIND_UNSPECIFIED: JobEventKind
 JOB_EVENT_KIND_STATE: JobEventKind
 JOB_EVENT_KIND_PROGRESS: JobEventKind
@@ -82,7 +84,7 @@ class EvalSettings(_message.Message):
     def __init__(self, held_out: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., holdout_fraction: _Optional[float] = ..., promote_min_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., promote_min_pass_rate: _Optional[float] = ...) -> None: ...
 
 class DistillSpec(_message.Message):
-    __slots__ = ("display_name", "dataset", "task_type", "teacher", "n_samples", "system_prompt", "limits", "judge", "student_model", "lora", "bond", "training", "export", "eval", "budget_usd", "promote_alias", "progressive")
+    __slots__ = ("display_name", "dataset", "task_type", "teacher", "n_samples", "system_prompt", "limits", "judge", "student_model", "lora", "bond", "training", "export", "eval", "budget_usd", "promote_alias", "progressive", "committee", "expansion")
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,8 @@ class DistillSpec(_message.Message):
     BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
     PROMOTE_ALIAS_FIELD_NUMBER: _ClassVar[int]
     PROGRESSIVE_FIELD_NUMBER: _ClassVar[int]
+    COMMITTEE_FIELD_NUMBER: _ClassVar[int]
+    EXPANSION_FIELD_NUMBER: _ClassVar[int]
     display_name: str
     dataset: _common_pb2.ArtifactRef
     task_type: TaskType
@@ -117,7 +121,9 @@ class DistillSpec(_message.Message):
     budget_usd: float
     promote_alias: str
     progressive: ProgressivePromotion
-    def __init__(self, display_name: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., n_samples: _Optional[int] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[_common_pb2.RateLimits, _Mapping]] = ..., judge: _Optional[_Union[_judge_pb2.JudgeConfig, _Mapping]] = ..., student_model: _Optional[str] = ..., lora: _Optional[_Union[_common_pb2.LoraSettings, _Mapping]] = ..., bond: _Optional[_Union[_common_pb2.BondSettings, _Mapping]] = ..., training: _Optional[_Union[_common_pb2.TrainingSettings, _Mapping]] = ..., export: _Optional[_Union[_common_pb2.ExportSettings, _Mapping]] = ..., eval: _Optional[_Union[EvalSettings, _Mapping]] = ..., budget_usd: _Optional[float] = ..., promote_alias: _Optional[str] = ..., progressive: _Optional[_Union[ProgressivePromotion, _Mapping]] = ...) -> None: ...
+    committee: _containers.RepeatedCompositeFieldContainer[_common_pb2.CommitteeMember]
+    expansion: ExpansionSettings
+    def __init__(self, display_name: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., n_samples: _Optional[int] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[_common_pb2.RateLimits, _Mapping]] = ..., judge: _Optional[_Union[_judge_pb2.JudgeConfig, _Mapping]] = ..., student_model: _Optional[str] = ..., lora: _Optional[_Union[_common_pb2.LoraSettings, _Mapping]] = ..., bond: _Optional[_Union[_common_pb2.BondSettings, _Mapping]] = ..., training: _Optional[_Union[_common_pb2.TrainingSettings, _Mapping]] = ..., export: _Optional[_Union[_common_pb2.ExportSettings, _Mapping]] = ..., eval: _Optional[_Union[EvalSettings, _Mapping]] = ..., budget_usd: _Optional[float] = ..., promote_alias: _Optional[str] = ..., progressive: _Optional[_Union[ProgressivePromotion, _Mapping]] = ..., committee: _Optional[_Iterable[_Union[_common_pb2.CommitteeMember, _Mapping]]] = ..., expansion: _Optional[_Union[ExpansionSettings, _Mapping]] = ...) -> None: ...
 
 class ProgressivePromotion(_message.Message):
     __slots__ = ("enabled", "canary_percents", "skip_shadow", "window_requests", "min_ratio")
@@ -132,6 +138,62 @@ class ProgressivePromotion(_message.Message):
     window_requests: int
     min_ratio: float
     def __init__(self, enabled: _Optional[bool] = ..., canary_percents: _Optional[_Iterable[int]] = ..., skip_shadow: _Optional[bool] = ..., window_requests: _Optional[int] = ..., min_ratio: _Optional[float] = ...) -> None: ...
+
+class ExpansionSettings(_message.Message):
+    __slots__ = ("target_prompts", "examples_per_call", "instructions", "judge", "judge_min_score", "seed", "duplicate_threshold", "contamination_ngram", "max_rounds")
+    TARGET_PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_PER_CALL_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CONTAMINATION_NGRAM_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    target_prompts: int
+    examples_per_call: int
+    instructions: str
+    judge: _common_pb2.JudgeSpec
+    judge_min_score: float
+    seed: int
+    duplicate_threshold: float
+    contamination_ngram: int
+    max_rounds: int
+    def __init__(self, target_prompts: _Optional[int] = ..., examples_per_call: _Optional[int] = ..., instructions: _Optional[str] = ..., judge: _Optional[_Union[_common_pb2.JudgeSpec, _Mapping]] = ..., judge_min_score: _Optional[float] = ..., seed: _Optional[int] = ..., duplicate_threshold: _Optional[float] = ..., contamination_ngram: _Optional[int] = ..., max_rounds: _Optional[int] = ...) -> None: ...
+
+class ExpansionStatistics(_message.Message):
+    __slots__ = ("seed_prompts", "target_prompts", "requested", "dropped_empty", "dropped_duplicates", "dropped_contaminated", "dropped_by_judge", "generated", "examples", "rounds")
+    SEED_PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_EMPTY_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_CONTAMINATED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_BY_JUDGE_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    seed_prompts: int
+    target_prompts: int
+    requested: int
+    dropped_empty: int
+    dropped_duplicates: int
+    dropped_contaminated: int
+    dropped_by_judge: int
+    generated: int
+    examples: _containers.RepeatedCompositeFieldContainer[ExpansionExample]
+    rounds: int
+    def __init__(self, seed_prompts: _Optional[int] = ..., target_prompts: _Optional[int] = ..., requested: _Optional[int] = ..., dropped_empty: _Optional[int] = ..., dropped_duplicates: _Optional[int] = ..., dropped_contaminated: _Optional[int] = ..., dropped_by_judge: _Optional[int] = ..., generated: _Optional[int] = ..., examples: _Optional[_Iterable[_Union[ExpansionExample, _Mapping]]] = ..., rounds: _Optional[int] = ...) -> None: ...
+
+class ExpansionExample(_message.Message):
+    __slots__ = ("prompt", "outcome", "detail")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    outcome: str
+    detail: str
+    def __init__(self, prompt: _Optional[str] = ..., outcome: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class EstimateRequest(_message.Message):
     __slots__ = ("spec", "batch_api")
@@ -188,7 +250,7 @@ class EstimateResponse(_message.Message):
     def __init__(self, breakdown: _Optional[_Iterable[_Union[CostLine, _Mapping]]] = ..., total_usd_low: _Optional[float] = ..., total_usd_high: _Optional[float] = ..., prompts: _Optional[int] = ..., teacher_input_tokens: _Optional[int] = ..., teacher_output_tokens: _Optional[int] = ..., judge_calls: _Optional[int] = ..., judge_tokens: _Optional[int] = ..., training_tokens: _Optional[int] = ..., gpu_hours_low: _Optional[float] = ..., gpu_hours_high: _Optional[float] = ..., peak_vram_gb: _Optional[float] = ..., assumptions: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobOutputs(_message.Message):
-    __slots__ = ("dataset", "candidates", "curated", "checkpoint", "adapter", "export_manifest", "student_gguf", "report", "held_out", "train_dataset", "base_gguf", "evaluation")
+    __slots__ = ("dataset", "candidates", "curated", "checkpoint", "adapter", "export_manifest", "student_gguf", "report", "held_out", "train_dataset", "base_gguf", "evaluation", "expanded_dataset")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     CURATED_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +263,7 @@ class JobOutputs(_message.Message):
     TRAIN_DATASET_FIELD_NUMBER: _ClassVar[int]
     BASE_GGUF_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    EXPANDED_DATASET_FIELD_NUMBER: _ClassVar[int]
     dataset: _common_pb2.ArtifactRef
     candidates: _common_pb2.ArtifactRef
     curated: _common_pb2.ArtifactRef
@@ -213,7 +276,8 @@ class JobOutputs(_message.Message):
     train_dataset: _common_pb2.ArtifactRef
     base_gguf: _common_pb2.ArtifactRef
     evaluation: _common_pb2.ArtifactRef
-    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., candidates: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., curated: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., checkpoint: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., adapter: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., export_manifest: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., student_gguf: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., report: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., held_out: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., train_dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., base_gguf: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., evaluation: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
+    expanded_dataset: _common_pb2.ArtifactRef
+    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., candidates: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., curated: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., checkpoint: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., adapter: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., export_manifest: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., student_gguf: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., report: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., held_out: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., train_dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., base_gguf: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., evaluation: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., expanded_dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
 
 class ModelEvaluation(_message.Message):
     __slots__ = ("model", "mean_score", "pass_rate", "latency_seconds_mean", "cost_per_1k_requests_usd")
@@ -262,7 +326,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., stage: _Optional[_Union[JobState, str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("name", "request_id", "spec", "state", "progress", "teacher_usage", "judge_usage", "cost_usd", "outputs", "judge_statistics", "evaluation", "error", "create_time", "update_time", "promoted_alias_version", "train_loss", "warnings", "project")
+    __slots__ = ("name", "request_id", "spec", "state", "progress", "teacher_usage", "judge_usage", "cost_usd", "outputs", "judge_statistics", "evaluation", "error", "create_time", "update_time", "promoted_alias_version", "train_loss", "warnings", "project", "expansion")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -281,6 +345,7 @@ class Job(_message.Message):
     TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    EXPANSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     request_id: str
     spec: DistillSpec
@@ -299,7 +364,8 @@ class Job(_message.Message):
     train_loss: float
     warnings: _containers.RepeatedScalarFieldContainer[str]
     project: str
-    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[DistillSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., teacher_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., judge_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., outputs: _Optional[_Union[JobOutputs, _Mapping]] = ..., judge_statistics: _Optional[_Union[_judge_pb2.JudgeStatistics, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promoted_alias_version: _Optional[int] = ..., train_loss: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., project: _Optional[str] = ...) -> None: ...
+    expansion: ExpansionStatistics
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ..., spec: _Optional[_Union[DistillSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., teacher_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., judge_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., outputs: _Optional[_Union[JobOutputs, _Mapping]] = ..., judge_statistics: _Optional[_Union[_judge_pb2.JudgeStatistics, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., promoted_alias_version: _Optional[int] = ..., train_loss: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., project: _Optional[str] = ..., expansion: _Optional[_Union[ExpansionStatistics, _Mapping]] = ...) -> None: ...
 
 class DistillRequest(_message.Message):
     __slots__ = ("spec", "request_id")

@@ -14,7 +14,7 @@ class InlinePrompts(_message.Message):
     def __init__(self, prompts: _Optional[_Iterable[_Union[_common_pb2.Prompt, _Mapping]]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("dataset", "prompts", "teacher", "n_samples", "system_prompt", "limits", "job_id", "project")
+    __slots__ = ("dataset", "prompts", "teacher", "n_samples", "system_prompt", "limits", "job_id", "project", "committee")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     TEACHER_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class GenerateRequest(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    COMMITTEE_FIELD_NUMBER: _ClassVar[int]
     dataset: _common_pb2.ArtifactRef
     prompts: InlinePrompts
     teacher: _common_pb2.ModelSpec
@@ -31,7 +32,8 @@ class GenerateRequest(_message.Message):
     limits: _common_pb2.RateLimits
     job_id: str
     project: str
-    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., prompts: _Optional[_Union[InlinePrompts, _Mapping]] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., n_samples: _Optional[int] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[_common_pb2.RateLimits, _Mapping]] = ..., job_id: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
+    committee: _containers.RepeatedCompositeFieldContainer[_common_pb2.CommitteeMember]
+    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., prompts: _Optional[_Union[InlinePrompts, _Mapping]] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., n_samples: _Optional[int] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[_common_pb2.RateLimits, _Mapping]] = ..., job_id: _Optional[str] = ..., project: _Optional[str] = ..., committee: _Optional[_Iterable[_Union[_common_pb2.CommitteeMember, _Mapping]]] = ...) -> None: ...
 
 class GenerateProgress(_message.Message):
     __slots__ = ("prompts_done", "prompts_total", "usage", "retries", "rate_limited")

@@ -1,9 +1,10 @@
 """DeleteJob: a finished job, its event log and the artifacts only it uses.
 
-What only the job uses lives under its folder `jobs/{id}/` (held-out split, candidates, curated
-set, checkpoints, adapter, exports, evaluation, report) and the folders of its evaluation's
-generation runs (`jobs/{id}-eval-{model}/`). Datasets, the teacher cache and the base models
-the exporter shares between jobs (`models/base/`) stay.
+What only the job uses lives under its folder `jobs/{id}/` (held-out split, expanded prompts,
+candidates, curated set, checkpoints, adapter, exports, evaluation, report) and the folders of
+its evaluation's generation runs (`jobs/{id}-eval-{model}/`) and of prompt expansion's rounds
+(`jobs/{id}-expand-{round}/`). Datasets, the teacher cache and the base models the exporter
+shares between jobs (`models/base/`) stay.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ async def delete_job(name: str, project: str, store: JobStore, events: JobEvents
             "at another job or roll it back first")
     keys = JobKeys(job_id_of(name))
     deleted = await asyncio.to_thread(artifacts.delete_prefix, keys.prefix)
-    deleted += await asyncio.to_thread(artifacts.delete_prefix, keys.eval_runs_prefix)
+    for runs in (keys.eval_runs_prefix, keys.expansion_runs_prefix):
+        deleted += await asyncio.to_thread(artifacts.delete_prefix, runs)
     events.delete(name)
     store.delete_job(name)
     return deleted

@@ -14,13 +14,17 @@ from services.common.datasets import split_holdout
 from services.common.models import get_model, vram_required_gb
 from services.common.specs.distill import DistillPlan
 from services.common.specs.judge import llm_judges
+from services.common.specs.members import Member
 from services.common.specs.train import DEFAULT_EPOCHS
+from services.gateway.expansion import SYSTEM as EXPANSION_SYSTEM
+from services.gateway.expansion import calls_for, reply_tokens
 from services.gateway.tokens import counter_for
 
 BATCH_API_DISCOUNT = 0.5
 MESSAGE_OVERHEAD_TOKENS = 4
 JUDGE_RUBRIC_TOKENS = 350  # system message with the rubric and the JSON instructions
 JUDGE_REPLY_TOKENS = 60
+EXPANSION_FRAME_TOKENS = 60  # the request's own words around its examples
 # LoRA training throughput on one A100/H100-class GPU in bf16, tokens/s, by student size.
 # Rough public figures for PEFT on such cards; the spread becomes the low-high range.
 THROUGHPUT_TOKENS_PER_S: tuple[tuple[float, float], ...] = (
@@ -72,39 +76,32 @@ def estimate(spec: DistillPlan, prompts: Sequence[common_pb2.Prompt],
         prompts, held = split_holdout(prompts, spec.eval.holdout_fraction, seed=spec.eval.seed)
         held_tokens = tokens(held)
     prompt_tokens = tokens(prompts)
-    references = [count(p.reference) for p in prompts if p.HasField("reference")]
-    if references:
-        mean_out = sum(references) / len(references)
-        out.assumptions.append(
-            f"output tokens: low = mean reference answer ({mean_out:.0f} tokens), high = "
-            f"max_tokens ({teacher.max_tokens})")
-    else:
-        mean_out = teacher.max_tokens / 4
-        out.assumptions.append(f"output tokens: low = max_tokens/4, high = max_tokens "
-                               f"({teacher.max_tokens}); the dataset has no reference answers")
-    output = Range(min(mean_out, teacher.max_tokens) * n * len(prompts),
-                   teacher.max_tokens * n * len(prompts))
-    # With OpenAI's `n` the prompt is billed once per prompt, otherwise once per sample.
-    input_low = sum(prompt_tokens) * (1 if teacher.provider == "openai" else n)
-    input_high = sum(prompt_tokens) * n
-    out.teacher_input_tokens = input_high
-    out.teacher_output_tokens = int(output.high)
     discount = BATCH_API_DISCOUNT if batch_api else 1.0
     if batch_api:
         out.assumptions.append("teacher and judge calls priced at the Batch-API discount (50%)")
-    price = teacher.price
-    if not price.known:
-        out.warnings.append(f"no price known for teacher {teacher.model!r}: its cost counts as 0; "
-                            "set teacher.input_usd_per_mtok / output_usd_per_mtok")
-    _line(out, "teacher", input_high, "input tokens",
-          price.cost_usd(input_low, 0) * discount, price.cost_usd(input_high, 0) * discount)
-    _line(out, "teacher", output.high, "output tokens",
-          price.cost_usd(0, int(output.low)) * discount,
-          price.cost_usd(0, int(output.high)) * discount)
+    if spec.expansion.enabled:
+        prompt_tokens = _expansion(out, spec, prompt_tokens, count, discount)
+    references = [count(p.reference) for p in prompts if p.HasField("reference")]
+    mean_reference = sum(references) / len(references) if references else None
+    if mean_reference is not None:
+        out.assumptions.append(
+            f"output tokens: low = mean reference answer ({mean_reference:.0f} tokens), high = "
+            f"max_tokens ({teacher.max_tokens})")
+    else:
+        out.assumptions.append(f"output tokens: low = max_tokens/4, high = max_tokens "
+                               f"({teacher.max_tokens}); the dataset has no reference answers")
+    outputs = [_teacher_lines(out, member, len(spec.committee) > 1, prompt_tokens,
+                              mean_reference, discount) for member in spec.committee]
+    if len(spec.committee) > 1:
+        out.assumptions.append(
+            f"committee of {len(spec.committee)} teachers, each priced at its own rate for its "
+            "own n_samples; tokens counted with the first teacher's tokenizer")
+    output = Range(sum(o.low for o in outputs), sum(o.high for o in outputs))
     judge_per_call = _judge_lines(out, spec, prompt_tokens, output, n, discount)
-    samples = max(n * len(prompts), 1)
-    _evaluation(out, spec, price, prompt_tokens, output.low / samples, output.high / samples,
-                held_tokens, held_out, judge_per_call, discount)
+    # The evaluation's teacher answers are the first member's.
+    lead_samples = max(spec.committee[0].n_samples * len(prompt_tokens), 1)
+    _evaluation(out, spec, teacher.price, prompt_tokens, outputs[0].low / lead_samples,
+                outputs[0].high / lead_samples, held_tokens, held_out, judge_per_call, discount)
     _training(out, spec, prompt_tokens, output, n)
     out.total_usd_low = sum(line.usd_low for line in out.breakdown)
     out.total_usd_high = sum(line.usd_high for line in out.breakdown)
@@ -114,6 +111,69 @@ def estimate(spec: DistillPlan, prompts: Sequence[common_pb2.Prompt],
         out.warnings.append(f"the high estimate {out.total_usd_high:.2f} USD exceeds budget_usd "
                             f"{spec.budget_usd:g}")
     return out
+
+
+def _teacher_lines(out, member: Member, named: bool, prompt_tokens: list[int],
+                   mean_reference: float | None, discount: float) -> Range:
+    """One committee member's input and output lines ("teacher", or "teacher {label}" in a
+    committee); returns its output tokens."""
+    teacher, n, count = member.teacher, member.n_samples, len(prompt_tokens)
+    mean_out = teacher.max_tokens / 4 if mean_reference is None else min(mean_reference,
+                                                                         teacher.max_tokens)
+    output = Range(mean_out * n * count, teacher.max_tokens * n * count)
+    # With OpenAI's `n` the prompt is billed once per prompt, otherwise once per sample.
+    input_low = sum(prompt_tokens) * (1 if teacher.provider == "openai" else n)
+    input_high = sum(prompt_tokens) * n
+    out.teacher_input_tokens += input_high
+    out.teacher_output_tokens += int(output.high)
+    price = teacher.price
+    if not price.known:
+        where = member.field.removeprefix("spec.")
+        out.warnings.append(f"no price known for teacher {teacher.model!r}: its cost counts as 0; "
+                            f"set {where}.input_usd_per_mtok / output_usd_per_mtok")
+    item = f"teacher {member.label}" if named else "teacher"
+    _line(out, item, input_high, "input tokens",
+          price.cost_usd(input_low, 0) * discount, price.cost_usd(input_high, 0) * discount)
+    _line(out, item, output.high, "output tokens",
+          price.cost_usd(0, int(output.low)) * discount,
+          price.cost_usd(0, int(output.high)) * discount)
+    return output
+
+
+def _expansion(out, spec: DistillPlan, prompt_tokens: list[int], count, discount: float
+               ) -> list[int]:
+    """The expansion line (the first teacher's calls, and its judge filter's); returns the
+    input tokens of the training prompts after expansion, a generated prompt counted as long
+    as the seeds' mean."""
+    settings, teacher = spec.expansion, spec.teacher
+    seeds = len(prompt_tokens)
+    missing = max(settings.target_prompts - seeds, 0)
+    mean = sum(prompt_tokens) / max(seeds, 1)
+    per_call_in = (count(EXPANSION_SYSTEM) + 2 * MESSAGE_OVERHEAD_TOKENS + EXPANSION_FRAME_TOKENS
+                   + min(settings.examples_per_call, seeds) * mean)
+    # Low: every reply kept in one round; high: every round asks for all of them again.
+    calls = Range(missing, settings.max_rounds * calls_for(missing))
+    low = teacher.price.cost_usd(int(calls.low * per_call_in), int(calls.low * mean))
+    cap = reply_tokens(max(prompt_tokens, default=0))
+    high = teacher.price.cost_usd(int(calls.high * per_call_in), int(calls.high * cap))
+    judged = ""
+    if settings.judge is not None:
+        for llm in llm_judges(settings.judge):
+            per_in = JUDGE_RUBRIC_TOKENS + per_call_in + mean
+            low += llm.model.price.cost_usd(int(calls.low * per_in),
+                                            int(calls.low * JUDGE_REPLY_TOKENS))
+            high += llm.model.price.cost_usd(int(calls.high * (per_in + cap)),
+                                             int(calls.high * JUDGE_REPLY_TOKENS))
+        judged = "; the judge filter scores each reply"
+    _line(out, "expansion", calls.high, "teacher calls", low * discount, high * discount)
+    out.assumptions.append(
+        f"expansion: {seeds} seed prompts grown to {settings.target_prompts}; {calls.low:.0f} "
+        f"(all kept) to {calls.high:.0f} teacher calls ({settings.max_rounds} rounds of the "
+        f"missing prompts and half again), each ~{per_call_in:.0f} tokens in (instructions and "
+        f"{min(settings.examples_per_call, seeds)} examples) and one prompt of at most {cap} "
+        f"tokens out{judged}; "
+        "generation, judging and training count the expanded prompts at the seeds' mean length")
+    return prompt_tokens + [round(mean)] * missing
 
 
 def _line(out, item: str, quantity: float, unit: str, low: float, high: float) -> None:

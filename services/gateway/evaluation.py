@@ -1,11 +1,11 @@
 """The evaluation stage and the promotion gate.
 
 On the held-out split the exported student (its GGUF through llama.cpp), the untrained student
-(the base GGUF the exporter made the same way) and the teacher answer the same prompts, greedily
-(temperature 0), through the generator; the job's own judge scores the three answers of each
-prompt in one group. Only the teacher gets the job's system prompt, as in generation: the
-students are asked the way they are served. The held-out split is either given or cut off the
-dataset before generation, so the student never trained on it.
+(the base GGUF the exporter made the same way) and the teacher (a committee's first member)
+answer the same prompts, greedily (temperature 0), through the generator; the job's own judge
+scores the three answers of each prompt in one group. Only the teacher gets the job's system
+prompt, as in generation: the students are asked the way they are served. The held-out split is
+either given or cut off the dataset before generation, so the student never trained on it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from distill.v1 import common_pb2, gateway_pb2, generator_pb2, judge_pb2
 from services.common import errors
 from services.common.datasets import Prompts, held_out_rows, load_dataset
+from services.common.specs.committee import lead_teacher
 from services.common.specs.distill import DEFAULT_PROMOTE_MIN_PASS_RATE, EvalSpec, eval_spec
 from services.common.specs.judge import MAX_SCORE
 from services.common.specs.layout import JobKeys
@@ -107,7 +108,7 @@ class Outcome:
 
 
 def _answer_spec(job: gateway_pb2.Job, model: str) -> common_pb2.ModelSpec:
-    teacher = job.spec.teacher
+    teacher = lead_teacher(job.spec.committee, job.spec.teacher)
     if model == "teacher":
         spec = common_pb2.ModelSpec()
         spec.CopyFrom(teacher)
@@ -180,7 +181,8 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
     outcome.rows = [_row(prompts[pid], answers[pid]) for pid in order]
     outcome.evaluation.CopyFrom(summarise(
         [answers[pid] for pid in order], serving_usd_per_hour,
-        local_teacher=spec.teacher.provider == common_pb2.PROVIDER_LOCAL))
+        local_teacher=lead_teacher(spec.committee, spec.teacher).provider
+        == common_pb2.PROVIDER_LOCAL))
     references = bool(order) and all(prompts[pid].HasField("reference") for pid in order)
     outcome.evaluation.min_pass_rate = min_pass_rate(spec, references)
     return outcome

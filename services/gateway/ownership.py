@@ -45,6 +45,9 @@ def check_spec(spec: gateway_pb2.DistillSpec, project: str, store: ArtifactStore
         owned_key(spec.dataset.uri, project, store, jobs, "spec.dataset")
     if spec.eval.held_out.uri:
         owned_key(spec.eval.held_out.uri, project, store, jobs, "spec.eval.held_out")
-    if spec.teacher.provider == common_pb2.PROVIDER_LOCAL and \
-            spec.teacher.model.startswith(store.base_uri):
-        owned_key(spec.teacher.model, project, store, jobs, "spec.teacher.model")
+    teachers = [(spec.teacher, "spec.teacher")] + [
+        (m.teacher, f"spec.committee[{i}].teacher") for i, m in enumerate(spec.committee)]
+    for teacher, field in teachers:
+        if teacher.provider == common_pb2.PROVIDER_LOCAL and \
+                teacher.model.startswith(store.base_uri):
+            owned_key(teacher.model, project, store, jobs, f"{field}.model")

@@ -21,6 +21,7 @@ from services.common.models import list_models, resolve_student
 from services.common.providers.endpoints import EndpointPolicy, authorize
 from services.common.providers.spec import ModelConfig, read_api_key
 from services.common.specs.distill import DistillPlan, distill_plan
+from services.common.specs.expansion import check_target
 from services.common.specs.judge import llm_judges
 from services.common.storage import ArtifactStore
 from services.gateway import evaluation
@@ -88,6 +89,7 @@ def _request(spec: gateway_pb2.DistillSpec, store: ArtifactStore
     """The request's own checks: its fields, its dataset and held-out set."""
     plan = distill_plan(spec)
     prompts = load_prompts(spec, store)
+    check_target(plan.expansion, len(prompts))
     return plan, prompts, evaluation.check(plan.eval, prompts, store)
 
 
@@ -95,8 +97,10 @@ def problems(plan: DistillPlan, cache_dir: Path, policy: EndpointPolicy,
              trainer: trainer_pb2.GetTrainerStatusResponse | None = None) -> Iterator[Problem]:
     """What this deployment lacks for the job, in the order Distill checks it. A model's
     endpoint is checked with the rules the generator and the judge apply before calling it."""
-    models = [(plan.teacher, "spec.teacher")]
+    models = [(m.teacher, m.field) for m in plan.committee]
     models += [(llm.model, llm.field) for llm in llm_judges(plan.judge.judge)]
+    if plan.expansion.judge is not None:
+        models += [(llm.model, llm.field) for llm in llm_judges(plan.expansion.judge)]
     for model, field in models:
         try:
             bound = authorize(model, policy, field=field)
@@ -144,7 +148,7 @@ _ENDPOINT_FIX = ("name an endpoint configured on this server (providers), or hav
 
 def _key_fix(model: ModelConfig, field: str) -> str:
     return (f"set {model.api_key_env} in the gateway's environment (and the "
-            f"{'generator' if field == 'spec.teacher' else 'judge'}'s), or name another "
+            f"{'judge' if '.judge' in field else 'generator'}'s), or name another "
             f"configured endpoint in {field}.endpoint")
 
 

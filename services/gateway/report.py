@@ -33,6 +33,7 @@ from typing import Any
 
 from distill.v1 import common_pb2, gateway_pb2
 from services.common.errors import DistillError
+from services.common.specs.committee import lead_teacher
 
 # Written by the trainer into the adapter folder and each checkpoint.
 from services.common.specs.generate import DEFAULT_N_SAMPLES
@@ -46,6 +47,7 @@ from services.gateway.report_html import (
     model_order,
     render_html,
 )
+from services.gateway.report_small_data import committee_section, expansion_section
 
 FORMAT_VERSION = 1
 LOG_FIELDS = ("loss", "sft_loss", "preference_loss", "kl_loss", "learning_rate",
@@ -100,6 +102,8 @@ def collect(job: gateway_pb2.Job, store: ArtifactStore) -> dict[str, Any]:
         "candidates": candidates_section(job, store),
         "evaluation": evaluation,
         "cost": cost_section(job, evaluation, training),
+        "expansion": expansion_section(job),
+        "committee": committee_section(job, store, _read_jsonl),
     }
 
 
@@ -161,10 +165,12 @@ def job_section(job: gateway_pb2.Job) -> dict[str, Any]:
         "name": job.name,
         "display_name": spec.display_name,
         "state": _state(job),
-        "teacher": spec.teacher.model,
+        "teacher": ", ".join(f"{m.teacher.model} ({m.n_samples})" for m in spec.committee)
+        or spec.teacher.model,
         "student": spec.student_model,
         "judge": spec.judge.judge.WhichOneof("kind") or "",
-        "n_samples": spec.n_samples or DEFAULT_N_SAMPLES,
+        "n_samples": sum(m.n_samples for m in spec.committee) or spec.n_samples
+        or DEFAULT_N_SAMPLES,
         "created": _time(job.create_time),
         "updated": _time(job.update_time),
         "cost_usd": job.cost_usd,
@@ -399,7 +405,8 @@ def cost_section(job: gateway_pb2.Job, evaluation: dict[str, Any],
         prompts = evaluation["prompts"]
         # Paid teacher calls are already in the teacher line; self-hosted models cost
         # machine time (latency times the serving price).
-        paid_teacher = job.spec.teacher.provider != common_pb2.PROVIDER_LOCAL
+        paid_teacher = lead_teacher(job.spec.committee, job.spec.teacher).provider \
+            != common_pb2.PROVIDER_LOCAL
         usd = sum(m["cost_per_1k_requests_usd"] * prompts / 1000 for m in evaluation["models"]
                   if not (paid_teacher and m["model"] == "teacher"))
         lines.append({"item": "evaluation (self-hosted models)", "usd": usd,

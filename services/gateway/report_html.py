@@ -13,6 +13,8 @@ import html
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from services.gateway.report_small_data import html_sections
+
 # The judge's bins (services/judge/session.py): [0,1), ..., [9,10), [10].
 SCORE_BINS = 11
 BIN_LABELS = [f"{i}\u2013{i + 1}" for i in range(SCORE_BINS - 1)] + ["10"]
@@ -252,8 +254,8 @@ def render_html(data: dict[str, Any]) -> str:
                                + (f" (now version {version})" if version else " (not promoted)")))
     if "error" in job:
         facts.append(("error", f"{job['error']['code']}: {job['error']['message']}"))
-    sections = [_html_training(data), _html_candidates(data), _html_evaluation(data),
-                _html_cost(data)]
+    sections = [html_sections(data, _table, _note), _html_training(data),
+                _html_candidates(data), _html_evaluation(data), _html_cost(data)]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

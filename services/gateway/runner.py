@@ -27,7 +27,7 @@ from services.common.specs.names import job_id_of
 from services.common.specs.routing import progressive
 from services.common.spend import Spend
 from services.common.storage import ArtifactStore
-from services.gateway import evaluation, events, report, stages
+from services.gateway import evaluation, events, expansion, report, stages
 from services.gateway.aliases import Aliases
 from services.gateway.job_slots import JobSlots, job_owner
 from services.gateway.lifecycle import Lifecycle
@@ -109,6 +109,8 @@ class JobRunner:
     async def _stages(self, job: gateway_pb2.Job, dataset: _Dataset) -> None:
         if evaluation.enabled(job.spec) and not job.outputs.HasField("held_out"):
             await self._split(job, dataset)
+        if expansion.enabled(job.spec) and not job.outputs.HasField("expanded_dataset"):
+            await self._expand(job)
         if not job.outputs.HasField("curated"):
             await self._curate(job)
         if not job.outputs.HasField("adapter"):
@@ -145,6 +147,29 @@ class JobRunner:
         job.outputs.held_out.CopyFrom(held_out)
         self.lifecycle.update(job)
 
+    async def _expand(self, job: gateway_pb2.Job) -> None:
+        self.lifecycle.enter(job, gateway_pb2.JOB_STATE_EXPANDING, "prompts",
+                             "writing new prompts")
+        train = job.outputs.train_dataset if job.outputs.HasField("train_dataset") \
+            else job.spec.dataset
+        seeds = await asyncio.to_thread(load_dataset, self.artifacts, train, what="dataset")
+        held_out = await asyncio.to_thread(
+            load_dataset, self.artifacts, job.outputs.held_out, what="spec.eval.held_out") \
+            if job.outputs.HasField("held_out") else []
+
+        async def on_progress(message: str, done: int, total: int) -> None:
+            job.progress.message, job.progress.done, job.progress.total = message, done, total
+            self.lifecycle.update(job)
+
+        def charge(teacher: Spend, judge: Spend) -> None:
+            self.lifecycle.charge(job, teacher=teacher, judge=judge)
+
+        outcome = await expansion.expand(self.clients, job, seeds, held_out, on_progress, charge)
+        job.expansion.CopyFrom(outcome.statistics)
+        job.outputs.expanded_dataset.CopyFrom(await asyncio.to_thread(
+            expansion.write, self.artifacts, job_id(job), train, outcome.prompts))
+        self.lifecycle.update(job)
+
     async def _curate(self, job: gateway_pb2.Job) -> None:
         spec = job.spec
         self.lifecycle.enter(job, gateway_pb2.JOB_STATE_GENERATING, "prompts", "generating")
@@ -171,10 +196,9 @@ class JobRunner:
             self.lifecycle.update(job)
 
         request = generator_pb2.GenerateRequest(
-            dataset=job.outputs.train_dataset if job.outputs.HasField("train_dataset")
-            else spec.dataset, teacher=spec.teacher, n_samples=spec.n_samples,
-            system_prompt=spec.system_prompt, limits=spec.limits, job_id=job_id(job),
-            project=job.project)
+            dataset=_training_prompts(job), teacher=spec.teacher, n_samples=spec.n_samples,
+            committee=spec.committee, system_prompt=spec.system_prompt, limits=spec.limits,
+            job_id=job_id(job), project=job.project)
         config = type(spec.judge)()
         config.CopyFrom(spec.judge)
         config.job_id = job_id(job)
@@ -305,6 +329,15 @@ class JobRunner:
             job.evaluation.promoted = True
             return
         raise errors.Aborted(f"alias {name!r} kept changing; not promoted")
+
+
+def _training_prompts(job: gateway_pb2.Job) -> common_pb2.ArtifactRef:
+    """What generation answers: the expanded prompts, else the dataset less the held-out
+    split, else the dataset."""
+    for name in ("expanded_dataset", "train_dataset"):
+        if job.outputs.HasField(name):
+            return getattr(job.outputs, name)
+    return job.spec.dataset
 
 
 class _Dataset:

@@ -1,10 +1,11 @@
 """Generation: the teacher called n_samples times per prompt, candidates streamed as they finish.
 
-`plan(request, ...)` checks a GenerateRequest (dataset lines, teacher spec, limits) before any
-teacher call; `Generation(plan, client, store).events()` runs it and yields GenerateResponse
-events: progress, one CandidateGroup per prompt as soon as its samples are done, and a summary
-with the candidates artifact (`jobs/{job_id}/candidates/candidates.jsonl`, one CandidateGroup per
-line in dataset order, protobuf JSON).
+`plan(request, ...)` checks a GenerateRequest (dataset lines, teachers, limits) before any
+teacher call; `Generation(plan, clients, store).events()` (a client per committee member) runs
+it and yields GenerateResponse events: progress, one CandidateGroup per prompt as soon as all
+its samples are done, and a summary with the candidates artifact
+(`jobs/{job_id}/candidates/candidates.jsonl`, one CandidateGroup per line in dataset order,
+protobuf JSON).
 """
 
 from __future__ import annotations
@@ -23,9 +24,16 @@ from google.protobuf import json_format
 from distill.v1 import common_pb2, generator_pb2
 from services.common import datasets, errors
 from services.common.completions import Emit, completions
-from services.common.providers import Limits, Message, ModelClient, ModelConfig, SamplingParams
+from services.common.providers import (
+    Limits,
+    Message,
+    ModelClient,
+    Sample,
+    SamplingParams,
+)
 from services.common.specs import generate
 from services.common.specs.layout import JobKeys
+from services.common.specs.members import Member, WithCommittee
 from services.common.storage import ArtifactStore
 from services.common.storage.spool import LineSpool
 
@@ -34,11 +42,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GenerationPlan:
+class GenerationPlan(WithCommittee):
     job_id: str
     prompts: Sequence[common_pb2.Prompt]
-    teacher: ModelConfig
-    n_samples: int
+    committee: tuple[Member, ...]  # one member for a request with a single teacher
     system_prompt: str
     limits: Limits
 
@@ -59,11 +66,12 @@ def plan(
 ) -> GenerationPlan:
     """Validates everything a run needs; raises the InvalidArgument/NotFound the caller sees.
     Blocking (reads the dataset): async callers use asyncio.to_thread."""
-    teacher_spec = request.teacher
-    if cache_dir is not None and teacher_spec.provider == common_pb2.PROVIDER_LOCAL \
-            and teacher_spec.model.startswith(store.base_uri):
-        teacher_spec = local_artifact_model(teacher_spec, store, cache_dir)
-    spec = generate.generate_spec(request, teacher_spec=teacher_spec,
+    teacher_specs = [m.teacher for m in request.committee] or [request.teacher]
+    if cache_dir is not None:
+        teacher_specs = [local_artifact_model(t, store, cache_dir)
+                         if t.provider == common_pb2.PROVIDER_LOCAL
+                         and t.model.startswith(store.base_uri) else t for t in teacher_specs]
+    spec = generate.generate_spec(request, teacher_specs=teacher_specs,
                                   default_concurrency=default_concurrency,
                                   max_concurrency=max_concurrency, price_overrides=price_overrides)
     source = request.WhichOneof("source")
@@ -75,8 +83,7 @@ def plan(
         prompts = datasets.validate_prompts(request.prompts.prompts, what="prompts.prompts")
     else:
         raise errors.InvalidArgument("source: set dataset (an ArtifactRef) or prompts")
-    return GenerationPlan(spec.job_id, prompts, spec.teacher, spec.n_samples, spec.system_prompt,
-                          spec.limits)
+    return GenerationPlan(spec.job_id, prompts, spec.committee, spec.system_prompt, spec.limits)
 
 
 def local_artifact_model(spec: common_pb2.ModelSpec, store: ArtifactStore,
@@ -112,18 +119,18 @@ class Generation:
     def __init__(
         self,
         plan: GenerationPlan,
-        client: ModelClient,
+        clients: Sequence[ModelClient],
         store: ArtifactStore,
         *,
         progress_interval: float = 1.0,
     ) -> None:
+        """`clients`: one per committee member, in order."""
         self.plan = plan
-        self.client = client
+        self.clients = tuple(clients)
         self.store = store
         self.progress_interval = progress_interval
-        self.params = SamplingParams(
-            plan.teacher.temperature, plan.teacher.max_tokens, plan.teacher.top_p
-        )
+        self.params = [SamplingParams(m.teacher.temperature, m.teacher.max_tokens,
+                                      m.teacher.top_p) for m in plan.committee]
         self.done = 0
 
     async def events(self) -> AsyncIterator[generator_pb2.GenerateResponse]:
@@ -131,6 +138,7 @@ class Generation:
         log.info("generation started", extra={
             "job_id": self.plan.job_id, "prompts": total, "n_samples": self.plan.n_samples,
             "provider": self.plan.teacher.provider, "model": self.plan.teacher.model,
+            "committee": len(self.plan.committee),
         })
         yield self._progress()
         last_progress = time.monotonic()
@@ -151,13 +159,13 @@ class Generation:
                         yield self._progress()
             ref = await asyncio.to_thread(spool.store, self.store, self.plan.candidates_key)
         yield self._progress()
+        usage = self._usage()
         log.info("generation finished", extra={
-            "job_id": self.plan.job_id, "requests": self.client.stats.requests,
-            "cached": self.client.stats.cached_requests,
-            "cost_usd": round(self.client.stats.cost_usd, 6),
+            "job_id": self.plan.job_id, "requests": usage.requests - usage.cached_requests,
+            "cached": usage.cached_requests, "cost_usd": round(usage.cost_usd, 6),
         })
         yield generator_pb2.GenerateResponse(summary=generator_pb2.GenerateSummary(
-            candidates=ref.as_proto(), usage=self._usage(), prompts=total,
+            candidates=ref.as_proto(), usage=usage, prompts=total,
             candidate_count=total * self.plan.n_samples,
         ))
 
@@ -167,35 +175,25 @@ class Generation:
 
     async def _group(self, prompt: common_pb2.Prompt) -> common_pb2.CandidateGroup:
         messages = prompt_messages(prompt, self.plan.system_prompt)
-        samples = await self.client.samples(messages, range(self.plan.n_samples), self.params)
+        # Every member at once; each asks its own teacher (and cache) for its own indices.
+        answers = await asyncio.gather(*(
+            client.samples(messages, range(member.n_samples), params)
+            for member, client, params in zip(self.plan.committee, self.clients, self.params,
+                                              strict=True)))
         group = common_pb2.CandidateGroup(prompt=prompt)
-        for sample in samples:
-            group.candidates.add(
-                prompt_id=prompt.id,
-                sample_index=sample.index,
-                text=sample.text,
-                finish_reason=sample.finish_reason,
-                usage=common_pb2.Usage(
-                    requests=sample.requests,
-                    cached_requests=1 if sample.cached else 0,
-                    input_tokens=sample.input_tokens,
-                    output_tokens=sample.output_tokens,
-                    cost_usd=sample.cost_usd,
-                ),
-                cached=sample.cached,
-                latency_seconds=sample.latency_seconds,
-                original_cost_usd=sample.original_cost_usd,
-            )
+        for member, samples in zip(self.plan.committee, answers, strict=True):
+            for sample in samples:
+                _add_candidate(group, prompt.id, member, sample)
         return group
 
     def _usage(self) -> common_pb2.Usage:
-        stats = self.client.stats
+        stats = [client.stats for client in self.clients]
         return common_pb2.Usage(
-            requests=stats.requests + stats.cached_requests,
-            cached_requests=stats.cached_requests,
-            input_tokens=stats.input_tokens,
-            output_tokens=stats.output_tokens,
-            cost_usd=stats.cost_usd,
+            requests=sum(s.requests + s.cached_requests for s in stats),
+            cached_requests=sum(s.cached_requests for s in stats),
+            input_tokens=sum(s.input_tokens for s in stats),
+            output_tokens=sum(s.output_tokens for s in stats),
+            cost_usd=sum(s.cost_usd for s in stats),
         )
 
     def _progress(self) -> generator_pb2.GenerateResponse:
@@ -203,9 +201,30 @@ class Generation:
             prompts_done=self.done,
             prompts_total=len(self.plan.prompts),
             usage=self._usage(),
-            retries=self.client.stats.retries,
-            rate_limited=self.client.stats.rate_limited,
+            retries=sum(c.stats.retries for c in self.clients),
+            rate_limited=sum(c.stats.rate_limited for c in self.clients),
         ))
+
+
+def _add_candidate(group: common_pb2.CandidateGroup, prompt_id: str, member: Member,
+                   sample: Sample) -> None:
+    group.candidates.add(
+        prompt_id=prompt_id,
+        sample_index=member.first_index + sample.index,
+        teacher=member.label,
+        text=sample.text,
+        finish_reason=sample.finish_reason,
+        usage=common_pb2.Usage(
+            requests=sample.requests,
+            cached_requests=1 if sample.cached else 0,
+            input_tokens=sample.input_tokens,
+            output_tokens=sample.output_tokens,
+            cost_usd=sample.cost_usd,
+        ),
+        cached=sample.cached,
+        latency_seconds=sample.latency_seconds,
+        original_cost_usd=sample.original_cost_usd,
+    )
 
 
 def _jsonl_line(group: common_pb2.CandidateGroup) -> bytes:

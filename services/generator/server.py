@@ -19,6 +19,7 @@ from services.common.providers import (
 from services.common.providers.call_processes import CallProcesses
 from services.common.server import Service
 from services.common.specs.layout import teacher_cache_prefix
+from services.common.specs.members import Member
 from services.common.storage import ArtifactStore
 from services.common.teacher_cache import TeacherCache
 from services.generator.generation import Generation, GenerationPlan, plan
@@ -47,36 +48,41 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
             max_dataset_bytes=s.max_dataset_bytes,
             cache_dir=s.cache_dir,
         )
-        client = teacher_client(job, s, self.store, self.call_processes, project)
+        clients = [teacher_client(job, member, s, self.store, self.call_processes, project)
+                   for member in job.committee]
         observe = self.metrics.stream(job.teacher.provider, job.teacher.model)
         try:
             async for event in Generation(
-                job, client, self.store, progress_interval=s.progress_interval_seconds
+                job, clients, self.store, progress_interval=s.progress_interval_seconds
             ).events():
                 observe(event)
                 yield event
         finally:
-            await client.aclose()
+            for client in clients:
+                await client.aclose()
 
     async def aclose(self) -> None:
         if self.call_processes is not None:
             await self.call_processes.aclose()
 
 
-def teacher_client(job: GenerationPlan, settings: GeneratorSettings, store: ArtifactStore,
-                   call_processes: CallProcesses | None,
+def teacher_client(job: GenerationPlan, member: Member, settings: GeneratorSettings,
+                   store: ArtifactStore, call_processes: CallProcesses | None,
                    project: str) -> ModelClient:
-    """The job's teacher behind its limiter, retries and the project's cache; a job with many
-    calls in flight has them made in the call processes."""
+    """One committee member's teacher behind its limiter (each member has the job's limits:
+    they are different providers or endpoints), retries and the project's cache; a job with
+    many calls in flight has them made in the call processes."""
     wide = job.limits.max_concurrency >= settings.teacher_processes_from_concurrency
+    field = "teacher" if len(job.committee) == 1 else \
+        f"committee[{job.committee.index(member)}].teacher"
     provider = open_provider(
-        job.teacher, field="teacher", policy=settings.endpoint_policy(),
+        member.teacher, field=field, policy=settings.endpoint_policy(),
         openai_n=settings.openai_n, local_n_ctx=settings.local_n_ctx,
         processes=call_processes if wide else None,
     )
     return ModelClient(
         provider,
-        price=job.teacher.price,
+        price=member.teacher.price,
         limiter=RateLimiter(job.limits),
         retry=RetryPolicy(job.limits.max_retries, settings.retry_base_delay_seconds,
                           settings.retry_max_delay_seconds),

@@ -25,7 +25,8 @@ def parts(tmp_path):
     store = JobStore(tmp_path / "g.db", on_save=events.record)
     artifacts = LocalStore(tmp_path / "store")
     for key in (f"{JOB}/curated.jsonl", f"{JOB}/adapter/adapter.safetensors",
-                f"{JOB}-eval-student/candidates/candidates.jsonl", f"{OTHER}/curated.jsonl",
+                f"{JOB}-eval-student/candidates/candidates.jsonl",
+                f"{JOB}-expand-r1/candidates/candidates.jsonl", f"{OTHER}/curated.jsonl",
                 "datasets/abc.jsonl", "models/base/x/Q8_0.gguf", "cache/teacher/ab/cd"):
         artifacts.put_bytes(key, b"x")
     store.create_job(gateway_pb2.Job(name=JOB, state=gateway_pb2.JOB_STATE_TRAINING))
@@ -52,7 +53,8 @@ def test_a_job_an_alias_serves_is_refused_until_the_alias_moves(parts):
     with pytest.raises(errors.FailedPrecondition, match="alias 'bot' serves its student"):
         _delete(parts)
     store.set_alias("bot", gateway_pb2.AliasTarget(job=OTHER), 1)
-    assert _delete(parts) == 3  # its folder (2 objects) and its evaluation run's (1)
+    # its folder (2 objects), its evaluation run's (1) and its expansion round's (1)
+    assert _delete(parts) == 4
     with pytest.raises(errors.NotFound):
         store.get_job(JOB)
     assert events.list(job)[0] == []

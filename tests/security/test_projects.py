@@ -105,6 +105,11 @@ def test_another_projects_job_and_artifacts_are_not_found(projects):
                                                     model=student))
     not_found(beta.estimate, theirs)
     not_found(beta.distill, theirs)
+    # not even as one member of a committee
+    committee = beta.spec(dataset=theirs.dataset, student="smollm2-135m", committee=[
+        {"teacher": {"model": "gpt-4o-mini"}, "n_samples": 1},
+        {"teacher": {"provider": "PROVIDER_LOCAL", "model": student}, "n_samples": 1}])
+    not_found(beta.distill, committee)
     assert not (projects.tmp / "theirs.jsonl").exists()
     # beta's cancel and delete changed nothing
     assert alpha.get(job.name).state == gateway_pb2.JOB_STATE_SUCCEEDED

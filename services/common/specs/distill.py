@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from distill.v1 import gateway_pb2
 from services.common.errors import InvalidArgument
 from services.common.providers.limits import Limits
-from services.common.providers.spec import ModelConfig
 from services.common.specs import generate, names
+from services.common.specs.committee import committee
+from services.common.specs.expansion import ExpansionSpec, expansion_spec
 from services.common.specs.export import ExportSettings, export_settings
 from services.common.specs.fields import (
     MAX_NAME_BYTES,
@@ -22,6 +23,7 @@ from services.common.specs.fields import (
     text_field,
 )
 from services.common.specs.judge import JudgeSpec, judge_spec
+from services.common.specs.members import Member, WithCommittee
 from services.common.specs.routing import Progressive, progressive
 from services.common.specs.train import TrainSettings, student_model, train_settings
 
@@ -49,10 +51,9 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
-class DistillPlan:
+class DistillPlan(WithCommittee):
     task_type: int  # gateway_pb2.TaskType
-    n_samples: int
-    teacher: ModelConfig
+    committee: tuple[Member, ...]  # one member for a spec with a single teacher
     system_prompt: str
     limits: Limits
     judge: JudgeSpec
@@ -63,6 +64,7 @@ class DistillPlan:
     budget_usd: float | None
     promote_alias: str  # "": no promotion
     progressive: Progressive | None  # None: promote all at once
+    expansion: ExpansionSpec
 
 
 def distill_plan(spec: gateway_pb2.DistillSpec, field: str = "spec") -> DistillPlan:
@@ -73,7 +75,6 @@ def distill_plan(spec: gateway_pb2.DistillSpec, field: str = "spec") -> DistillP
     artifact_text(spec.dataset, f"{field}.dataset")
     text_field(spec.display_name, f"{field}.display_name", MAX_NAME_BYTES)
     text_field(spec.system_prompt, f"{field}.system_prompt", MAX_SYSTEM_PROMPT_BYTES)
-    samples = generate.n_samples(spec.n_samples, f"{field}.n_samples")
     if spec.HasField("budget_usd") and not spec.budget_usd > 0:
         raise InvalidArgument(f"{field}.budget_usd: must be > 0, got {spec.budget_usd}")
     rollout = progressive(spec.progressive, f"{field}.progressive")
@@ -82,9 +83,8 @@ def distill_plan(spec: gateway_pb2.DistillSpec, field: str = "spec") -> DistillP
                               "step by step)")
     return DistillPlan(
         task_type=spec.task_type,
-        n_samples=samples,
-        # A job's teacher samples above temperature 0 always (its best-of-N needs variety).
-        teacher=generate.teacher(spec.teacher, f"{field}.teacher", vary=True),
+        # A job's teachers sample above temperature 0 always (its best-of-N needs variety).
+        committee=committee(spec.committee, spec.teacher, spec.n_samples, field, vary=True),
         system_prompt=spec.system_prompt,
         limits=generate.rate_limits(spec.limits, f"{field}.limits"),
         judge=judge_spec(spec.judge, f"{field}.judge"),
@@ -96,6 +96,7 @@ def distill_plan(spec: gateway_pb2.DistillSpec, field: str = "spec") -> DistillP
         promote_alias=(names.alias_name(spec.promote_alias, f"{field}.promote_alias")
                        if spec.promote_alias else ""),
         progressive=rollout,
+        expansion=expansion_spec(spec.expansion, f"{field}.expansion"),
     )
 
 

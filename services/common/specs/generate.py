@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from distill.v1 import common_pb2, generator_pb2
@@ -17,6 +18,7 @@ from services.common.specs.fields import (
     model_text,
     text_field,
 )
+from services.common.specs.members import Member, WithCommittee
 
 DEFAULT_N_SAMPLES = 4
 MAX_N_SAMPLES = 16
@@ -29,12 +31,11 @@ MAX_RETRIES = 20
 
 
 @dataclass(frozen=True)
-class GenerateSpec:
+class GenerateSpec(WithCommittee):
     """What a generation runs, without its prompts (they come from a dataset or inline)."""
 
     job_id: str
-    teacher: ModelConfig
-    n_samples: int
+    committee: tuple[Member, ...]  # one member for a request with a single teacher
     system_prompt: str
     limits: Limits
 
@@ -76,18 +77,20 @@ def rate_limits(limits: common_pb2.RateLimits, field: str = "limits", *,
 
 
 def generate_spec(request: generator_pb2.GenerateRequest, *,
-                  teacher_spec: common_pb2.ModelSpec | None = None,
+                  teacher_specs: Sequence[common_pb2.ModelSpec] | None = None,
                   default_concurrency: int = DEFAULT_MAX_CONCURRENCY,
                   max_concurrency: int = MAX_CONCURRENCY,
                   price_overrides: PriceOverrides | None = None) -> GenerateSpec:
     """Checks every field but the prompt source (the generator reads it) and applies the
-    defaults. `teacher_spec` replaces request.teacher (a local copy of a GGUF artifact)."""
-    samples = n_samples(request.n_samples)
+    defaults. `teacher_specs` replace the teachers' specs in order (local copies of GGUF
+    artifacts)."""
+    # Imported here: the committee's checks are built from this module's n_samples and teacher.
+    from services.common.specs.committee import committee
+
     return GenerateSpec(
         job_id=names.job_id(request.job_id, optional=True),
-        teacher=teacher(teacher_spec or request.teacher, vary=samples > 1,
-                        price_overrides=price_overrides),
-        n_samples=samples,
+        committee=committee(request.committee, request.teacher, request.n_samples, "",
+                            price_overrides=price_overrides, local_specs=teacher_specs),
         system_prompt=text_field(request.system_prompt, "system_prompt",
                                  MAX_SYSTEM_PROMPT_BYTES),
         limits=rate_limits(request.limits, default_concurrency=default_concurrency,

@@ -49,6 +49,20 @@ class JobKeys:
         return f"{self.prefix}{part}.jsonl"
 
     @property
+    def expanded(self) -> str:
+        """The training prompts after prompt expansion."""
+        return f"{self.prefix}expanded.jsonl"
+
+    def expansion_run_id(self, part: str) -> str:
+        """The job id each expansion round's generator and judge runs write under
+        (`{id}-expand-{part}`), outside the job's folder as the evaluation's runs are."""
+        return f"{self.job_id}-expand-{part}"
+
+    @property
+    def expansion_runs_prefix(self) -> str:
+        return f"{JOBS_FOLDER}{self.job_id}-expand-"
+
+    @property
     def evaluation(self) -> str:
         return f"{self.prefix}evaluation.jsonl"
 
