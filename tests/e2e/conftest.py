@@ -62,6 +62,9 @@ def suite(tmp_path, s3_server) -> Iterator[Suite]:  # noqa: F811 - the fixture a
             # The flywheel test waits on traces and rollout steps: write and look often.
             "DISTILL_ROUTER_TRACE_FLUSH_SECONDS": "0.5",
             "DISTILL_GATEWAY_ROLLOUT_CHECK_SECONDS": "1",
+            # The trainer's memory is declared, not the host's: what is refused as too big for
+            # it must not depend on the machine the suite runs on (the jobs here need < 2 GB).
+            "DISTILL_TRAINER_MEMORY_GB": "8",
             TEACHER_KEY_ENV: TEACHER_KEY,
             **fake.env(TEACHER_KEY_ENV),  # the fake, configured as the endpoints holding it
             "PYTHONUNBUFFERED": "1",

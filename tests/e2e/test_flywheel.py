@@ -49,6 +49,10 @@ def distill_from_traces(suite, alias: str, promote: str, progressive: dict):
 
     data = suite.client.dataset_from_traces(alias, targets=["teacher"],
                                             answers_as_reference=True)
+    # The teacher samples varied answers, as test_pipeline's does: a student trained on one
+    # repeated answer learns to repeat it without stopping, which the export's smoke test refuses.
+    # The label judge keeps those that say the traced answer ("positive", "Positive!").
+    suite.fake.configure(replies=["positive", "negative", "Positive!", "meh"])
     assert data.prompts >= 6, data
     spec = suite.client.spec(
         dataset=data.dataset, teacher=common_pb2.ModelSpec(**{
@@ -58,10 +62,9 @@ def distill_from_traces(suite, alias: str, promote: str, progressive: dict):
         student=str(prepare_smollm2(shared_cache_dir())), n_samples=4, top_k=2, min_score=5,
         judge=common_pb2.JudgeSpec(reference=common_pb2.ReferenceJudge(
             mode=common_pb2.MATCH_MODE_LABEL)),
-        # One step: the loop is under test, not the student's skill. (A few steps on a single
-        # repeated answer teach it to repeat without stopping, which the export's smoke test
-        # refuses.) Still the instruct model's sentences, never a bare "negative".
-        training={"max_steps": 1, "batch_size": 2, "max_seq_length": 64,
+        # A few steps: the loop is under test, not the student's skill; they teach the answer,
+        # not yet to stop at once (the smoke test gets room to finish), and never "negative".
+        training={"max_steps": 4, "batch_size": 2, "max_seq_length": 64,
                   "checkpoint_interval": 1},
         export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smokeMaxTokens": 256},
         eval={"holdoutFraction": 0}, promote_alias=promote, progressive=progressive)
@@ -95,6 +98,7 @@ def test_traffic_becomes_a_student_that_earns_the_alias_or_is_rolled_back(suite)
     # 2. A dataset from the traces, a student from the dataset, promoted step by step.
     job = distill_from_traces(suite, "reviews", "reviews", {
         "enabled": True, "windowRequests": 3, "canaryPercents": [50, 100]})
+    suite.fake.configure(replies=["positive"])
     shadow = suite.client.get_alias("reviews")
     assert job.promoted_alias_version == shadow.version
     assert [t.job for t in shadow.routing.shadows] == [job.name]
@@ -118,7 +122,6 @@ def test_traffic_becomes_a_student_that_earns_the_alias_or_is_rolled_back(suite)
         routing={"validator": {"judge": {"regex": {"pattern": "negative", "fullMatch": True}},
                                "fallback": teacher(suite)}})
     assert ask(router, "labels", range(8)) == ["teacher"] * 8
-    suite.fake.configure(replies=["positive"])
     second = distill_from_traces(suite, "reviews", "labels", {
         "enabled": True, "skipShadow": True, "windowRequests": 3, "canaryPercents": [50, 100]})
     before = suite.client.get_alias("labels")

@@ -233,9 +233,9 @@ def test_over_budget_job_stops_spending(suite, tmp_path, tiny_llama_dir):
 def test_a_student_that_does_not_fit_the_trainer_is_refused_before_any_spend(suite, tmp_path,
                                                                              tiny_llama_dir):
     s = spec(suite, write_dataset(tmp_path / "d.jsonl", 2), tiny_llama_dir)
-    # Not even one prompt fits: 2 answers x 2**20 tokens need ~32 GB of activations for the tiny
-    # Llama (a smaller batch is what the trainer would fall back to, so the batch alone is not
-    # enough to be refused).
+    # Not even one prompt fits: 2 answers x 2**20 tokens need ~17 GB for the tiny Llama even with
+    # gradient checkpointing, and the suite's trainer declares 8 GB (conftest). A smaller batch is
+    # what the trainer would fall back to, so the batch alone is not enough to be refused.
     s.training.batch_size = 4
     s.training.max_seq_length = 1 << 20
     with pytest.raises(DistillClientError) as raised:
