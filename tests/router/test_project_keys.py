@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 
 import grpc
 import httpx
 import openai
 import pytest
 
+from distill.client import Distiller
 from distill.v1 import (
     common_pb2,
     directory_pb2,
@@ -23,9 +25,15 @@ from distill.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
     router_pb2,
+    router_pb2_grpc,
 )
+from services.gateway.server import build as build_gateway
+from services.gateway.settings import GatewaySettings
+from tests.fixtures.fake_provider import run_fake_provider
+from tests.fixtures.inprocess import serve_in_thread
+from tests.fixtures.processes import start_module
 from tests.fixtures.waits import wait_for
-from tests.router.conftest import Projects, teacher_target
+from tests.router.conftest import Projects, router_env, teacher_target
 
 HELLO = [{"role": "user", "content": "hello"}]
 WRONG_KEYS = ("wrong-key", "dk_" + "x" * 43)
@@ -44,8 +52,9 @@ def aliases(projects: Projects) -> Projects:
     return projects
 
 
-def sdk(stack: Projects, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.http_url, api_key=key, max_retries=0)
+def sdk(stack: Projects | str, key: str) -> openai.OpenAI:
+    url = stack if isinstance(stack, str) else stack.http_url
+    return openai.OpenAI(base_url=url, api_key=key, max_retries=0)
 
 
 def post(stack: Projects, key: str | None, body: dict) -> httpx.Response:
@@ -238,3 +247,36 @@ def test_the_internal_token_acts_in_no_project_on_the_gateway(aliases):
         gateway_pb2_grpc.GatewayServiceStub(channel).ListAliases(
             gateway_pb2.ListAliasesRequest(), metadata=bearer(aliases.internal_token))
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("internal", [True, False], ids=["internal-token", "no-token"])
+def test_a_gateway_that_needs_no_key_makes_the_router_need_none(tmp_path, internal):
+    """`distill up` on loopback: no key anywhere, with the internal token (which the suite
+    always makes) or without."""
+    token, teacher_key = "internal-" + secrets.token_hex(16), "sk-" + secrets.token_hex(8)
+    store_url = f"file://{tmp_path / 'store'}"
+    settings = GatewaySettings(port=0, grace_seconds=0, store_url=store_url,
+                               db_path=tmp_path / "gateway.db",
+                               internal_token=token if internal else None)
+    with run_fake_provider(api_key=teacher_key) as fake, \
+            serve_in_thread(settings, lambda: build_gateway(settings)) as address, \
+            Distiller(address) as gateway:
+        gateway.set_alias("bot", target=teacher_target(fake))
+        extra = {"DISTILL_INTERNAL_TOKEN": token} if internal else {}
+        router = start_module("services.router", tmp_path / "logs", env=router_env(
+            address, tmp_path, fake, teacher_key, DISTILL_STORE_URL=store_url, **extra))
+        try:
+            url = f"http://127.0.0.1:{router.serving_event()['http_port']}/v1"
+            for headers in ({}, {"authorization": "Bearer none"}):
+                models = httpx.get(f"{url}/models", headers=headers, timeout=60,
+                                   trust_env=False)
+                assert models.status_code == 200, models.text
+                assert [(m["id"], m["owned_by"]) for m in models.json()["data"]] == [
+                    ("bot", "default")]
+            assert sdk(url, "none").chat.completions.create(
+                model="bot", messages=HELLO, max_tokens=8).choices[0].message.content
+            with grpc.insecure_channel(router.address) as channel:
+                reply = router_pb2_grpc.RouterServiceStub(channel).Chat(chat_request("bot"))
+            assert reply.served_by.alias == "bot"
+        finally:
+            assert router.stop() == 0, router.log()[-3000:]
