@@ -1,11 +1,11 @@
 """Alias → target: what `support-bot` (or `support-bot@3`) means right now.
 
 The one place the router learns what an alias points at. Records come from the gateway, per
-project (`DirectoryService.GetProjectAlias`, `ListProjectAliases`), and are kept
-`alias_ttl_seconds`; `refresh(alias)` takes a record
-pushed by the gateway (WatchAliases) at once. A new target is warmed (GGUF downloaded and
-sha256-verified, engine started) before it replaces the old one, so requests keep going to the
-old version until the new one can answer, and those in flight finish where they started.
+project (`DirectoryService.GetProjectAlias`, `ListProjectAliases`), are held by (project,
+alias) and kept `alias_ttl_seconds`; `refresh(alias)` takes a record pushed by the gateway
+(WatchAliases) at once. A new target is warmed (GGUF downloaded and sha256-verified, engine
+started) before it replaces the old one, so requests keep going to the old version until the new
+one can answer, and those in flight finish where they started.
 """
 
 from __future__ import annotations
