@@ -55,9 +55,10 @@ class GatewayCallers:
 
     async def _ask(self, digest: str) -> Principal | None:
         try:
+            # wait_for_ready: a gateway starting (or restarting) is waited for, not a 503.
             reply = await self._directory.ResolveCaller(
                 directory_pb2.ResolveCallerRequest(key_sha256=digest),
-                metadata=self._metadata, timeout=30)
+                metadata=self._metadata, timeout=30, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 self._refused[digest] = True

@@ -138,8 +138,9 @@ class AliasTargets:
 
     async def _call(self, method: str, request: object, what: str) -> object:
         try:
+            # wait_for_ready: a gateway starting (or restarting) is waited for, not a 503.
             return await getattr(self._directory, method)(request, metadata=self._metadata,
-                                                          timeout=30)
+                                                          timeout=30, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise errors.NotFound(f"model: no alias named {what!r}") from None

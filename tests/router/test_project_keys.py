@@ -280,3 +280,20 @@ def test_a_gateway_that_needs_no_key_makes_the_router_need_none(tmp_path, intern
             assert reply.served_by.alias == "bot"
         finally:
             assert router.stop() == 0, router.log()[-3000:]
+
+
+def test_a_gateway_refusing_the_router_is_503_not_401(aliases, tmp_path):
+    """A router whose internal token the gateway does not know cannot tell whose a key is: the
+    caller is told the service is unavailable, not that its key is wrong."""
+    env = router_env(aliases.gateway_address, tmp_path, aliases.fake, "sk-unused",
+                     DISTILL_STORE_URL=f"file://{tmp_path / 'store'}",
+                     DISTILL_INTERNAL_TOKEN="not-the-internal-token")
+    router = start_module("services.router", tmp_path / "logs", env=env)
+    try:
+        url = f"http://127.0.0.1:{router.serving_event()['http_port']}/v1"
+        with pytest.raises(openai.InternalServerError) as unavailable:
+            sdk(url, aliases.keys["alpha"]).models.list()
+        assert unavailable.value.status_code == 503
+        assert "checking the API key failed: UNAUTHENTICATED" in unavailable.value.message
+    finally:
+        assert router.stop() == 0, router.log()[-3000:]
