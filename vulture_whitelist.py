@@ -27,6 +27,9 @@ _.DeleteDataset
 _.CreateApiKey  # AdminService, beside the gateway's servicer
 _.ListApiKeys
 _.RevokeApiKey
+_.ResolveCaller  # DirectoryService, the router's questions to the gateway
+_.GetProjectAlias
+_.ListProjectAliases
 _.Chat  # services/router/server.py
 _.ChatStream
 _.intercept_service  # grpc.aio.ServerInterceptor (services/common/interceptors.py)

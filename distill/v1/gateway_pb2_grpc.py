@@ -284,9 +284,10 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchAliases(self, request, context):
-        """Every alias of the caller's project (the admin key: of every project) as a snapshot, then
-        each change as it happens (SetAlias, a job's promotion, a rollback), in the order they were
-        made, until the client goes away or the gateway stops.
+        """Every alias of the caller's project (the admin key and the internal token, which the router
+        holds: of every project) as a snapshot, then each change as it happens (SetAlias, a job's
+        promotion, a rollback), in the order they were made, until the client goes away or the
+        gateway stops.
         Each message carries the sequence it brings the watcher to: a reconnecting watcher passes the
         last one as resume_after and gets the changes it missed instead of a snapshot. A watcher that
         falls behind is never waited for: its backlog is dropped and it gets a fresh snapshot.

@@ -3,13 +3,15 @@
 The interceptor (services/common/interceptors.py) asks the server's `Authenticator` about the
 bearer key of every RPC but health and puts the answer in `principal_var` for the servicer.
 Stage services use `StaticToken` (one shared secret, no projects); the gateway resolves project
-API keys (services/gateway/api_keys.py).
+API keys (services/gateway/api_keys.py); the router asks the gateway (services/router/auth.py).
 """
 
 from __future__ import annotations
 
 import hmac
+import inspect
 import re
+from collections.abc import Awaitable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,6 +28,8 @@ PROJECT_NAME = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
 class Principal:
     project: str
     admin: bool = False
+    # The internal token: the gateway's own services (the stages, the router), never a user.
+    internal: bool = False
 
 
 # Callers of a server that needs no key act in the default project.
@@ -45,11 +49,23 @@ def project_name(value: str, field: str = "project") -> str:
 
 
 class Authenticator(Protocol):
-    # False: every caller is the default project and no key is asked for.
+    # False: a caller without a known key is the default project.
     required: bool
 
-    def authenticate(self, key: str) -> Principal | None:
-        """The principal `key` belongs to, or None for a key nobody holds."""
+    def authenticate(self, key: str) -> Principal | Awaitable[Principal | None] | None:
+        """The principal `key` ("" when the caller sent none) belongs to, or None for a key
+        nobody holds; an authenticator that has to ask another service returns an awaitable."""
+
+
+async def principal_of(authenticator: Authenticator, authorization: str) -> Principal | None:
+    """The principal an `authorization` value ("Bearer KEY", gRPC metadata or an HTTP header)
+    names; None for an unknown key, or for none where one is required."""
+    scheme, _, key = authorization.partition(" ")
+    found = authenticator.authenticate(key.strip() if scheme.lower() == "bearer" else "")
+    principal = await found if inspect.isawaitable(found) else found
+    if principal is None and not authenticator.required:
+        return Principal(DEFAULT_PROJECT)
+    return principal
 
 
 def same_secret(given: str, expected: str) -> bool:
@@ -64,6 +80,6 @@ class StaticToken:
         self.required = token is not None
 
     def authenticate(self, key: str) -> Principal | None:
-        if self._token is not None and same_secret(key, self._token):
+        if self._token is not None and key and same_secret(key, self._token):
             return Principal(DEFAULT_PROJECT)
         return None

@@ -18,7 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health
 
-from services.common.auth import Authenticator, StaticToken, principal_var
+from services.common.auth import Authenticator, StaticToken, principal_of, principal_var
 from services.common.errors import ANSWERED_CODES, DistillError, InvalidArgument
 from services.common.logs import request_id_var
 
@@ -42,7 +42,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = details.method
-        needs_auth = self._auth.required and not method.startswith(_NO_AUTH_PREFIXES)
+        needs_auth = not method.startswith(_NO_AUTH_PREFIXES)
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
                 self._wrap_stream(handler.stream_stream, method, needs_auth, True),
@@ -120,12 +120,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return time.perf_counter()
 
     async def _authenticate(self, context: grpc.aio.ServicerContext, needs_auth: bool) -> None:
-        """Sets `principal_var` for the servicer; without a known key, UNAUTHENTICATED."""
+        """Sets `principal_var` for the servicer; without a known key, UNAUTHENTICATED where a
+        key is required (where none is, a known key still names its principal: the internal
+        token on a gateway that needs no user key)."""
         if not needs_auth:
             return
         metadata = dict(context.invocation_metadata() or ())
-        scheme, _, key = metadata.get("authorization", "").partition(" ")
-        principal = self._auth.authenticate(key) if scheme.lower() == "bearer" and key else None
+        principal = await principal_of(self._auth, metadata.get("authorization", ""))
         if principal is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 "missing, wrong or revoked bearer key (authorization)")

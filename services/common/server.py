@@ -43,8 +43,9 @@ class Service:
     `on_stopped` runs once every RPC has ended (close what RPCs use: channels, databases). `metrics`
     is the service's own Prometheus registry (services/common/metrics.py), served over HTTP on
     the settings' metrics port. `authenticator` resolves callers' keys to projects (the
-    gateway); without one, the settings' `auth_token` is the one key. `log_fields`, asked after
-    `on_start`, adds fields to the "serving" log line (the router's HTTP port).
+    gateway, and the router by asking it); without one, the settings' `auth_token` is the one
+    key. `log_fields`, asked after `on_start`, adds fields to the "serving" log line (the
+    router's HTTP port).
     """
 
     full_name: str

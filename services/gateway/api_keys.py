@@ -8,6 +8,7 @@ low-entropy passwords; for a random key they would only add tens of milliseconds
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from services.common.auth import DEFAULT_PROJECT, Principal, project_name, same_
 from services.common.errors import InvalidArgument, NotFound
 
 KEY_PREFIX = "dk_"  # recognisable in a leaked log or a secret scanner
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 NAME_PREFIX = "apiKeys/"
 MAX_DESCRIPTION = 200
 
@@ -97,12 +99,13 @@ class ApiKeys:
                              "IS NULL", (time.time(), name.removeprefix(NAME_PREFIX)))
         return self.get(name)
 
-    def project_of(self, key: str) -> str | None:
-        """The project of a valid (not revoked) key; None for any other string. Looked up by
-        digest, so a lookup's timing tells at most something about digests, never a key."""
+    def project_of(self, digest: str) -> str | None:
+        """The project of the valid (not revoked) key whose SHA-256 is `digest`; None for any
+        other string. Looked up by digest, so a lookup's timing tells at most something about
+        digests, never a key."""
         with self._lock:
             row = self._db.execute("SELECT project FROM api_keys WHERE sha256 = ? AND "
-                                   "revoke_time IS NULL", (_digest(key),)).fetchone()
+                                   "revoke_time IS NULL", (digest,)).fetchone()
         return row[0] if row else None
 
     @staticmethod
@@ -119,18 +122,42 @@ class GatewayAuth:
     """The gateway's callers: the admin key (admin RPCs; acts in the default project), the
     settings' single token (the default project, as a one-user install has always had) and,
     once an admin key is configured, projects' keys. With neither token set, nobody needs a key
-    and everyone is `default` (a one-user install on loopback)."""
+    and everyone is `default` (a one-user install on loopback). The internal token is the
+    router's (DirectoryService, every project's alias feed), never a user's.
 
-    def __init__(self, keys: ApiKeys, auth_token: str | None, admin_token: str | None) -> None:
+    Keys are compared by their SHA-256, so the router can ask about a caller's key
+    (`DirectoryService.ResolveCaller`) without the key itself leaving it."""
+
+    def __init__(self, keys: ApiKeys, auth_token: str | None, admin_token: str | None,
+                 internal_token: str | None = None) -> None:
         self._keys = keys
-        self._token = auth_token
-        self._admin = admin_token
+        self._fixed = [(_digest(token), principal) for token, principal in (
+            (admin_token, Principal(DEFAULT_PROJECT, admin=True)),
+            (auth_token, Principal(DEFAULT_PROJECT)),
+            (internal_token, Principal(DEFAULT_PROJECT, internal=True))) if token is not None]
+        self._projects = admin_token is not None
         self.required = auth_token is not None or admin_token is not None
 
     def authenticate(self, key: str) -> Principal | None:
-        if self._admin is not None and same_secret(key, self._admin):
-            return Principal(DEFAULT_PROJECT, admin=True)
-        if self._token is not None and same_secret(key, self._token):
-            return Principal(DEFAULT_PROJECT)
-        project = self._keys.project_of(key) if self._admin is not None else None
+        return self.by_digest(_digest(key)) if key else None
+
+    def caller_project(self, digest: str) -> str:
+        """The project a caller whose key has SHA-256 `digest` ("": no key) acts in, as this
+        gateway's interceptor would decide it (DirectoryService.ResolveCaller)."""
+        if digest and not _DIGEST.fullmatch(digest):
+            raise InvalidArgument("key_sha256: 64 lower-case hex digits (the SHA-256 of the "
+                                  "caller's key), or empty for no key")
+        principal = self.by_digest(digest) if digest else None
+        if principal is None and not self.required:
+            principal = Principal(DEFAULT_PROJECT)
+        if principal is None or principal.internal:  # the internal token is no caller's key
+            raise NotFound("key_sha256: no valid API key has this digest")
+        return principal.project
+
+    def by_digest(self, digest: str) -> Principal | None:
+        """The principal of the key whose SHA-256 (hex) is `digest`."""
+        for fixed, principal in self._fixed:
+            if same_secret(digest, fixed):
+                return principal
+        project = self._keys.project_of(digest) if self._projects else None
         return Principal(project) if project else None

@@ -11,8 +11,15 @@ import logging
 import time
 from collections.abc import Sequence
 
-from distill.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
-from services.common.auth import current_principal
+from distill.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    directory_pb2,
+    directory_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
+from services.common.auth import current_principal, project_name
 from services.common.errors import PermissionDenied
 from services.common.metrics import GatewayMetrics
 from services.common.server import Service
@@ -129,14 +136,54 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.RollbackAliasResponse(alias=alias)
 
     async def WatchAliases(self, request, context):  # noqa: N802
-        # The admin key sees every project's aliases (a router serving every project).
-        project = None if current_principal().admin else _project()
+        # The admin key and the internal token (the router) see every project's aliases.
+        principal = current_principal()
+        project = None if principal.admin or principal.internal else _project()
         async for response in self.alias_feed.watch(request.resume_after, project):
             yield response
 
 
 def _project() -> str:
-    return current_principal().project
+    principal = current_principal()
+    if principal.internal:
+        raise PermissionDenied("the internal token acts in no project: it is for the suite's "
+                               "own calls (DirectoryService, WatchAliases), not a user's key")
+    return principal.project
+
+
+class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
+    """The router's questions: who a caller is, and a project's aliases."""
+
+    def __init__(self, auth: GatewayAuth, aliases: Aliases) -> None:
+        self.auth = auth
+        self.aliases = aliases
+
+    async def ResolveCaller(self, request, context):  # noqa: N802
+        if not current_principal().internal:
+            raise PermissionDenied("callers' keys are resolved only for the internal token "
+                                   "(DISTILL_INTERNAL_TOKEN, which the router holds)")
+        return directory_pb2.ResolveCallerResponse(
+            project=self.auth.caller_project(request.key_sha256))
+
+    async def GetProjectAlias(self, request, context):  # noqa: N802
+        alias = self.aliases.get(request.name, _readable(request.project))
+        return directory_pb2.GetProjectAliasResponse(alias=alias)
+
+    async def ListProjectAliases(self, request, context):  # noqa: N802
+        aliases, token = self.aliases.list(request.page_size, request.page_token,
+                                           _readable(request.project))
+        return directory_pb2.ListProjectAliasesResponse(aliases=aliases, next_page_token=token)
+
+
+def _readable(project: str) -> str:
+    """The project whose aliases the caller may read: any with the internal token, else its own."""
+    principal = current_principal()
+    if principal.internal:
+        return project_name(project)
+    if project != principal.project:
+        raise PermissionDenied("project: another project's aliases are read only with the "
+                               "internal token")
+    return project
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
@@ -227,8 +274,9 @@ def build(settings: GatewaySettings) -> Sequence[Service]:
 
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
     auth = GatewayAuth(keys, token, settings.admin_token.get_secret_value()
-                       if settings.admin_token else None)
+                       if settings.admin_token else None, internal)
     return [Service.of(gateway_pb2, gateway_pb2_grpc, servicer, on_start=started,
                        on_shutdown=shutdown, on_stopped=stopped, metrics=metrics.registry,
                        authenticator=auth),
-            Service.of(admin_pb2, admin_pb2_grpc, AdminService(keys))]
+            Service.of(admin_pb2, admin_pb2_grpc, AdminService(keys)),
+            Service.of(directory_pb2, directory_pb2_grpc, DirectoryService(auth, aliases))]

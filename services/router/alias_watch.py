@@ -1,9 +1,10 @@
 """The router follows alias changes as they happen: the gateway's WatchAliases stream.
 
-A change to an alias the router holds makes it read the alias again (GetAlias: the whole record,
-history included) and warm the new version before it takes traffic (targets.refresh); aliases the
-router does not hold are read on their first request, as before. A lost stream is resumed after
-the last sequence applied; the records' TTL (`alias_ttl_seconds`) stays as the fallback.
+A change to an alias the router holds makes it read the alias again (GetProjectAlias: the whole
+record, history included) and warm the new version before it takes traffic (targets.refresh);
+aliases the router does not hold are read on their first request, as before. A lost stream is
+resumed after the last sequence applied; the records' TTL (`alias_ttl_seconds`) stays as the
+fallback. With the internal token the stream carries every project's aliases.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from services.common.auth import Authenticator
 from services.common.errors import DistillError, InvalidArgument
 from services.router.auth import caller_project
 from services.router.chat import Answer, ChatCall, Delta, from_openai
@@ -63,9 +64,11 @@ def _from_error(exc: DistillError) -> JSONResponse:
 
 
 class HttpApi:
-    def __init__(self, settings: RouterSettings, router: Router) -> None:
+    def __init__(self, settings: RouterSettings, router: Router,
+                 authenticator: Authenticator) -> None:
         self._settings = settings
         self._router = router
+        self._callers = authenticator
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
@@ -103,7 +106,7 @@ class HttpApi:
 
     async def models(self, request: Request) -> Response:
         try:
-            project = caller_project(request.headers.get("authorization"), self._settings)
+            project = await caller_project(request.headers.get("authorization"), self._callers)
             aliases = await self._router.aliases(project)
         except DistillError as exc:
             return _from_error(exc)
@@ -113,7 +116,7 @@ class HttpApi:
 
     async def chat_completions(self, request: Request) -> Response:
         try:
-            project = caller_project(request.headers.get("authorization"), self._settings)
+            project = await caller_project(request.headers.get("authorization"), self._callers)
             body = await self._json_body(request)
             call = from_openai(body)
             if request.headers.get("x-distill-trace", "").lower() == "off":

@@ -9,13 +9,14 @@ from pathlib import Path
 import grpc
 import httpx
 
-from distill.v1 import gateway_pb2_grpc, router_pb2, router_pb2_grpc
-from services.common.auth import DEFAULT_PROJECT
+from distill.v1 import directory_pb2_grpc, gateway_pb2_grpc, router_pb2, router_pb2_grpc
+from services.common.auth import current_principal
 from services.common.metrics import RouterMetrics
 from services.common.server import Service
 from services.common.traces.recorder import TraceRecorder
 from services.router.alias_watch import follow
 from services.router.answering import Answerer
+from services.router.auth import callers
 from services.router.chat import from_proto
 from services.router.engines import EngineSupervisor
 from services.router.http_api import HttpApi
@@ -33,7 +34,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     async def Chat(self, request: router_pb2.ChatRequest,  # noqa: N802 - gRPC method name
                    context: grpc.aio.ServicerContext) -> router_pb2.ChatResponse:
-        answer = await self.router.answer(from_proto(request), DEFAULT_PROJECT)
+        # The interceptor resolved the caller's key to its project (services/router/auth.py).
+        answer = await self.router.answer(from_proto(request), current_principal().project)
         return router_pb2.ChatResponse(
             content=answer.content, finish_reason=answer.finish_reason,
             served_by=answer.served_by.as_proto(), usage=answer.usage_proto())
@@ -41,7 +43,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def ChatStream(self, request: router_pb2.ChatStreamRequest,  # noqa: N802
                          context: grpc.aio.ServicerContext
                          ) -> AsyncIterator[router_pb2.ChatStreamResponse]:
-        async for delta in self.router.stream(from_proto(request), DEFAULT_PROJECT):
+        async for delta in self.router.stream(from_proto(request), current_principal().project):
             if (final := delta.final) is not None:
                 yield router_pb2.ChatStreamResponse(
                     finish_reason=final.finish_reason, served_by=final.served_by.as_proto(),
@@ -56,12 +58,17 @@ def build(settings: RouterSettings) -> list[Service]:
     engines = EngineSupervisor(settings, http, folder / "engine-logs")
     answerer = Answerer(settings, engines,
                         StudentFiles(settings.open_store(), folder / "students"), http)
-    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    # With the internal token the gateway answers for every project; else the router is one
+    # more client of the default project.
+    credential = settings.internal_token or settings.auth_token
     channel = grpc.aio.insecure_channel(settings.gateway_address)
     gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    directory = directory_pb2_grpc.DirectoryServiceStub(channel)
+    metadata = ((("authorization", f"Bearer {credential.get_secret_value()}"),)
+                if credential else ())
+    authenticator = callers(settings, directory, metadata)
     targets = AliasTargets(
-        gateway, metadata=metadata,
+        directory, metadata=metadata,
         default_max_tokens=settings.max_tokens_limit, ttl_seconds=settings.alias_ttl_seconds,
         warm=answerer.warm)
     metrics = RouterMetrics(
@@ -74,7 +81,7 @@ def build(settings: RouterSettings) -> list[Service]:
     tracing = Tracing(recorder)
     shadows = Shadows(targets, answerer, tracing, metrics, settings.shadow_concurrency)
     router = Router(targets, answerer, metrics, tracing, shadows)
-    api = HttpApi(settings, router)
+    api = HttpApi(settings, router, authenticator)
     writers: list[asyncio.Task] = []
 
     async def on_start() -> None:
@@ -102,4 +109,4 @@ def build(settings: RouterSettings) -> list[Service]:
 
     return [Service.of(router_pb2, router_pb2_grpc, RouterServicer(router), on_start=on_start,
                        on_shutdown=on_shutdown, on_stopped=on_stopped, metrics=metrics.registry,
-                       log_fields=lambda: {"http_port": api.port})]
+                       authenticator=authenticator, log_fields=lambda: {"http_port": api.port})]

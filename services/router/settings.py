@@ -13,7 +13,9 @@ class RouterSettings(ModelCallSettings):
     service_name: ClassVar[str] = "router"
     default_port: ClassVar[int] = 50056
 
-    # Where alias records and student GGUFs come from (GetAlias, DownloadArtifact).
+    # Where alias records and callers' projects come from (DirectoryService, WatchAliases). The
+    # router presents the internal token there when it has one (it then serves every project),
+    # else auth_token.
     gateway_address: str = "127.0.0.1:50051"
     # OpenAI's HTTP API. None means the gRPC port + 2000 (52056 by default), or a free port
     # when the gRPC port is 0 (logged in the "serving" line as http_port).
@@ -27,6 +29,14 @@ class RouterSettings(ModelCallSettings):
     alias_ttl_seconds: float = Field(default=30.0, ge=0)
     # A lost WatchAliases stream is opened again after this long (resuming where it stopped).
     alias_feed_reconnect_seconds: float = Field(default=1.0, gt=0)
+
+    # Callers' keys, with the internal token (services/router/auth.py): the gateway's answer
+    # about a key is trusted this long (a revoked key is refused within it)...
+    caller_ttl_seconds: float = Field(default=10.0, ge=0)
+    # ...a key it refused is refused again without asking for this long...
+    caller_failure_ttl_seconds: float = Field(default=1.0, ge=0)
+    # ...and each of the two caches holds at most this many keys (least recently used go).
+    caller_cache_size: int = Field(default=10_000, ge=1)
 
     # Student engines: one OpenAI-compatible server process per GGUF.
     # "llama-server": llama.cpp's own server (continuous batching, parallel slots), the binary

@@ -1,10 +1,11 @@
 """Alias → target: what `support-bot` (or `support-bot@3`) means right now.
 
-The one place the router learns what an alias points at. Records come from the gateway
-(`GetAlias`, `ListAliases`) and are kept `alias_ttl_seconds`; `refresh(alias)` takes a record
-pushed by the gateway (WatchAliases) at once. A new target is warmed (GGUF downloaded and
-sha256-verified, engine started) before it replaces the old one, so requests keep going to the
-old version until the new one can answer, and those in flight finish where they started.
+The one place the router learns what an alias points at. Records come from the gateway, per
+project (`DirectoryService.GetProjectAlias`, `ListProjectAliases`), are held by (project,
+alias) and kept `alias_ttl_seconds`; `refresh(alias)` takes a record pushed by the gateway
+(WatchAliases) at once. A new target is warmed (GGUF downloaded and sha256-verified, engine
+started) before it replaces the old one, so requests keep going to the old version until the new
+one can answer, and those in flight finish where they started.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from distill.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, router_pb2
+from distill.v1 import common_pb2, directory_pb2, directory_pb2_grpc, gateway_pb2, router_pb2
 from services.common import errors
 from services.common.auth import DEFAULT_PROJECT
 from services.common.specs.names import alias_name
@@ -62,9 +63,9 @@ def split_model(model: str) -> tuple[str, int]:
 
 
 class AliasTargets:
-    def __init__(self, gateway: gateway_pb2_grpc.GatewayServiceStub, *, metadata: tuple,
+    def __init__(self, directory: directory_pb2_grpc.DirectoryServiceStub, *, metadata: tuple,
                  default_max_tokens: int, ttl_seconds: float, warm: Warm) -> None:
-        self._gateway = gateway
+        self._directory = directory
         self._metadata = metadata
         self._default_max_tokens = default_max_tokens
         self._ttl = ttl_seconds
@@ -127,19 +128,19 @@ class AliasTargets:
         self._records.pop((project, name), None)
 
     async def list(self, project: str = DEFAULT_PROJECT) -> list[gateway_pb2.Alias]:
-        del project  # the gateway's aliases are all the default project's until projects land
         aliases, token = [], ""
         while True:
-            page = await self._call("ListAliases",
-                                    gateway_pb2.ListAliasesRequest(page_token=token), "aliases")
+            page = await self._call("ListProjectAliases", directory_pb2.ListProjectAliasesRequest(
+                project=project, page_token=token), "aliases")
             aliases += page.aliases
             if not (token := page.next_page_token):
                 return aliases
 
     async def _call(self, method: str, request: object, what: str) -> object:
         try:
-            return await getattr(self._gateway, method)(request, metadata=self._metadata,
-                                                        timeout=30)
+            # wait_for_ready: a gateway starting (or restarting) is waited for, not a 503.
+            return await getattr(self._directory, method)(request, metadata=self._metadata,
+                                                          timeout=30, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise errors.NotFound(f"model: no alias named {what!r}") from None
@@ -156,13 +157,13 @@ class AliasTargets:
             # Another request is reading (and maybe warming) a newer record: until it is ready
             # the version held keeps answering.
             return held[0]
-        async with lock:  # one GetAlias per alias however many requests wait for it
+        async with lock:  # one read per alias however many requests wait for it
             held = self._records.get(key)
             if held is not None and time.monotonic() - held[1] < self._ttl:
                 return held[0]
             try:
-                alias = (await self._call("GetAlias", gateway_pb2.GetAliasRequest(name=name),
-                                          name)).alias
+                alias = (await self._call("GetProjectAlias", directory_pb2.GetProjectAliasRequest(
+                    project=project, name=name), name)).alias
             except errors.NotFound:
                 self.forget(name, project)
                 raise

@@ -68,8 +68,9 @@ def test_each_service_serves_health_and_reflection(name, tmp_path):
     service = start_module(f"services.{name}", log_dir=tmp_path)
     try:
         listed = grpcurl(service.address, "list").split()
-        # The gateway serves projects' API keys beside its own service.
-        extra = {"distill.v1.AdminService"} if name == "gateway" else set()
+        # The gateway serves projects' API keys and the router's directory beside its own.
+        extra = ({"distill.v1.AdminService", "distill.v1.DirectoryService"}
+                 if name == "gateway" else set())
         assert set(listed) == {SERVICES[name], "grpc.health.v1.Health",
                                "grpc.reflection.v1alpha.ServerReflection", *extra}
         described = grpcurl(service.address, "describe", SERVICES[name])

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from distill.client import Distiller
-from distill.v1 import gateway_pb2_grpc, router_pb2
+from distill.v1 import directory_pb2_grpc, router_pb2
 from services.common.errors import InvalidArgument, NotFound
 from services.gateway.server import build
 from services.gateway.settings import GatewaySettings
@@ -41,7 +41,7 @@ async def test_new_version_warms_before_it_takes_traffic(gateway):
         warmed.append(target.version)
 
     async with grpc.aio.insecure_channel(address) as channel:
-        targets = AliasTargets(gateway_pb2_grpc.GatewayServiceStub(channel), metadata=(),
+        targets = AliasTargets(directory_pb2_grpc.DirectoryServiceStub(channel), metadata=(),
                                default_max_tokens=100, ttl_seconds=0, warm=warm)
         first = await targets.resolve("bot")
         assert (first.version, first.kind, first.model, first.max_tokens_limit) == (
