@@ -1,5 +1,5 @@
 """Checks on one answer that need no model: reference match, regex, JSON Schema, length, and a
-label set. The judge scores candidates with them (services/judge/programmatic.py); the router's
+label set. The judge scores candidates with them (services/common/judging/programmatic.py); the router's
 alias validators run them on every answer. Each returns (passed, why in words).
 """
 

@@ -13,9 +13,9 @@ from services.common.completions import Emit, completions
 from services.common.errors import InvalidArgument
 from services.common.specs.judge import judge_spec
 from services.common.storage import ArtifactStore
-from services.judge.models import JudgeModels
+from services.common.judging.models import JudgeModels
 from services.judge.session import JudgeSession
-from services.judge.spec import build_judge
+from services.common.judging.build import build_judge
 
 
 async def judge_stream(requests: AsyncIterator[judge_pb2.JudgeRequest], store: ArtifactStore,
