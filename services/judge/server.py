@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from distill.v1 import judge_pb2, judge_pb2_grpc
+from services.common.judging.models import JudgeModels
 from services.common.metrics import JudgeMetrics
 from services.common.providers import Limits, RetryPolicy
 from services.common.server import Service
 from services.common.storage import ArtifactStore
 from services.common.teacher_cache import TeacherCache
-from services.common.judging.models import JudgeModels
 from services.judge.settings import JudgeSettings
 from services.judge.stream import judge_stream
 

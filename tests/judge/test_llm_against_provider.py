@@ -9,11 +9,11 @@ import grpc
 import pytest
 
 from distill.v1 import common_pb2, judge_pb2, judge_pb2_grpc
+from services.common.judging.models import JudgeModels
 from services.common.providers import Limits, RetryPolicy
 from services.common.server import Service
 from services.common.storage import open_store
 from services.common.teacher_cache import TeacherCache
-from services.common.judging.models import JudgeModels
 from services.judge.server import JudgeService
 from services.judge.settings import JudgeSettings
 from tests.fixtures.fake_provider import run_fake_provider

@@ -8,6 +8,7 @@ fails only the call that got it, as for its teachers.
 
 from __future__ import annotations
 
+from services.common.judging.llm_judge import Complete, Reply
 from services.common.providers import (
     EndpointPolicy,
     Limits,
@@ -20,7 +21,6 @@ from services.common.providers import (
 )
 from services.common.specs.judge import LlmJudgeSpec
 from services.common.teacher_cache import TeacherCache
-from services.common.judging.llm_judge import Complete, Reply
 
 
 class JudgeModels:
