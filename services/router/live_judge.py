@@ -57,14 +57,15 @@ class LiveJudge:
         self._rng = rng or random.Random()
         # (project, alias, version) -> the version's judge spec and judge, built on first use
         self._judges: dict[tuple[str, str, int], tuple[LiveJudgeSpec, Judge] | DistillError] = {}
+        self._specs: dict[tuple[str, str, int], LiveJudgeSpec | None] = {}
         self._models: list[JudgeModels] = []
         self._tasks: set[asyncio.Task] = set()
 
-    def draw(self, target: Target) -> bool:
+    def draw(self, target: Target, project: str) -> bool:
         """Whether this request's answers are judged (its version's sample rate)."""
         if not target.routing.HasField("judge"):
             return False
-        rate = target.routing.judge.sample_rate or 1.0
+        rate = self._spec(target, project).sample_rate
         return rate >= 1.0 or self._rng.random() < rate
 
     def submit(self, target: Target, trace: Trace, redact: Redactor | None,
@@ -123,8 +124,7 @@ class LiveJudge:
         every time: its error is kept, not rebuilt per request)."""
         key = (project, target.alias, target.version)
         if (held := self._judges.get(key)) is None:
-            spec = routing_spec(target.routing).judge
-            assert spec is not None  # draw() picked the request only with a judge
+            spec = self._spec(target, project)
             models = self._open_models()
             self._models.append(models)
             try:
@@ -135,6 +135,15 @@ class LiveJudge:
         if isinstance(held, DistillError):
             raise held
         return held
+
+    def _spec(self, target: Target, project: str) -> LiveJudgeSpec:
+        """The version's checked judge spec, read once (the gateway checked it when the
+        version was set)."""
+        key = (project, target.alias, target.version)
+        if (spec := self._specs.get(key)) is None:
+            spec = self._specs[key] = routing_spec(target.routing).judge
+        assert spec is not None  # only asked for a version with a judge
+        return spec
 
     async def aclose(self) -> None:
         """Stops judging: what is in flight is recorded unscored; the model clients close."""

@@ -62,7 +62,7 @@ class Router:
                 if (final := delta.final) is not None:
                     self._answered(final)
                     text = "".join(parts)
-                    judged = self.tracing.judged(call, target)
+                    judged = self.tracing.judged(call, project, target)
                     reference = text if primary else None
                     self.tracing.record(call, project, target, final, text,
                                         validator=_outcome(validator, text, final),
@@ -89,7 +89,7 @@ class Router:
         of every answer to it (its own included); a canary's or a fallback's has none."""
         answer = await self.answerer.answer(target, call)
         self._answered(answer)
-        judged = self.tracing.judged(call, target)
+        judged = self.tracing.judged(call, project, target)
         reference = answer.content if primary else None
         self.shadows.start(call, project, target, judged=judged, reference=reference)
         validator = self._validator(target)

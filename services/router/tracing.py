@@ -26,10 +26,11 @@ class Tracing:
     def traced(self, call: ChatCall, target: Target) -> bool:
         return self.recorder is not None and call.trace and not target.routing.capture.disabled
 
-    def judged(self, call: ChatCall, target: Target) -> bool:
+    def judged(self, call: ChatCall, project: str, target: Target) -> bool:
         """Whether the answers to this request are judged: drawn once per request, so its
         served answer and its shadows' are judged together or not at all."""
-        return self.judge is not None and self.traced(call, target) and self.judge.draw(target)
+        return self.judge is not None and self.traced(call, target) and self.judge.draw(
+            target, project)
 
     def record(self, call: ChatCall, project: str, target: Target, answer: Answer, text: str,
                *, validator: str | None = None, fallback_reason: str | None = None,

@@ -216,7 +216,7 @@ def test_the_sample_rate_picks_that_share_of_requests(tmp_path):
         if rate is not None:
             routing.judge.judge.length.max_chars = 10
             routing.judge.sample_rate = rate
-        return sum(judge.draw(target(routing)) for _ in range(4000))
+        return sum(judge.draw(target(routing), f"p{rate}") for _ in range(4000))
 
     assert 900 <= judged(0.25) <= 1100  # 1000 expected; a binomial sd of 27
     assert judged(0.0) == judged(1.0) == 4000  # unset: every request
