@@ -55,9 +55,9 @@ class LiveJudge:
         self._slots = asyncio.Semaphore(concurrency)
         self._limit = concurrency + queue  # judged and waiting, together
         self._rng = rng or random.Random()
-        # (project, alias, version) -> the version's judge spec and judge, built on first use
-        self._judges: dict[tuple[str, str, int], tuple[LiveJudgeSpec, Judge] | DistillError] = {}
+        # (project, alias, version) -> the version's judge spec; its judge, built on first use
         self._specs: dict[tuple[str, str, int], LiveJudgeSpec | None] = {}
+        self._judges: dict[tuple[str, str, int], asyncio.Future[Judge]] = {}
         self._models: list[JudgeModels] = []
         self._tasks: set[asyncio.Task] = set()
 
@@ -72,13 +72,7 @@ class LiveJudge:
                reference: str | None) -> None:
         """Scores `trace`'s answer in the background, then records the trace (at once,
         unscored, when it cannot be scored or the queue is full)."""
-        try:
-            spec, judge = self._judge(target, trace.project)
-        except DistillError as exc:  # e.g. a judge model whose endpoint the policy refuses
-            log.warning("live judge of alias %s@%d cannot be built: %s", target.alias,
-                        target.version, exc)
-            self._done(target, trace, redact, "failed")
-            return
+        spec = self._spec(target, trace.project)
         if spec.needs_reference and reference is None:
             self._done(target, trace, redact, "unscored")
             return
@@ -91,17 +85,18 @@ class LiveJudge:
         if spec.needs_reference:
             prompt.reference = reference
         task = asyncio.get_running_loop().create_task(
-            self._score(judge, prompt, target, trace, redact))
+            self._score(prompt, target, trace, redact))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _score(self, judge: Judge, prompt: common_pb2.Prompt, target: Target,
-                     trace: Trace, redact: Redactor | None) -> None:
+    async def _score(self, prompt: common_pb2.Prompt, target: Target, trace: Trace,
+                     redact: Redactor | None) -> None:
         score = Score.failed("not scored")  # cancelled at shutdown: the trace goes unscored
         try:
+            judge = await self._judge(target, trace.project)
             async with self._slots:
                 score = await judge.score(prompt, trace.answer)
-        except DistillError as exc:
+        except DistillError as exc:  # e.g. a judge model whose endpoint the policy refuses
             score = Score.failed(str(exc))
         except Exception as exc:  # a judge's bug must not lose the trace
             log.exception("live judge of alias %s@%d failed", target.alias, target.version)
@@ -119,22 +114,17 @@ class LiveJudge:
         self._metrics.judge_outcome(target.alias, target.version, outcome, cost_usd)
         self._recorder.record(trace, redact)
 
-    def _judge(self, target: Target, project: str) -> tuple[LiveJudgeSpec, Judge]:
-        """The version's judge, built once (a judge that cannot be built fails the same way
-        every time: its error is kept, not rebuilt per request)."""
+    async def _judge(self, target: Target, project: str) -> Judge:
+        """The version's judge, built once, in a thread (an LLM judge's SDK client makes its
+        TLS context: tens of ms the event loop would stall for). A judge that cannot be built
+        fails every answer the same way: the build's error is kept, not retried per answer."""
         key = (project, target.alias, target.version)
-        if (held := self._judges.get(key)) is None:
-            spec = self._spec(target, project)
+        if (built := self._judges.get(key)) is None:
             models = self._open_models()
             self._models.append(models)
-            try:
-                held = (spec, build_judge(spec.judge, models))
-            except DistillError as exc:
-                held = exc
-            self._judges[key] = held
-        if isinstance(held, DistillError):
-            raise held
-        return held
+            built = self._judges[key] = asyncio.ensure_future(asyncio.to_thread(
+                build_judge, self._spec(target, project).judge, models))
+        return await asyncio.shield(built)  # one answer's cancellation leaves it to the others
 
     def _spec(self, target: Target, project: str) -> LiveJudgeSpec:
         """The version's checked judge spec, read once (the gateway checked it when the
@@ -149,6 +139,6 @@ class LiveJudge:
         """Stops judging: what is in flight is recorded unscored; the model clients close."""
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._judges.values(), return_exceptions=True)
         for models in self._models:
             await models.aclose()
