@@ -10,8 +10,9 @@ on loopback over a `file://` store. Each of `--rounds` rounds sends `--requests`
 same teacher behind an alias whose LLM judge scores every answer (`sampleRate` 1: one judge call
 per answer), waiting between them until the judge has finished with (b)'s answers.
 Measured: requests/s of (b) over (a) (target >= 0.95: the caller does not pay for the judge),
-p50/p95 latency both ways, and what the judge did (scored, dropped) and cost, from the router's
-metrics. Ends with `RESULT {json}`.
+p50/p95 latency both ways, the router process's CPU per request both ways (the judge's calls
+included: its work is off the request's path, not free), and what the judge did (scored,
+dropped) and cost, from the router's metrics. Ends with `RESULT {json}`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 import httpx
 import openai
 
+from benchmarks.cpu import cpu_seconds
 from benchmarks.generator_fanout import start_fake
 from benchmarks.result import emit
 from distill.client import Distiller
@@ -127,13 +129,19 @@ def main() -> int:
                 asyncio.run(load(url, alias, "warm", args.concurrency, args.concurrency))
             rounds = []
             for r in range(args.rounds):
+                cpu = cpu_seconds(router.proc.pid)
                 plain = asyncio.run(load(url, "plain", f"a{r}", args.requests, args.concurrency))
+                plain["router_cpu_ms_per_request"] = (
+                    cpu_seconds(router.proc.pid) - cpu) / args.requests * 1000
+                cpu = cpu_seconds(router.proc.pid)
                 with_judge = asyncio.run(load(url, "judged", f"b{r}", args.requests,
                                               args.concurrency))
                 done = (r + 1) * args.requests + args.concurrency
                 wait_until(lambda n=done: sum(v for k, v in judged(metrics_url).items()
                                               if k != "cost_usd") >= n,
                            lambda: f"the judge to finish: {judged(metrics_url)}")
+                with_judge["router_cpu_ms_per_request"] = (
+                    cpu_seconds(router.proc.pid) - cpu) / args.requests * 1000
                 rounds.append({"plain": plain, "judged": with_judge,
                                "ratio": with_judge["requests_per_second"]
                                / plain["requests_per_second"]})
