@@ -34,7 +34,7 @@ from benchmarks.result import emit
 from distill.client import Distiller
 from distill.local_suite import LocalSuite
 from distill.v1 import common_pb2, gateway_pb2
-from services.judge.programmatic import first_label
+from services.common.answer_checks import first_label
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SEED_PROMPTS = 10

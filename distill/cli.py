@@ -505,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     alias_set.add_argument("--reason", default="", help="why: kept in the version history")
     alias_set.add_argument("--routing", type=Path,
                            help="an AliasRouting as JSON: canary and shadow targets, validator, "
-                           "trace capture (see README)")
+                           "live judge, trace capture (see README)")
     alias_get = alias_sub.add_parser("get")
     alias_get.add_argument("name")
     alias_sub.add_parser("list")

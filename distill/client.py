@@ -411,7 +411,7 @@ class Distiller:
         `gguf`: another of the job's exported GGUFs than its student GGUF (a job target).
         `target` takes a whole AliasTarget (an upstream, a max_tokens_limit) instead.
         `routing` (an AliasRouting or its JSON form as a dict): canary and shadow targets, a
-        validator with a fallback teacher, trace capture and redaction."""
+        validator with a fallback teacher, a live judge, trace capture and redaction."""
         target = target or gateway_pb2.AliasTarget(description=description)
         if gguf:
             target.gguf.uri = gguf

@@ -191,3 +191,36 @@ def test_chat_asks_the_alias_through_an_openai_endpoint(tmp_path):
         unreachable = chat("support-bot", "hi", url=f"http://127.0.0.1:{port}")
     assert unreachable.returncode == 1
     assert "no router at" in unreachable.stderr and "distill up" in unreachable.stderr
+
+
+def test_alias_set_takes_a_live_judge_in_its_routing_file(tmp_path):
+    """`--routing FILE` is AliasRouting's JSON form: its `judge` (a JudgeSpec and a sample
+    rate) is kept with the version; a bad one is refused naming the field."""
+    from distill.client import Distiller
+
+    env = {"DISTILL_STORE_URL": f"file://{tmp_path / 'store'}",
+           "DISTILL_GATEWAY_DB_PATH": str(tmp_path / "gateway.db")}
+    gateway = start_module("services.gateway", tmp_path / "logs", env)
+
+    def alias_set(routing: dict, expected: int) -> subprocess.CompletedProcess:
+        path = tmp_path / f"routing-{expected}.json"
+        path.write_text(json.dumps(routing))
+        return subprocess.run(
+            [sys.executable, "-m", "distill.cli", "--gateway", gateway.address, "alias", "set",
+             "support", "--teacher", "gpt-4o-mini", "--expected-version", str(expected),
+             "--routing", str(path)],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+
+    try:
+        judged = alias_set({"validator": {"labels": ["yes", "no"]}, "judge": {
+            "judge": {"llm": {"rubricText": "short and right"}}, "sampleRate": 0.05}}, 0)
+        assert judged.returncode == 0, judged.stderr
+        bad = alias_set({"judge": {"judge": {"length": {"maxChars": 9}}, "sampleRate": 2}}, 1)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert "routing.judge.sample_rate: must be in (0, 1], got 2" in bad.stderr
+        with Distiller(gateway.address) as client:
+            alias = client.get_alias("support")
+        assert alias.version == 1 and alias.routing.judge.sample_rate == 0.05
+        assert alias.routing.judge.judge.llm.rubric_text == "short and right"
+    finally:
+        gateway.stop()

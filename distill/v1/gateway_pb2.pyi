@@ -769,16 +769,26 @@ class BuildAliasReportResponse(_message.Message):
     def __init__(self, report: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
 
 class AliasRouting(_message.Message):
-    __slots__ = ("canary", "shadows", "validator", "capture")
+    __slots__ = ("canary", "shadows", "validator", "capture", "judge")
     CANARY_FIELD_NUMBER: _ClassVar[int]
     SHADOWS_FIELD_NUMBER: _ClassVar[int]
     VALIDATOR_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_FIELD_NUMBER: _ClassVar[int]
     canary: _containers.RepeatedCompositeFieldContainer[WeightedTarget]
     shadows: _containers.RepeatedCompositeFieldContainer[AliasTarget]
     validator: AliasValidator
     capture: TraceCapture
-    def __init__(self, canary: _Optional[_Iterable[_Union[WeightedTarget, _Mapping]]] = ..., shadows: _Optional[_Iterable[_Union[AliasTarget, _Mapping]]] = ..., validator: _Optional[_Union[AliasValidator, _Mapping]] = ..., capture: _Optional[_Union[TraceCapture, _Mapping]] = ...) -> None: ...
+    judge: LiveJudge
+    def __init__(self, canary: _Optional[_Iterable[_Union[WeightedTarget, _Mapping]]] = ..., shadows: _Optional[_Iterable[_Union[AliasTarget, _Mapping]]] = ..., validator: _Optional[_Union[AliasValidator, _Mapping]] = ..., capture: _Optional[_Union[TraceCapture, _Mapping]] = ..., judge: _Optional[_Union[LiveJudge, _Mapping]] = ...) -> None: ...
+
+class LiveJudge(_message.Message):
+    __slots__ = ("judge", "sample_rate")
+    JUDGE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    judge: _common_pb2.JudgeSpec
+    sample_rate: float
+    def __init__(self, judge: _Optional[_Union[_common_pb2.JudgeSpec, _Mapping]] = ..., sample_rate: _Optional[float] = ...) -> None: ...
 
 class WeightedTarget(_message.Message):
     __slots__ = ("target", "percent")

@@ -1,6 +1,6 @@
 """Checks on one answer that need no model: reference match, regex, JSON Schema, length, and a
-label set. The judge scores candidates with them (services/judge/programmatic.py); the router's
-alias validators run them on every answer. Each returns (passed, why in words).
+label set. The judges score answers with them (services/common/judging/programmatic.py); the
+router's alias validators run them on every answer. Each returns (passed, why in words).
 """
 
 from __future__ import annotations

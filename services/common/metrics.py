@@ -328,6 +328,13 @@ class RouterMetrics:
         self.traces = Counter("distill_router_traces", "Traces by outcome: written, dropped "
                               "(the queue was full) or failed (the store refused them).",
                               ["outcome"], registry=r)
+        self.judged = Counter("distill_router_judged", "Sampled answers by what the live judge "
+                              "did: scored, failed (it could not score), dropped (its queue was "
+                              "full) or unscored (a reference judge without the teacher's "
+                              "answer to the same request).", ["alias", "version", "outcome"],
+                              registry=r)
+        self.judge_cost = Counter("distill_router_judge_cost_usd", "What the live judge's model "
+                                  "calls cost.", ["alias", "version"], registry=r)
         self._restarts = engine_restarts
         r.register(self)
 
@@ -353,6 +360,12 @@ class RouterMetrics:
 
     def shadow_skipped(self, alias: str, version: int) -> None:
         self.shadow_skips.labels(alias, str(version)).inc()
+
+    def judge_outcome(self, alias: str, version: int, outcome: str, cost_usd: float = 0.0
+                      ) -> None:
+        self.judged.labels(alias, str(version), outcome).inc()
+        if cost_usd:
+            self.judge_cost.labels(alias, str(version)).inc(cost_usd)
 
     def traced(self, outcome: str, traces: int) -> None:
         self.traces.labels(outcome).inc(traces)

@@ -1,7 +1,8 @@
 """The alias page: what an alias's traffic looked like over a window, from its traces.
 
-Traffic per target over time, the fallback rate, each target's validator pass rate, latency and
-cost per 1,000 requests, and the version history with each version's reason. Rendered like the
+Traffic per target over time, the fallback rate, each target's validator pass rate, live judge
+score (and what judging cost), latency and cost per 1,000 requests, and the version history with
+each version's reason. Rendered like the
 job report (index.html, PNG plots, report.json with every number) into
 `aliases/{project}/{alias}/report/`.
 """
@@ -52,6 +53,9 @@ class _Target:
     tokens: int = 0
     passed: int = 0
     failed: int = 0
+    judged: int = 0
+    score_total: float = 0.0
+    judge_cost_usd: float = 0.0
     latencies: list[float] = field(default_factory=list)
 
     def add(self, line: dict, rng: random.Random) -> None:
@@ -63,6 +67,10 @@ class _Target:
             self.passed += 1
         elif line.get("validator") == "failed":
             self.failed += 1
+        if (score := line.get("judge_score")) is not None:
+            self.judged += 1
+            self.score_total += float(score)
+        self.judge_cost_usd += float(line.get("judge_cost_usd") or 0.0)
         latency = float(line.get("latency_seconds") or 0.0)
         if len(self.latencies) < LATENCY_SAMPLE:  # reservoir sampling
             self.latencies.append(latency)
@@ -80,6 +88,9 @@ class _Target:
             "cost_per_1k_requests_usd": self.cost_usd / self.requests * 1000,
             "tokens": self.tokens,
             "validator_pass_rate": self.passed / judged if judged else None,
+            "judged": self.judged,
+            "judge_score": self.score_total / self.judged if self.judged else None,
+            "judge_cost_usd": self.judge_cost_usd,
         }
 
 

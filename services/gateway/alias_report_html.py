@@ -36,10 +36,12 @@ def _traffic(data: dict[str, Any]) -> str:
 def _targets(data: dict[str, Any]) -> str:
     rows = [[t["target"], t["requests"], _percent(t["share"]),
              _f(t["latency_p50_seconds"], ".3f"), _f(t["latency_p95_seconds"], ".3f"),
-             _f(t["cost_per_1k_requests_usd"]), _percent(t["validator_pass_rate"])]
+             _f(t["cost_per_1k_requests_usd"]), _percent(t["validator_pass_rate"]),
+             _f(t["judge_score"], ".2f"), t["judged"], _f(t["judge_cost_usd"])]
             for t in data["targets"]]
     headers = ["target", "requests", "share", "latency p50 s", "latency p95 s",
-               "USD / 1k requests", "validator pass rate"]
+               "USD / 1k requests", "validator pass rate", "judge score", "judged",
+               "judge USD"]
     return ("<h2>Targets</h2>" + _figure(data, "targets", "latency, cost and pass rate")
             + (_table(headers, rows) if rows else _note("no traffic")))
 

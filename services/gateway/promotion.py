@@ -5,6 +5,11 @@ A step is judged on the last `window_requests` requests each side answered since
 both be at least the teacher's times `min_ratio`, on each measure both sides have. Below on any:
 roll back. Too few requests: hold. Nothing to compare (no validator, no judge): hold, and say so,
 since promoting blind is what this exists to prevent.
+
+The judge score is the router's live judge's (`routing.judge`, services/router/live_judge.py),
+the mean over the window's scored answers. Both sides are scored alike: an LLM or programmatic
+judge on the conversation and the answer alone; a reference judge against the teacher's answer
+to the same request, so the teacher's own score is 10 and the student's is how often it agrees.
 """
 
 from __future__ import annotations

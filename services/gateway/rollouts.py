@@ -4,8 +4,9 @@ earns it on live traffic, or rolls the alias back.
 A rollout starts when a job with `spec.progressive` passes the eval gate and its alias already
 serves something (the incumbent: a teacher or an older student); with nothing to compare against,
 the job promotes at once as before. Every step is an alias version whose description says why.
-The step's routing keeps the incumbent's validator and trace capture: shadow adds the student as
-a shadow target, a canary step gives it that percent, the last step makes it the target. A
+The step's routing keeps the incumbent's validator, live judge and trace capture: shadow adds
+the student as a shadow target, a canary step gives it that percent, the last step makes it the
+target. A
 person changing the alias by hand ends the rollout (their change wins). State lives in the job
 store, so a restarted gateway carries on.
 """
@@ -70,12 +71,9 @@ def step_routing(incumbent: gateway_pb2.AliasVersion, student: gateway_pb2.Alias
                  percent: int) -> tuple[gateway_pb2.AliasTarget, gateway_pb2.AliasRouting]:
     """The alias's target and routing at a step where the student gets `percent` (0: shadow)."""
     routing = gateway_pb2.AliasRouting()
-    routing.validator.CopyFrom(incumbent.routing.validator)
-    routing.capture.CopyFrom(incumbent.routing.capture)
-    if not incumbent.routing.HasField("validator"):
-        routing.ClearField("validator")
-    if not incumbent.routing.HasField("capture"):
-        routing.ClearField("capture")
+    for kept in ("validator", "capture", "judge"):  # the incumbent's checks hold at every step
+        if incumbent.routing.HasField(kept):
+            getattr(routing, kept).CopyFrom(getattr(incumbent.routing, kept))
     target = gateway_pb2.AliasTarget()
     target.CopyFrom(incumbent.target)
     if percent == 0:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from distill.v1 import judge_pb2, judge_pb2_grpc
+from services.common.judging.models import JudgeModels
 from services.common.metrics import JudgeMetrics
 from services.common.providers import Limits, RetryPolicy
 from services.common.server import Service
 from services.common.storage import ArtifactStore
-from services.judge.models import JudgeModels
+from services.common.teacher_cache import TeacherCache
 from services.judge.settings import JudgeSettings
 from services.judge.stream import judge_stream
 
@@ -41,8 +42,8 @@ def build(settings: JudgeSettings) -> Sequence[Service]:
                     settings.tokens_per_minute, settings.max_retries)
 
     def open_models() -> JudgeModels:
-        return JudgeModels(store, limits, RetryPolicy(settings.max_retries),
-                           settings.endpoint_policy())
+        return JudgeModels(limits, RetryPolicy(settings.max_retries),
+                           settings.endpoint_policy(), cache=TeacherCache(store))
 
     servicer = JudgeService(store, open_models, settings.max_concurrent_groups)
     return [Service.of(judge_pb2, judge_pb2_grpc, servicer, metrics=servicer.metrics.registry)]

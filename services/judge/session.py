@@ -10,13 +10,13 @@ from google.protobuf import json_format
 
 from distill.v1 import common_pb2, judge_pb2
 from services.common.errors import InvalidArgument
+from services.common.judging.composite import Judge
+from services.common.judging.scores import Score
 from services.common.specs.judge import JudgeSpec
 from services.common.specs.layout import JobKeys
 from services.common.spend import NOTHING, Spend
 from services.common.storage import ArtifactStore
 from services.common.storage.spool import LineSpool
-from services.judge.composite import Judge
-from services.judge.scores import Score
 from services.judge.selection import Selection, select
 
 HISTOGRAM_BINS = 11  # [0,1), ..., [9,10), [10]

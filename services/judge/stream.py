@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from distill.v1 import common_pb2, judge_pb2
 from services.common.completions import Emit, completions
 from services.common.errors import InvalidArgument
+from services.common.judging.build import build_judge
+from services.common.judging.models import JudgeModels
 from services.common.specs.judge import judge_spec
 from services.common.storage import ArtifactStore
-from services.judge.models import JudgeModels
 from services.judge.session import JudgeSession
-from services.judge.spec import build_judge
 
 
 async def judge_stream(requests: AsyncIterator[judge_pb2.JudgeRequest], store: ArtifactStore,

@@ -1,6 +1,7 @@
 """A chat call by alias: resolve the alias for the caller's project, pick the target that
 answers (a canary split), answer, check the answer against the version's validator (a failed
-student answer is answered again by the fallback teacher), count it (RouterMetrics) and trace it.
+student answer is answered again by the fallback teacher), count it (RouterMetrics) and trace it
+(its version's live judge scores the traces of a sampled request before they are written).
 
 With a validator, a streamed answer from a student is checked whole before it is sent: the
 caller gets it (or the teacher's) in one piece, since a stream cannot be taken back.
@@ -38,8 +39,8 @@ class Router:
     async def answer(self, call: ChatCall, project: str) -> Answer:
         target = None
         try:
-            target = await self._target(call, project)
-            return await self._answer_on(target, call, project)
+            target, primary = await self._target(call, project)
+            return await self._answer_on(target, primary, call, project)
         except DistillError as exc:
             self._failed(target, exc)
             raise
@@ -48,11 +49,11 @@ class Router:
         target = None
         parts: list[str] = []
         try:
-            target = await self._target(call, project)
+            target, primary = await self._target(call, project)
             validator = self._validator(target)
             if validator is not None and target.kind != router_pb2.TARGET_KIND_TEACHER:
                 # checked whole, then sent in one piece: a stream cannot be taken back
-                answer = await self._answer_on(target, call, project)
+                answer = await self._answer_on(target, primary, call, project)
                 yield Delta(answer.content)
                 yield Delta(final=replace(answer, content=""))
                 return
@@ -61,28 +62,40 @@ class Router:
                 if (final := delta.final) is not None:
                     self._answered(final)
                     text = "".join(parts)
+                    judged = self.tracing.judged(call, project, target)
+                    reference = text if primary else None
                     self.tracing.record(call, project, target, final, text,
-                                        validator=_outcome(validator, text, final))
-                    self.shadows.start(call, project, target)
+                                        validator=_outcome(validator, text, final),
+                                        judged=judged, reference=reference)
+                    self.shadows.start(call, project, target, judged=judged,
+                                       reference=reference)
                 yield delta
         except DistillError as exc:
             self._failed(target, exc)
             raise
 
-    async def _target(self, call: ChatCall, project: str) -> Target:
-        return self.targets.pick(await self.targets.resolve(call.model, project), call.user,
-                                 self._rng)
+    async def _target(self, call: ChatCall, project: str) -> tuple[Target, bool]:
+        """Who answers, and whether it is the version's own target (not a canary)."""
+        resolved = await self.targets.resolve(call.model, project)
+        target = self.targets.pick(resolved, call.user, self._rng)
+        return target, target is resolved
 
-    async def _answer_on(self, target: Target, call: ChatCall, project: str) -> Answer:
+    async def _answer_on(self, target: Target, primary: bool, call: ChatCall,
+                         project: str) -> Answer:
         """The answer of `target`, checked by the version's validator (every answer is checked,
         so the teacher's pass rate is there to compare with; only a failed non-teacher answer
-        falls back), traced; the version's shadows then answer in the background."""
+        falls back), traced; the version's shadows then answer in the background. When the
+        live judge picks the request, the answer of the version's own target is the reference
+        of every answer to it (its own included); a canary's or a fallback's has none."""
         answer = await self.answerer.answer(target, call)
         self._answered(answer)
-        self.shadows.start(call, project, target)
+        judged = self.tracing.judged(call, project, target)
+        reference = answer.content if primary else None
+        self.shadows.start(call, project, target, judged=judged, reference=reference)
         validator = self._validator(target)
         outcome = _outcome(validator, answer.content, answer)
-        self.tracing.record(call, project, target, answer, answer.content, validator=outcome)
+        self.tracing.record(call, project, target, answer, answer.content, validator=outcome,
+                            judged=judged, reference=reference)
         if outcome != "failed" or validator.fallback is None or \
                 target.kind == router_pb2.TARGET_KIND_TEACHER:
             return answer
@@ -92,7 +105,8 @@ class Router:
         again = await self.answerer.answer(teacher, call)
         self._answered(again)
         why = validator.check(answer.content, answer.latency_seconds)[1]
-        self.tracing.record(call, project, teacher, again, again.content, fallback_reason=why)
+        self.tracing.record(call, project, teacher, again, again.content, fallback_reason=why,
+                            judged=judged)
         return again
 
     @staticmethod

@@ -11,7 +11,9 @@ import httpx
 
 from distill.v1 import directory_pb2_grpc, gateway_pb2_grpc, router_pb2, router_pb2_grpc
 from services.common.auth import current_principal
+from services.common.judging.models import JudgeModels
 from services.common.metrics import RouterMetrics
+from services.common.providers import Limits, RetryPolicy
 from services.common.server import Service
 from services.common.traces.recorder import TraceRecorder
 from services.router.alias_watch import follow
@@ -20,6 +22,7 @@ from services.router.auth import callers
 from services.router.chat import from_proto
 from services.router.engines import EngineSupervisor
 from services.router.http_api import HttpApi
+from services.router.live_judge import LiveJudge
 from services.router.routing import Router
 from services.router.settings import RouterSettings
 from services.router.shadows import Shadows
@@ -78,7 +81,17 @@ def build(settings: RouterSettings) -> list[Service]:
                              batch_rows=settings.trace_batch_rows,
                              flush_seconds=settings.trace_flush_seconds,
                              counted=metrics.traced) if settings.trace_capture else None
-    tracing = Tracing(recorder)
+    judge = None
+    if recorder is not None:  # a score is kept in its trace: nothing to judge without them
+        def open_models() -> JudgeModels:
+            return JudgeModels(Limits(max_concurrency=settings.judge_concurrency,
+                                      max_retries=settings.judge_max_retries),
+                               RetryPolicy(max_retries=settings.judge_max_retries),
+                               settings.endpoint_policy(), fatal_stops_all=False)
+
+        judge = LiveJudge(recorder, open_models, metrics, concurrency=settings.judge_concurrency,
+                          queue=settings.judge_queue)
+    tracing = Tracing(recorder, judge)
     shadows = Shadows(targets, answerer, tracing, metrics, settings.shadow_concurrency)
     router = Router(targets, answerer, metrics, tracing, shadows)
     api = HttpApi(settings, router, authenticator)
@@ -96,6 +109,8 @@ def build(settings: RouterSettings) -> list[Service]:
     async def on_shutdown() -> None:
         await api.stop()
         await shadows.aclose()
+        if judge is not None:
+            await judge.aclose()  # what it was still scoring is recorded unscored
         for writer in writers:
             writer.cancel()
         if recorder is not None:

@@ -67,6 +67,14 @@ class RouterSettings(ModelCallSettings):
     # Shadow targets' calls running at once (beyond it they are skipped and counted).
     shadow_concurrency: int = Field(default=8, ge=1)
 
+    # Live judging (an alias's routing.judge; services/router/live_judge.py): answers scored at
+    # once, and how many more may wait (beyond them a trace is written unscored and counted in
+    # distill_router_judged{outcome="dropped"}); an LLM judge's retries. Its endpoints and keys
+    # are the ModelCallSettings fields, as for the teachers.
+    judge_concurrency: int = Field(default=4, ge=1)
+    judge_queue: int = Field(default=1_000, ge=0)
+    judge_max_retries: int = Field(default=2, ge=0)
+
     # Teacher aliases: the provider clients' retries (their endpoints and keys: the
     # ModelCallSettings fields, as for the generator).
     teacher_max_retries: int = Field(default=3, ge=0)

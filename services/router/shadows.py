@@ -1,6 +1,7 @@
 """Shadow targets: after the caller has its answer, each of the version's shadows answers the
-same request in the background; the answer is checked by the validator and traced (marked as a
-shadow), never returned. Progressive promotion's first step compares the student this way.
+same request in the background; the answer is checked by the validator, judged with the served
+answer when the live judge picked the request, and traced (marked as a shadow), never returned.
+Progressive promotion's first step compares the student this way.
 
 At most `limit` shadow calls run at once; beyond that a shadow call is skipped and counted
 (distill_router_shadow_skipped): shadows never slow or fail the caller's request.
@@ -37,7 +38,9 @@ class Shadows:
         self._metrics, self._limit = metrics, limit
         self._running: set[asyncio.Task] = set()
 
-    def start(self, call: ChatCall, project: str, target: Target) -> None:
+    def start(self, call: ChatCall, project: str, target: Target, *, judged: bool = False,
+              reference: str | None = None) -> None:
+        """`judged`, `reference`: as for the served answer (Tracing.record)."""
         if not target.routing.shadows:
             return
         validator = routing_spec(target.routing).validator
@@ -47,19 +50,20 @@ class Shadows:
                 continue
             shadow = self._targets.variant(target, record)
             task = asyncio.get_running_loop().create_task(
-                self._answer(call, project, shadow, validator))
+                self._answer(call, project, shadow, validator, judged, reference))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
     async def _answer(self, call: ChatCall, project: str, shadow: Target,
-                      validator: Validator | None) -> None:
+                      validator: Validator | None, judged: bool, reference: str | None) -> None:
         try:
             answer = await self._answerer.answer(shadow, call)
         except DistillError as exc:
             log.warning("shadow %s of alias %s failed: %s", shadow.model, shadow.alias, exc)
             return
         self._tracing.record(call, project, shadow, answer, answer.content,
-                             validator=outcome(validator, answer.content, answer), shadow=True)
+                             validator=outcome(validator, answer.content, answer), shadow=True,
+                             judged=judged, reference=reference)
 
     async def aclose(self) -> None:
         for task in list(self._running):

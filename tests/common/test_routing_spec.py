@@ -14,6 +14,9 @@ from services.common.specs.routing import choose, progressive, routing, sticky_p
 
 TEACHER = gateway_pb2.AliasTarget(teacher=common_pb2.ModelSpec(model="gpt-4o-mini"))
 STUDENT = gateway_pb2.AliasTarget(job="jobs/abc")
+LENGTH = common_pb2.JudgeSpec(length=common_pb2.LengthJudge(max_chars=10))
+REFERENCE = common_pb2.JudgeSpec(reference=common_pb2.ReferenceJudge(
+    mode=common_pb2.MATCH_MODE_LABEL))
 
 
 def split(percent: int, **kw) -> gateway_pb2.AliasRouting:
@@ -40,6 +43,18 @@ def split(percent: int, **kw) -> gateway_pb2.AliasRouting:
      "routing.validator.labels: a label is empty"),
     (gateway_pb2.AliasRouting(capture=gateway_pb2.TraceCapture(redact=["phones"])),
      r"routing.capture.builtins\[0\]: 'phones' is not one of"),
+    (gateway_pb2.AliasRouting(judge=gateway_pb2.LiveJudge()),
+     "routing.judge.judge: set one of llm, reference"),
+    (gateway_pb2.AliasRouting(judge=gateway_pb2.LiveJudge(judge=LENGTH, sample_rate=1.5)),
+     r"routing.judge.sample_rate: must be in \(0, 1\], got 1.5"),
+    (gateway_pb2.AliasRouting(judge=gateway_pb2.LiveJudge(judge=LENGTH, sample_rate=-0.1)),
+     r"routing.judge.sample_rate: must be in \(0, 1\], got -0.1"),
+    (gateway_pb2.AliasRouting(judge=gateway_pb2.LiveJudge(judge=common_pb2.JudgeSpec(
+        composite=common_pb2.CompositeJudge(components=[
+            common_pb2.WeightedJudge(judge=REFERENCE, weight=1),
+            common_pb2.WeightedJudge(judge=common_pb2.JudgeSpec(llm=common_pb2.LlmJudge()),
+                                     weight=1)])))),
+     "routing.judge.judge: a live judge cannot combine an LLM judge with a reference judge"),
 ])
 def test_bad_routing_names_the_field(msg, error):
     with pytest.raises(InvalidArgument, match=error):
@@ -55,6 +70,21 @@ def test_good_routing_reads_every_part():
     assert rules.validator.labels == {"positive", "negative"}
     assert rules.validator.fallback.model == "gpt-4o" and rules.capture
     assert rules.redactor("write to a@b.example") == "write to [redacted:emails]"
+
+
+def test_a_live_judge_samples_every_request_unless_told_and_knows_when_it_needs_a_reference():
+    every = routing(gateway_pb2.AliasRouting(judge=gateway_pb2.LiveJudge(judge=LENGTH))).judge
+    assert every.sample_rate == 1.0 and not every.needs_reference
+    llm = routing(gateway_pb2.AliasRouting(judge=gateway_pb2.LiveJudge(
+        judge=common_pb2.JudgeSpec(llm=common_pb2.LlmJudge()), sample_rate=0.05))).judge
+    assert llm.sample_rate == 0.05 and not llm.needs_reference
+    gated = routing(gateway_pb2.AliasRouting(judge=gateway_pb2.LiveJudge(
+        judge=common_pb2.JudgeSpec(composite=common_pb2.CompositeJudge(components=[
+            common_pb2.WeightedJudge(judge=REFERENCE, weight=1),
+            common_pb2.WeightedJudge(judge=LENGTH, weight=0, gate=True,
+                                     gate_min_score=10)]))))).judge
+    assert gated.needs_reference  # a reference judge anywhere in a composite needs one
+    assert routing(gateway_pb2.AliasRouting()).judge is None
 
 
 def test_a_sticky_key_keeps_its_target_and_growing_the_canary_keeps_the_first_users():

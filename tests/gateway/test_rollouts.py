@@ -18,6 +18,8 @@ from services.gateway.rollouts import Rollouts
 
 JOB = "jobs/0123456789abcdef"
 VALIDATOR = gateway_pb2.AliasValidator(labels=["positive", "negative"])
+JUDGE = gateway_pb2.LiveJudge(judge=common_pb2.JudgeSpec(llm=common_pb2.LlmJudge()),
+                              sample_rate=0.5)
 
 
 class Clock:
@@ -38,23 +40,26 @@ def parts(tmp_path):
                                      project="default"))
     aliases = Aliases(store)
     aliases.set("bot", gateway_pb2.AliasTarget(teacher=common_pb2.ModelSpec(model="gpt-4o-mini")),
-                0, routing=gateway_pb2.AliasRouting(validator=VALIDATOR))
+                0, routing=gateway_pb2.AliasRouting(validator=VALIDATOR, judge=JUDGE))
     clock = Clock()
     artifacts = LocalStore(tmp_path / "store")
     return store, aliases, Rollouts(aliases, artifacts, clock=clock), artifacts, clock
 
 
-def traffic(artifacts, clock, student_passes: int, student_fails: int = 0) -> None:
-    """What the router would record: answers from both sides, validated, after the step began."""
+def traffic(artifacts, clock, student_passes: int, student_fails: int = 0,
+            scores: tuple[float | None, float | None] = (None, None)) -> None:
+    """What the router would record: answers from both sides, validated (and with `scores`,
+    the live judge's (teacher, student) scores), after the step began."""
     recorder = TraceRecorder(artifacts)
     outcomes = ["passed"] * student_passes + ["failed"] * student_fails
     for i, outcome in enumerate(outcomes):
         clock.now += 1
-        for model, target, result in (("gpt-4o-mini", "teacher", "passed"),
-                                      (JOB, "student", outcome)):
+        for (model, target, result), score in zip((("gpt-4o-mini", "teacher", "passed"),
+                                                   (JOB, "student", outcome)), scores,
+                                                  strict=True):
             recorder.record(Trace(project="default", served_by=ServedBy("bot", 2, target, model),
                                   messages=(("user", f"q{i}"),), answer="positive",
-                                  created_at=clock.now, validator=result))
+                                  created_at=clock.now, validator=result, judge_score=score))
     asyncio.run(recorder.flush())
     clock.now += 1
 
@@ -72,6 +77,7 @@ def test_a_student_that_keeps_up_goes_shadow_then_canary_then_all_traffic(parts)
     assert shadow.version == 2 and shadow.target.teacher.model == "gpt-4o-mini"
     assert [t.job for t in shadow.routing.shadows] == [JOB]
     assert shadow.routing.validator == VALIDATOR  # the incumbent's validator stays
+    assert shadow.routing.judge == JUDGE  # and its live judge
     assert "step 1 of 3 (shadow)" in shadow.target.description
 
     traffic(artifacts, clock, student_passes=4)
@@ -102,10 +108,37 @@ def test_a_student_below_the_teacher_is_rolled_back_to_what_the_alias_served(par
     back = aliases.get("bot")
     assert decision.action == "rollback"
     assert back.version == 3 and back.target.teacher.model == "gpt-4o-mini"
-    assert back.routing == gateway_pb2.AliasRouting(validator=VALIDATOR)
+    assert back.routing == gateway_pb2.AliasRouting(validator=VALIDATOR, judge=JUDGE)
     assert back.target.description.startswith(f"rollback of {JOB}: step 1 of 3 (shadow): rolled "
                                               "back: validator pass rate 0.6 vs teacher 1")
     assert store.rollouts() == []
+
+
+def test_a_student_the_validator_passes_but_the_judge_scores_below_the_teacher_rolls_back(parts):
+    store, aliases, rollouts, artifacts, clock = parts
+    start(parts)
+    # Every answer passes the validator; the judge gives the student 7.5, the teacher 8.5:
+    # 7.5 < 8.5 x 0.95 = 8.075.
+    traffic(artifacts, clock, student_passes=5, scores=(8.5, 7.5))
+    ((_, decision),) = rollouts.tick()
+    back = aliases.get("bot")
+    assert decision.action == "rollback" and back.target.teacher.model == "gpt-4o-mini"
+    assert "judge score 7.5 vs teacher 8.5 (x0.95 required)" in back.target.description
+    assert back.routing == gateway_pb2.AliasRouting(validator=VALIDATOR, judge=JUDGE)
+    assert store.rollouts() == []
+
+
+def test_a_student_that_holds_on_both_measures_advances(parts):
+    store, aliases, rollouts, artifacts, clock = parts
+    start(parts)
+    traffic(artifacts, clock, student_passes=5, scores=(8.5, 8.1))  # 8.1 >= 8.075
+    ((_, decision),) = rollouts.tick()
+    canary = aliases.get("bot")
+    assert decision.action == "advance" and canary.routing.canary[0].target.job == JOB
+    assert ("validator pass rate 1 vs teacher 1 (x0.95 required); judge score 8.1 vs teacher "
+            "8.5 (x0.95 required) over the last 5 requests") in canary.target.description
+    assert canary.routing.judge == JUDGE  # the canary's answers are judged too
+    assert len(store.rollouts()) == 1
 
 
 def test_a_hand_change_ends_the_rollout_and_is_kept(parts):

@@ -8,8 +8,8 @@ import pytest
 
 from distill.v1 import common_pb2
 from services.common.errors import InvalidArgument
+from services.common.judging.build import build_judge
 from services.common.specs.judge import judge_kind
-from services.judge.spec import build_judge
 
 
 def prompt(reference: str | None = None) -> common_pb2.Prompt:

@@ -9,10 +9,11 @@ import grpc
 import pytest
 
 from distill.v1 import common_pb2, judge_pb2, judge_pb2_grpc
+from services.common.judging.models import JudgeModels
 from services.common.providers import Limits, RetryPolicy
 from services.common.server import Service
 from services.common.storage import open_store
-from services.judge.models import JudgeModels
+from services.common.teacher_cache import TeacherCache
 from services.judge.server import JudgeService
 from services.judge.settings import JudgeSettings
 from tests.fixtures.fake_provider import run_fake_provider
@@ -30,9 +31,9 @@ def setup(tmp_path, monkeypatch):
     store = open_store(f"file://{tmp_path / 'store'}")
     with run_fake_provider() as fake:
         def open_models():
-            return JudgeModels(store, Limits(max_concurrency=8, max_retries=2),
+            return JudgeModels(Limits(max_concurrency=8, max_retries=2),
                                RetryPolicy(2, base_delay=0.01, max_delay=0.05),
-                               fake.policy(KEY_ENV))
+                               fake.policy(KEY_ENV), cache=TeacherCache(store))
 
         servicer = JudgeService(store, open_models, max_concurrent_groups=4)
         settings = JudgeSettings(port=0, grace_seconds=0)

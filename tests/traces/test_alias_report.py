@@ -27,7 +27,8 @@ def gateway(tmp_path):
 
 def record(store_root, now: float) -> None:
     """9 teacher answers (1 a fallback after a failed student answer) and 3 student answers
-    (2 passed the validator, 1 failed), plus one shadow answer, over the last 3 hours."""
+    (2 passed the validator and were judged, 1 failed), plus one shadow answer, over the last 3
+    hours."""
     recorder = TraceRecorder(LocalStore(store_root))
 
     def add(target, hours_ago, **kw):
@@ -38,8 +39,10 @@ def record(store_root, now: float) -> None:
     for i in range(8):
         add("teacher", i % 3, latency_seconds=1.0, cost_usd=0.002)
     add("teacher", 0, latency_seconds=1.5, cost_usd=0.002, fallback_reason="validator failed")
-    add("student", 1, latency_seconds=0.1, cost_usd=0.0001, validator="passed")
-    add("student", 1, latency_seconds=0.1, cost_usd=0.0001, validator="passed")
+    add("student", 1, latency_seconds=0.1, cost_usd=0.0001, validator="passed",
+        judge_score=9.0, judge_cost_usd=0.0001)
+    add("student", 1, latency_seconds=0.1, cost_usd=0.0001, validator="passed",
+        judge_score=6.0, judge_cost_usd=0.0001)
     add("student", 0, latency_seconds=0.2, cost_usd=0.0001, validator="failed")
     add("student", 0, latency_seconds=0.1, validator="passed", shadow=True)
     asyncio.run(recorder.flush())
@@ -60,6 +63,9 @@ def test_the_alias_page_counts_traffic_fallbacks_and_versions(gateway):
     assert targets["student"]["share"] == 0.25 and targets["student (shadow)"]["share"] is None
     assert targets["student"]["validator_pass_rate"] == 2 / 3
     assert targets["teacher"]["validator_pass_rate"] is None
+    assert targets["student"]["judge_score"] == 7.5 and targets["student"]["judged"] == 2
+    assert targets["student"]["judge_cost_usd"] == pytest.approx(0.0002)
+    assert targets["teacher"]["judge_score"] is None and targets["teacher"]["judged"] == 0
     assert targets["teacher"]["cost_per_1k_requests_usd"] == pytest.approx(2.0)
     assert targets["teacher"]["latency_p50_seconds"] == 1.0
     assert data["window"]["bucket_seconds"] == HOUR
@@ -67,6 +73,7 @@ def test_the_alias_page_counts_traffic_fallbacks_and_versions(gateway):
     assert [v["reason"] for v in data["history"]] == [
         "start on the teacher", "<script>alert(1)</script> canary"]
     page = index.read_text()
+    assert "<th>judge score</th>" in page and '<td class="num">7.50</td>' in page
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert (index.parent / "traffic.png").read_bytes()[:4] == b"\x89PNG"
     assert (index.parent / "targets.png").read_bytes()[:4] == b"\x89PNG"

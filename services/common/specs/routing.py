@@ -21,8 +21,10 @@ from services.common.specs.judge import (
     JsonSchemaJudgeSpec,
     JudgeKind,
     LengthJudgeSpec,
+    ReferenceJudgeSpec,
     RegexJudgeSpec,
     judge_kind,
+    llm_judges,
 )
 from services.common.traces.redaction import Redactor, redactor
 
@@ -57,12 +59,27 @@ class Validator:
 
 
 @dataclass(frozen=True)
+class LiveJudge:
+    """How live answers are scored. The two sides of a comparison are scored on the same
+    footing: an LLM or programmatic judge sees the conversation and the answer, never who wrote
+    it or another answer; a reference judge (`needs_reference`) takes the answer the alias's
+    own target gave the same request as the reference, so that target's answer is scored
+    against itself (10: the teacher is what agreement is measured against) and a student's
+    score is its agreement with the teacher."""
+
+    judge: JudgeKind
+    sample_rate: float  # in (0, 1]
+    needs_reference: bool
+
+
+@dataclass(frozen=True)
 class Routing:
     canary: tuple[tuple[gateway_pb2.AliasTarget, int], ...]  # (target, percent)
     shadows: tuple[gateway_pb2.AliasTarget, ...]
     validator: Validator | None
     capture: bool
     redactor: Redactor
+    judge: LiveJudge | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +115,26 @@ def routing(msg: gateway_pb2.AliasRouting, field: str = "routing") -> Routing:
             "validator") else None,
         capture=not capture.disabled,
         redactor=redactor(list(capture.redact), list(capture.redact_patterns),
-                          f"{field}.capture"))
+                          f"{field}.capture"),
+        judge=live_judge(msg.judge, f"{field}.judge") if msg.HasField("judge") else None)
+
+
+def live_judge(msg: gateway_pb2.LiveJudge, field: str = "judge") -> LiveJudge:
+    judge = judge_kind(msg.judge, f"{field}.judge")
+    needs_reference = _uses_reference(judge)
+    if needs_reference and llm_judges(judge):
+        raise InvalidArgument(f"{field}.judge: a live judge cannot combine an LLM judge with a "
+                              "reference judge (the LLM would see the teacher's answer and "
+                              "score the two sides on different footing): use one of them")
+    rate = float_value(msg.sample_rate or 1.0, f"{field}.sample_rate", low=0.0, high=1.0,
+                       low_open=True)
+    return LiveJudge(judge, rate, needs_reference)
+
+
+def _uses_reference(judge: JudgeKind) -> bool:
+    if isinstance(judge, CompositeJudgeSpec):
+        return any(_uses_reference(part.judge) for part in judge.components)
+    return isinstance(judge, ReferenceJudgeSpec)
 
 
 def validator(msg: gateway_pb2.AliasValidator, field: str = "validator") -> Validator:

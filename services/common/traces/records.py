@@ -40,7 +40,8 @@ class Trace:
     tags: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
     shadow: bool = False  # a shadow target's answer: recorded and judged, never sent back
-    judge_score: float | None = None  # 0-10, when the alias's judge scored the answer
+    judge_score: float | None = None  # 0-10, when the alias's live judge scored the answer
+    judge_cost_usd: float = 0.0  # what scoring it cost (an LLM judge's calls)
 
     def redacted(self, redact) -> Trace:  # redact: str -> str
         return replace(self, messages=tuple((r, redact(c)) for r, c in self.messages),
@@ -64,6 +65,7 @@ def to_line(trace: Trace) -> dict[str, Any]:
         "request_id": trace.request_id,
         "shadow": trace.shadow,
         "judge_score": trace.judge_score,
+        "judge_cost_usd": trace.judge_cost_usd,
     }
 
 

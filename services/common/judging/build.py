@@ -6,10 +6,15 @@ from collections.abc import Callable
 
 from services.common.answer_checks import schema_validator
 from services.common.errors import InvalidArgument
+from services.common.judging.composite import Component, CompositeJudge, Judge
+from services.common.judging.llm_judge import Complete, LlmJudge
+from services.common.judging.programmatic import (
+    JsonSchemaJudge,
+    LengthJudge,
+    ReferenceJudge,
+    RegexJudge,
+)
 from services.common.specs import judge as specs
-from services.judge.composite import Component, CompositeJudge, Judge
-from services.judge.llm_judge import Complete, LlmJudge
-from services.judge.programmatic import JsonSchemaJudge, LengthJudge, ReferenceJudge, RegexJudge
 
 # An LLM judge's model → the provider call it uses (the generator's provider layer).
 CompleteFactory = Callable[[specs.LlmJudgeSpec], Complete]

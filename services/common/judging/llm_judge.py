@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from distill.v1.common_pb2 import Prompt
+from services.common.judging.scores import Score
 from services.common.specs.judge import DEFAULT_CRITERIA, MAX_SCORE, Criterion
 from services.common.spend import Spend
-from services.judge.scores import Score
 
 TAGS = ("task", "reference", "candidate")
 # Any "<task", "</ candidate", "<CANDIDATE_x" ... inside data, case-insensitive.

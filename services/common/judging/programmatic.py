@@ -10,7 +10,7 @@ import jsonschema
 
 from distill.v1.common_pb2 import Prompt
 from services.common import answer_checks as checks
-from services.judge.scores import Score, binary
+from services.common.judging.scores import Score, binary
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from distill.v1.common_pb2 import Prompt
+from services.common.judging.scores import Score
 from services.common.spend import Spend
-from services.judge.scores import Score
 
 
 class Judge(Protocol):
