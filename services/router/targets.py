@@ -157,18 +157,26 @@ class AliasTargets:
             # Another request is reading (and maybe warming) a newer record: until it is ready
             # the version held keeps answering.
             return held[0]
-        async with lock:  # one read per alias however many requests wait for it
-            held = self._records.get(key)
-            if held is not None and time.monotonic() - held[1] < self._ttl:
-                return held[0]
-            try:
-                alias = (await self._call("GetProjectAlias", directory_pb2.GetProjectAliasRequest(
-                    project=project, name=name), name)).alias
-            except errors.NotFound:
-                self.forget(name, project)
-                raise
-            await self.refresh(alias, project)
-            return alias
+        try:
+            async with lock:  # one read per alias however many requests wait for it
+                held = self._records.get(key)
+                if held is not None and time.monotonic() - held[1] < self._ttl:
+                    return held[0]
+                try:
+                    alias = (await self._call("GetProjectAlias",
+                                              directory_pb2.GetProjectAliasRequest(
+                                                  project=project, name=name), name)).alias
+                except errors.NotFound:
+                    self.forget(name, project)
+                    raise
+                await self.refresh(alias, project)
+                return alias
+        finally:
+            # A lock lives only while a read is under way: callers asking for names that do not
+            # exist must not grow this map. (A request arriving just as a waiter is woken may
+            # read the record once more, which is harmless.)
+            if not lock.locked() and self._locks.get(key) is lock:
+                del self._locks[key]
 
     def _target(self, name: str, version: int, record: gateway_pb2.AliasTarget,
                 routing: gateway_pb2.AliasRouting) -> Target:

@@ -104,10 +104,16 @@ def test_a_new_alias_version_takes_traffic_and_old_versions_stay_callable(stack,
                             metadata=stack.metadata)
     assert first.served_by.kind == router_pb2.TARGET_KIND_TEACHER
     stack.gateway.set_alias("moving-bot", job=STUDENT_JOB, expected_version=alias.version)
-    now = stack.stub.Chat(router_pb2.ChatRequest(
-        model="moving-bot", messages=ask, sampling=router_pb2.Sampling(max_tokens=8)),
-        metadata=stack.metadata)
-    assert (now.served_by.kind, now.served_by.version) == (router_pb2.TARGET_KIND_STUDENT, 2)
+
+    def on_the_new_version() -> router_pb2.ChatResponse | None:
+        # Until the new version is downloaded and warm, the old one answers (never an error).
+        reply = stack.stub.Chat(router_pb2.ChatRequest(
+            model="moving-bot", messages=ask, sampling=router_pb2.Sampling(max_tokens=8)),
+            metadata=stack.metadata)
+        return reply if reply.served_by.version == 2 else None
+
+    now = wait_for(on_the_new_version, "version 2 of moving-bot to answer")
+    assert now.served_by.kind == router_pb2.TARGET_KIND_STUDENT
     pinned = stack.stub.Chat(router_pb2.ChatRequest(model="moving-bot@1", messages=ask),
                              metadata=stack.metadata)
     assert (pinned.served_by.kind, pinned.served_by.version) == (

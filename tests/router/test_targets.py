@@ -64,3 +64,20 @@ async def test_new_version_warms_before_it_takes_traffic(gateway):
             await targets.resolve("missing")
         with pytest.raises(InvalidArgument, match="ALIAS@VERSION"):
             await targets.resolve("bot@x")
+
+
+async def test_names_that_do_not_exist_leave_nothing_behind(gateway):
+    """A caller inventing alias names must not grow the router's memory: every read of a missing
+    name is refused and forgotten, its lock included."""
+    address, _ = gateway
+
+    async def warm(target: Target) -> None:
+        pass
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        targets = AliasTargets(directory_pb2_grpc.DirectoryServiceStub(channel), metadata=(),
+                               default_max_tokens=100, ttl_seconds=60, warm=warm)
+        asked = await asyncio.gather(*(targets.resolve(f"made-up-{i}") for i in range(200)),
+                                     return_exceptions=True)
+        assert all(isinstance(a, NotFound) for a in asked)
+        assert targets._records == {} and targets._locks == {}  # the state at stake
