@@ -149,11 +149,12 @@ def engine_flags(args: argparse.Namespace) -> list[str]:
 
 
 @contextlib.contextmanager
-def llama_server_direct(gguf: Path, args: argparse.Namespace, log_dir: Path) -> Iterator[str]:
-    """(a)'s denominator: llama-server for `gguf`; yields its OpenAI base URL."""
+def llama_server_direct(gguf: Path, args: argparse.Namespace, log_dir: Path
+                        ) -> Iterator[tuple[str, int]]:
+    """(a)'s denominator: llama-server for `gguf`; yields its OpenAI base URL and pid."""
     server = start_llama_server(gguf, log_dir / "llama-server.log", args=engine_flags(args))
     try:
-        yield f"{server.wait_ready()}/v1"
+        yield f"{server.wait_ready()}/v1", server.proc.pid
     finally:
         stop_process(server.proc)
 
@@ -244,13 +245,28 @@ def swap_during_load(routers: Routers, texts: list[str], args: argparse.Namespac
     return load, swaps
 
 
-def cpu_per_request_ms(pid: int | None, run: Callable[[], Load]) -> tuple[Load, float | None]:
-    """`run()`'s load and the CPU the process `pid` spent per request meanwhile."""
-    before = cpu_seconds(pid) if pid else 0.0
+def cpu_per_request_ms(pids: list[int], run: Callable[[], Load]) -> tuple[Load, float | None]:
+    """`run()`'s load and the CPU the processes `pids` spent per request meanwhile."""
+    before = sum(cpu_seconds(pid) for pid in pids)
     load = run()
-    if not pid:
+    if not pids:
         return load, None
-    return load, (cpu_seconds(pid) - before) * 1000 / max(1, len(load.latencies))
+    used = sum(cpu_seconds(pid) for pid in pids) - before
+    return load, used * 1000 / max(1, len(load.latencies))
+
+
+def pid(known: int | None) -> list[int]:
+    return [] if known is None else [known]
+
+
+def engine_pids(router_pid: int | None) -> list[int]:
+    """The llama-server processes a router started (none known for a router not started here)."""
+    if router_pid is None:
+        return []
+    import psutil
+
+    return [p.pid for p in psutil.Process(router_pid).children()
+            if p.name() == "llama-server"]
 
 
 def capture_on_off(routers: Routers, texts: list[str], teacher_texts: list[str],
@@ -258,25 +274,28 @@ def capture_on_off(routers: Routers, texts: list[str], teacher_texts: list[str],
     """(e): the same loads through the capture-on and the capture-off router, alternated."""
     figures: dict = {}
     answered_on = 0  # answers through the capture-on router in (e), each one a trace
-    loads = {
-        "student": lambda url: student_load(routers, url, texts, args),
-        "teacher": lambda url: asyncio.run(run_load(
-            url, routers.teacher_alias, teacher_texts, args.concurrency, 16,
-            api_key=routers.key)),
-    }
-    for name, run in loads.items():
-        if name == "teacher" and not routers.teacher_alias:
-            continue
+    loads = {"student": (routers.student_alias, texts, args.max_tokens)}
+    if routers.teacher_alias:
+        loads["teacher"] = (routers.teacher_alias, teacher_texts, 16)
+    for name, (model, prompts_, max_tokens) in loads.items():
+        def run(url: str, few: bool = False, model=model, prompts_=prompts_,
+                max_tokens=max_tokens) -> Load:
+            return asyncio.run(run_load(url, model, prompts_[:args.concurrency] if few
+                                        else prompts_, args.concurrency, max_tokens,
+                                        api_key=routers.key))
+
+        for url in (routers.url, routers.capture_off_url):  # engines, clients, first imports
+            run(url, few=True)
         on: list[Load] = []
         off: list[Load] = []
         cpu_on: list[float] = []
         cpu_off: list[float] = []
         for _ in range(args.rounds):
-            load, cpu = cpu_per_request_ms(routers.router_pid, lambda r=run: r(routers.url))
+            load, cpu = cpu_per_request_ms(pid(routers.router_pid), lambda: run(routers.url))
             on.append(load)
             cpu_on.append(cpu or 0.0)
-            load, cpu = cpu_per_request_ms(routers.capture_off_pid,
-                                           lambda r=run: r(routers.capture_off_url))
+            load, cpu = cpu_per_request_ms(pid(routers.capture_off_pid),
+                                           lambda: run(routers.capture_off_url))
             off.append(load)
             cpu_off.append(cpu or 0.0)
         answered_on += sum(len(load.latencies) for load in on)
@@ -305,13 +324,29 @@ def measure(gguf: Path, routers: Routers | None, args: argparse.Namespace, log_d
     figures: dict = {}
     direct: list[Load] = []
     routed: list[Load] = []
-    with llama_server_direct(gguf, args, log_dir) as direct_url:
+    cpu: dict[str, list[float]] = {"direct_engine": [], "router": [], "router_engine": []}
+    with llama_server_direct(gguf, args, log_dir) as (direct_url, direct_pid):
+        if routers and routers.student_alias:  # the router's engine up before the clock runs
+            student_load(routers, routers.url, texts[:args.concurrency], args)
         for _ in range(args.rounds):
-            direct.append(asyncio.run(run_load(direct_url, "student", texts, args.concurrency,
-                                               args.max_tokens)))
+            load, used = cpu_per_request_ms([direct_pid], lambda: asyncio.run(run_load(
+                direct_url, "student", texts, args.concurrency, args.max_tokens)))
+            direct.append(load)
+            cpu["direct_engine"].append(used)
             if routers and routers.student_alias:
-                routed.append(student_load(routers, routers.url, texts, args))
+                router_before = cpu_seconds(routers.router_pid) if routers.router_pid else 0.0
+                load, used = cpu_per_request_ms(engine_pids(routers.router_pid),
+                                                lambda: student_load(routers, routers.url,
+                                                                     texts, args))
+                routed.append(load)
+                cpu["router_engine"].append(used)
+                if routers.router_pid:
+                    cpu["router"].append((cpu_seconds(routers.router_pid) - router_before)
+                                         * 1000 / max(1, len(load.latencies)))
     figures |= rounds_figures("llama_server", direct)
+    # Where each answer's CPU went (ms per request, medians): the engines' and the router's.
+    figures |= {f"a_cpu_ms_{name}": round(statistics.median(values), 1)
+                for name, values in cpu.items() if values and None not in values}
     serial = llama_cpp_python_server(gguf, texts, args, log_dir)
     figures |= load_figures("llama_cpp_server", serial)
     figures["batching_speedup_engines"] = round(median_rps(direct) / serial.rps, 2)
