@@ -22,7 +22,8 @@ each; the router's engine gets the direct server's threads, slots and context:
     request at a time): the speed-up continuous batching buys, reported;
 (c) a teacher alias: p50 latency the router adds over calling the fake provider directly
     (`tests/fixtures/fake_provider.py`, no latency of its own), one request at a time,
-    `--teacher-requests` each, alternated over the rounds: <= 3 ms;
+    `--teacher-requests` each, alternated over the rounds: <= 3 ms; beside it, the same fake
+    server behind an upstream alias (forwarded over HTTP, no provider client);
 (d) SetAlias moving the student alias between two jobs (`--swap-job`) every `--swap-every`
     seconds while (a)'s load runs through the router: failed requests, target 0;
 (e) issue 22: the same loads through a router with trace capture on and one with it off
@@ -195,6 +196,7 @@ class Routers:
     gateway_token: str | None
     swap_jobs: list[str]
     capture_off_url: str | None = None  # a router with trace capture off, same gateway
+    upstream_alias: str | None = None  # an Upstream alias on the fake provider's URL
     router_pid: int | None = None  # for CPU per request (started here)
     capture_off_pid: int | None = None
     trace_counts: Callable[[], dict] | None = None  # the capture-on router's trace counters
@@ -363,12 +365,16 @@ def measure(gguf: Path, routers: Routers | None, args: argparse.Namespace, log_d
     try:
         teacher_direct: list[Load] = []
         teacher_routed: list[Load] = []
+        upstream_routed: list[Load] = []
         for _ in range(args.rounds):
             teacher_direct.append(one_at_a_time(fake_url, "gpt-4o-mini", teacher_texts,
                                                 "sk-bench"))
             if routers and routers.teacher_alias:
                 teacher_routed.append(one_at_a_time(routers.url, routers.teacher_alias,
                                                     teacher_texts, routers.key))
+            if routers and routers.upstream_alias:
+                upstream_routed.append(one_at_a_time(routers.url, routers.upstream_alias,
+                                                     teacher_texts, routers.key))
     finally:
         if fake_proc is not None:
             stop_process(fake_proc)
@@ -379,6 +385,9 @@ def measure(gguf: Path, routers: Routers | None, args: argparse.Namespace, log_d
         figures["router_teacher_p50_ms"] = round(routed_p50, 2)
         figures["c_added_p50_ms"] = round(routed_p50 - direct_p50, 2)
         figures["c_failed"] = sum(len(load.failures) for load in teacher_routed)
+    if upstream_routed:  # the same server as an upstream: forwarded, no provider client
+        routed_p50 = statistics.median(load.p50_ms() for load in upstream_routed)
+        figures["c_upstream_added_p50_ms"] = round(routed_p50 - direct_p50, 2)
 
     if routers and routers.capture_off_url and routers.student_alias:
         capture_texts = prompts(args.capture_teacher_requests, "Capture review")
@@ -420,7 +429,8 @@ def started_routers(gguf: Path, args: argparse.Namespace, home: Path) -> Iterato
     a student alias on `gguf` (and a second job on a relabelled copy), a teacher alias."""
     import httpx
 
-    from tests.fixtures.router_stack import http_url, run_router_stack
+    from distill.v1 import gateway_pb2
+    from tests.fixtures.router_stack import TEACHER_KEY_ENV, http_url, run_router_stack
     from tests.fixtures.s3_server import run_weed_mini
 
     engine = {  # the router's engines get what the direct llama-server gets
@@ -438,6 +448,9 @@ def started_routers(gguf: Path, args: argparse.Namespace, home: Path) -> Iterato
             home, s3, fake, "sk-bench", students=students, router_env=engine))
         routers.gateway.set_alias("bench-student", job=SWAP_JOBS[0])
         routers.set_teacher_alias("bench-teacher")
+        routers.gateway.set_alias("bench-upstream", target=gateway_pb2.AliasTarget(
+            upstream=gateway_pb2.Upstream(base_url=fake.openai_base_url, model="gpt-4o-mini",
+                                          api_key_env=TEACHER_KEY_ENV)))
         off = routers.another_router(DISTILL_ROUTER_TRACE_CAPTURE="false")
         stack.callback(off.stop)
         metrics_port = routers.router.serving_event()["metrics_port"]
@@ -446,6 +459,7 @@ def started_routers(gguf: Path, args: argparse.Namespace, home: Path) -> Iterato
             teacher_alias="bench-teacher", fake_url=fake.openai_base_url,
             gateway=routers.gateway_address, gateway_token=routers.token,
             swap_jobs=list(SWAP_JOBS), capture_off_url=http_url(off),
+            upstream_alias="bench-upstream",
             router_pid=routers.router.proc.pid, capture_off_pid=off.proc.pid,
             trace_counts=lambda: trace_counts(lambda: httpx.get(
                 f"http://127.0.0.1:{metrics_port}/metrics", timeout=30, trust_env=False).text))
