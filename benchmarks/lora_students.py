@@ -9,7 +9,9 @@ the way vLLM-style upstreams serve adapters). Each server runs with the router's
 settings (`engine_n_ctx` per slot x `engine_parallel` slots). Figures, per arrangement:
 - resident memory of all its processes once every student has answered (its weights paged in):
   RSS, and PSS (shared pages split between the processes that map them);
-- `--requests` requests spread round-robin over the N students at `--concurrency`: requests/s.
+- `--requests` requests spread round-robin over the N students at `--concurrency`: requests/s
+  (and, on the LoRA server, the same requests all on one adapter). Each server gets `--threads`
+  (the N processes together get N times the one server's threads).
 
 The base is the offline SmolLM2-135M Q4_1 GGUF. The N one-engine students are N copies of that
 file (distinct files, so nothing is shared through the page cache, as with N real students: a
@@ -150,6 +152,12 @@ def measure(count: int, base: Path, loras: list[Path], args: argparse.Namespace,
         mem = memory([proc])
         figures |= {f"n{count}_lora_{k}": v for k, v in mem.items()}
         figures |= {f"n{count}_lora_rps": round(rps, 3), f"n{count}_lora_failed": failed}
+        # The same load on one adapter only: llama-server batches only requests whose adapters
+        # match, so this separates that from the adapters' own compute.
+        rps, failed = asyncio.run(spread_load(routes[:1], args.requests, args.concurrency,
+                                              args.max_tokens))
+        figures |= {f"n{count}_lora_one_adapter_rps": round(rps, 3),
+                    f"n{count}_lora_one_adapter_failed": failed}
     for path in copies:
         path.unlink()
     figures[f"n{count}_rss_ratio"] = round(
