@@ -29,7 +29,9 @@ each; the router's engine gets the direct server's threads, slots and context:
 (e) issue 22: the same loads through a router with trace capture on and one with it off
     (`DISTILL_ROUTER_TRACE_CAPTURE=false`), alternated: requests/s on / off, target >= 0.97, on
     the student load and on a teacher load (`--capture-teacher-requests` at the concurrency,
-    where the router's own work is a larger share), with the router's CPU per request.
+    where the router's own work is a larger share), with the router's CPU per request; and,
+    on the capture-on router, the same loads with each request opting out of its trace
+    (`x-distill-trace: off`): the same router and engine, so only capture differs.
 `--no-router` measures the engines alone: (a)'s denominator, (b)'s baseline, (c)'s direct p50.
 """
 
@@ -87,12 +89,14 @@ class Load:
 
 
 async def run_load(base_url: str, model: str, texts: list[str], concurrency: int,
-                   max_tokens: int, api_key: str = "unused") -> Load:
+                   max_tokens: int, api_key: str = "unused",
+                   headers: dict[str, str] | None = None) -> Load:
     """Every prompt once, `concurrency` at a time, through the openai SDK (no retries: a failed
     request counts as failed)."""
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=600)
+    client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=600,
+                         default_headers=headers)
     gate = asyncio.Semaphore(concurrency)
     load = Load(elapsed=0.0)
 
@@ -280,33 +284,42 @@ def capture_on_off(routers: Routers, texts: list[str], teacher_texts: list[str],
     if routers.teacher_alias:
         loads["teacher"] = (routers.teacher_alias, teacher_texts, 16)
     for name, (model, prompts_, max_tokens) in loads.items():
-        def run(url: str, few: bool = False, model=model, prompts_=prompts_,
-                max_tokens=max_tokens) -> Load:
+        def run(url: str, few: bool = False, headers: dict | None = None, model=model,
+                prompts_=prompts_, max_tokens=max_tokens) -> Load:
             return asyncio.run(run_load(url, model, prompts_[:args.concurrency] if few
                                         else prompts_, args.concurrency, max_tokens,
-                                        api_key=routers.key))
+                                        api_key=routers.key, headers=headers))
 
         for url in (routers.url, routers.capture_off_url):  # engines, clients, first imports
             run(url, few=True)
         on: list[Load] = []
         off: list[Load] = []
-        cpu_on: list[float] = []
-        cpu_off: list[float] = []
+        opted_out: list[Load] = []
+        cpu: dict[str, list[float]] = {"on": [], "off": [], "opted_out": []}
         for _ in range(args.rounds):
-            load, cpu = cpu_per_request_ms(pid(routers.router_pid), lambda: run(routers.url))
+            load, used = cpu_per_request_ms(pid(routers.router_pid), lambda: run(routers.url))
             on.append(load)
-            cpu_on.append(cpu or 0.0)
-            load, cpu = cpu_per_request_ms(pid(routers.capture_off_pid),
-                                           lambda: run(routers.capture_off_url))
+            cpu["on"].append(used or 0.0)
+            load, used = cpu_per_request_ms(pid(routers.capture_off_pid),
+                                            lambda: run(routers.capture_off_url))
             off.append(load)
-            cpu_off.append(cpu or 0.0)
+            cpu["off"].append(used or 0.0)
+            # The capture-on router and its engine, each request opting out of its trace:
+            # capture's cost without a second router and engine in the comparison.
+            load, used = cpu_per_request_ms(pid(routers.router_pid), lambda: run(
+                routers.url, headers={"x-distill-trace": "off"}))
+            opted_out.append(load)
+            cpu["opted_out"].append(used or 0.0)
         answered_on += sum(len(load.latencies) for load in on)
         figures |= rounds_figures(f"e_{name}_capture_on", on)
         figures |= rounds_figures(f"e_{name}_capture_off", off)
+        figures |= rounds_figures(f"e_{name}_opted_out", opted_out)
         figures[f"e_{name}_ratio"] = round(median_rps(on) / median_rps(off), 3)
+        figures[f"e_{name}_ratio_same_router"] = round(median_rps(on) / median_rps(opted_out),
+                                                       3)
         if routers.router_pid:
-            figures[f"e_{name}_router_cpu_ms_on"] = round(statistics.median(cpu_on), 2)
-            figures[f"e_{name}_router_cpu_ms_off"] = round(statistics.median(cpu_off), 2)
+            figures |= {f"e_{name}_router_cpu_ms_{arm}": round(statistics.median(values), 2)
+                        for arm, values in cpu.items()}
     if routers.trace_counts is not None:
         # Traces are written in batches (trace_flush_seconds): wait for (e)'s to be out, so
         # the counts show capture was on and what it kept up with.
