@@ -529,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                 student_alias=args.student_alias, teacher_alias=args.teacher_alias,
                 fake_url=args.fake_url, gateway=args.gateway, gateway_token=args.gateway_token,
                 swap_jobs=args.swap_job,
-                capture_off_url=args.capture_off_url and f"{args.capture_off_url}/v1"),
+                capture_off_url=args.capture_off_url and f"{args.capture_off_url.rstrip('/')}/v1"),
                 args, home)
         else:
             figures["router"] = "started"
