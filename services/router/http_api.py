@@ -81,7 +81,11 @@ class HttpApi:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> None:
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        # The protocol is named (IPPROTO_TCP, not 0): asyncio turns Nagle off (TCP_NODELAY) only
+        # on sockets that say TCP, accepted ones included. With Nagle on, every answer waited
+        # about 40 ms for the client's delayed ACK between uvicorn's header and body writes.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         self.port = sock.getsockname()[1]

@@ -1,10 +1,8 @@
-"""The router as a real process in front of a real gateway, a real engine and the fake teacher.
+"""The router stacks of these tests (tests/fixtures/router_stack.py builds them).
 
-One stack per module: the gateway in this process (its job store holds a SUCCEEDED job whose
-student is the offline SmolLM2 GGUF, put in the tests' S3 server), the router started as
-`python -m services.router` (port 0; its HTTP port comes from its "serving" line), which starts
-llama-server for the GGUF on first use. `projects` is the multi-project setup instead: a gateway
-with an admin key, two projects' API keys and the internal token, which the router holds.
+`stack`, one per module: the gateway in this process, the router as a real process, llama-server
+for the offline SmolLM2 GGUF, the fake teacher. `projects` is the multi-project setup instead: a
+gateway with an admin key, two projects' API keys and the internal token, which the router holds.
 """
 
 from __future__ import annotations
@@ -15,148 +13,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import httpx
-import psutil
 import pytest
 
 from distill.client import Distiller
 from distill.local_suite import ServiceProcess
-from distill.v1 import common_pb2, gateway_pb2, router_pb2_grpc
-from services.common.models import packaged_smollm2_gguf
-from services.common.storage import ArtifactStore, open_store
-from services.gateway.job_store import JobStore
+from distill.v1 import router_pb2_grpc
 from services.gateway.server import build as build_gateway
 from services.gateway.settings import GatewaySettings
 from tests.fixtures.fake_provider import FakeProviderHandle, run_fake_provider
 from tests.fixtures.inprocess import serve_in_thread
 from tests.fixtures.processes import start_module
+from tests.fixtures.router_stack import Stack, http_url, router_environment, run_router_stack
 from tests.fixtures.s3_server import s3_server  # noqa: F401 - pytest fixture
 
-TEACHER_KEY_ENV = "ROUTER_TEST_TEACHER_API_KEY"
-STUDENT_JOB = "jobs/student1"
-
-
-@dataclass
-class Stack:
-    gateway: Distiller
-    router: ServiceProcess
-    fake: FakeProviderHandle
-    token: str
-    grpc_channel: grpc.Channel
-    store: ArtifactStore  # the router's and the gateway's (traces land here)
-    router_env: dict[str, str]
-    home: Path
-
-    def another_router(self, **env: str) -> ServiceProcess:
-        """A second router on the same gateway and store, with `env` on top of the first's;
-        the caller stops it."""
-        return start_module("services.router", self.home / "logs-2", env={
-            **self.router_env, **env})
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.router.serving_event()['http_port']}/v1"
-
-    @property
-    def stub(self) -> router_pb2_grpc.RouterServiceStub:
-        return router_pb2_grpc.RouterServiceStub(self.grpc_channel)
-
-    @property
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),)
-
-    def metrics(self) -> str:
-        """The router's Prometheus text."""
-        port = self.router.serving_event()["metrics_port"]
-        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30, trust_env=False).text
-
-    def engines(self) -> list[psutil.Process]:
-        """The engine processes the router runs now."""
-        children = psutil.Process(self.router.proc.pid).children(recursive=True)
-        return [p for p in children if _is_engine(p)]
-
-    def set_teacher_alias(self, name: str, expected_version: int = 0,
-                          max_tokens_limit: int = 0) -> gateway_pb2.Alias:
-        return self.gateway.set_alias(name, target=teacher_target(self.fake, max_tokens_limit),
-                                      expected_version=expected_version)
-
-
-def teacher_target(fake: FakeProviderHandle, max_tokens_limit: int = 0) -> gateway_pb2.AliasTarget:
-    """An alias target answered by the fake provider, as a teacher."""
-    target = gateway_pb2.AliasTarget(max_tokens_limit=max_tokens_limit)
-    target.teacher.CopyFrom(common_pb2.ModelSpec(
-        provider=common_pb2.PROVIDER_OPENAI, model="gpt-4o-mini",
-        base_url=fake.openai_base_url, api_key_env=TEACHER_KEY_ENV))
-    return target
-
-
-def router_env(gateway_address: str, home: Path, fake: FakeProviderHandle, teacher_key: str,
-               **env: str) -> dict[str, str]:
-    """A test router's environment (`env` on top): records read again on every request, the
-    fake provider as the teacher endpoint."""
-    return {
-        "DISTILL_ROUTER_GATEWAY_ADDRESS": gateway_address,
-        "DISTILL_CACHE_DIR": str(home / "cache"),
-        "DISTILL_ROUTER_HTTP_PORT": "0",
-        "DISTILL_ROUTER_ENGINE_THREADS": "1",
-        "DISTILL_ROUTER_ALIAS_TTL_SECONDS": "0",
-        "DISTILL_GRACE_SECONDS": "2",
-        "DISTILL_ROUTER_TRACE_FLUSH_SECONDS": "0.2",
-        TEACHER_KEY_ENV: teacher_key,
-        **fake.env(TEACHER_KEY_ENV),  # the fake is the endpoint that gets the teacher key
-        # Upstream aliases name the fake's URL (as a student server: no key).
-        "DISTILL_ALLOWED_BASE_URL_HOSTS": '["127.0.0.1"]',
-        "DISTILL_ALLOW_LOOPBACK_ADDRESSES": "true",
-        **env,
-    }
-
-
-def _is_engine(process: psutil.Process) -> bool:
-    try:
-        command = process.cmdline()
-        return bool(command) and process.is_running() and (
-            Path(command[0]).name == "llama-server" or "llama_cpp.server" in command)
-    except psutil.Error:
-        return False
+# Settings that let the tests see changes at once rather than after production's intervals.
+TEST_ROUTER_ENV = {
+    "DISTILL_ROUTER_ENGINE_THREADS": "1",
+    "DISTILL_ROUTER_ALIAS_TTL_SECONDS": "0",
+    "DISTILL_GRACE_SECONDS": "2",
+    "DISTILL_ROUTER_TRACE_FLUSH_SECONDS": "0.2",
+}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, s3_server) -> Iterator[Stack]:  # noqa: F811 - the fixture above
     home: Path = tmp_path_factory.mktemp("router")
-    token = "tok-" + secrets.token_hex(8)
     teacher_key = "sk-router-" + secrets.token_hex(8)
-    store_url = f"s3://router-{secrets.token_hex(4)}"
-    store = open_store(store_url, **s3_server.store_settings())
-    gguf = store.put_file("jobs/student1/gguf/student.gguf", packaged_smollm2_gguf())
-    jobs = JobStore(home / "gateway.db")
-    try:
-        job = gateway_pb2.Job(name=STUDENT_JOB, state=gateway_pb2.JOB_STATE_SUCCEEDED)
-        job.outputs.student_gguf.CopyFrom(gguf.as_proto())
-        jobs.create_job(job)
-    finally:
-        jobs.close()
-    s3_env = {"DISTILL_STORE_URL": store_url, "DISTILL_S3_ENDPOINT": s3_server.endpoint,
-              "DISTILL_S3_ACCESS_KEY": s3_server.access_key,
-              "DISTILL_S3_SECRET_KEY": s3_server.secret_key}
-    settings = GatewaySettings(port=0, grace_seconds=0, store_url=store_url,
-                               s3_endpoint=s3_server.endpoint, s3_access_key=s3_server.access_key,
-                               s3_secret_key=s3_server.secret_key,
-                               db_path=home / "gateway.db", auth_token=token)
     with run_fake_provider(api_key=teacher_key) as fake, \
-            serve_in_thread(settings, lambda: build_gateway(settings)) as gateway_address, \
-            Distiller(gateway_address, token=token) as gateway:
-        env = router_env(gateway_address, home, fake, teacher_key, **s3_env,
-                         DISTILL_AUTH_TOKEN=token)
-        router = start_module("services.router", home / "logs", env=env)
-        channel = grpc.insecure_channel(router.address)
-        running = Stack(gateway, router, fake, token, channel, store, env, home)
-        try:
-            yield running
-        finally:
-            channel.close()
-            engines = running.engines()
-            assert router.stop() == 0, router.log()[-3000:]
-            assert not any(p.is_running() for p in engines), "an engine outlived the router"
+            run_router_stack(home, s3_server, fake, teacher_key,
+                             router_env=TEST_ROUTER_ENV) as running:
+        yield running
 
 
 @dataclass
@@ -174,7 +60,7 @@ class Projects:
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.router.serving_event()['http_port']}/v1"
+        return http_url(self.router)
 
     @property
     def stub(self) -> router_pb2_grpc.RouterServiceStub:
@@ -202,9 +88,9 @@ def projects(tmp_path_factory) -> Iterator[Projects]:
             serve_in_thread(settings, lambda: build_gateway(settings)) as gateway_address, \
             Distiller(gateway_address, token=admin_key) as admin:
         keys = {project: admin.create_api_key(project).key for project in ("alpha", "beta")}
-        env = router_env(gateway_address, home, fake, teacher_key, DISTILL_STORE_URL=store_url,
-                         DISTILL_INTERNAL_TOKEN=internal,
-                         DISTILL_ROUTER_CALLER_TTL_SECONDS=str(CALLER_TTL_SECONDS))
+        env = router_environment(gateway_address, home, fake, teacher_key, **TEST_ROUTER_ENV,
+                                 DISTILL_STORE_URL=store_url, DISTILL_INTERNAL_TOKEN=internal,
+                                 DISTILL_ROUTER_CALLER_TTL_SECONDS=str(CALLER_TTL_SECONDS))
         router = start_module("services.router", home / "logs", env=env)
         channel = grpc.insecure_channel(router.address)
         try:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import openai
 
+from tests.fixtures.router_stack import Stack
 from tests.fixtures.waits import wait_for
-from tests.router.conftest import Stack
 
 
 def test_a_pushed_change_moves_the_alias_long_before_its_record_expires(stack: Stack):

@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from distill.v1 import common_pb2, router_pb2
+from tests.fixtures.router_stack import STUDENT_JOB, Stack
 from tests.fixtures.waits import wait_for
-from tests.router.conftest import STUDENT_JOB, Stack
 
 USER = common_pb2.ROLE_USER
 HELLO = [{"role": "user", "content": "hello"}]

@@ -27,8 +27,8 @@ from services.gateway.rollouts import Rollouts
 from services.router.live_judge import LiveJudge
 from services.router.targets import Target
 from tests.fixtures.fake_provider import run_fake_provider
+from tests.fixtures.router_stack import STUDENT_JOB, TEACHER_KEY_ENV, Stack
 from tests.fixtures.waits import wait_for
-from tests.router.conftest import STUDENT_JOB, TEACHER_KEY_ENV, Stack
 from tests.router.test_traces import teacher_alias, traces
 
 TICKET = "TICKET-123456"  # what the teacher answers; no 135M student writes it unshown

@@ -11,7 +11,8 @@ import subprocess
 import pytest
 
 from tests.e2e.test_node_client import NODE_DIR, node  # noqa: F401 - the Node.js fixture
-from tests.router.conftest import Projects, teacher_target
+from tests.fixtures.router_stack import teacher_target
+from tests.router.conftest import Projects
 
 SCRIPT = NODE_DIR / "openai_chat.js"
 

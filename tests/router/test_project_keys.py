@@ -32,8 +32,9 @@ from services.gateway.settings import GatewaySettings
 from tests.fixtures.fake_provider import run_fake_provider
 from tests.fixtures.inprocess import serve_in_thread
 from tests.fixtures.processes import start_module
+from tests.fixtures.router_stack import router_environment, teacher_target
 from tests.fixtures.waits import wait_for
-from tests.router.conftest import Projects, router_env, teacher_target
+from tests.router.conftest import TEST_ROUTER_ENV, Projects
 
 HELLO = [{"role": "user", "content": "hello"}]
 WRONG_KEYS = ("wrong-key", "dk_" + "x" * 43)
@@ -263,8 +264,9 @@ def test_a_gateway_that_needs_no_key_makes_the_router_need_none(tmp_path, intern
             Distiller(address) as gateway:
         gateway.set_alias("bot", target=teacher_target(fake))
         extra = {"DISTILL_INTERNAL_TOKEN": token} if internal else {}
-        router = start_module("services.router", tmp_path / "logs", env=router_env(
-            address, tmp_path, fake, teacher_key, DISTILL_STORE_URL=store_url, **extra))
+        router = start_module("services.router", tmp_path / "logs", env=router_environment(
+            address, tmp_path, fake, teacher_key, **TEST_ROUTER_ENV, DISTILL_STORE_URL=store_url,
+            **extra))
         try:
             url = f"http://127.0.0.1:{router.serving_event()['http_port']}/v1"
             for headers in ({}, {"authorization": "Bearer none"}):
@@ -285,9 +287,9 @@ def test_a_gateway_that_needs_no_key_makes_the_router_need_none(tmp_path, intern
 def test_a_gateway_refusing_the_router_is_503_not_401(aliases, tmp_path):
     """A router whose internal token the gateway does not know cannot tell whose a key is: the
     caller is told the service is unavailable, not that its key is wrong."""
-    env = router_env(aliases.gateway_address, tmp_path, aliases.fake, "sk-unused",
-                     DISTILL_STORE_URL=f"file://{tmp_path / 'store'}",
-                     DISTILL_INTERNAL_TOKEN="not-the-internal-token")
+    env = router_environment(aliases.gateway_address, tmp_path, aliases.fake, "sk-unused",
+                             **TEST_ROUTER_ENV, DISTILL_STORE_URL=f"file://{tmp_path / 'store'}",
+                             DISTILL_INTERNAL_TOKEN="not-the-internal-token")
     router = start_module("services.router", tmp_path / "logs", env=env)
     try:
         url = f"http://127.0.0.1:{router.serving_event()['http_port']}/v1"

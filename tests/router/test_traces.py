@@ -10,8 +10,8 @@ import pytest
 
 from distill.v1 import common_pb2, gateway_pb2, router_pb2
 from services.common.traces import layout
+from tests.fixtures.router_stack import STUDENT_JOB, TEACHER_KEY_ENV, Stack
 from tests.fixtures.waits import wait_for
-from tests.router.conftest import STUDENT_JOB, TEACHER_KEY_ENV, Stack
 
 
 def traces(stack: Stack, alias: str) -> list[dict]:
