@@ -38,10 +38,16 @@ def load_and_split(job_id):
 def rss():
     return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
 
+def high_water():
+    # VmHWM, this process's own peak. Not ru_maxrss: Linux carries that across exec, so a child
+    # of a large pytest process starts with its parent's peak.
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) * 1024
+
 gc.collect()
 before = rss()
 rows = load_and_split("rss")
-grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+grown = high_water() - before
 gc.collect()
 tracemalloc.start()
 load_and_split("traced")
