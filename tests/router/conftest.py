@@ -17,13 +17,17 @@ import pytest
 
 from distill.client import Distiller
 from distill.local_suite import ServiceProcess
-from distill.v1 import router_pb2_grpc
 from services.gateway.server import build as build_gateway
 from services.gateway.settings import GatewaySettings
 from tests.fixtures.fake_provider import FakeProviderHandle, run_fake_provider
 from tests.fixtures.inprocess import serve_in_thread
 from tests.fixtures.processes import start_module
-from tests.fixtures.router_stack import Stack, http_url, router_environment, run_router_stack
+from tests.fixtures.router_stack import (
+    RouterCalls,
+    Stack,
+    router_environment,
+    run_router_stack,
+)
 from tests.fixtures.s3_server import s3_server  # noqa: F401 - pytest fixture
 
 # Settings that let the tests see changes at once rather than after production's intervals.
@@ -46,7 +50,7 @@ def stack(tmp_path_factory, s3_server) -> Iterator[Stack]:  # noqa: F811 - the f
 
 
 @dataclass
-class Projects:
+class Projects(RouterCalls):
     """Projects alpha and beta on one gateway (admin key, internal token) and a router that
     holds the internal token, so it serves both."""
 
@@ -57,14 +61,6 @@ class Projects:
     keys: dict[str, str]  # project → its API key
     internal_token: str
     grpc_channel: grpc.Channel
-
-    @property
-    def http_url(self) -> str:
-        return http_url(self.router)
-
-    @property
-    def stub(self) -> router_pb2_grpc.RouterServiceStub:
-        return router_pb2_grpc.RouterServiceStub(self.grpc_channel)
 
     def client(self, project: str) -> Distiller:
         """The gateway's client with `project`'s key; the caller closes it."""
