@@ -12,7 +12,8 @@ from tests.fixtures.waits import async_wait_for
 
 
 async def test_accepted_connections_have_tcp_nodelay():
-    api = HttpApi(RouterSettings(), router=None)  # no request is made: only the socket counts
+    # No request is made: only the socket counts.
+    api = HttpApi(RouterSettings(), router=None, authenticator=None)
     await api.start("127.0.0.1", 0)
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", api.port)
