@@ -18,6 +18,12 @@ from tests.fixtures.s3_server import s3_server  # noqa: F401 - pytest fixture
 from tests.fixtures.tiny_llama import tiny_llama_dir  # noqa: F401 - pytest fixture
 
 TEACHER_KEY_ENV = "E2E_TEACHER_API_KEY"
+# Training that teaches SmolLM2-135M a one-word answer and to end its turn after it, which the
+# export's smoke test needs. At the default learning rate (2e-4) 4 steps leave it rambling: an
+# unseen review got 256 tokens of "I'm glad to know that you enjoyed..." and no end-of-turn, so
+# whether the export passed depended on rounding (it failed in CI). At 1e-3 it answers
+# "Positive<|im_end|>".
+SMOLLM2_TRAINING = {"max_steps": 4, "learning_rate": 1e-3}
 TEACHER_KEY = "sk-e2e-" + secrets.token_hex(8)
 
 

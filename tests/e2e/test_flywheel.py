@@ -12,7 +12,7 @@ import pytest
 
 from distill.client import DistillClientError
 from distill.v1 import common_pb2, gateway_pb2
-from tests.e2e.conftest import TEACHER_KEY_ENV
+from tests.e2e.conftest import SMOLLM2_TRAINING, TEACHER_KEY_ENV
 from tests.e2e.test_pipeline import wait_for
 from tests.fixtures import waits
 
@@ -62,9 +62,9 @@ def distill_from_traces(suite, alias: str, promote: str, progressive: dict):
         student=str(prepare_smollm2(shared_cache_dir())), n_samples=4, top_k=2, min_score=5,
         judge=common_pb2.JudgeSpec(reference=common_pb2.ReferenceJudge(
             mode=common_pb2.MATCH_MODE_LABEL)),
-        # A few steps: the loop is under test, not the student's skill; they teach the answer,
-        # not yet to stop at once (the smoke test gets room to finish), and never "negative".
-        training={"max_steps": 4, "batch_size": 2, "max_seq_length": 64,
+        # A few steps: the loop is under test, not the student's skill; they teach the answer
+        # and to stop after it, never "negative".
+        training={**SMOLLM2_TRAINING, "batch_size": 2, "max_seq_length": 64,
                   "checkpoint_interval": 1},
         export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smokeMaxTokens": 256},
         eval={"holdoutFraction": 0}, promote_alias=promote, progressive=progressive)

@@ -13,13 +13,13 @@ import pytest
 
 from distill.client import DistillClientError
 from distill.v1 import common_pb2, gateway_pb2
-from tests.e2e.conftest import TEACHER_KEY, TEACHER_KEY_ENV, write_dataset
+from tests.e2e.conftest import SMOLLM2_TRAINING, TEACHER_KEY, TEACHER_KEY_ENV, write_dataset
 from tests.fixtures import waits
 
 State = gateway_pb2
 
 
-def spec(suite, dataset, student, *, steps=2, **fields) -> gateway_pb2.DistillSpec:
+def spec(suite, dataset, student, *, steps=2, training=None, **fields) -> gateway_pb2.DistillSpec:
     teacher = common_pb2.ModelSpec(provider=common_pb2.PROVIDER_OPENAI, model="gpt-4o-mini",
                                    base_url=suite.fake.openai_base_url,
                                    api_key_env=TEACHER_KEY_ENV, max_tokens=8)
@@ -29,7 +29,7 @@ def spec(suite, dataset, student, *, steps=2, **fields) -> gateway_pb2.DistillSp
         dataset=suite.client.upload(dataset), teacher=teacher, student=str(student), judge=judge,
         n_samples=4, top_k=2, min_score=5,
         training={"max_steps": steps, "batch_size": 2, "max_seq_length": 64,
-                  "checkpoint_interval": 1},
+                  "checkpoint_interval": 1, **(training or {})},
         **{"eval": {"holdout_fraction": 0}, **fields})  # evaluation only where a test wants it
 
 
@@ -54,10 +54,9 @@ def test_a_whole_job_evaluates_then_promotes_only_past_the_gate(suite, tmp_path)
 
     suite.fake.configure(replies=["positive", "negative", "Positive!", "meh"])
     student = prepare_smollm2(shared_cache_dir())
-    # A few steps teach the answer, not yet to stop at once: the smoke test gets room to finish.
     # Half of the 6 prompts are held out for the evaluation; a ratio of 0 and no floor always
     # promote (tests/e2e/test_eval_floor.py has the floor).
-    s = spec(suite, write_dataset(tmp_path / "d.jsonl", 6), student, steps=4,
+    s = spec(suite, write_dataset(tmp_path / "d.jsonl", 6), student, training=SMOLLM2_TRAINING,
              promote_alias="sentiment", eval={"holdout_fraction": 0.5, "promote_min_ratio": 0,
                                               "promote_min_pass_rate": 0},
              export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smoke_max_tokens": 256})

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from distill.v1 import common_pb2, gateway_pb2
-from tests.e2e.conftest import TEACHER_KEY, write_dataset
+from tests.e2e.conftest import SMOLLM2_TRAINING, TEACHER_KEY, write_dataset
 
 # Every test here: a connection beyond loopback fails it (conftest.py).
 pytestmark = pytest.mark.usefixtures("loopback_only")
@@ -26,7 +26,7 @@ def job_spec(suite, dataset: Path, student: Path, **fields) -> gateway_pb2.Disti
     return suite.client.spec(
         dataset=suite.client.upload(dataset), teacher=teacher, student=str(student), judge=judge,
         n_samples=4, top_k=2, min_score=5,
-        training={"max_steps": 4, "batch_size": 2, "max_seq_length": 64},
+        training={**SMOLLM2_TRAINING, "batch_size": 2, "max_seq_length": 64},
         # Room for the smoke test to see the student stop (tests/e2e/test_pipeline.py).
         export={"quantizations": ["QUANTIZATION_TYPE_Q8_0"], "smoke_max_tokens": 256},
         **fields)
