@@ -90,8 +90,6 @@ def collect(artifacts: ArtifactStore, jobs: JobStore, project: str) -> int:
                       if not digits or int(key[:digits], 16) == part}
             for name in survivors:
                 unused.difference_update(read_keys(artifacts, name))
-            if jobs.has_unfinished(project):  # one started meanwhile: the rest waits for it
-                return deleted
             artifacts.delete_keys([entry_key(folder, key) for key in sorted(unused)])
             deleted += len(unused)
         artifacts.delete_keys(releases)
