@@ -5,6 +5,9 @@ paid for).
 The key is the sha256 of (provider, model, endpoint, sampling parameters, messages, sample
 index), so rerunning a job, or resuming one that was killed, asks the provider only for the
 samples it never returned. The API key is not part of the key and never stored.
+
+Entries go by the gateway's TTL sweep, or with the last job that used them (each generator
+run lists its keys: `teacher_cache_keys.py`; `services/gateway/cache_release.py`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ teacher call; `Generation(plan, clients, store).events()` (a client per committe
 it and yields GenerateResponse events: progress, one CandidateGroup per prompt as soon as all
 its samples are done, and a summary with the candidates artifact
 (`jobs/{job_id}/candidates/candidates.jsonl`, one CandidateGroup per line in dataset order,
-protobuf JSON).
+protobuf JSON). Each run also stores the teacher-cache keys it used
+(`jobs/{job_id}/teacher-cache-keys/`, `services/common/teacher_cache_keys.py`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ project-owned folders outside jobs (uploaded datasets, the teacher cache).
 A job's folder is not per project: the gateway checks the job row's project before it serves
 anything under `jobs/{id}...`. Datasets and teacher-cache entries have no row, so their keys
 carry the project: `datasets/{project}/`, `cache/teacher/{project}/`; the default project keeps
-the folders' top level, the layout of installs from before projects.
+the folders' top level, the layout of installs from before projects. Deleted jobs' lists of
+cache keys waiting to be collected (`cache/released/{project}/`) always name their project.
 """
 
 from __future__ import annotations
