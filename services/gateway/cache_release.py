@@ -53,13 +53,13 @@ def manifests(artifacts: ArtifactStore, job_id: str) -> list[str]:
               for key in artifacts.list(runs) if is_cache_manifest(key))]
 
 
-def release(artifacts: ArtifactStore, job: gateway_pb2.Job) -> bool:
-    """Records the cache keys the job's runs used as a release, before the job's folders go;
-    False when its runs wrote no manifest. Blocking."""
+def release(artifacts: ArtifactStore, job: gateway_pb2.Job) -> None:
+    """Records the cache keys the job's runs used as a release, before the job's folders go
+    (none when its runs wrote no manifest). Blocking."""
     job_id = job_id_of(job.name)
     sources = manifests(artifacts, job_id)
     if not sources:
-        return False
+        return
     with tempfile.TemporaryFile() as joined:
         for key in sources:
             for chunk in artifacts.iter_chunks(key):
@@ -67,7 +67,6 @@ def release(artifacts: ArtifactStore, job: gateway_pb2.Job) -> bool:
         joined.seek(0)
         artifacts.put(f"{released_cache_prefix(job.project)}{job_id}.txt", joined,
                       media_type=MEDIA_TYPE)
-    return True
 
 
 def collect(artifacts: ArtifactStore, jobs: JobStore, project: str) -> int:

@@ -37,7 +37,7 @@ async def delete_job(name: str, project: str, store: JobStore, events: JobEvents
                      aliases: Aliases, artifacts: ArtifactStore) -> Deleted:
     """Deletes the project's job; returns how many stored objects went with it. Its cache keys
     are released first, then the artifacts go and the job row last, so a deletion cut short can
-    simply be asked for again."""
+    simply be asked for again; a collection of its entries cut short, the sweep finishes."""
     job = store.get_job(name, project)
     state = gateway_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
     if job.state not in TERMINAL:
