@@ -48,6 +48,7 @@ from services.common.heap import freeze_startup_objects
 from services.common.providers import CompletionRequest, Message, open_provider
 from services.common.providers.call_processes import CallProcesses
 from services.common.storage import LocalStore
+from services.common.teacher_cache_keys import KeyLog
 from services.generator.generation import Generation, plan
 from services.generator.server import teacher_client
 from services.generator.settings import GeneratorSettings
@@ -110,13 +111,15 @@ async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest,
     job's start to the call's, its latency). The start is the group's arrival less the call's
     latency, a little late by the cache write between them."""
     job = plan(request, store, max_concurrency=1024)
-    client = teacher_client(job, job.committee[0], SETTINGS, store, processes, DEFAULT_PROJECT)
+    used = KeyLog()
+    client = teacher_client(job, job.committee[0], SETTINGS, store, processes, DEFAULT_PROJECT,
+                            used)
     started, cpu_started = time.perf_counter(), time.process_time()
     helpers_cpu = call_processes_cpu(processes)
     calls: list[tuple[float, float]] = []
     try:
         with CollectorPauses() as collector:
-            async for event in Generation(job, [client], store).events():
+            async for event in Generation(job, [client], store, used=used).events():
                 kind = event.WhichOneof("event")
                 if kind == "group":
                     now = time.perf_counter() - started
@@ -126,6 +129,7 @@ async def run_job(store: LocalStore, request: generator_pb2.GenerateRequest,
                     summary = event.summary
     finally:
         await client.aclose()
+        used.close()
     return {"elapsed": time.perf_counter() - started, "summary": summary,
             "retries": client.stats.retries, "cpu": time.process_time() - cpu_started,
             "helpers_cpu": call_processes_cpu(processes) - helpers_cpu,

@@ -243,7 +243,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     with _client(args) as client:
         deleted = client.delete(args.job)
-    out.print(f"deleted {args.job} and its {deleted} stored artifacts")
+    out.print(f"deleted {args.job} and its {deleted.artifacts_deleted} stored artifacts, and "
+              f"{deleted.cache_entries_deleted} teacher-cache entries no other job uses")
     return 0
 
 

@@ -333,10 +333,12 @@ class Distiller:
     def cancel(self, name: str) -> gateway_pb2.Job:
         return self._call("CancelJob", gateway_pb2.CancelJobRequest(name=name)).job
 
-    def delete(self, name: str) -> int:
+    def delete(self, name: str) -> gateway_pb2.DeleteJobResponse:
         """Deletes a finished job and the artifacts only it uses; returns how many stored
-        objects went. FAILED_PRECONDITION while it runs or while an alias serves its student."""
-        return self._call("DeleteJob", gateway_pb2.DeleteJobRequest(name=name)).artifacts_deleted
+        objects went (`artifacts_deleted`) and how many teacher-cache entries no other job uses
+        (`cache_entries_deleted`). FAILED_PRECONDITION while it runs or while an alias serves
+        its student."""
+        return self._call("DeleteJob", gateway_pb2.DeleteJobRequest(name=name))
 
     def delete_dataset(self, uri: str) -> int:
         """Deletes an uploaded dataset; returns how many stored objects went. FAILED_PRECONDITION

@@ -442,10 +442,12 @@ class DeleteJobRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class DeleteJobResponse(_message.Message):
-    __slots__ = ("artifacts_deleted",)
+    __slots__ = ("artifacts_deleted", "cache_entries_deleted")
     ARTIFACTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_ENTRIES_DELETED_FIELD_NUMBER: _ClassVar[int]
     artifacts_deleted: int
-    def __init__(self, artifacts_deleted: _Optional[int] = ...) -> None: ...
+    cache_entries_deleted: int
+    def __init__(self, artifacts_deleted: _Optional[int] = ..., cache_entries_deleted: _Optional[int] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("time", "kind", "state", "message")

@@ -5,6 +5,9 @@ paid for).
 The key is the sha256 of (provider, model, endpoint, sampling parameters, messages, sample
 index), so rerunning a job, or resuming one that was killed, asks the provider only for the
 samples it never returned. The API key is not part of the key and never stored.
+
+Entries go by the gateway's TTL sweep, or with the last job that used them (each generator
+run lists its keys: `teacher_cache_keys.py`; `services/gateway/cache_release.py`).
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ def cache_key(
         ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def entry_key(prefix: str, key: str) -> str:
+    """The store key of the entry `key` in the cache folder `prefix`."""
+    return f"{prefix}{key}.json"
 
 
 class _Batches:
@@ -157,14 +165,18 @@ def _call_each(calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
 class TeacherCache:
     """Async front of the (blocking) artifact store for cache entries."""
 
-    def __init__(self, store: ArtifactStore, prefix: str = PREFIX) -> None:
+    def __init__(self, store: ArtifactStore, prefix: str = PREFIX,
+                 on_use: Callable[[str], None] | None = None) -> None:
+        """`on_use` is told each key read from the cache or written to it (a generator run's
+        manifest, `teacher_cache_keys.py`)."""
         self.store = store
         self.prefix = prefix
+        self._on_use = on_use
         # Reads apart from writes: a lookup (often a quick miss) must not wait behind writes.
         self._reads, self._writes = _Batches(), _Batches()
 
     def object_key(self, key: str) -> str:
-        return f"{self.prefix}{key}.json"
+        return entry_key(self.prefix, key)
 
     async def get(self, key: str) -> CachedSample | None:
         try:
@@ -176,10 +188,13 @@ class TeacherCache:
             return None
         try:
             fields = json.loads(data)
-            return CachedSample(**{k: fields[k] for k in CachedSample.__dataclass_fields__})
+            sample = CachedSample(**{k: fields[k] for k in CachedSample.__dataclass_fields__})
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("teacher cache entry malformed; ignoring it", extra={"error": repr(exc)})
             return None
+        if self._on_use is not None:
+            self._on_use(key)
+        return sample
 
     async def put(self, key: str, sample: CachedSample) -> None:
         body = asdict(sample)
@@ -187,6 +202,8 @@ class TeacherCache:
         data = json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8")
         # Not fsynced: a crashed process loses no entry, and one torn by a power loss fails its
         # sha256 on read and counts as a miss. The fsync per call cost more than the call's CPU.
+        if self._on_use is not None:  # before: a write goes on when its caller is cancelled
+            self._on_use(key)
         await self._writes.run(
             self.store.put_bytes, self.object_key(key), data, media_type="application/json",
             durable=False,

@@ -259,6 +259,20 @@ class JobStore:
                 tuple(TERMINAL)).fetchall()
         return [_job(*row) for row in rows]
 
+    def job_ids(self, project: str) -> list[str]:
+        """The ids of every job of the project, in any state."""
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM jobs WHERE project = ?", (project,)).fetchall()
+        return [row[0] for row in rows]
+
+    def has_unfinished(self, project: str) -> bool:
+        """Whether a job of the project is not in a terminal state."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT 1 FROM jobs WHERE project = ? AND state NOT IN "
+                f"({','.join('?' * len(TERMINAL))}) LIMIT 1", (project, *TERMINAL)).fetchone()
+        return row is not None
+
     def count_by_state(self) -> dict[int, int]:
         """Jobs per state (the metrics endpoint reads it at each scrape)."""
         with self._lock:

@@ -1,11 +1,13 @@
 """What the gateway deletes besides jobs: an uploaded dataset on request (DeleteDataset), and
 on a timer the uploads and teacher-cache entries older than their TTL, and the router's traces
 older than theirs (settings `upload_ttl_days`, `teacher_cache_ttl_days`,
-`trace_retention_days`; 0 keeps them until deleted).
+`trace_retention_days`; 0 keeps them until deleted), and the cache entries of deleted jobs
+that waited for their project's running jobs to end (`cache_release.py`).
 
 A dataset a job that has not ended uses (as its dataset or held-out set) is never deleted:
 DeleteDataset refuses, the sweep skips it. Jobs that ended keep what they made from it under
-their own `jobs/{id}/` folder.
+their own `jobs/{id}/` folder, and the teacher-cache entries their runs used: those go when the
+last job that used them is deleted (DeleteJob), or by their TTL.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ import time
 from dataclasses import dataclass
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.common.specs.layout import DATASETS_FOLDER, TEACHER_CACHE_FOLDER, dataset_project
+from services.common.specs.layout import (
+    DATASETS_FOLDER,
+    RELEASED_CACHE_FOLDER,
+    TEACHER_CACHE_FOLDER,
+    dataset_project,
+)
 from services.common.storage import ArtifactStore
 from services.common.traces.retention import sweep as sweep_traces
+from services.gateway import cache_release
 from services.gateway.job_store import JobStore
 from services.gateway.ownership import owned_key
 
@@ -60,13 +68,16 @@ def delete_dataset(uri: str, project: str, jobs: JobStore, artifacts: ArtifactSt
 
 
 def sweep(artifacts: ArtifactStore, jobs: JobStore, retention: Retention, now: float) -> int:
-    """Deletes the uploads older than their TTL that no unfinished job uses, and the
-    teacher-cache entries older than theirs; returns how many objects went. Blocking."""
+    """Deletes the uploads older than their TTL that no unfinished job uses, the teacher-cache
+    entries older than theirs (and the releases of deleted jobs' keys, which then name only
+    expired entries), and the released entries no job uses once their project has no
+    unfinished job; returns how many objects went. Blocking."""
     in_use = datasets_in_use(jobs)
     deleted = 0
     # (every project's: their folders are under these)
     for prefix, ttl in ((DATASETS_FOLDER, retention.upload_ttl_seconds),
-                        (TEACHER_CACHE_FOLDER, retention.teacher_cache_ttl_seconds)):
+                        (TEACHER_CACHE_FOLDER, retention.teacher_cache_ttl_seconds),
+                        (RELEASED_CACHE_FOLDER, retention.teacher_cache_ttl_seconds)):
         if ttl <= 0:
             continue
         for key in list(artifacts.list(prefix)):
@@ -79,6 +90,7 @@ def sweep(artifacts: ArtifactStore, jobs: JobStore, retention: Retention, now: f
             if expired:
                 artifacts.delete(key)
                 deleted += 1
+    deleted += cache_release.collect_all(artifacts, jobs)
     return deleted + sweep_traces(artifacts, now, retention.trace_days)
 
 

@@ -76,7 +76,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
     async def DeleteJob(self, request, context):  # noqa: N802
         deleted = await delete_job(request.name, _project(), self.jobs.store, self.events,
                                    self.aliases, self.jobs.artifacts)
-        return gateway_pb2.DeleteJobResponse(artifacts_deleted=deleted)
+        return gateway_pb2.DeleteJobResponse(artifacts_deleted=deleted.artifacts,
+                                             cache_entries_deleted=deleted.cache_entries)
 
     async def ListJobEvents(self, request, context):  # noqa: N802
         events, token = self.events.list(self.jobs.get(request.parent, _project()),

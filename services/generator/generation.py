@@ -5,7 +5,8 @@ teacher call; `Generation(plan, clients, store).events()` (a client per committe
 it and yields GenerateResponse events: progress, one CandidateGroup per prompt as soon as all
 its samples are done, and a summary with the candidates artifact
 (`jobs/{job_id}/candidates/candidates.jsonl`, one CandidateGroup per line in dataset order,
-protobuf JSON).
+protobuf JSON). Each run also stores the teacher-cache keys it used
+(`jobs/{job_id}/teacher-cache-keys/`, `services/common/teacher_cache_keys.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from services.common.specs.layout import JobKeys
 from services.common.specs.members import Member, WithCommittee
 from services.common.storage import ArtifactStore
 from services.common.storage.spool import LineSpool
+from services.common.teacher_cache_keys import KeyLog
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +126,15 @@ class Generation:
         store: ArtifactStore,
         *,
         progress_interval: float = 1.0,
+        used: KeyLog | None = None,
     ) -> None:
-        """`clients`: one per committee member, in order."""
+        """`clients`: one per committee member, in order; `used`, the log their caches tell
+        the keys they use, stored as the run's manifest of cache keys."""
         self.plan = plan
         self.clients = tuple(clients)
         self.store = store
         self.progress_interval = progress_interval
+        self.used = used
         self.params = [SamplingParams(m.teacher.temperature, m.teacher.max_tokens,
                                       m.teacher.top_p) for m in plan.committee]
         self.done = 0
@@ -148,16 +154,23 @@ class Generation:
         groups = completions(enumerate(self.plan.prompts), self._group_at,
                              limit=2 * self.plan.limits.max_concurrency)
         # The lines go to disk as groups finish, stored in dataset order at the end.
-        with LineSpool() as spool:
-            async with contextlib.aclosing(groups):
-                async for position, group in groups:
-                    self.done += 1
-                    spool.add(position, _jsonl_line(group))
-                    yield generator_pb2.GenerateResponse(group=group)
-                    if time.monotonic() - last_progress >= self.progress_interval:
-                        last_progress = time.monotonic()
-                        yield self._progress()
-            ref = await asyncio.to_thread(spool.store, self.store, self.plan.candidates_key)
+        manifest = JobKeys(self.plan.job_id).cache_manifest(uuid.uuid4().hex)
+        try:
+            with LineSpool() as spool:
+                async with contextlib.aclosing(groups):
+                    async for position, group in groups:
+                        self.done += 1
+                        spool.add(position, _jsonl_line(group))
+                        yield generator_pb2.GenerateResponse(group=group)
+                        if time.monotonic() - last_progress >= self.progress_interval:
+                            last_progress = time.monotonic()
+                            yield self._progress()
+                ref = await asyncio.to_thread(spool.store, self.store, self.plan.candidates_key)
+            # Before the summary: the job the run is for may end, and be deleted, right after.
+            await self._store_manifest(manifest)
+        except BaseException:  # failed or cancelled: what it used so far is the job's as well
+            await asyncio.shield(self._store_manifest(manifest))
+            raise
         yield self._progress()
         usage = self._usage()
         log.info("generation finished", extra={
@@ -185,6 +198,18 @@ class Generation:
             for sample in samples:
                 _add_candidate(group, prompt.id, member, sample)
         return group
+
+    async def _store_manifest(self, key: str) -> None:
+        """The run's cache keys, for the gateway's deletion of the job
+        (`services/gateway/cache_release.py`); a run that used none writes none. A store that
+        fails here costs only the cleanup: the entries then go by their TTL."""
+        if self.used is None or not self.used.count:
+            return
+        try:
+            await asyncio.to_thread(self.used.store, self.store, key)
+        except errors.DistillError as exc:
+            log.warning("could not store the run's teacher-cache keys", extra={
+                "job_id": self.plan.job_id, "error": str(exc)})
 
     def _usage(self) -> common_pb2.Usage:
         stats = [client.stats for client in self.clients]

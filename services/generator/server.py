@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
@@ -22,6 +23,7 @@ from services.common.specs.layout import teacher_cache_prefix
 from services.common.specs.members import Member
 from services.common.storage import ArtifactStore
 from services.common.teacher_cache import TeacherCache
+from services.common.teacher_cache_keys import KeyLog
 from services.generator.generation import Generation, GenerationPlan, plan
 from services.generator.settings import GeneratorSettings
 
@@ -48,18 +50,22 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
             max_dataset_bytes=s.max_dataset_bytes,
             cache_dir=s.cache_dir,
         )
-        clients = [teacher_client(job, member, s, self.store, self.call_processes, project)
-                   for member in job.committee]
+        used = KeyLog()  # the run's manifest of cache keys, shared by its members' clients
+        clients = [teacher_client(job, member, s, self.store, self.call_processes, project,
+                                  used) for member in job.committee]
         observe = self.metrics.stream(job.teacher.provider, job.teacher.model)
+        events = Generation(job, clients, self.store, progress_interval=s.progress_interval_seconds,
+                            used=used).events()
         try:
-            async for event in Generation(
-                job, clients, self.store, progress_interval=s.progress_interval_seconds
-            ).events():
-                observe(event)
-                yield event
+            # Closed here, not whenever it is collected: it stores the run's manifest on the way.
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    observe(event)
+                    yield event
         finally:
             for client in clients:
                 await client.aclose()
+            used.close()
 
     async def aclose(self) -> None:
         if self.call_processes is not None:
@@ -68,10 +74,10 @@ class GeneratorService(generator_pb2_grpc.GeneratorServiceServicer):
 
 def teacher_client(job: GenerationPlan, member: Member, settings: GeneratorSettings,
                    store: ArtifactStore, call_processes: CallProcesses | None,
-                   project: str) -> ModelClient:
+                   project: str, used: KeyLog) -> ModelClient:
     """One committee member's teacher behind its limiter (each member has the job's limits:
-    they are different providers or endpoints), retries and the project's cache; a job with
-    many calls in flight has them made in the call processes."""
+    they are different providers or endpoints), retries and the project's cache, whose keys it
+    tells `used`; a job with many calls in flight has them made in the call processes."""
     wide = job.limits.max_concurrency >= settings.teacher_processes_from_concurrency
     field = "teacher" if len(job.committee) == 1 else \
         f"committee[{job.committee.index(member)}].teacher"
@@ -86,7 +92,7 @@ def teacher_client(job: GenerationPlan, member: Member, settings: GeneratorSetti
         limiter=RateLimiter(job.limits),
         retry=RetryPolicy(job.limits.max_retries, settings.retry_base_delay_seconds,
                           settings.retry_max_delay_seconds),
-        cache=TeacherCache(store, teacher_cache_prefix(project)),
+        cache=TeacherCache(store, teacher_cache_prefix(project), on_use=used.add),
     )
 
 

@@ -303,6 +303,12 @@ def test_delete_and_delete_prefix(store: ArtifactStore) -> None:
         store.delete_prefix("")
     if isinstance(store, LocalStore):  # cleanup also removes the emptied folders
         assert not (store.root / "jobs" / "1").exists()
+    for key in ["cache/teacher/a.json", "cache/teacher/b.json", "cache/teacher/c.json"]:
+        store.put_bytes(key, b"x")
+    # in one batch on S3; a key already gone is no error
+    store.delete_keys(["cache/teacher/a.json", "cache/teacher/gone.json", "cache/teacher/c.json"])
+    assert list(store.list()) == ["cache/teacher/b.json", "jobs/10/a"]
+    store.delete_keys([])
 
 
 # --- interrupted writes ---------------------------------------------------------------------

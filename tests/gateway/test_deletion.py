@@ -11,7 +11,7 @@ from services.common import errors
 from services.common.auth import DEFAULT_PROJECT
 from services.common.storage.local import LocalStore
 from services.gateway.aliases import Aliases
-from services.gateway.deletion import delete_job
+from services.gateway.deletion import Deleted, delete_job
 from services.gateway.events import JobEvents
 from services.gateway.job_store import JobStore
 
@@ -54,7 +54,7 @@ def test_a_job_an_alias_serves_is_refused_until_the_alias_moves(parts):
         _delete(parts)
     store.set_alias("bot", gateway_pb2.AliasTarget(job=OTHER), 1)
     # its folder (2 objects), its evaluation run's (1) and its expansion round's (1)
-    assert _delete(parts) == 4
+    assert _delete(parts) == Deleted(artifacts=4, cache_entries=0)
     with pytest.raises(errors.NotFound):
         store.get_job(JOB)
     assert events.list(job)[0] == []

@@ -14,8 +14,10 @@ from google.protobuf import json_format
 
 from distill.v1 import common_pb2, generator_pb2
 from services.common.models import price_for
+from services.common.specs.layout import JobKeys
 from services.common.storage import open_store
 from services.common.teacher_cache import PREFIX
+from services.common.teacher_cache_keys import read_keys
 from tests.fixtures.waits import async_wait_for
 from tests.generator.conftest import KEY_ENV
 
@@ -285,7 +287,8 @@ async def test_bad_requests_are_refused_before_any_call(generator, fake, change,
 
 async def test_cancelling_the_stream_stops_teacher_calls(generator, fake):
     fake.configure(latency=0.05)
-    call = generator.stub.Generate(request(fake, count=60, n=1, concurrency=2), timeout=60)
+    call = generator.stub.Generate(request(fake, count=60, n=1, concurrency=2, job_id="cut"),
+                                   timeout=60)
     groups = 0
     async for event in call:
         groups += event.WhichOneof("event") == "group"
@@ -297,6 +300,11 @@ async def test_cancelling_the_stream_stops_teacher_calls(generator, fake):
     await asyncio.sleep(0.5)  # negative check: ten teacher latencies go by, no new call comes
     # at most the 2 (concurrency) dispatched but not yet arrived at the cancel; 60 if not stopped
     assert fake.server.received <= at_cancel + 2 < 60 and fake.server.in_flight == 0
+    # the cut run still lists every cache entry it wrote (the gateway deletes by that list)
+    folder = JobKeys("cut").cache_manifests
+    await async_wait_for(lambda: list(generator.store.list(folder)), "the run's manifest")
+    named = set(manifest_keys(generator.store, "cut"))
+    assert 3 <= len(named) < 60 and cache_entries(generator.store) <= named
 
 
 async def test_wide_jobs_call_the_teacher_from_call_processes_narrow_ones_from_the_service(
@@ -341,3 +349,36 @@ async def test_a_bad_project_name_is_refused(generator, fake):
     error = await status_of(generator, request(fake, project="../x"))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "project" in error.details()
     assert fake.stats()["received"] == 0
+
+
+def manifest_keys(store, job_id: str) -> list[str]:
+    """Every key the run manifests of `job_id` name, one entry per line of each."""
+    folder = JobKeys(job_id).cache_manifests
+    return [key for name in store.list(folder) for key in read_keys(store, name)]
+
+
+def cache_entries(store, prefix: str = PREFIX) -> set[str]:
+    """The keys of the entries in one project's cache folder (not its subfolders)."""
+    return {k.removeprefix(prefix).removesuffix(".json") for k in store.list(prefix)
+            if "/" not in k.removeprefix(prefix)}
+
+
+async def test_each_run_names_the_cache_entries_it_read_or_wrote(generator, fake):
+    """The manifest the gateway deletes a job's cache entries by: a run lists what it wrote
+    and what it read, so a prompt two jobs share is named by both."""
+    await run(generator, request(fake, count=4, n=2, job_id="job-a"))
+    first = manifest_keys(generator.store, "job-a")
+    assert sorted(first) == sorted(cache_entries(generator.store)) and len(first) == 8
+    # 4 prompts in common, 2 new: 8 entries read, 4 written
+    await run(generator, request(fake, count=6, n=2, job_id="job-b"))
+    second = manifest_keys(generator.store, "job-b")
+    assert len(second) == 12 and set(second) == cache_entries(generator.store)
+    assert set(first) < set(second)
+    # a rerun for the same job writes a manifest of its own beside the first
+    await run(generator, request(fake, count=4, n=2, job_id="job-a"))
+    assert len(list(generator.store.list(JobKeys("job-a").cache_manifests))) == 2
+    # another project's run names its own folder's entries, under the same keys
+    await run(generator, request(fake, count=4, n=2, job_id="job-c", project="beta"))
+    assert set(manifest_keys(generator.store, "job-c")) == set(first) == \
+        cache_entries(generator.store, f"{PREFIX}beta/")
+

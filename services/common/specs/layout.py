@@ -4,7 +4,8 @@ project-owned folders outside jobs (uploaded datasets, the teacher cache).
 A job's folder is not per project: the gateway checks the job row's project before it serves
 anything under `jobs/{id}...`. Datasets and teacher-cache entries have no row, so their keys
 carry the project: `datasets/{project}/`, `cache/teacher/{project}/`; the default project keeps
-the folders' top level, the layout of installs from before projects.
+the folders' top level, the layout of installs from before projects. Deleted jobs' lists of
+cache keys waiting to be collected (`cache/released/{project}/`) always name their project.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from services.common.errors import PermissionDenied
 JOBS_FOLDER = "jobs/"
 DATASETS_FOLDER = "datasets/"
 TEACHER_CACHE_FOLDER = "cache/teacher/"
+# A generator run's manifest of the teacher-cache keys it used, in the run's folder.
+CACHE_MANIFESTS = "teacher-cache-keys/"
+# Deleted jobs' manifests, until their entries no surviving job uses are deleted.
+RELEASED_CACHE_FOLDER = "cache/released/"
 # One JSON line per optimizer step, in each checkpoint and in the adapter folder (where the job
 # report reads it). Plain text: the exporter's pickle checks pass it.
 TRAINING_LOG = "training_log.jsonl"
@@ -92,6 +97,20 @@ class JobKeys:
         return key
 
     @property
+    def cache_manifests(self) -> str:
+        return f"{self.prefix}{CACHE_MANIFESTS}"
+
+    def cache_manifest(self, run: str) -> str:
+        """The teacher-cache keys one generator run for this job id used
+        (`services/common/teacher_cache_keys.py`); each run writes its own."""
+        return f"{self.cache_manifests}{run}.txt"
+
+    @property
+    def run_prefixes(self) -> tuple[str, str, str]:
+        """The job's folder and the folders of its evaluation's and expansion's runs."""
+        return (self.prefix, self.eval_runs_prefix, self.expansion_runs_prefix)
+
+    @property
     def eval_runs_prefix(self) -> str:
         """Every evaluation run's folder starts with this (ids are fixed-length hex, so no other
         job's folder does)."""
@@ -164,6 +183,17 @@ def alias_folder_project(key: str) -> str | None:
 
 def teacher_cache_prefix(project: str) -> str:
     return _project_folder(TEACHER_CACHE_FOLDER, project)
+
+
+def is_cache_manifest(key: str) -> bool:
+    """Whether a `jobs/...` key is a run's manifest of teacher-cache keys (`cache_manifest`)."""
+    return f"/{CACHE_MANIFESTS}" in key and key.endswith(".txt")
+
+
+def released_cache_prefix(project: str) -> str:
+    """A project's released manifests (`cache/released/{project}/{job_id}.txt`); always
+    names its project."""
+    return f"{RELEASED_CACHE_FOLDER}{project}/"
 
 
 def job_id_of_key(key: str) -> str | None:

@@ -12,7 +12,7 @@ import io
 import mimetypes
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -198,13 +198,17 @@ class ArtifactStore(abc.ABC):
 
     # --- shared behaviour ---------------------------------------------------------------------
 
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        """Remove these objects (missing ones are not an error); backends batch the requests."""
+        for key in keys:
+            self.delete(key)
+
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under `prefix`; returns how many. An empty prefix is refused."""
         if validate_prefix(prefix) == "":
             raise InvalidArgument("refusing to delete_prefix('') (the whole store)")
         keys = [*self.list(prefix)]  # listed first: deleting while listing skips keys
-        for key in keys:
-            self.delete(key)
+        self.delete_keys(keys)
         return len(keys)
 
     def uri(self, key: str) -> str:

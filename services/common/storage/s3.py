@@ -13,7 +13,7 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import BinaryIO
 from urllib.parse import quote
@@ -244,24 +244,27 @@ class S3Store(ArtifactStore):
         except NotFound:
             pass  # S3 deletes are idempotent; only a missing bucket lands here
 
-    def delete_prefix(self, prefix: str) -> int:
-        if validate_prefix(prefix) == "":
-            raise InvalidArgument("refusing to delete_prefix('') (the whole store)")
-        keys = [*self.list(prefix)]
-        with self._errors(f"delete of {prefix!r}"):
-            # One request per 1000 keys; the result is a lazy iterator of per-key failures.
-            failures = [
-                *self._client.remove_objects(
-                    self.bucket, (DeleteObject(self._name(key)) for key in keys)
-                )
-            ]
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            validate_key(key)
+        if not keys:
+            return
+        try:
+            with self._errors(f"delete of {len(keys)} objects from {keys[0]!r}"):
+                # One request per 1000 keys; the result is a lazy iterator of per-key failures.
+                failures = [
+                    *self._client.remove_objects(
+                        self.bucket, (DeleteObject(self._name(key)) for key in keys)
+                    )
+                ]
+        except NotFound:
+            return  # no bucket: nothing to delete, as for `delete`
         if failures:
             first = failures[0]
             raise Unavailable(
-                f"could not delete {len(failures)} objects under {prefix!r}: "
+                f"could not delete {len(failures)} of {len(keys)} objects: "
                 f"{first.name}: {first.code} {first.message}"
             )
-        return len(keys)
 
 
 class _HashingReader:
