@@ -127,11 +127,12 @@ class LocalSuite:
         # so a service restarted later gets it too), which no user token replaces...
         if not self.env.get("DISTILL_INTERNAL_TOKEN"):
             self.env = {**self.env, "DISTILL_INTERNAL_TOKEN": secrets.token_urlsafe(32)}
-        # ...and finds them through these (DISTILL_GATEWAY_<NAME>_ADDRESS).
+        # ...and finds them through these (DISTILL_GATEWAY_<NAME>_ADDRESS), always its own: an
+        # address left in the caller's environment must not send this suite's jobs elsewhere.
         env = dict(self.env)
         for name in SERVICES:
-            env.setdefault(f"DISTILL_GATEWAY_{name.upper()}_ADDRESS", self.address(name))
-        env.setdefault("DISTILL_ROUTER_GATEWAY_ADDRESS", self.address("gateway"))
+            env[f"DISTILL_GATEWAY_{name.upper()}_ADDRESS"] = self.address(name)
+        env["DISTILL_ROUTER_GATEWAY_ADDRESS"] = self.address("gateway")
         try:
             for name in SERVICES:
                 self.processes[name] = start_service(
