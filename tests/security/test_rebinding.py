@@ -10,10 +10,11 @@ The checked address is the fake provider's 127.0.0.1, which must receive the cal
 from __future__ import annotations
 
 import asyncio
+import json
 import pickle
 import socket
 import ssl
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import grpc
 import httpcore
@@ -134,36 +135,82 @@ async def test_a_pinned_client_refuses_any_other_name(upstream, rebinding):
     assert rebinding == [] and upstream.stats()["received"] == 0
 
 
-async def test_the_pinned_backend_keeps_the_name_for_host_and_tls():
-    """The Host header and TLS server name stay the URL's host: the backend only changes
-    where the socket goes. A TLS handshake against a loopback server that answers any name
-    sees the name as SNI, and a certificate for the name verifies."""
+@dataclass
+class TlsUpstream:
+    """An HTTPS server on 127.0.0.1 whose certificate names HOST (a throwaway CA's); it records
+    the TLS server name and Host header of each request and answers a chat completion."""
+
+    port: int
+    ca: trustme.CA
+    server_names: list[str | None] = field(default_factory=list)
+    hosts: list[bytes] = field(default_factory=list)
+
+
+@pytest.fixture
+async def tls_upstream():
     ca = trustme.CA()
-    cert = ca.issue_cert(HOST)
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server_ctx)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(HOST).configure_cert(context)
     names: list[str | None] = []
-    server_ctx.sni_callback = lambda sock, name, ctx: names.append(name)
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
     hosts: list[bytes] = []
+    body = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                       "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                           "role": "assistant", "content": "4"}}],
+                       "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                 "total_tokens": 2}}).encode()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        hosts.extend(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+        lines = head.split(b"\r\n")
+        hosts.extend(line.split(b":", 1)[1].strip() for line in lines
                      if line.lower().startswith(b"host:"))
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+        length = next((int(line.split(b":", 1)[1]) for line in lines
+                       if line.lower().startswith(b"content-length:")), 0)
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
-    port = server.sockets[0].getsockname()[1]
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    pool = httpcore.AsyncConnectionPool(ssl_context=client_ctx,
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    async with server:
+        yield TlsUpstream(server.sockets[0].getsockname()[1], ca, names, hosts)
+
+
+async def test_tls_to_a_pinned_host_verifies_the_name_sdk(tls_upstream, rebinding,
+                                                          monkeypatch, tmp_path):
+    """The SDK providers over https: the connection goes to the checked 127.0.0.1, the TLS
+    server name is the host's, its certificate is verified for it (the CA is trusted through
+    SSL_CERT_FILE, as an operator would), and the Host header is the host's."""
+    tls_upstream.ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    url = f"https://{HOST}:{tls_upstream.port}/v1"
+    config = resolve_model_spec(spec(OPENAI, url), field="teacher", default_temperature=0)
+    provider = open_provider(config, field="teacher", policy=POLICY)
+    try:
+        completion = await provider.complete(
+            CompletionRequest((Message("user", "2 + 2?"),), 0.0, 16))
+    finally:
+        await provider.aclose()
+    assert completion.choices[0].text == "4"
+    assert tls_upstream.server_names == [HOST]
+    assert tls_upstream.hosts == [f"{HOST}:{tls_upstream.port}".encode()]
+    assert rebinding == [HOST]
+
+
+async def test_tls_to_a_pinned_host_verifies_the_name_httpx(tls_upstream, rebinding):
+    """The same through the httpcore backend of the router's upstream client."""
+    context = ssl.create_default_context()
+    tls_upstream.ca.configure_trust(context)
+    pool = httpcore.AsyncConnectionPool(ssl_context=context,
                                         network_backend=PinnedBackend(Pins(HOST, ("127.0.0.1",))))
-    async with server, pool:
-        reply = await pool.request("GET", f"https://{HOST}:{port}/")
-        assert reply.status == 200 and reply.content == b"ok"
-    assert names == [HOST] and hosts == [f"{HOST}:{port}".encode()]
+    async with pool:
+        reply = await pool.request("POST", f"https://{HOST}:{tls_upstream.port}/v1", content=b"")
+        assert reply.status == 200
+    assert tls_upstream.server_names == [HOST]
+    assert tls_upstream.hosts == [f"{HOST}:{tls_upstream.port}".encode()]
+    assert rebinding == []  # no lookup at all: nothing was checked here
 
 
 def test_only_checked_configs_are_built_and_the_pins_cross_to_call_processes(upstream):

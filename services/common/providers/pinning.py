@@ -76,15 +76,17 @@ def sdk_http_client(sdk: ModuleType, base_url: str, pinned: tuple[str, ...]) -> 
     transport = adapter.AiohttpTransport()
 
     def session() -> aiohttp.ClientSession:
+        # No pool limit: the job's rate limiter bounds its calls in flight.
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            resolver=PinnedResolver(pins), ssl=transport.ssl_context))
+            resolver=PinnedResolver(pins), ssl=transport.ssl_context, limit=0))
 
     transport.client = session
     return sdk.DefaultAioHttpClient(follow_redirects=False, trust_env=False, transport=transport)
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, dialing the checked addresses in turn for the pinned name."""
+    """httpcore's network backend, dialing the checked addresses in turn for the pinned name
+    (TCP only: the base class refuses Unix sockets)."""
 
     def __init__(self, pins: Pins) -> None:
         self._pins = pins
@@ -107,11 +109,6 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
                 failure = exc
         assert failure is not None
         raise failure
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None,
-                                  ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("pinned clients connect over TCP only")
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
