@@ -25,7 +25,7 @@ from rich.table import Table
 from distill import chat as chat_module
 from distill import demo as demo_module
 from distill.client import TERMINAL, DistillClientError, Distiller
-from distill.local_suite import DEFAULT_PORTS, SERVICES, LocalSuite
+from distill.local_suite import DEFAULT_PORTS, SERVICES, LocalSuite, SuiteTls
 from distill.v1 import common_pb2, gateway_pb2
 
 console = Console(stderr=True)
@@ -39,18 +39,36 @@ def _state(job: gateway_pb2.Job) -> str:
 
 # -- the local suite ------------------------------------------------------------------------------
 
-def _suite(args: argparse.Namespace) -> LocalSuite:
+def _suite(args: argparse.Namespace, tls: SuiteTls | None = None) -> LocalSuite:
     home = Path(args.home).resolve()
     env = {"DISTILL_STORE_URL": f"file://{home / 'artifacts'}",
            "DISTILL_GATEWAY_DB_PATH": str(home / "gateway.db"), "PYTHONUNBUFFERED": "1"}
     ports = {name: args.base_port + i for i, name in enumerate(DEFAULT_PORTS)}
-    return LocalSuite(log_dir=home / "logs", env={**env, **os.environ}, ports=ports)
+    return LocalSuite(log_dir=home / "logs", env={**env, **os.environ}, ports=ports, tls=tls)
+
+
+def _suite_tls(args: argparse.Namespace) -> SuiteTls | None:
+    """`up --tls-cert --tls-key` with the CA (`--ca-file`); a mistake is a ValueError naming
+    the flag."""
+    if args.tls_cert is None and args.tls_key is None:
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ValueError("--tls-cert and --tls-key: give both (TLS) or neither")
+    if args.ca_file is None:
+        raise ValueError("--ca-file: TLS needs the CA that signed --tls-cert (the gateway "
+                         "checks the stages' certificates with it, the router the gateway's)")
+    files = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--ca-file": args.ca_file}
+    for flag, path in files.items():
+        if not Path(path).is_file():
+            raise ValueError(f"{flag}: no file at {path}")
+    cert, key, ca = (Path(p).resolve() for p in files.values())
+    return SuiteTls(cert, key, ca)
 
 
 def _start(suite: LocalSuite) -> None:
     with console.status("starting the six services on loopback..."):
         suite.start()
-    table = Table(title="distill suite")
+    table = Table(title="distill suite" + (" (TLS)" if suite.tls else ""))
     for column in ("service", "address", "health", "log"):
         table.add_column(column)
     health = suite.health()
@@ -59,16 +77,34 @@ def _start(suite: LocalSuite) -> None:
     console.print(table)
 
 
+def _how_to_connect(suite: LocalSuite) -> str:
+    gateway = suite.address("gateway")
+    http_port = (suite.processes["router"].serving_event() or {}).get("http_port")
+    if suite.tls is None:
+        return (f"gateway at [bold]{gateway}[/bold]"
+                + (f", router's HTTP API at http://127.0.0.1:{http_port}/v1" if http_port else ""))
+    ca = suite.tls.ca_file
+    return (f"gateway at [bold]{gateway}[/bold], TLS only: "
+            f"distill --gateway {gateway} --ca-file {ca} jobs, "
+            f"or Distiller(\"{gateway}\", ca_file=\"{ca}\")"
+            + (f"; router's HTTP API at https://127.0.0.1:{http_port}/v1 (trust {ca})"
+               if http_port else ""))
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        tls = _suite_tls(args)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
     # Handlers set here, not inherited: a shell starts background jobs with SIGINT ignored.
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    suite = _suite(args)
+    suite = _suite(args, tls)
     try:
         _start(suite)
-        console.print(f"gateway at [bold]{suite.address('gateway')}[/bold]; "
-                      "Ctrl-C stops all six")
+        console.print(f"{_how_to_connect(suite)}; Ctrl-C stops all six", soft_wrap=True)
         while not stop.wait(0.5):
             dead = [n for n, p in suite.processes.items() if p.proc.poll() is not None]
             if dead:
@@ -451,8 +487,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base-port", type=int, default=50051,
                         help="first of six consecutive ports for up/demo (default 50051)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start the six services locally; Ctrl-C stops them"
-                   ).set_defaults(func=cmd_up)
+    up = sub.add_parser("up", help="start the six services locally; Ctrl-C stops them")
+    up.add_argument("--tls-cert", metavar="FILE",
+                    help="PEM certificate chain every service serves TLS with (it must name "
+                    "127.0.0.1); needs --tls-key and --ca-file")
+    up.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    # Here as well as before the command; SUPPRESS keeps the global one when not given here.
+    up.add_argument("--ca-file", default=argparse.SUPPRESS,
+                    help="PEM CA that signed --tls-cert (the suite's channels trust it)")
+    up.set_defaults(func=cmd_up)
     estimate = sub.add_parser("estimate", help="cost, time and memory before spending")
     _spec_arguments(estimate)
     estimate.add_argument("--batch-api", action="store_true", help="price at the Batch API rate")

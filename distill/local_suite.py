@@ -26,12 +26,31 @@ DEFAULT_PORTS = {"gateway": 50051, "generator": 50052, "judge": 50053, "trainer"
                  "exporter": 50055, "router": 50056}
 
 
+@dataclass(frozen=True)
+class SuiteTls:
+    """TLS for every service of the suite: one certificate (it must name 127.0.0.1, the
+    address the services are dialled at), its key, and the CA that signed it, which the
+    gateway (to the stages), the router (to the gateway) and the health checks trust."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def env(self) -> dict[str, str]:
+        return {"DISTILL_TLS_CERT_FILE": str(self.cert_file),
+                "DISTILL_TLS_KEY_FILE": str(self.key_file),
+                "DISTILL_GATEWAY_STAGE_TLS_CA_FILE": str(self.ca_file),
+                "DISTILL_ROUTER_GATEWAY_TLS_CA_FILE": str(self.ca_file)}
+
+
 @dataclass
 class ServiceProcess:
     name: str
     proc: subprocess.Popen
     address: str
     log_path: Path
+    # The CA its certificate is checked against when it serves TLS (health checks).
+    ca_file: Path | None = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -55,7 +74,8 @@ class ServiceProcess:
             if self.address.endswith(":0") and (event := self.serving_event()) is not None:
                 self.address = f"127.0.0.1:{event['port']}"
             if (not self.address.endswith(":0")
-                    and check_health(self.address, timeout=1.0) == "SERVING"):
+                    and check_health(self.address, timeout=1.0, ca_file=self.ca_file)
+                    == "SERVING"):
                 return
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} at {self.address} not SERVING after {timeout:.0f}s")
@@ -89,6 +109,7 @@ def start_service(
     env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
     cwd: Path | None = None,
+    ca_file: Path | None = None,
 ) -> ServiceProcess:
     """Starts `python -m module --port P` without waiting; call wait_healthy() next. With port
     0 the service binds a port the kernel picks (no race with other processes picking ports)
@@ -107,7 +128,7 @@ def start_service(
             cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,  # Ctrl-C reaches us, not them
         )
-    return ServiceProcess(name, proc, f"127.0.0.1:{port}", log_path)
+    return ServiceProcess(name, proc, f"127.0.0.1:{port}", log_path, ca_file)
 
 
 @dataclass
@@ -118,6 +139,7 @@ class LocalSuite:
     env: Mapping[str, str] = field(default_factory=dict)
     ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    tls: SuiteTls | None = None
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
@@ -133,19 +155,25 @@ class LocalSuite:
         for name in SERVICES:
             env[f"DISTILL_GATEWAY_{name.upper()}_ADDRESS"] = self.address(name)
         env["DISTILL_ROUTER_GATEWAY_ADDRESS"] = self.address("gateway")
+        env.update(self.tls.env() if self.tls is not None else {})
         try:
             for name in SERVICES:
                 self.processes[name] = start_service(
-                    f"services.{name}", self.ports[name], self.log_dir, env
-                )
+                    f"services.{name}", self.ports[name], self.log_dir, env,
+                    ca_file=self.ca_file)
             for process in self.processes.values():
                 process.wait_healthy(timeout)
         except BaseException:
             self.stop()
             raise
 
+    @property
+    def ca_file(self) -> Path | None:
+        return self.tls.ca_file if self.tls is not None else None
+
     def health(self) -> dict[str, str]:
-        return {name: check_health(self.address(name)) for name in self.processes}
+        return {name: check_health(self.address(name), ca_file=self.ca_file)
+                for name in self.processes}
 
     def stop(self, timeout: float = 15.0) -> dict[str, int]:
         """Gateway first (it stops handing out work), then the rest together; bounded time."""

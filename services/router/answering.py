@@ -31,6 +31,7 @@ from services.common.providers import (
     resolve_model_spec,
 )
 from services.common.providers.base import fatal_error
+from services.common.providers.pinning import Pins, pinned_httpx_client
 from services.router.chat import Answer, ChatCall, Delta, ServedBy
 from services.router.engines import EngineSupervisor
 from services.router.settings import RouterSettings
@@ -52,6 +53,9 @@ class _Endpoint:
     stream_usage: bool
     # What to say when the connection breaks mid-answer.
     what: str
+    # The client to call it with: the router's, or for an upstream's own base_url one that
+    # dials only the addresses the endpoint policy checked (pinning.py).
+    http: httpx.AsyncClient
 
 
 class Answerer:
@@ -62,6 +66,7 @@ class Answerer:
         self._files = files
         self._http = http
         self._teachers: dict[tuple[str, int], tuple[ModelClient, ModelConfig]] = {}
+        self._upstreams: dict[tuple[str, int], _Endpoint] = {}
 
     async def warm(self, target: Target) -> None:
         """Gets a student's engine running before its alias version takes traffic."""
@@ -112,6 +117,22 @@ class Answerer:
     @asynccontextmanager
     async def _endpoint(self, target: Target) -> AsyncIterator[_Endpoint]:
         if target.kind == router_pb2.TARGET_KIND_UPSTREAM:
+            yield self._upstream(target)
+            return
+        gguf = await self._files.path(target.gguf)
+        async with self._engines.lease(target.gguf.sha256, gguf) as engine:
+            try:
+                yield _Endpoint(engine.base_url, "student", "",
+                                self._settings.engine == "llama-server",
+                                f"the engine serving {target.alias}@{target.version}", self._http)
+            except _ConnectionLost:
+                await self._engines.settle(engine)
+                raise
+
+    def _upstream(self, target: Target) -> _Endpoint:
+        """The upstream's endpoint, authorized once per alias version (as a teacher is)."""
+        key = (target.alias, target.version)
+        if (endpoint := self._upstreams.get(key)) is None:
             up = target.record.upstream
             spec = common_pb2.ModelSpec(provider=common_pb2.PROVIDER_OPENAI, model=up.model,
                                         base_url=up.base_url, api_key_env=up.api_key_env)
@@ -119,19 +140,14 @@ class Answerer:
             config = authorize(
                 resolve_model_spec(spec, field=field, default_temperature=DEFAULT_TEMPERATURE),
                 self._settings.endpoint_policy(), field=field)
-            key = read_api_key(config, field=field)
-            yield _Endpoint(config.base_url.rstrip("/"), config.model, key, True,
-                            f"upstream {config.base_url}")
-            return
-        gguf = await self._files.path(target.gguf)
-        async with self._engines.lease(target.gguf.sha256, gguf) as engine:
-            try:
-                yield _Endpoint(engine.base_url, "student", "",
-                                self._settings.engine == "llama-server",
-                                f"the engine serving {target.alias}@{target.version}")
-            except _ConnectionLost:
-                await self._engines.settle(engine)
-                raise
+            key_value = read_api_key(config, field=field)
+            http = self._http
+            if config.pinned_addresses:
+                http = pinned_httpx_client(Pins.of(config.base_url, config.pinned_addresses))
+            endpoint = self._upstreams[key] = _Endpoint(
+                config.base_url.rstrip("/"), config.model, key_value, True,
+                f"upstream {config.base_url}", http)
+        return endpoint
 
     def _body(self, endpoint: _Endpoint, call: ChatCall, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"model": endpoint.model,
@@ -146,7 +162,7 @@ class Answerer:
 
     async def _complete(self, endpoint: _Endpoint, call: ChatCall) -> Answer:
         try:
-            response = await self._http.post(
+            response = await endpoint.http.post(
                 f"{endpoint.base_url}/chat/completions", json=self._body(endpoint, call, False),
                 headers=self._headers(endpoint),
                 timeout=self._settings.engine_request_timeout_seconds)
@@ -168,7 +184,7 @@ class Answerer:
                       totals: Answer) -> AsyncIterator[Delta]:
         chunks = 0
         try:
-            async with self._http.stream(
+            async with endpoint.http.stream(
                     "POST", f"{endpoint.base_url}/chat/completions",
                     json=self._body(endpoint, call, True), headers=self._headers(endpoint),
                     timeout=self._settings.engine_request_timeout_seconds) as response:
@@ -236,6 +252,9 @@ class Answerer:
     async def aclose(self) -> None:
         for client, _ in self._teachers.values():
             await client.aclose()
+        for endpoint in self._upstreams.values():
+            if endpoint.http is not self._http:
+                await endpoint.http.aclose()
 
 
 def _check_limit(target: Target, call: ChatCall) -> None:

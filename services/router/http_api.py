@@ -89,8 +89,11 @@ class HttpApi:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         self.port = sock.getsockname()[1]
+        # The router's certificate serves its HTTP API too: callers send their keys here.
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=self._settings.grace_seconds)
+                                timeout_graceful_shutdown=self._settings.grace_seconds,
+                                ssl_certfile=self._settings.tls_cert_file,
+                                ssl_keyfile=self._settings.tls_key_file)
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:  # startup binds nothing new: it ends at once

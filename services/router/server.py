@@ -11,6 +11,7 @@ import httpx
 
 from distill.v1 import directory_pb2_grpc, gateway_pb2_grpc, router_pb2, router_pb2_grpc
 from services.common.auth import current_principal
+from services.common.channels import ChannelSecurity
 from services.common.judging.models import JudgeModels
 from services.common.metrics import RouterMetrics
 from services.common.providers import Limits, RetryPolicy
@@ -64,7 +65,7 @@ def build(settings: RouterSettings) -> list[Service]:
     # With the internal token the gateway answers for every project; else the router is one
     # more client of the default project.
     credential = settings.internal_token or settings.auth_token
-    channel = grpc.aio.insecure_channel(settings.gateway_address)
+    channel = ChannelSecurity(settings.gateway_tls_ca_file).channel(settings.gateway_address)
     gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
     directory = directory_pb2_grpc.DirectoryServiceStub(channel)
     metadata = ((("authorization", f"Bearer {credential.get_secret_value()}"),)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -17,6 +18,8 @@ class RouterSettings(ModelCallSettings):
     # router presents the internal token there when it has one (it then serves every project),
     # else auth_token.
     gateway_address: str = "127.0.0.1:50051"
+    # TLS to the gateway: the CA (PEM) that signed its certificate; unset, plaintext.
+    gateway_tls_ca_file: Path | None = None
     # OpenAI's HTTP API. None means the gRPC port + 2000 (52056 by default), or a free port
     # when the gRPC port is 0 (logged in the "serving" line as http_port).
     http_port: int | None = Field(default=None, ge=0, le=65535)

@@ -31,8 +31,8 @@ class AnthropicProvider:
     supports_n: bool | None = False
 
     def __init__(
-        self, model: str, *, api_key: str, base_url: str = "", timeout_seconds: float = 60.0,
-        echo_errors: bool = True,
+        self, model: str, *, api_key: str, base_url: str = "", pinned: tuple[str, ...] = (),
+        timeout_seconds: float = 60.0, echo_errors: bool = True,
     ) -> None:
         self.model = model
         self.base_url = base_url
@@ -41,6 +41,8 @@ class AnthropicProvider:
         self._where = f"teacher anthropic/{model}" + (f" at {base_url}" if base_url else "")
         import anthropic  # here, not at the top: the SDK takes seconds to import
 
+        from services.common.providers.pinning import sdk_http_client
+
         self._sdk = anthropic
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key,
@@ -48,7 +50,7 @@ class AnthropicProvider:
             timeout=timeout_seconds,
             max_retries=0,
             # See OpenAIProvider.
-            http_client=anthropic.DefaultAioHttpClient(follow_redirects=False),
+            http_client=sdk_http_client(anthropic, base_url, pinned),
         )
 
     async def complete(self, request: CompletionRequest) -> Completion:

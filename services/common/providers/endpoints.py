@@ -10,7 +10,8 @@ of its choosing, or have the service fetch cluster-internal URLs and echo their 
 - A spec's own `base_url` on a configured endpoint's origin is that endpoint (same key). Any
   other base_url must be on a host in `allowed_base_url_hosts`, gets no key at all, and its
   addresses, after DNS resolution, must pass `address_refusal` (link-local and cloud metadata
-  always refused, private ranges and loopback only when allowed), before any connection.
+  always refused, private ranges and loopback only when allowed), before any connection; its
+  connections then go to exactly those addresses, never to a second lookup's (pinning.py).
 - Upstream error bodies are echoed only from configured endpoints (`ModelConfig.configured`).
 """
 
@@ -157,11 +158,12 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 
 def check_addresses(config: ModelConfig, policy: EndpointPolicy, *, field: str,
-                    resolve: Resolver | None = None) -> None:
-    """PERMISSION_DENIED unless every address a spec's own base_url resolves to is allowed.
-    Configured endpoints are the operator's choice and are not checked."""
+                    resolve: Resolver | None = None) -> tuple[str, ...]:
+    """PERMISSION_DENIED unless every address a spec's own base_url resolves to is allowed;
+    returns those addresses, the only ones its connections may use (pinning.py). Configured
+    endpoints are the operator's choice and are not checked: ()."""
     if config.provider == "local" or config.configured or not config.base_url:
-        return
+        return ()
     _, host, port = _origin(config.base_url)
     try:
         literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
@@ -174,12 +176,14 @@ def check_addresses(config: ModelConfig, policy: EndpointPolicy, *, field: str,
             raise errors.PermissionDenied(
                 f"{field}.base_url: {host!r} resolves to {address}, {why}; model calls "
                 "do not go there")
+    return tuple(dict.fromkeys(str(a) for a in addresses))
 
 
 def authorize(config: ModelConfig, policy: EndpointPolicy, *, field: str,
               resolve: Resolver | None = None) -> ModelConfig:
     """bind_endpoint, then check_addresses: what the gateway's preflight and the services that
-    call models both run before any connection."""
+    call models both run before any connection. A spec's own base_url comes back with the
+    addresses it was checked at (`pinned_addresses`), which its connections then use."""
     bound = bind_endpoint(config, policy, field=field)
-    check_addresses(bound, policy, field=field, resolve=resolve)
-    return bound
+    addresses = check_addresses(bound, policy, field=field, resolve=resolve)
+    return replace(bound, pinned_addresses=addresses) if addresses else bound

@@ -36,6 +36,7 @@ class OpenAIProvider:
         *,
         api_key: str,
         base_url: str = "",
+        pinned: tuple[str, ...] = (),
         timeout_seconds: float = 60.0,
         n_mode: NMode = "auto",
         echo_errors: bool = True,
@@ -48,6 +49,8 @@ class OpenAIProvider:
         self._where = f"teacher openai/{model}" + (f" at {base_url}" if base_url else "")
         import openai  # here, not at the top: the SDK takes a second to import
 
+        from services.common.providers.pinning import sdk_http_client
+
         self._sdk = openai
         # Retries are ours (shared limiter, Retry-After pauses everyone): the SDK's are off.
         self._client = openai.AsyncOpenAI(
@@ -58,8 +61,9 @@ class OpenAIProvider:
             # The SDK's aiohttp transport: about a third less CPU per call than its default
             # httpx pool at dozens of calls in flight (the pool scans every connection per call).
             # No redirects: a base_url's server could otherwise send the call somewhere the
-            # address policy (endpoints.py) never checked.
-            http_client=openai.DefaultAioHttpClient(follow_redirects=False),
+            # address policy (endpoints.py) never checked. With `pinned` (a spec's own
+            # base_url), connections go only to the addresses that policy checked.
+            http_client=sdk_http_client(openai, base_url, pinned),
         )
 
     async def complete(self, request: CompletionRequest) -> Completion:

@@ -58,6 +58,9 @@ class ModelConfig:
     # Set by bind_endpoint: base_url and api_key_env come from this server's configuration, so
     # the key may be sent and the endpoint's error bodies may be echoed.
     configured: bool = False
+    # Set by authorize for a spec's own base_url: the addresses its host was checked at, the
+    # only ones its connections use (pinning.py).
+    pinned_addresses: tuple[str, ...] = ()
 
 
 def resolve_model_spec(
@@ -190,12 +193,17 @@ def open_provider(
 def build_provider(config: ModelConfig, key: str, *, openai_n: NMode = "auto",
                    local_n_ctx: int = 2048) -> ModelProvider:
     """The in-process provider for a checked config and its key (open_provider reads the key)."""
+    if config.provider != "local" and config.base_url and not config.configured \
+            and not config.pinned_addresses:
+        # Only authorize's output is built: a spec's base_url is dialed at checked addresses.
+        raise RuntimeError(f"{config.base_url}: not checked by the endpoint policy")
     if config.provider == "openai":
         # OpenAI-compatible local servers need no key, but the SDK insists on one.
         return OpenAIProvider(
             config.model,
             api_key=key or "no-key",
             base_url=config.base_url,
+            pinned=config.pinned_addresses,
             timeout_seconds=config.timeout_seconds,
             n_mode=openai_n,
             echo_errors=config.configured,
@@ -205,6 +213,7 @@ def build_provider(config: ModelConfig, key: str, *, openai_n: NMode = "auto",
             config.model,
             api_key=key or "no-key",
             base_url=config.base_url,
+            pinned=config.pinned_addresses,
             timeout_seconds=config.timeout_seconds,
             echo_errors=config.configured,
         )
