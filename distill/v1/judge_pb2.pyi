@@ -20,18 +20,20 @@ VERDICT_REJECTED: Verdict
 VERDICT_JUDGE_ERROR: Verdict
 
 class JudgeConfig(_message.Message):
-    __slots__ = ("judge", "top_k", "min_score", "min_margin", "job_id")
+    __slots__ = ("judge", "top_k", "min_score", "min_margin", "job_id", "project")
     JUDGE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     MIN_MARGIN_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     judge: _common_pb2.JudgeSpec
     top_k: int
     min_score: float
     min_margin: float
     job_id: str
-    def __init__(self, judge: _Optional[_Union[_common_pb2.JudgeSpec, _Mapping]] = ..., top_k: _Optional[int] = ..., min_score: _Optional[float] = ..., min_margin: _Optional[float] = ..., job_id: _Optional[str] = ...) -> None: ...
+    project: str
+    def __init__(self, judge: _Optional[_Union[_common_pb2.JudgeSpec, _Mapping]] = ..., top_k: _Optional[int] = ..., min_score: _Optional[float] = ..., min_margin: _Optional[float] = ..., job_id: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
 
 class JudgeRequest(_message.Message):
     __slots__ = ("config", "group")

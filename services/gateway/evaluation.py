@@ -158,6 +158,7 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
     config = judge_pb2.JudgeConfig()
     config.CopyFrom(spec.judge)
     config.job_id = JobKeys(job_id).eval_run_id("")
+    config.project = job.project
     order = [pid for pid in prompts if set(answers[pid]) == set(MODELS)]
     groups = [common_pb2.CandidateGroup(prompt=prompts[pid], candidates=[
         common_pb2.Candidate(prompt_id=pid, sample_index=i, text=answers[pid][m].text)

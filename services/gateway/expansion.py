@@ -189,7 +189,8 @@ async def _judged(clients: stages.StageClients, job: gateway_pb2.Job, keys: JobK
     settings = job.spec.expansion
     config = judge_pb2.JudgeConfig(judge=settings.judge, top_k=1,
                                    min_score=expansion_spec(settings).judge_min_score,
-                                   job_id=keys.expansion_run_id(f"r{round_}-judge"))
+                                   job_id=keys.expansion_run_id(f"r{round_}-judge"),
+                                   project=job.project)
     groups = [common_pb2.CandidateGroup(prompt=call, candidates=[common_pb2.Candidate(
         prompt_id=call.id, sample_index=0, text=text)]) for call, text in passed]
     verdicts: dict[str, judge_pb2.JudgedGroup] = {}

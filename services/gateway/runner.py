@@ -202,6 +202,7 @@ class JobRunner:
         config = type(spec.judge)()
         config.CopyFrom(spec.judge)
         config.job_id = job_id(job)
+        config.project = job.project  # never the spec's: a job judges with its own cache
         result = await stages.generate_and_judge(self.clients, request, config, on_generate,
                                                  on_generated, on_judged)
         job.outputs.candidates.CopyFrom(result.candidates)

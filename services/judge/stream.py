@@ -1,6 +1,7 @@
 """One Judge stream end to end: the config, then groups judged while they stream in (at most
 `max_concurrent_groups` at once, answered in order of completion), then the summary with the
-curated dataset. The servicer only opens the judge's models and hands the stream over."""
+curated dataset. The judge's models are opened for the config's project (whose cache they use)
+and closed when the stream ends."""
 
 from __future__ import annotations
 
@@ -13,19 +14,36 @@ from services.common.completions import Emit, completions
 from services.common.errors import InvalidArgument
 from services.common.judging.build import build_judge
 from services.common.judging.models import JudgeModels
-from services.common.specs.judge import judge_spec
+from services.common.specs.judge import JudgeSpec, judge_spec
 from services.common.storage import ArtifactStore
 from services.judge.session import JudgeSession
 
+OpenModels = Callable[[str], JudgeModels]  # a project's judge models
+
 
 async def judge_stream(requests: AsyncIterator[judge_pb2.JudgeRequest], store: ArtifactStore,
-                       models: JudgeModels | None, max_concurrent_groups: int,
+                       open_models: OpenModels | None, max_concurrent_groups: int,
                        cancelled: Callable[[], bool]) -> AsyncIterator[judge_pb2.JudgeResponse]:
-    """`cancelled()`: whether the client went away (its reads can look like a half-close)."""
+    """`open_models` None: programmatic judges only. `cancelled()`: whether the client went
+    away (its reads can look like a half-close)."""
     first = await anext(aiter(requests), None)
     if first is None or not first.HasField("config"):
         raise InvalidArgument("the first message must be a config (judge spec, top_k, ...)")
     config = judge_spec(first.config)
+    models = open_models(config.project) if open_models else None
+    judged = _judged(requests, store, config, models, max_concurrent_groups, cancelled)
+    try:
+        async with contextlib.aclosing(judged):
+            async for response in judged:
+                yield response
+    finally:
+        if models is not None:
+            await models.aclose()
+
+
+async def _judged(requests: AsyncIterator[judge_pb2.JudgeRequest], store: ArtifactStore,
+                  config: JudgeSpec, models: JudgeModels | None, max_concurrent_groups: int,
+                  cancelled: Callable[[], bool]) -> AsyncIterator[judge_pb2.JudgeResponse]:
     session = JudgeSession(build_judge(config.judge, models), config, store)
 
     async def judge_one(group: common_pb2.CandidateGroup, emit: Emit) -> None:

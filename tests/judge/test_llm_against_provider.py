@@ -9,12 +9,10 @@ import grpc
 import pytest
 
 from distill.v1 import common_pb2, judge_pb2, judge_pb2_grpc
-from services.common.judging.models import JudgeModels
 from services.common.providers import Limits, RetryPolicy
 from services.common.server import Service
 from services.common.storage import open_store
-from services.common.teacher_cache import TeacherCache
-from services.judge.server import JudgeService
+from services.judge.server import JudgeService, project_models
 from services.judge.settings import JudgeSettings
 from tests.fixtures.fake_provider import run_fake_provider
 from tests.fixtures.inprocess import serve_in_thread
@@ -30,23 +28,22 @@ def setup(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-fake-judge-key")
     store = open_store(f"file://{tmp_path / 'store'}")
     with run_fake_provider() as fake:
-        def open_models():
-            return JudgeModels(Limits(max_concurrency=8, max_retries=2),
-                               RetryPolicy(2, base_delay=0.01, max_delay=0.05),
-                               fake.policy(KEY_ENV), cache=TeacherCache(store))
-
+        open_models = project_models(store, Limits(max_concurrency=8, max_retries=2),
+                                     RetryPolicy(2, base_delay=0.01, max_delay=0.05),
+                                     fake.policy(KEY_ENV))
         servicer = JudgeService(store, open_models, max_concurrent_groups=4)
         settings = JudgeSettings(port=0, grace_seconds=0)
         with serve_in_thread(settings, [Service.of(judge_pb2, judge_pb2_grpc, servicer)]) as addr:
             yield addr, fake
 
 
-def run(address, fake, groups, max_parse_retries=2):
+def run(address, fake, groups, max_parse_retries=2, project=""):
     model = common_pb2.ModelSpec(provider=common_pb2.PROVIDER_OPENAI, model="gpt-4o-mini",
                                  base_url=fake.openai_base_url, api_key_env=KEY_ENV)
     spec = common_pb2.JudgeSpec(llm=common_pb2.LlmJudge(model=model,
                                                         max_parse_retries=max_parse_retries))
-    requests = [judge_pb2.JudgeRequest(config=judge_pb2.JudgeConfig(judge=spec, top_k=1)),
+    requests = [judge_pb2.JudgeRequest(config=judge_pb2.JudgeConfig(judge=spec, top_k=1,
+                                                                     project=project)),
                 *(judge_pb2.JudgeRequest(group=g) for g in groups)]
     with grpc.insecure_channel(address) as channel:
         return list(judge_pb2_grpc.JudgeServiceStub(channel).Judge(iter(requests), timeout=60))
@@ -63,6 +60,33 @@ def test_llm_judge_scores_through_the_provider(setup):
     assert judged.usage.requests == 2 and judged.usage.input_tokens > 0
     assert summary.statistics.usage.cost_usd > 0  # gpt-4o-mini's price applies
     assert fake.stats()["completed"] == 2
+
+
+def test_a_projects_cached_verdicts_are_never_served_to_another(setup):
+    """The judge's calls are cached per project, as the generator's are: a verdict one project
+    paid for is served again to it, and never to another project, which pays for its own."""
+    address, fake = setup
+    fake.configure(replies=[GOOD])
+    groups = [group(0, ["a", "b"], "a")]
+    first = run(address, fake, groups, project="alpha")
+    assert fake.stats()["completed"] == 2
+    again = run(address, fake, groups, project="alpha")
+    assert fake.stats()["completed"] == 2  # from alpha's cache
+    assert [c.score for c in again[0].group.candidates] == [
+        c.score for c in first[0].group.candidates]
+    run(address, fake, groups, project="beta")
+    assert fake.stats()["completed"] == 4  # beta paid for its own
+    run(address, fake, groups)  # no project: the default one's, not alpha's or beta's
+    assert fake.stats()["completed"] == 6
+
+
+def test_a_project_name_that_is_not_one_is_refused(setup):
+    address, fake = setup
+    with pytest.raises(grpc.RpcError) as raised:
+        run(address, fake, [group(0, ["a"], "a")], project="../alpha")
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "config.project" in raised.value.details()
+    assert fake.stats()["completed"] == 0
 
 
 def test_unparseable_replies_are_retried_then_recorded_as_judge_errors(setup):

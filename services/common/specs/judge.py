@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 
 from distill.v1 import common_pb2, judge_pb2
+from services.common.auth import DEFAULT_PROJECT, project_name
 from services.common.errors import InvalidArgument
 from services.common.providers.spec import ModelConfig, resolve_model_spec
 from services.common.safe_regex import check_schema_patterns, compile_field
@@ -125,6 +126,7 @@ class JudgeSpec:
     min_score: float | None
     min_margin: float
     job_id: str
+    project: str
 
 
 def judge_spec(config: judge_pb2.JudgeConfig, field: str = "config") -> JudgeSpec:
@@ -139,7 +141,8 @@ def judge_spec(config: judge_pb2.JudgeConfig, field: str = "config") -> JudgeSpe
     margin = float_field(config, "min_margin", f"{field}.min_margin", DEFAULT_MIN_MARGIN,
                          low=0.0, high=MAX_SCORE)
     return JudgeSpec(judge_kind(config.judge, f"{field}.judge"), top_k, min_score, margin,
-                     names.job_id(config.job_id, f"{field}.job_id", optional=True))
+                     names.job_id(config.job_id, f"{field}.job_id", optional=True),
+                     project_name(config.project or DEFAULT_PROJECT, f"{field}.project"))
 
 
 def judge_kind(spec: common_pb2.JudgeSpec, field: str = "judge") -> JudgeKind:
