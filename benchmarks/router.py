@@ -212,8 +212,9 @@ def student_load(routers: Routers, url: str, texts: list[str], args: argparse.Na
                                 args.max_tokens, api_key=routers.key))
 
 
-def one_at_a_time(url: str, model: str, texts: list[str], key: str) -> Load:
-    return asyncio.run(run_load(url, model, texts, 1, 16, api_key=key))
+def one_at_a_time(url: str, model: str, texts: list[str], key: str,
+                  headers: dict[str, str] | None = None) -> Load:
+    return asyncio.run(run_load(url, model, texts, 1, 16, api_key=key, headers=headers))
 
 
 def swap_during_load(routers: Routers, texts: list[str], args: argparse.Namespace
