@@ -89,7 +89,10 @@ class HttpApi:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         self.port = sock.getsockname()[1]
+        # proxy_headers off: nothing here reads the client's address or scheme, so uvicorn's
+        # X-Forwarded-* middleware would be one more layer on every request for nothing.
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off",
+                                proxy_headers=False,
                                 timeout_graceful_shutdown=self._settings.grace_seconds)
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
