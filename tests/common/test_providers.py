@@ -201,6 +201,38 @@ async def test_a_redirect_is_not_followed(fake, wire):
     assert fake.stats()["received"] == 0  # the redirect's target never saw the call
 
 
+async def test_https_needs_a_certificate_from_a_trusted_ca(tmp_path, monkeypatch):
+    """TLS is verified: an unknown CA's certificate is refused; with that CA in SSL_CERT_FILE
+    (as a deployment with its own CA would set it) the same server answers."""
+    import ssl
+
+    import trustme
+    from aiohttp import web
+
+    from tests.fixtures.fake_provider import FakeProvider
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    runner = web.AppRunner(FakeProvider().app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    try:
+        base = f"https://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
+        untrusted = client_for(OpenAIProvider("m", api_key=KEY, base_url=base),
+                               retry=RetryPolicy(0))
+        with pytest.raises(errors.Unavailable, match=r"connection failed.*(?i:certificate)"):
+            await untrusted.complete(CompletionRequest(HI))
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        trusted = client_for(OpenAIProvider("m", api_key=KEY, base_url=base))
+        completion, _ = await trusted.complete(CompletionRequest(HI))
+        assert completion.choices[0].text.endswith("to: hi there")
+    finally:
+        await runner.cleanup()
+
+
 def test_the_environments_proxy_is_used_unless_no_proxy_names_the_host(monkeypatch):
     from services.common.providers.http_json import env_proxy
 

@@ -152,10 +152,8 @@ def _parsed(data: bytes) -> Any:
 def _tls_context() -> ssl.SSLContext:
     """The system's CAs (and SSL_CERT_FILE / SSL_CERT_DIR), plus certifi's bundle, which the
     SDKs trusted."""
+    import certifi
+
     context = ssl.create_default_context()
-    try:
-        import certifi
-    except ImportError:
-        return context
     context.load_verify_locations(certifi.where())
     return context
