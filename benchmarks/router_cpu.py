@@ -15,7 +15,11 @@ router with trace capture on, then the router with the request opting out of its
 
 `--profile FILE`: one more round of routed requests while `py-spy record` samples the router
 (py-spy must be on PATH; it is not a dependency of the project), and FILE gets the functions that
-were on the stack in the most samples (inclusive) and the ones that ran most themselves.
+were on the stack in the most samples (inclusive) and the ones that ran most themselves. py-spy
+samples threads that are not idle, which includes a thread waiting for a core: on a loaded
+machine a system call that wakes another process (a socket write) looks far costlier than its
+CPU. For CPU by function, cProfile with `time.thread_time` as its timer inside the router is the
+truer picture (benchmarks/RESULTS.md, router_cpu).
 """
 
 from __future__ import annotations
@@ -48,6 +52,29 @@ def measured(pid: int, run: Callable[[], Load]) -> tuple[Load, float, float]:
     return load, (user_after - user) * 1000 / count, (system_after - system) * 1000 / count
 
 
+def frame_counts(collapsed: str) -> tuple[int, collections.Counter, collections.Counter]:
+    """py-spy's raw (collapsed) stacks, "frame;frame;... count" a line: the samples, how many
+    had each frame ("function file:line") anywhere on the stack (once per sample), and how many
+    each was running itself."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [_frame(f) for f in stack.split(";")]
+        total += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+        own[frames[-1]] += int(count)
+    return total, inclusive, own
+
+
+def _frame(raw: str) -> str:
+    """"function (path/to/file.py:line)" -> "function file.py:line"."""
+    name, _, where = raw.partition(" (")
+    return f"{name} {where.rstrip(')').rsplit('/', 1)[-1]}" if where else name
+
+
 def profile_round(router_pid: int, run, out: Path, rate: int) -> dict:
     """`run()` while py-spy samples `router_pid`; writes the top frames to `out`."""
     py_spy = shutil.which("py-spy")
@@ -56,23 +83,13 @@ def profile_round(router_pid: int, run, out: Path, rate: int) -> dict:
     raw = out.with_suffix(".collapsed")
     spy = subprocess.Popen([py_spy, "record", "--pid", str(router_pid), "--format", "raw",
                             "--rate", str(rate), "--output", str(raw), "--nonblocking"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         run()
     finally:
         spy.send_signal(2)  # py-spy writes its samples on SIGINT
         spy.wait(60)
-    inclusive: collections.Counter[str] = collections.Counter()
-    own: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")")
-                  for f in stack.split(";")]
-        total += int(count)
-        for frame in set(frames):
-            inclusive[frame] += int(count)
-        own[frames[-1]] += int(count)
+    total, inclusive, own = frame_counts(raw.read_text())
     lines = [f"{total} samples at {rate}/s (idle threads excluded)", "", "inclusive:"]
     lines += [f"{100 * n / total:6.1f}%  {frame}" for frame, n in inclusive.most_common(80)]
     lines += ["", "self:"]
