@@ -471,7 +471,7 @@ async def test_cost_from_usage_and_price_overrides(fake):
     assert table.price.input_usd_per_mtok == 1.0  # settings table, then the spec's own field
 
 
-async def test_api_key_never_leaves_the_sdk(fake, caplog):
+async def test_api_key_never_leaves_the_provider(fake, caplog):
     fake.configure(api_key="the-right-key")  # ours is wrong: the 401 echoes it back
     caplog.set_level(logging.DEBUG)
     client = client_for(openai_provider(fake))
