@@ -1,5 +1,5 @@
 """Generator fan-out against the fake provider server (fixed latency), through the real
-generation code path (Generation + ModelClient + OpenAI SDK + rate limiter + teacher cache).
+generation code path (Generation + ModelClient + OpenAI provider + rate limiter + teacher cache).
 
     .venv/bin/python -m benchmarks.generator_fanout [--requests 1000 --concurrency 64]
 
@@ -14,9 +14,9 @@ generation code path (Generation + ModelClient + OpenAI SDK + rate limiter + tea
 The fake server runs as its own process so it does not share this one's interpreter lock.
 
 Beside (a), two ceilings on the same machine at the same concurrency: the OpenAI provider alone
-(the official SDK call the generator makes, without limiter, cache or stream) and bare aiohttp
-POSTs. They show how much of the gap to the ideal is the machine and the SDK, and how much is
-the generator. `store_file_create_us` is what creating one small file in the store's folder cost
+(the call the generator makes, without limiter, cache or stream) and bare aiohttp POSTs. They
+show how much of the gap to the ideal is the machine and the provider, and how much is the
+generator. `store_file_create_us` is what creating one small file in the store's folder cost
 just before (a): on ext4 it rises far above its usual ~60 us for a while after many files were
 deleted, and each cache entry creates two. `a_call_latency_*` is a provider call's time in (a) as
 the job saw it (request sent to answer back; the server waits a fixed `--latency`), beside the same
@@ -192,7 +192,7 @@ async def ceilings(store: LocalStore, fake: FakeProviderHandle, requests: int,
         call_times.append((started - measured_from, time.perf_counter() - started))
 
     try:
-        sdk = await timed(via_provider)
+        provider_only = await timed(via_provider)
     finally:
         await provider.aclose()
     async with aiohttp.ClientSession(headers={"Authorization": "Bearer unused"}) as session:
@@ -203,7 +203,7 @@ async def ceilings(store: LocalStore, fake: FakeProviderHandle, requests: int,
                 await response.json()
 
         http = await timed(bare)
-    return {"a_ceiling_provider_only_ratio": sdk, "a_ceiling_bare_http_ratio": http,
+    return {"a_ceiling_provider_only_ratio": provider_only, "a_ceiling_bare_http_ratio": http,
             **call_latency_figures("a_ceiling_provider_only_latency",
                                    call_times[concurrency:], latency)}
 
@@ -276,7 +276,7 @@ async def main(args: argparse.Namespace) -> None:
                 "a_gc_pause_ms_max": round(max(a["gc_pauses"], default=0) * 1000, 1),
                 "a_call_processes_cpu_ms_per_request": round(
                     a["helpers_cpu"] / args.requests * 1000, 2),
-                # this process's CPU per call (SDK, limiter, cache write, protobuf): at x ms
+                # this process's CPU per call (provider, limiter, cache write, protobuf): at x ms
                 # one core sustains at most 1000/x calls/s
                 "a_client_cpu_ms_per_request": round(a["cpu"] / args.requests * 1000, 2),
                 # the fake server shares this machine's cores

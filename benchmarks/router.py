@@ -22,8 +22,9 @@ each; the router's engine gets the direct server's threads, slots and context:
     request at a time): the speed-up continuous batching buys, reported;
 (c) a teacher alias: p50 latency the router adds over calling the fake provider directly
     (`tests/fixtures/fake_provider.py`, no latency of its own), one request at a time,
-    `--teacher-requests` each, alternated over the rounds: <= 3 ms; beside it, the same fake
-    server behind an upstream alias (forwarded over HTTP, no provider client);
+    `--teacher-requests` each, alternated over the rounds: <= 3 ms, with the router's CPU per
+    request (`benchmarks/router_cpu.py` measures that alone); beside it, the same fake server
+    behind an upstream alias (forwarded over HTTP, no provider client);
 (d) SetAlias moving the student alias between two jobs (`--swap-job`) every `--swap-every`
     seconds while (a)'s load runs through the router: failed requests, target 0;
 (e) issue 22: the same loads through a router with trace capture on and one with it off
@@ -212,8 +213,9 @@ def student_load(routers: Routers, url: str, texts: list[str], args: argparse.Na
                                 args.max_tokens, api_key=routers.key))
 
 
-def one_at_a_time(url: str, model: str, texts: list[str], key: str) -> Load:
-    return asyncio.run(run_load(url, model, texts, 1, 16, api_key=key))
+def one_at_a_time(url: str, model: str, texts: list[str], key: str,
+                  headers: dict[str, str] | None = None) -> Load:
+    return asyncio.run(run_load(url, model, texts, 1, 16, api_key=key, headers=headers))
 
 
 def swap_during_load(routers: Routers, texts: list[str], args: argparse.Namespace
@@ -378,13 +380,17 @@ def measure(gguf: Path, routers: Routers | None, args: argparse.Namespace, log_d
     try:
         teacher_direct: list[Load] = []
         teacher_routed: list[Load] = []
+        teacher_cpu: list[float] = []  # the router's CPU ms per teacher request (started here)
         upstream_routed: list[Load] = []
         for _ in range(args.rounds):
             teacher_direct.append(one_at_a_time(fake_url, "gpt-4o-mini", teacher_texts,
                                                 "sk-bench"))
             if routers and routers.teacher_alias:
-                teacher_routed.append(one_at_a_time(routers.url, routers.teacher_alias,
-                                                    teacher_texts, routers.key))
+                load, used = cpu_per_request_ms(pid(routers.router_pid), lambda: one_at_a_time(
+                    routers.url, routers.teacher_alias, teacher_texts, routers.key))
+                teacher_routed.append(load)
+                if used is not None:
+                    teacher_cpu.append(used)
             if routers and routers.upstream_alias:
                 upstream_routed.append(one_at_a_time(routers.url, routers.upstream_alias,
                                                      teacher_texts, routers.key))
@@ -398,6 +404,8 @@ def measure(gguf: Path, routers: Routers | None, args: argparse.Namespace, log_d
         figures["router_teacher_p50_ms"] = round(routed_p50, 2)
         figures["c_added_p50_ms"] = round(routed_p50 - direct_p50, 2)
         figures["c_failed"] = sum(len(load.failures) for load in teacher_routed)
+        if teacher_cpu:  # load moves it far less than the p50 (benchmarks/router_cpu.py)
+            figures["c_router_cpu_ms_per_request"] = round(statistics.median(teacher_cpu), 2)
     if upstream_routed:  # the same server as an upstream: forwarded, no provider client
         routed_p50 = statistics.median(load.p50_ms() for load in upstream_routed)
         figures["c_upstream_added_p50_ms"] = round(routed_p50 - direct_p50, 2)

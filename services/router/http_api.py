@@ -90,7 +90,10 @@ class HttpApi:
         sock.bind((host, port))
         self.port = sock.getsockname()[1]
         # The router's certificate serves its HTTP API too: callers send their keys here.
+        # proxy_headers off: nothing here reads the client's address or scheme, so uvicorn's
+        # X-Forwarded-* middleware would be one more layer on every request for nothing.
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off",
+                                proxy_headers=False,
                                 timeout_graceful_shutdown=self._settings.grace_seconds,
                                 ssl_certfile=self._settings.tls_cert_file,
                                 ssl_keyfile=self._settings.tls_key_file)

@@ -1,5 +1,6 @@
-"""The provider layer against the fake provider server (real HTTP, real SDKs): wire formats,
-error mapping, retries and backoff, the shared rate limiter, the teacher cache, usage and cost."""
+"""The provider layer against the fake provider server (real HTTP): wire formats, error mapping,
+redirects refused, retries and backoff, the shared rate limiter, the teacher cache, usage and
+cost."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def client_for(provider, *, limits=None, retry=FAST_RETRY, cache=None, price=Non
 
 @pytest.fixture(autouse=True)
 async def _close_clients():
-    """SDK clients hold connection pools that must close on the loop that opened them."""
+    """Providers hold connection pools that must close on the loop that opened them."""
     yield
     while _open_clients:
         await _open_clients.pop().aclose()
@@ -167,6 +168,83 @@ async def test_transient_failures_are_retried(fake, wire, fault):
     assert fake.stats()["received"] == 3
     assert client.stats.retries == 2 and client.stats.requests == 1
     assert client.stats.rate_limited == (2 if fault.get("status") == 429 else 0)
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+async def test_a_redirect_is_not_followed(fake, wire):
+    """A server may not send a call (and its key) on to an address the policy never checked."""
+    from aiohttp import web
+
+    target = fake.openai_base_url if wire == "openai" else fake.anthropic_base_url
+    hits = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        raise web.HTTPTemporaryRedirect(f"{target}{request.path.removeprefix('/v1')}")
+
+    app = web.Application()
+    app.router.add_post("/{path:.*}", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]
+        make = OpenAIProvider if wire == "openai" else AnthropicProvider
+        base = f"http://127.0.0.1:{port}" + ("/v1" if wire == "openai" else "")
+        client = client_for(make("m", api_key=KEY, base_url=base))
+        with pytest.raises(errors.InvalidArgument, match="HTTP 307"):
+            await client.complete(CompletionRequest(HI))
+    finally:
+        await runner.cleanup()
+    assert len(hits) == 1 and client.stats.retries == 0
+    assert fake.stats()["received"] == 0  # the redirect's target never saw the call
+
+
+async def test_https_needs_a_certificate_from_a_trusted_ca(tmp_path, monkeypatch):
+    """TLS is verified: an unknown CA's certificate is refused; with that CA in SSL_CERT_FILE
+    (as a deployment with its own CA would set it) the same server answers."""
+    import ssl
+
+    import trustme
+    from aiohttp import web
+
+    from tests.fixtures.fake_provider import FakeProvider
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    runner = web.AppRunner(FakeProvider().app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    try:
+        base = f"https://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
+        untrusted = client_for(OpenAIProvider("m", api_key=KEY, base_url=base),
+                               retry=RetryPolicy(0))
+        with pytest.raises(errors.Unavailable, match=r"connection failed.*(?i:certificate)"):
+            await untrusted.complete(CompletionRequest(HI))
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        trusted = client_for(OpenAIProvider("m", api_key=KEY, base_url=base))
+        completion, _ = await trusted.complete(CompletionRequest(HI))
+        assert completion.choices[0].text.endswith("to: hi there")
+    finally:
+        await runner.cleanup()
+
+
+def test_the_environments_proxy_is_used_unless_no_proxy_names_the_host(monkeypatch):
+    from services.common.providers.http_json import env_proxy
+
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    assert env_proxy("https://api.openai.com/v1/chat/completions") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert env_proxy("https://api.openai.com/v1/chat/completions") == "http://proxy.internal:3128"
+    assert env_proxy("http://127.0.0.1:8080/v1/chat/completions") is None  # no HTTP_PROXY
+    monkeypatch.setenv("NO_PROXY", "api.openai.com")
+    assert env_proxy("https://api.openai.com/v1/chat/completions") is None
 
 
 async def test_connection_errors_are_retried_then_reported_unavailable():
@@ -393,7 +471,7 @@ async def test_cost_from_usage_and_price_overrides(fake):
     assert table.price.input_usd_per_mtok == 1.0  # settings table, then the spec's own field
 
 
-async def test_api_key_never_leaves_the_sdk(fake, caplog):
+async def test_api_key_never_leaves_the_provider(fake, caplog):
     fake.configure(api_key="the-right-key")  # ours is wrong: the 401 echoes it back
     caplog.set_level(logging.DEBUG)
     client = client_for(openai_provider(fake))

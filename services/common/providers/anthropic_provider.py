@@ -1,4 +1,5 @@
-"""`anthropic`: the official SDK (messages API). No `n`: one sample per call.
+"""`anthropic`: Anthropic's messages wire, JSON over aiohttp (http_json.py says why not the
+SDK). No `n`: one sample per call.
 
 System messages go into the `system` parameter; the remaining turns are sent as they are (a
 dataset's few-shot turns alternate user/assistant already).
@@ -14,12 +15,13 @@ from services.common.providers.base import (
     CompletionRequest,
     Redactor,
     RetryableProviderError,
-    call_sdk,
-    fatal_error,
-    is_retryable_status,
-    parse_retry_after,
-    upstream_message,
 )
+from services.common.providers.http_json import HttpRefusal, JsonPoster
+from services.common.providers.pinning import Pins
+
+# Where the SDK sends a client without base_url, and the API version it asks for.
+PUBLIC_BASE_URL = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
 
 # Anthropic's stop reasons on OpenAI's names, so candidates read the same whatever the teacher.
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
@@ -39,74 +41,47 @@ class AnthropicProvider:
         self._redact = Redactor((api_key,))
         self._echo_errors = echo_errors
         self._where = f"teacher anthropic/{model}" + (f" at {base_url}" if base_url else "")
-        import anthropic  # here, not at the top: the SDK takes seconds to import
-
-        from services.common.providers.pinning import sdk_http_client
-
-        self._sdk = anthropic
-        self._client = anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=base_url or None,
-            timeout=timeout_seconds,
-            max_retries=0,
-            # See OpenAIProvider.
-            http_client=sdk_http_client(anthropic, base_url, pinned),
-        )
+        self._http = JsonPoster(
+            f"{(base_url or PUBLIC_BASE_URL).rstrip('/')}/v1/messages",
+            {"x-api-key": api_key, "anthropic-version": API_VERSION},
+            timeout_seconds=timeout_seconds, where=self._where, redact=self._redact,
+            refused=self._status_error, pins=Pins.of(base_url, pinned) if pinned else None)
 
     async def complete(self, request: CompletionRequest) -> Completion:
         if request.n != 1:
             raise ValueError("anthropic returns one sample per call")
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
-        kwargs: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": request.max_tokens,
             "messages": [m.as_dict() for m in request.messages if m.role != "system"],
         }
         if system:
-            kwargs["system"] = system
-        # This SDK version has no sampling parameters in its signature; the API still takes
-        # them in the body. Anthropic's temperature range is 0..1.
-        sampling: dict[str, float] = {"temperature": min(request.temperature, 1.0)}
+            body["system"] = system
+        # Anthropic's temperature range is 0..1.
+        body["temperature"] = min(request.temperature, 1.0)
         if request.top_p is not None:
-            sampling["top_p"] = request.top_p
-        kwargs["extra_body"] = sampling
-        reply = await call_sdk(self._sdk, self._client.messages.create(**kwargs), self._where,
-                               self._redact, self._status_error)
-        content = getattr(reply, "content", None)
+            body["top_p"] = request.top_p
+        reply = await self._http.post(body)
+        content = reply.get("content") if isinstance(reply, dict) else None
         if not isinstance(content, list):
             raise RetryableProviderError(f"{self._where} sent a reply without content")
         text = "".join(
-            block.text for block in content if getattr(block, "type", "") == "text"
-            and isinstance(getattr(block, "text", None), str)
+            block["text"] for block in content if isinstance(block, dict)
+            and block.get("type") == "text" and isinstance(block.get("text"), str)
         )
-        reason = str(getattr(reply, "stop_reason", "") or "")
-        usage = getattr(reply, "usage", None)
+        reason = str(reply.get("stop_reason") or "")
+        usage = reply.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         return Completion(
             (Choice(text, _FINISH.get(reason, reason)),),
-            int(getattr(usage, "input_tokens", 0) or 0),
-            int(getattr(usage, "output_tokens", 0) or 0),
-            str(getattr(reply, "model", "") or ""),
+            int(usage.get("input_tokens") or 0),
+            int(usage.get("output_tokens") or 0),
+            str(reply.get("model") or ""),
         )
 
-    def _status_error(self, exc: Any) -> Exception:
-        status = exc.status_code
-        message = upstream_message(exc, _provider_message, self._redact, self._echo_errors)
-        if is_retryable_status(status):
-            return RetryableProviderError(
-                f"{self._where} answered HTTP {status}: {message}",
-                status=status,
-                retry_after=parse_retry_after(exc.response.headers),
-            )
-        return fatal_error(self._where, status, message)
+    def _status_error(self, refusal: HttpRefusal) -> Exception:
+        return refusal.exception(self._where, refusal.message(self._redact, self._echo_errors))
 
     async def aclose(self) -> None:
-        await self._client.close()
-
-
-def _provider_message(exc: Any) -> str:
-    body = exc.body
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        message = body["error"].get("message")
-        if isinstance(message, str) and message:
-            return message[:1000]
-    return (exc.message or "no message")[:1000]
+        await self._http.aclose()

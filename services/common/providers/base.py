@@ -12,13 +12,11 @@ failure into one of two exceptions, so the layer above decides what to do withou
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Literal, Protocol
 
 from services.common import errors
-
-T = TypeVar("T")
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant")
@@ -146,40 +144,6 @@ def parse_retry_after(headers: object) -> float | None:
         if math.isfinite(seconds) and 0 <= seconds <= 3600:
             return seconds
     return None
-
-
-async def call_sdk(sdk: Any, call: Awaitable[T], where: str, redact: Redactor,
-                   status_error: Callable[[Any], Exception]) -> T:
-    """Awaits an OpenAI or Anthropic SDK call (the two SDKs share their exception hierarchy)
-    and maps its failures: HTTP statuses through `status_error`, timeouts, connection errors
-    and malformed bodies to RetryableProviderError, with secrets redacted."""
-    try:
-        return await call
-    except sdk.APIStatusError as exc:
-        raise status_error(exc) from None
-    except sdk.APITimeoutError as exc:
-        # The aiohttp transport reports a refused connection as a connect timeout too.
-        raise RetryableProviderError(
-            f"{where} timed out ({redact(str(exc.__cause__ or 'no answer'))})"
-        ) from None
-    except sdk.APIConnectionError as exc:
-        raise RetryableProviderError(
-            f"{where}: connection failed ({redact(str(exc.__cause__ or exc))})"
-        ) from None
-    except (ValueError, TypeError, sdk.APIResponseValidationError) as exc:
-        # A 200 whose body is not the JSON it should be (truncated, wrong shape).
-        raise RetryableProviderError(f"{where} sent a malformed body ({type(exc).__name__})") \
-            from None
-
-
-def upstream_message(exc: Any, body_message: Callable[[Any], str], redact: Redactor,
-                     echo: bool) -> str:
-    """What an HTTP error says: the upstream's own message (redacted) from a configured
-    endpoint; from any other, only the status, so a spec's base_url cannot read internal
-    servers' error pages back through us."""
-    if not echo:
-        return "(its body is not shown: the endpoint is not one configured on this server)"
-    return redact(body_message(exc))
 
 
 @dataclass

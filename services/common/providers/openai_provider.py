@@ -1,5 +1,6 @@
-"""`openai`: the official SDK; with `base_url`, any OpenAI-compatible server (vLLM, llama.cpp
-server, Ollama, OpenRouter).
+"""`openai`: OpenAI's chat-completions wire, for api.openai.com or, with `base_url`, any
+OpenAI-compatible server (vLLM, llama.cpp server, Ollama, OpenRouter); JSON over aiohttp
+(http_json.py says why not the SDK).
 
 `n` is sent when the server is known or assumed to honour it (mode "auto" or "native"); in
 "auto" a reply with fewer choices than asked marks the server as ignoring `n`, and the caller
@@ -17,12 +18,12 @@ from services.common.providers.base import (
     CompletionRequest,
     Redactor,
     RetryableProviderError,
-    call_sdk,
-    fatal_error,
-    is_retryable_status,
-    parse_retry_after,
-    upstream_message,
 )
+from services.common.providers.http_json import HttpRefusal, JsonPoster
+from services.common.providers.pinning import Pins
+
+# Where the SDK sends a client without base_url.
+PUBLIC_BASE_URL = "https://api.openai.com/v1"
 
 NMode = Literal["auto", "native", "separate"]
 
@@ -47,24 +48,12 @@ class OpenAIProvider:
         self._redact = Redactor((api_key,))
         self._echo_errors = echo_errors
         self._where = f"teacher openai/{model}" + (f" at {base_url}" if base_url else "")
-        import openai  # here, not at the top: the SDK takes a second to import
-
-        from services.common.providers.pinning import sdk_http_client
-
-        self._sdk = openai
-        # Retries are ours (shared limiter, Retry-After pauses everyone): the SDK's are off.
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url or None,
-            timeout=timeout_seconds,
-            max_retries=0,
-            # The SDK's aiohttp transport: about a third less CPU per call than its default
-            # httpx pool at dozens of calls in flight (the pool scans every connection per call).
-            # No redirects: a base_url's server could otherwise send the call somewhere the
-            # address policy (endpoints.py) never checked. With `pinned` (a spec's own
-            # base_url), connections go only to the addresses that policy checked.
-            http_client=sdk_http_client(openai, base_url, pinned),
-        )
+        # Retries are ours (shared limiter, Retry-After pauses everyone), as are redirects (none).
+        self._http = JsonPoster(
+            f"{(base_url or PUBLIC_BASE_URL).rstrip('/')}/chat/completions",
+            {"Authorization": f"Bearer {api_key}"}, timeout_seconds=timeout_seconds,
+            where=self._where, redact=self._redact, refused=self._status_error,
+            pins=Pins.of(base_url, pinned) if pinned else None)
 
     async def complete(self, request: CompletionRequest) -> Completion:
         kwargs: dict[str, Any] = {
@@ -82,18 +71,8 @@ class OpenAIProvider:
             # (A request built before a probe found that the server ignores `n` gets one
             # choice; the caller asks again for the samples a reply lacks.)
             kwargs["n"] = request.n
-        reply = await call_sdk(self._sdk, self._create(kwargs), self._where, self._redact,
-                               self._status_error)
+        reply = await self._http.post({"model": self.model, **kwargs})
         return self._completion(reply, request)
-
-    async def _create(self, body: dict[str, Any]) -> Any:
-        """POST /chat/completions through the SDK's documented `post` for requests it has no
-        typed method for. `create` costs twice the CPU per call (at 64 in flight it made the
-        fan-out CPU-bound): it walks the body against its TypedDicts and builds pydantic reply
-        models, and our body is plain JSON already. The reply comes back as parsed JSON; status
-        errors, timeouts and connection errors are the SDK's exceptions as with `create`."""
-        return await self._client.post(
-            "/chat/completions", body={"model": self.model, **body}, cast_to=object)
 
     def _completion(self, reply: Any, request: CompletionRequest) -> Completion:
         choices = reply.get("choices") if isinstance(reply, dict) else None
@@ -115,38 +94,12 @@ class OpenAIProvider:
             tuple(parsed[: request.n]), int(usage.get("prompt_tokens") or 0),
             int(usage.get("completion_tokens") or 0), str(reply.get("model") or ""))
 
-    def _status_error(self, exc: Any) -> Exception:
-        status = exc.status_code
-        message = upstream_message(exc, _provider_message, self._redact, self._echo_errors)
-        if status == 429 and _error_code(exc) == "insufficient_quota":
+    def _status_error(self, refusal: HttpRefusal) -> Exception:
+        message = refusal.message(self._redact, self._echo_errors)
+        if refusal.status == 429 and refusal.error().get("code") == "insufficient_quota":
             # Out of credit, not too fast: waiting will not help.
             return errors.ResourceExhausted(f"{self._where} answered HTTP 429: {message}")
-        if is_retryable_status(status):
-            return RetryableProviderError(
-                f"{self._where} answered HTTP {status}: {message}",
-                status=status,
-                retry_after=parse_retry_after(exc.response.headers),
-            )
-        return fatal_error(self._where, status, message)
+        return refusal.exception(self._where, message)
 
     async def aclose(self) -> None:
-        await self._client.close()
-
-
-def _error_body(exc: Any) -> dict[str, Any]:
-    body = exc.body
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return body["error"]
-    return body if isinstance(body, dict) else {}
-
-
-def _error_code(exc: Any) -> str:
-    return str(_error_body(exc).get("code") or "")
-
-
-def _provider_message(exc: Any) -> str:
-    body = _error_body(exc)
-    message = body.get("message") if body else None
-    if isinstance(message, str) and message:
-        return message[:1000]
-    return (exc.message or "no message")[:1000]
+        await self._http.aclose()

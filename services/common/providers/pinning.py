@@ -7,7 +7,7 @@ name's checked addresses are handed to the HTTP stack's own resolution seam, and
 is refused. The URL keeps its host, so the Host header, TLS SNI and certificate verification are
 still the name's.
 
-- the SDK providers (openai, anthropic; aiohttp under httpx2): an aiohttp resolver
+- the API providers (openai, anthropic: JSON over aiohttp, http_json.py): an aiohttp resolver
   (`aiohttp.abc.AbstractResolver`, the connector's documented DNS hook);
 - the router's upstream calls (httpx): an httpcore network backend that dials the checked
   address where the pool asks for the name.
@@ -17,15 +17,12 @@ Proxies from the environment are off on these clients: a proxy would resolve the
 
 from __future__ import annotations
 
-import importlib
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import httpcore
 import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -63,25 +60,6 @@ class PinnedResolver(AbstractResolver):
 
     async def close(self) -> None:
         return None
-
-
-def sdk_http_client(sdk: ModuleType, base_url: str, pinned: tuple[str, ...]) -> Any:
-    """The SDK's aiohttp client (`sdk.DefaultAioHttpClient`) without redirects; with `pinned`
-    (a spec's own base_url) it dials only those addresses for the base_url's host. The
-    transport is then the SDK's own aiohttp adapter, handed the session to use."""
-    if not pinned:
-        return sdk.DefaultAioHttpClient(follow_redirects=False)
-    pins = Pins.of(base_url, pinned)
-    adapter = importlib.import_module(f"{sdk.__name__}._vendor.httpx_aiohttp")
-    transport = adapter.AiohttpTransport()
-
-    def session() -> aiohttp.ClientSession:
-        # No pool limit: the job's rate limiter bounds its calls in flight.
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            resolver=PinnedResolver(pins), ssl=transport.ssl_context, limit=0))
-
-    transport.client = session
-    return sdk.DefaultAioHttpClient(follow_redirects=False, trust_env=False, transport=transport)
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
