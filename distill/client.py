@@ -309,14 +309,21 @@ class Distiller:
         UNAVAILABLE (a restart), until the gateway has not answered for `reconnect_seconds`."""
         last_contact = time.monotonic()
         while True:
+            stream = open_stream()
             try:
-                for reply in open_stream():
+                for reply in stream:
                     last_contact = time.monotonic()
                     yield reply
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or \
                         time.monotonic() - last_contact > reconnect_seconds:
                     raise _wrap(exc) from None
+            finally:
+                # A caller that stops (Ctrl-C, break) ends the call now, not when the channel
+                # closes or the collector gets to it.
+                cancel = getattr(stream, "cancel", None)
+                if cancel is not None:
+                    cancel()
             time.sleep(1.0)  # the stream ended early (gateway restarting): watch again
 
     def wait(self, name: str, timeout: float | None = None) -> gateway_pb2.Job:
