@@ -65,10 +65,19 @@ class TraceQuery:
                 and all(tags.get(k) == v for k, v in self.tags.items()))
 
 
+def _seconds(request: gateway_pb2.CreateDatasetFromTracesRequest, field: str) -> int:
+    """A Timestamp field in seconds; INVALID_ARGUMENT for one protobuf calls invalid (nanos
+    outside [0, 1e9), seconds outside years 1-9999)."""
+    try:
+        return getattr(request, field).ToSeconds()
+    except ValueError as exc:
+        raise InvalidArgument(f"{field}: {exc}") from None
+
+
 def query_from_request(request: gateway_pb2.CreateDatasetFromTracesRequest, project: str,
                        now: float) -> TraceQuery:
-    until = request.end_time.ToSeconds() if request.HasField("end_time") else now
-    since = (request.start_time.ToSeconds() if request.HasField("start_time")
+    until = _seconds(request, "end_time") if request.HasField("end_time") else now
+    since = (_seconds(request, "start_time") if request.HasField("start_time")
              else until - DEFAULT_WINDOW_DAYS * 86400)
     return TraceQuery(project=project, alias=alias_name(request.alias, "alias"), since=since,
                       until=until, targets=frozenset(request.targets),

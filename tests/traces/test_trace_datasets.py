@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from distill.v1 import gateway_pb2
 from services.common.datasets import load_dataset, parse_jsonl
 from services.common.errors import InvalidArgument
 from services.common.storage import LocalStore
 from services.common.traces.recorder import TraceRecorder
 from services.common.traces.records import ServedBy, Trace
-from services.gateway.trace_datasets import TraceQuery, build
+from services.gateway.trace_datasets import TraceQuery, build, query_from_request
 
 DAY = 86400
 NOW = 1_764_720_000.0
@@ -89,5 +90,10 @@ def test_bad_queries_name_the_field(store):
         query(targets=frozenset({"robot"}))
     with pytest.raises(InvalidArgument, match="until: must not be before since"):
         TraceQuery(project="default", alias="support", since=NOW, until=NOW - 1)
+    for field in ("start_time", "end_time"):  # a Timestamp protobuf itself calls invalid
+        bad = gateway_pb2.CreateDatasetFromTracesRequest(alias="support")
+        getattr(bad, field).nanos = -1
+        with pytest.raises(InvalidArgument, match=f"{field}: Timestamp is not valid"):
+            query_from_request(bad, "default", NOW)
     with pytest.raises(InvalidArgument, match="no traces of alias 'support' match: 25 scanned"):
         build(store, query(tags={"team": "nobody"}))
