@@ -32,7 +32,9 @@ each; the router's engine gets the direct server's threads, slots and context:
     the student load and on a teacher load (`--capture-teacher-requests` at the concurrency,
     where the router's own work is a larger share), with the router's CPU per request; and,
     on the capture-on router, the same loads with each request opting out of its trace
-    (`x-distill-trace: off`): the same router and engine, so only capture differs.
+    (`x-distill-trace: off`): the same router and engine, so only capture differs; and the
+    S3 server's CPU per request in each arm (the capture-on arm's window closes when its traces
+    are written), since it shares the cores here.
 `--no-router` measures the engines alone: (a)'s denominator, (b)'s baseline, (c)'s direct p50.
 """
 
@@ -53,7 +55,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.cpu import cpu_seconds
+from benchmarks.cpu import cpu_seconds, process_with_argument
 from benchmarks.generator_fanout import start_fake
 from benchmarks.result import emit
 from distill.local_suite import stop_process
@@ -205,6 +207,7 @@ class Routers:
     router_pid: int | None = None  # for CPU per request (started here)
     capture_off_pid: int | None = None
     trace_counts: Callable[[], dict] | None = None  # the capture-on router's trace counters
+    s3_pid: int | None = None  # the S3 server the capture-on router writes its traces to
 
 
 def student_load(routers: Routers, url: str, texts: list[str], args: argparse.Namespace
@@ -281,7 +284,7 @@ def capture_on_off(routers: Routers, texts: list[str], teacher_texts: list[str],
                    args: argparse.Namespace) -> dict:
     """(e): the same loads through the capture-on and the capture-off router, alternated."""
     figures: dict = {}
-    answered_on = 0  # answers through the capture-on router in (e), each one a trace
+    s3_cpu = (lambda: cpu_seconds(routers.s3_pid)) if routers.s3_pid else (lambda: 0.0)
     loads = {"student": (routers.student_alias, texts, args.max_tokens)}
     if routers.teacher_alias:
         loads["teacher"] = (routers.teacher_alias, teacher_texts, 16)
@@ -298,21 +301,30 @@ def capture_on_off(routers: Routers, texts: list[str], teacher_texts: list[str],
         off: list[Load] = []
         opted_out: list[Load] = []
         cpu: dict[str, list[float]] = {"on": [], "off": [], "opted_out": []}
+        s3: dict[str, list[float]] = {"on": [], "off": [], "opted_out": []}
         for _ in range(args.rounds):
+            s3_before, traced = s3_cpu(), traces_out(routers)
             load, used = cpu_per_request_ms(pid(routers.router_pid), lambda: run(routers.url))
             on.append(load)
             cpu["on"].append(used or 0.0)
+            # The S3 server's window closes when this arm's traces are written (in batches),
+            # so that their writes count here and not in the next arm.
+            wait_for_traces(routers, traced + len(load.latencies))
+            s3["on"].append(per_request_ms(s3_cpu() - s3_before, load))
+            s3_before = s3_cpu()
             load, used = cpu_per_request_ms(pid(routers.capture_off_pid),
                                             lambda: run(routers.capture_off_url))
             off.append(load)
             cpu["off"].append(used or 0.0)
+            s3["off"].append(per_request_ms(s3_cpu() - s3_before, load))
             # The capture-on router and its engine, each request opting out of its trace:
             # capture's cost without a second router and engine in the comparison.
+            s3_before = s3_cpu()
             load, used = cpu_per_request_ms(pid(routers.router_pid), lambda: run(
                 routers.url, headers={"x-distill-trace": "off"}))
             opted_out.append(load)
             cpu["opted_out"].append(used or 0.0)
-        answered_on += sum(len(load.latencies) for load in on)
+            s3["opted_out"].append(per_request_ms(s3_cpu() - s3_before, load))
         figures |= rounds_figures(f"e_{name}_capture_on", on)
         figures |= rounds_figures(f"e_{name}_capture_off", off)
         figures |= rounds_figures(f"e_{name}_opted_out", opted_out)
@@ -322,15 +334,29 @@ def capture_on_off(routers: Routers, texts: list[str], teacher_texts: list[str],
         if routers.router_pid:
             figures |= {f"e_{name}_router_cpu_ms_{arm}": round(statistics.median(values), 2)
                         for arm, values in cpu.items()}
-    if routers.trace_counts is not None:
-        # Traces are written in batches (trace_flush_seconds): wait for (e)'s to be out, so
-        # the counts show capture was on and what it kept up with.
-        deadline = time.monotonic() + 120
-        while sum((counts := routers.trace_counts()).values()) < answered_on \
-                and time.monotonic() < deadline:
-            time.sleep(0.5)
-        figures["e_traces"] = counts
+        if routers.s3_pid:
+            figures |= {f"e_{name}_s3_cpu_ms_{arm}": round(statistics.median(values), 2)
+                        for arm, values in s3.items()}
+    if routers.trace_counts is not None:  # what capture kept up with
+        figures["e_traces"] = routers.trace_counts()
     return figures
+
+
+def traces_out(routers: Routers) -> int:
+    """Traces the capture-on router has written or dropped so far (0 when not known)."""
+    return sum(routers.trace_counts().values()) if routers.trace_counts else 0
+
+
+def wait_for_traces(routers: Routers, count: int) -> None:
+    """Until `count` traces are out (they are written in batches, every trace_flush_seconds),
+    or 120 s; the final counts show any shortfall."""
+    deadline = time.monotonic() + 120
+    while routers.trace_counts and traces_out(routers) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def per_request_ms(seconds: float, load: Load) -> float:
+    return seconds * 1000 / max(1, len(load.latencies))
 
 
 def measure(gguf: Path, routers: Routers | None, args: argparse.Namespace, log_dir: Path
@@ -482,6 +508,7 @@ def started_routers(gguf: Path, args: argparse.Namespace, home: Path) -> Iterato
             swap_jobs=list(SWAP_JOBS), capture_off_url=http_url(off),
             upstream_alias="bench-upstream",
             router_pid=routers.router.proc.pid, capture_off_pid=off.proc.pid,
+            s3_pid=process_with_argument(str(home / "weed")),
             trace_counts=lambda: trace_counts(lambda: httpx.get(
                 f"http://127.0.0.1:{metrics_port}/metrics", timeout=30, trust_env=False).text))
 
