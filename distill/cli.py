@@ -641,6 +641,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    # Ctrl-C (SIGINT) ends every command with 130, however it was started: a non-interactive
+    # shell starts background jobs with SIGINT ignored and their children inherit that, and
+    # Python then installs no KeyboardInterrupt handler, so `alias watch` or `logs --follow`
+    # run from a script could not be stopped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         sys.exit(args.func(args))
     except DistillClientError as exc:

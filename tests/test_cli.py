@@ -134,6 +134,11 @@ def test_datasets_delete(tmp_path):
     assert "Traceback" not in again.stderr
 
 
+# Runs `python ARGS...` with SIGINT ignored, as a non-interactive shell starts a background job.
+IGNORING_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                   "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
 def test_alias_watch_prints_the_aliases_then_each_change(tmp_path):
     from distill.client import Distiller
 
@@ -146,9 +151,12 @@ def test_alias_watch_prints_the_aliases_then_each_change(tmp_path):
             client.set_alias("support", teacher="gpt-4o", expected_version=0)
             log = tmp_path / "watch.out"
             with open(log, "wb") as sink:
+                # Started as a script's background job is (SIGINT ignored, which exec keeps),
+                # the way a stress run started the suite: Ctrl-C must end it all the same.
                 watch = subprocess.Popen(
-                    [sys.executable, "-m", "distill.cli", "--gateway", gateway.address,
-                     "alias", "watch"], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+                    [sys.executable, "-c", IGNORING_SIGINT, "-m", "distill.cli",
+                     "--gateway", gateway.address, "alias", "watch"],
+                    cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
                     env={**os.environ, "COLUMNS": "1000", "PYTHONUNBUFFERED": "1"})
             wait_for(lambda: "[1] support  v1  teacher gpt-4o" in log.read_text(), log.read_text)
             client.set_alias("support", teacher="gpt-4o-mini", expected_version=1)
