@@ -262,8 +262,7 @@ def cpu_per_request_ms(pids: list[int], run: Callable[[], Load]) -> tuple[Load, 
     load = run()
     if not pids:
         return load, None
-    used = sum(cpu_seconds(pid) for pid in pids) - before
-    return load, used * 1000 / max(1, len(load.latencies))
+    return load, per_request_ms(sum(cpu_seconds(pid) for pid in pids) - before, load)
 
 
 def pid(known: int | None) -> list[int]:
@@ -302,29 +301,29 @@ def capture_on_off(routers: Routers, texts: list[str], teacher_texts: list[str],
         opted_out: list[Load] = []
         cpu: dict[str, list[float]] = {"on": [], "off": [], "opted_out": []}
         s3: dict[str, list[float]] = {"on": [], "off": [], "opted_out": []}
-        for _ in range(args.rounds):
-            s3_before, traced = s3_cpu(), traces_out(routers)
-            load, used = cpu_per_request_ms(pid(routers.router_pid), lambda: run(routers.url))
-            on.append(load)
-            cpu["on"].append(used or 0.0)
-            # The S3 server's window closes when this arm's traces are written (in batches),
-            # so that their writes count here and not in the next arm.
-            wait_for_traces(routers, traced + len(load.latencies))
-            s3["on"].append(per_request_ms(s3_cpu() - s3_before, load))
+
+        def arm(which: str, router_pid: int | None, go: Callable[[], Load],
+                traced: int | None = None, cpu=cpu, s3=s3) -> Load:
+            """One arm's load, with the router's and the S3 server's CPU per request. With
+            `traced` (traces out before it), the S3 window closes when the arm's traces are
+            written (in batches), so that their writes count here and not in the next arm."""
             s3_before = s3_cpu()
-            load, used = cpu_per_request_ms(pid(routers.capture_off_pid),
-                                            lambda: run(routers.capture_off_url))
-            off.append(load)
-            cpu["off"].append(used or 0.0)
-            s3["off"].append(per_request_ms(s3_cpu() - s3_before, load))
+            load, used = cpu_per_request_ms(pid(router_pid), go)
+            if traced is not None:
+                wait_for_traces(routers, traced + len(load.latencies))
+            cpu[which].append(used or 0.0)
+            s3[which].append(per_request_ms(s3_cpu() - s3_before, load))
+            return load
+
+        for _ in range(args.rounds):
+            on.append(arm("on", routers.router_pid, lambda: run(routers.url),
+                          traced=traces_out(routers)))
+            off.append(arm("off", routers.capture_off_pid,
+                           lambda: run(routers.capture_off_url)))
             # The capture-on router and its engine, each request opting out of its trace:
             # capture's cost without a second router and engine in the comparison.
-            s3_before = s3_cpu()
-            load, used = cpu_per_request_ms(pid(routers.router_pid), lambda: run(
-                routers.url, headers={"x-distill-trace": "off"}))
-            opted_out.append(load)
-            cpu["opted_out"].append(used or 0.0)
-            s3["opted_out"].append(per_request_ms(s3_cpu() - s3_before, load))
+            opted_out.append(arm("opted_out", routers.router_pid, lambda: run(
+                routers.url, headers={"x-distill-trace": "off"})))
         figures |= rounds_figures(f"e_{name}_capture_on", on)
         figures |= rounds_figures(f"e_{name}_capture_off", off)
         figures |= rounds_figures(f"e_{name}_opted_out", opted_out)
