@@ -32,7 +32,7 @@ from pathlib import Path
 
 from benchmarks.result import emit
 from distill.client import Distiller
-from distill.local_suite import LocalSuite
+from distill.local_suite import LocalSuite, consecutive_ports
 from distill.v1 import common_pb2, gateway_pb2
 from services.common.answer_checks import first_label
 
@@ -136,16 +136,16 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--target", type=int, default=100)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--port", type=int, default=50251, help="first of five ports")
+    parser.add_argument("--port", type=int, default=50251,
+                        help="first of the suite's six ports")
     parser.add_argument("--expansion-only", action="store_true",
                         help="only the expansion stage of the expanded arm (no training)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="distill-small-data-"))
-    ports = {name: args.port + i for i, name in
-             enumerate(("gateway", "generator", "judge", "trainer", "exporter"))}
     env = {"DISTILL_STORE_URL": f"file://{home / 'artifacts'}",
            "DISTILL_GATEWAY_DB_PATH": str(home / "gateway.db"), "PYTHONUNBUFFERED": "1"}
-    suite = LocalSuite(log_dir=home / "logs", env={**os.environ, **env}, ports=ports)
+    suite = LocalSuite(log_dir=home / "logs", env={**os.environ, **env},
+                       ports=consecutive_ports(args.port))
     suite.start(timeout=300)
     rows = []
     try:

@@ -8,7 +8,10 @@ Cases (each in its own process, so peak memory is its own):
   trl-sft     trl.SFTTrainer, prompt-completion data (loss on the completion only)
   ours-bond   our loop, BOND beta 0.5, gamma 0.1, tau 0.1 (policy + reference passes, KL)
   trl-dpo     trl.DPOTrainer, loss_type ["sigmoid", "sft"], beta (tau) 0.1, reference = the
-              PEFT model with its adapter disabled
+              PEFT model with its adapter disabled; its LoRA dropout kept (TRL turns a model's
+              dropout off by default, `disable_dropout`; here both sides train the same LoRA)
+  trl-dpo-nodropout  the same with TRL's default, dropout off: less work per step than ours,
+              reported beside the like-for-like figure
   unsloth-sft, unsloth-bond   our loop on the Unsloth backend (CUDA only)
 
 Models: smollm2 (the dequantised student), tiny (the test model), smollm2-random (SmolLM2's
@@ -248,7 +251,8 @@ class TorchLogProb:
         return logprobs, entropy, log_sum_sq, mean_logits, is_top1
 
 
-def run_trl(model_dir: Path, data: list[dict], args, dpo: bool) -> list[float]:
+def run_trl(model_dir: Path, data: list[dict], args, dpo: bool, dropout: bool = True
+            ) -> list[float]:
     import torch
     import trl.trainer.utils as trl_utils
     from datasets import Dataset
@@ -297,7 +301,8 @@ def run_trl(model_dir: Path, data: list[dict], args, dpo: bool) -> list[float]:
             "chosen": [{"role": "assistant", "content": r["chosen"][0]["text"]}],
             "rejected": [{"role": "assistant", "content": r["rejected"][0]["text"]}],
         } for r in data])
-        config = DPOConfig(loss_type=["sigmoid", "sft"], beta=0.1, **common)
+        config = DPOConfig(loss_type=["sigmoid", "sft"], beta=0.1,
+                           disable_dropout=not dropout, **common)
         trainer = DPOTrainer(model=model, args=config, train_dataset=dataset,
                              processing_class=tokenizer, peft_config=peft_config,
                              callbacks=[Timer()])
@@ -319,14 +324,15 @@ def run_trl(model_dir: Path, data: list[dict], args, dpo: bool) -> list[float]:
 def run_case(args) -> dict:
     model_dir = Path(args.model_dir)
     data = rows(args.batch_size * (args.warmup + args.steps), args.seq_len)
-    bond = args.case.endswith(("bond", "dpo"))
+    bond = "bond" in args.case or "dpo" in args.case
     predicted = None
     if args.case.startswith(("ours", "unsloth")):
         backend = "unsloth" if args.case.startswith("unsloth") else "trl"
         times = run_ours(model_dir, data, args, bond, backend)
         predicted = predicted_peak_gb(model_dir, args, bond, backend)
     else:
-        times = run_trl(model_dir, data, args, dpo=bond)
+        times = run_trl(model_dir, data, args, dpo=bond,
+                        dropout=not args.case.endswith("nodropout"))
     seconds = statistics.median(times)
     tokens = step_tokens(model_dir, data, args.batch_size, args.seq_len, bond)
     measured = peak_memory_gb()
@@ -392,6 +398,7 @@ def main() -> None:
 
     figures["ratio_sft"] = ratio("ours-sft", "trl-sft")
     figures["ratio_bond_vs_dpo"] = ratio("ours-bond", "trl-dpo")
+    figures["ratio_bond_vs_dpo_nodropout"] = ratio("ours-bond", "trl-dpo-nodropout")
     figures["ratio_memory_bond_vs_dpo"] = ratio("ours-bond", "trl-dpo", "peak_memory_gb")
     figures["targets"] = {"ratio_sft": TARGETS["sft"], "ratio_bond_vs_dpo": TARGETS["bond"],
                           "ratio_memory_bond_vs_dpo": TARGETS["memory_bond"],

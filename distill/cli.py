@@ -25,7 +25,7 @@ from rich.table import Table
 from distill import chat as chat_module
 from distill import demo as demo_module
 from distill.client import TERMINAL, DistillClientError, Distiller
-from distill.local_suite import DEFAULT_PORTS, SERVICES, LocalSuite, SuiteTls
+from distill.local_suite import SERVICES, LocalSuite, SuiteTls, consecutive_ports
 from distill.v1 import common_pb2, gateway_pb2
 
 console = Console(stderr=True)
@@ -43,8 +43,8 @@ def _suite(args: argparse.Namespace, tls: SuiteTls | None = None) -> LocalSuite:
     home = Path(args.home).resolve()
     env = {"DISTILL_STORE_URL": f"file://{home / 'artifacts'}",
            "DISTILL_GATEWAY_DB_PATH": str(home / "gateway.db"), "PYTHONUNBUFFERED": "1"}
-    ports = {name: args.base_port + i for i, name in enumerate(DEFAULT_PORTS)}
-    return LocalSuite(log_dir=home / "logs", env={**env, **os.environ}, ports=ports, tls=tls)
+    return LocalSuite(log_dir=home / "logs", env={**env, **os.environ},
+                      ports=consecutive_ports(args.base_port), tls=tls)
 
 
 def _suite_tls(args: argparse.Namespace) -> SuiteTls | None:

@@ -26,6 +26,12 @@ DEFAULT_PORTS = {"gateway": 50051, "generator": 50052, "judge": 50053, "trainer"
                  "exporter": 50055, "router": 50056}
 
 
+def consecutive_ports(base: int) -> dict[str, int]:
+    """One port per service from `base` up, in DEFAULT_PORTS' order (each service's metrics port
+    is its gRPC port + 1000)."""
+    return {name: base + i for i, name in enumerate(DEFAULT_PORTS)}
+
+
 @dataclass(frozen=True)
 class SuiteTls:
     """TLS for every service of the suite: one certificate (it must name 127.0.0.1, the

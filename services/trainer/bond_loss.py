@@ -166,12 +166,16 @@ def bond_loss_chunked(
         raise ValueError("bond_loss_chunked needs a frozen LM head; use bond_loss_at")
     vocab = int(head_weight.shape[0])
     chunk = chunk_size or max(1, CHUNK_ELEMENTS // vocab)
+    # Positions on chosen rows first (each group in its order), so the KL's positions are a
+    # prefix of every chunk: slices, not copies, of the [chunk x vocabulary] buffers.
     on_chosen = chosen.to(policy_hidden.device)[rows]
+    order = torch.argsort((~on_chosen).to(torch.int8), stable=True)
     token_logps, ref_token_logps, kl = _ChunkedHead.apply(
-        policy_hidden, ref_hidden, head_weight, head_bias, targets, on_chosen, chunk, gamma > 0)
+        policy_hidden[order], None if ref_hidden is None else ref_hidden[order], head_weight,
+        head_bias, targets[order], int(on_chosen.sum()), chunk, gamma > 0)
     if ref_hidden is None:
         ref_token_logps = kl = None
-    return _terms(token_logps, ref_token_logps, kl, rows, chosen, pairs,
+    return _terms(token_logps, ref_token_logps, kl, rows[order], chosen, pairs,
                   beta=beta, gamma=gamma, tau=tau)
 
 
@@ -236,58 +240,54 @@ def _head_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 
 class _ChunkedHead(torch.autograd.Function):
-    """Per position: log pi(target), log ref(target) and (on chosen rows) KL(pi || ref), from the
-    hidden states, chunk by chunk. Forward also keeps d(figure)/d(hidden) for the two figures
-    with a gradient; backward scales them by the incoming gradients."""
+    """Per position: log pi(target), log ref(target) and, for the first `n_chosen` positions (those
+    on chosen rows), KL(pi || ref), from the hidden states, chunk by chunk. Forward also keeps
+    d(figure)/d(hidden) for the two figures with a gradient; backward scales them by the incoming
+    gradients. Each [chunk x vocabulary] buffer is reused in place where the next one can be."""
 
     @staticmethod
-    def forward(ctx, hidden, ref_hidden, weight, bias, targets, on_chosen, chunk, kl_grad):
-        n = hidden.shape[0]
-        grad = ctx.needs_input_grad[0]
+    def forward(ctx, hidden, ref_hidden, weight, bias, targets, n_chosen, chunk, kl_grad):
+        n, grad = hidden.shape[0], ctx.needs_input_grad[0]
         token_logps = hidden.new_empty(n, dtype=torch.float32)
         ref_token_logps = hidden.new_zeros(n, dtype=torch.float32)
-        kl_index = on_chosen.nonzero(as_tuple=True)[0]
-        kl = hidden.new_zeros(kl_index.numel(), dtype=torch.float32)
+        kl = hidden.new_zeros(n_chosen if ref_hidden is not None else 0, dtype=torch.float32)
         d_token = torch.empty_like(hidden) if grad else None
-        d_kl = hidden.new_empty(kl_index.numel(), hidden.shape[1]) if grad and kl_grad and \
-            ref_hidden is not None else None
-        kl_start = 0
+        d_kl = hidden.new_empty(kl.numel(), hidden.shape[1]) if grad and kl_grad else None
         for start in range(0, n, chunk):
             end = min(start + chunk, n)
             t = targets[start:end].unsqueeze(-1)
             logps = _head_logps(hidden[start:end].detach(), weight, bias)
             token_logps[start:end] = logps.gather(-1, t).squeeze(-1)
-            if grad:  # d log p(t) / d logits = onehot(t) - p
-                g = logps.exp().neg_().scatter_add_(-1, t, torch.ones_like(t, dtype=logps.dtype))
-                d_token[start:end] = g.to(weight.dtype) @ weight
-                del g
-            if ref_hidden is None:
-                continue
-            ref_logps = _head_logps(ref_hidden[start:end], weight, bias)
-            ref_token_logps[start:end] = ref_logps.gather(-1, t).squeeze(-1)
-            local = on_chosen[start:end].nonzero(as_tuple=True)[0]
-            if local.numel():
-                kl_end = kl_start + local.numel()
-                p_logps = logps[local]
-                diff = p_logps - ref_logps[local]
+            k = max(0, min(end, kl.numel()) - start)  # this chunk's first k positions: KL's
+            p = logps.exp() if grad or k else None
+            if k:
+                ref_logps = _head_logps(ref_hidden[start:end], weight, bias)
+                ref_token_logps[start:end] = ref_logps.gather(-1, t).squeeze(-1)
+                # p (log p - log ref), summed: the KL; d KL / d logits = p (log p - log ref - KL)
+                weighted = logps[:k].sub_(ref_logps[:k]).mul_(p[:k])
                 del ref_logps
-                p = p_logps.exp()
-                chunk_kl = (p * diff).sum(-1)
-                kl[kl_start:kl_end] = chunk_kl
-                if d_kl is not None:  # d KL / d logits = p * (log p - log ref - KL)
-                    d_kl[kl_start:kl_end] = \
-                        (p * diff.sub_(chunk_kl.unsqueeze(-1))).to(weight.dtype) @ weight
-                kl_start = kl_end
-        ctx.save_for_backward(d_token, d_kl, kl_index)
+                chunk_kl = weighted.sum(-1)
+                kl[start:start + k] = chunk_kl
+                if d_kl is not None:
+                    weighted.addcmul_(p[:k], chunk_kl.unsqueeze(-1), value=-1)
+                    d_kl[start:start + k] = weighted.to(weight.dtype) @ weight
+            elif ref_hidden is not None:
+                ref_token_logps[start:end] = _head_logps(ref_hidden[start:end], weight, bias) \
+                    .gather(-1, t).squeeze(-1)
+            del logps
+            if grad:  # d log p(t) / d logits = onehot(t) - p: p, less 1 at t, and the sign after
+                p.scatter_add_(-1, t, torch.full_like(t, -1, dtype=p.dtype))
+                d_token[start:end] = (p.to(weight.dtype) @ weight).neg_()
+        ctx.save_for_backward(d_token, d_kl)
         ctx.mark_non_differentiable(ref_token_logps)
         return token_logps, ref_token_logps, kl
 
     @staticmethod
     def backward(ctx, g_token, g_ref, g_kl):
-        d_token, d_kl, kl_index = ctx.saved_tensors
+        d_token, d_kl = ctx.saved_tensors
         if d_token is None:
             return (None,) * 8
         grad = g_token.unsqueeze(-1).to(d_token.dtype) * d_token
         if d_kl is not None and g_kl is not None:
-            grad.index_add_(0, kl_index, g_kl.unsqueeze(-1).to(d_kl.dtype) * d_kl)
+            grad[:d_kl.shape[0]] += g_kl.unsqueeze(-1).to(d_kl.dtype) * d_kl
         return grad, None, None, None, None, None, None, None

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from distill.client import Distiller
-from distill.local_suite import DEFAULT_PORTS, LocalSuite
+from distill.local_suite import LocalSuite, consecutive_ports
 from tests.fixtures.fake_provider import FakeProviderHandle, run_fake_provider
 from tests.fixtures.s3_server import s3_server  # noqa: F401 - pytest fixture
 from tests.fixtures.tiny_llama import tiny_llama_dir  # noqa: F401 - pytest fixture
@@ -78,8 +78,8 @@ def suite(tmp_path, s3_server) -> Iterator[Suite]:  # noqa: F811 - the fixture a
         # gRPC ports and their metrics ports (+1000) below the kernel's ephemeral range
         # (32768+), where outgoing connections and free ports come from.
         base = random.randrange(20000, 31000, 10)
-        ports = {name: base + i for i, name in enumerate(DEFAULT_PORTS)}
-        local = LocalSuite(log_dir=tmp_path / "logs", env={**os.environ, **env}, ports=ports)
+        local = LocalSuite(log_dir=tmp_path / "logs", env={**os.environ, **env},
+                           ports=consecutive_ports(base))
         local.start(timeout=120)
         try:
             with Distiller(local.address("gateway")) as client:
