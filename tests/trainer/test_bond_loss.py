@@ -134,6 +134,31 @@ def test_chunked_loss_and_gradient_equal_the_unchunked_reference(beta, gamma, ch
     assert grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("chunk_size", [1, 2, 5, None])
+def test_chunked_loss_with_chosen_and_rejected_rows_interleaved(chunk_size):
+    """Rows as one prompt after another (chosen, rejected, chosen, rejected): the chunked head
+    puts the chosen positions first internally; loss, parts and gradient must not change."""
+    hidden, ref_hidden, weight, bias, targets, rows, _, _ = _hidden_batch(6, vocab=40)
+    rows = torch.tensor([0, 2, 1, 3])[rows]  # row r is now row [0, 2, 1, 3][r]...
+    order = torch.argsort(rows, stable=True)  # ...and the positions follow the rows
+    hidden, ref_hidden = hidden.detach()[order].requires_grad_(), ref_hidden[order]
+    targets, rows = targets[order], rows[order]
+    chosen = torch.tensor([True, False, True, False])
+    pairs = torch.tensor([[0, 1], [2, 3]])
+    kw = {"beta": 0.5, "gamma": 0.7, "tau": 0.3}
+    ours = bond_loss_chunked(hidden, weight, targets, rows, chosen, pairs, ref_hidden,
+                             head_bias=bias, chunk_size=chunk_size, **kw)
+    (grad,) = torch.autograd.grad(ours.loss, hidden)
+    ref_h = hidden.detach().clone().requires_grad_()
+    expected = bond_loss_at(nnf.linear(ref_h, weight, bias), targets, rows, chosen, pairs,
+                            nnf.linear(ref_hidden, weight, bias), **kw)
+    (expected_grad,) = torch.autograd.grad(expected.loss, ref_h)
+    for part in ("loss", "sft", "preference", "kl", "margin"):
+        torch.testing.assert_close(getattr(ours, part), getattr(expected, part))
+    torch.testing.assert_close(grad, expected_grad)
+    assert not torch.equal(chosen[rows], chosen[rows].sort(descending=True).values)
+
+
 def test_chunked_beta_gamma_zero_is_exactly_the_sft_loss_without_a_reference():
     hidden, _, weight, _, targets, rows, chosen, pairs = _hidden_batch(4)
     out = bond_loss_chunked(hidden, weight, targets, rows, chosen, pairs, beta=0.0, gamma=0.0,
