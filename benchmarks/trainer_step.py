@@ -12,6 +12,7 @@ Cases (each in its own process, so peak memory is its own):
               dropout off by default, `disable_dropout`; here both sides train the same LoRA)
   trl-dpo-nodropout  the same with TRL's default, dropout off: less work per step than ours,
               reported beside the like-for-like figure
+  ours-bond-nodropout  ours-bond with LoRA dropout 0: the like-for-like figure at TRL's default
   unsloth-sft, unsloth-bond   our loop on the Unsloth backend (CUDA only)
 
 Models: smollm2 (the dequantised student), tiny (the test model), smollm2-random (SmolLM2's
@@ -165,7 +166,8 @@ def ours_config(model_dir: Path, args, bond: bool, backend: str, curated_uri: st
 
     return TrainConfig(
         job_id="bench", student_model=str(model_dir), curated_uri=curated_uri,
-        lora=LoraConfig(LORA["r"], LORA["alpha"], LORA["dropout"]),
+        lora=LoraConfig(LORA["r"], LORA["alpha"],
+                        0.0 if args.case.endswith("nodropout") else LORA["dropout"]),
         bond=BondConfig(0.5, 0.1, 0.1) if bond else BondConfig(0.0, 0.0, 0.1),
         max_steps=args.warmup + args.steps, learning_rate=LEARNING_RATE,
         batch_size=args.batch_size, max_seq_length=args.seq_len, checkpoint_interval=10**6,
@@ -398,7 +400,7 @@ def main() -> None:
 
     figures["ratio_sft"] = ratio("ours-sft", "trl-sft")
     figures["ratio_bond_vs_dpo"] = ratio("ours-bond", "trl-dpo")
-    figures["ratio_bond_vs_dpo_nodropout"] = ratio("ours-bond", "trl-dpo-nodropout")
+    figures["ratio_bond_vs_dpo_nodropout"] = ratio("ours-bond-nodropout", "trl-dpo-nodropout")
     figures["ratio_memory_bond_vs_dpo"] = ratio("ours-bond", "trl-dpo", "peak_memory_gb")
     figures["targets"] = {"ratio_sft": TARGETS["sft"], "ratio_bond_vs_dpo": TARGETS["bond"],
                           "ratio_memory_bond_vs_dpo": TARGETS["memory_bond"],
