@@ -88,6 +88,7 @@ def step_routing(incumbent: gateway_pb2.AliasVersion, student: gateway_pb2.Alias
 class Rollouts:
     def __init__(self, aliases: Aliases, artifacts: ArtifactStore, *, clock=time.time) -> None:
         self.aliases, self.artifacts, self.clock = aliases, artifacts, clock
+        self._holding: dict[str, str] = {}  # job -> why its rollout last held, said once
 
     @property
     def _store(self):
@@ -126,14 +127,25 @@ class Rollouts:
                                     f"alias {rollout.alias!r} was changed by hand: the rollout "
                                     f"of {rollout.job} stops there")
                 self._store.delete_rollout(rollout.project, rollout.alias)
-            if decision.action != "hold":
+            except Exception:  # the traces' store may be back at the next check: it holds
+                log.exception("alias %s: could not check the rollout of %s", rollout.alias,
+                              rollout.job)
+                continue
+            if decision.action != "hold" or self._holding.get(rollout.job) != decision.reason:
                 log.info("alias %s: %s", rollout.alias, decision.reason)
+            if decision.action == "hold":
+                self._holding[rollout.job] = decision.reason
+            else:
+                self._holding.pop(rollout.job, None)
             decisions.append((rollout.alias, decision))
         return decisions
 
     async def run(self, interval: float) -> None:
         while True:
-            await asyncio.to_thread(self.tick)
+            try:
+                await asyncio.to_thread(self.tick)
+            except Exception:  # a failed check must not end every later one
+                log.exception("could not check the rollouts")
             await asyncio.sleep(interval)
 
     def _tick(self, rollout: Rollout) -> Decision:

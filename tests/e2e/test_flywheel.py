@@ -24,12 +24,23 @@ def teacher(suite) -> dict:
             "baseUrl": suite.fake.openai_base_url, "apiKeyEnv": TEACHER_KEY_ENV, "maxTokens": 8}
 
 
+def answered(router: openai.OpenAI, alias: str, user: str) -> dict:
+    """The user's review, answered greedily: who answered (`kind`), at which `version`."""
+    return router.chat.completions.create(
+        model=alias, user=f"user-{user}", max_tokens=8, temperature=0,
+        messages=[{"role": "user", "content": f"Review {user}: I loved it. Sentiment?"}],
+    ).model_extra["distill"]
+
+
 def ask(router: openai.OpenAI, alias: str, users: range) -> list[str]:
-    """One review per user, answered greedily; who answered each."""
-    return [router.chat.completions.create(
-        model=alias, user=f"user-{i}", max_tokens=8, temperature=0,
-        messages=[{"role": "user", "content": f"Review {i}: I loved it. Sentiment?"}],
-    ).model_extra["distill"]["kind"] for i in users]
+    return [answered(router, alias, str(i))["kind"] for i in users]
+
+
+def serving(router: openai.OpenAI, alias: gateway_pb2.Alias) -> None:
+    """Waits until the router answers at the alias's version: it keeps the one it has until
+    the new version's student is warm, so the gateway's word alone does not say who answers."""
+    waits.wait_for(lambda: answered(router, alias.name, "probe")["version"] >= alias.version,
+                   f"the router to answer {alias.name} at version {alias.version}", interval=1)
 
 
 def traced(suite, alias: str, count: int) -> None:
@@ -102,13 +113,19 @@ def test_traffic_becomes_a_student_that_earns_the_alias_or_is_rolled_back(suite)
     shadow = suite.client.get_alias("reviews")
     assert job.promoted_alias_version == shadow.version
     assert [t.job for t in shadow.routing.shadows] == [job.name]
-    assert ask(router, "reviews", range(100, 104)) == ["teacher"] * 4  # shadows never answer
+    serving(router, shadow)
+    # Shadows never answer (the step may advance while we ask: only the shadow's answers count).
+    at_shadow = [a["kind"] for i in range(100, 104)
+                 if (a := answered(router, "reviews", str(i)))["version"] == shadow.version]
+    assert at_shadow and set(at_shadow) == {"teacher"}
     canary = alias_reason(suite, "reviews", "(50 % canary)")
     assert canary.routing.canary[0].percent == 50
+    serving(router, canary)
     served = ask(router, "reviews", range(200, 216))
     assert {"student", "teacher"} <= set(served)
     full = alias_reason(suite, "reviews", "(100 % canary)")
     assert full.target.job == job.name and not full.routing.canary
+    serving(router, full)
     assert ask(router, "reviews", range(300, 302)) == ["student"] * 2
 
     # 3. A second run: the alias wants exactly "negative", which the teacher now says; the
@@ -127,6 +144,7 @@ def test_traffic_becomes_a_student_that_earns_the_alias_or_is_rolled_back(suite)
     before = suite.client.get_alias("labels")
     assert before.routing.canary[0].target.job == second.name
     suite.fake.configure(replies=["negative"])
+    serving(router, before)
     ask(router, "labels", range(400, 416))  # the canary's answers fail: the teacher answers
     back = alias_reason(suite, "labels", "rollback of")
     assert back.target.teacher.model == "gpt-4o-mini" and not back.routing.canary

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from distill.v1 import common_pb2, gateway_pb2
+from services.common import errors
 from services.common.specs.routing import progressive
 from services.common.storage import LocalStore
 from services.common.traces.recorder import TraceRecorder
@@ -15,6 +16,7 @@ from services.common.traces.records import ServedBy, Trace
 from services.gateway.aliases import Aliases
 from services.gateway.job_store import JobStore
 from services.gateway.rollouts import Rollouts
+from tests.fixtures import waits
 
 JOB = "jobs/0123456789abcdef"
 VALIDATOR = gateway_pb2.AliasValidator(labels=["positive", "negative"])
@@ -139,6 +141,61 @@ def test_a_student_that_holds_on_both_measures_advances(parts):
             "8.5 (x0.95 required) over the last 5 requests") in canary.target.description
     assert canary.routing.judge == JUDGE  # the canary's answers are judged too
     assert len(store.rollouts()) == 1
+
+
+def test_why_a_rollout_holds_is_logged_once_per_reason(parts, caplog):
+    _, _, rollouts, artifacts, clock = parts
+    start(parts)
+    caplog.set_level("INFO", logger="distill.gateway")
+    rollouts.tick()
+    rollouts.tick()  # the same reason: not said again
+    traffic(artifacts, clock, student_passes=2)
+    rollouts.tick()
+    said = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
+    assert len(said) == 2 and "(student 0, teacher 0)" in said[0], said
+    assert "(student 2, teacher 2)" in said[1]
+
+
+def test_a_check_that_fails_holds_the_rollout_and_the_next_one_decides(parts, monkeypatch):
+    store, aliases, rollouts, artifacts, clock = parts
+    start(parts)
+    traffic(artifacts, clock, student_passes=3, student_fails=2)
+    listed = artifacts.list
+
+    def unreachable(prefix):
+        raise errors.Unavailable("the store is down")
+
+    monkeypatch.setattr(artifacts, "list", unreachable)
+    assert rollouts.tick() == [] and len(store.rollouts()) == 1  # held, not lost
+    monkeypatch.setattr(artifacts, "list", listed)
+    ((_, decision),) = rollouts.tick()
+    assert decision.action == "rollback" and aliases.get("bot").version == 3
+
+
+def test_the_check_loop_outlives_a_failed_check(parts, monkeypatch):
+    store, aliases, rollouts, artifacts, clock = parts
+    start(parts)
+    traffic(artifacts, clock, student_passes=3, student_fails=2)
+    calls = []
+
+    def tick():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the job store is locked")
+        return real_tick()
+
+    real_tick = rollouts.tick
+    monkeypatch.setattr(rollouts, "tick", tick)
+
+    async def until_rolled_back():
+        loop = asyncio.create_task(rollouts.run(0))
+        try:
+            await waits.async_wait_for(lambda: aliases.get("bot").version == 3, "a rollback")
+        finally:
+            loop.cancel()
+
+    asyncio.run(until_rolled_back())
+    assert len(calls) >= 2 and store.rollouts() == []
 
 
 def test_a_hand_change_ends_the_rollout_and_is_kept(parts):
