@@ -37,6 +37,7 @@ from benchmarks.generator_fanout import start_fake
 from benchmarks.result import emit
 from distill.local_suite import ServiceProcess, start_service, stop_process
 from distill.v1 import common_pb2, generator_pb2, generator_pb2_grpc, judge_pb2
+from services.common.spend import Spend
 from services.gateway.stages import StageClients, generate_and_judge
 from tests.fixtures.fake_provider import FakeProviderHandle
 
@@ -104,7 +105,7 @@ async def pipelined(clients: StageClients, request: generator_pb2.GenerateReques
         if progress.prompts_done >= total and "generated" not in marks:
             marks["generated"] = time.perf_counter()
 
-    async def on_generated(group: common_pb2.CandidateGroup) -> None:
+    async def on_generated(group: common_pb2.CandidateGroup, spend: Spend) -> None:
         pass  # what the teacher calls paid: not measured here
 
     async def on_judged(group: judge_pb2.JudgedGroup) -> None:

@@ -122,7 +122,7 @@ class Usage(_message.Message):
     def __init__(self, requests: _Optional[int] = ..., cached_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("prompt_id", "sample_index", "text", "finish_reason", "usage", "cached", "latency_seconds", "original_cost_usd", "teacher")
+    __slots__ = ("prompt_id", "sample_index", "text", "finish_reason", "usage", "cached", "latency_seconds", "original_cost_usd", "teacher", "paid")
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class Candidate(_message.Message):
     LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_COST_USD_FIELD_NUMBER: _ClassVar[int]
     TEACHER_FIELD_NUMBER: _ClassVar[int]
+    PAID_FIELD_NUMBER: _ClassVar[int]
     prompt_id: str
     sample_index: int
     text: str
@@ -141,7 +142,18 @@ class Candidate(_message.Message):
     latency_seconds: float
     original_cost_usd: float
     teacher: str
-    def __init__(self, prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cached: _Optional[bool] = ..., latency_seconds: _Optional[float] = ..., original_cost_usd: _Optional[float] = ..., teacher: _Optional[str] = ...) -> None: ...
+    paid: PaidCall
+    def __init__(self, prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cached: _Optional[bool] = ..., latency_seconds: _Optional[float] = ..., original_cost_usd: _Optional[float] = ..., teacher: _Optional[str] = ..., paid: _Optional[_Union[PaidCall, _Mapping]] = ...) -> None: ...
+
+class PaidCall(_message.Message):
+    __slots__ = ("run_id", "prompt_id", "usage")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    prompt_id: str
+    usage: Usage
+    def __init__(self, run_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class CandidateGroup(_message.Message):
     __slots__ = ("prompt", "candidates")

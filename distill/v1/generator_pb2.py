@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from distill.v1 import common_pb2 as distill_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64istill/v1/generator.proto\x12\ndistill.v1\x1a\x17\x64istill/v1/common.proto\"4\n\rInlinePrompts\x12#\n\x07prompts\x18\x01 \x03(\x0b\x32\x12.distill.v1.Prompt\"\xc0\x02\n\x0fGenerateRequest\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x17.distill.v1.ArtifactRefH\x00\x12,\n\x07prompts\x18\x02 \x01(\x0b\x32\x19.distill.v1.InlinePromptsH\x00\x12&\n\x07teacher\x18\x03 \x01(\x0b\x32\x15.distill.v1.ModelSpec\x12\x11\n\tn_samples\x18\x04 \x01(\x05\x12\x15\n\rsystem_prompt\x18\x05 \x01(\t\x12&\n\x06limits\x18\x06 \x01(\x0b\x32\x16.distill.v1.RateLimits\x12\x0e\n\x06job_id\x18\x07 \x01(\t\x12\x0f\n\x07project\x18\x08 \x01(\t\x12.\n\tcommittee\x18\t \x03(\x0b\x32\x1b.distill.v1.CommitteeMemberB\x08\n\x06source\"\x88\x01\n\x10GenerateProgress\x12\x14\n\x0cprompts_done\x18\x01 \x01(\x03\x12\x15\n\rprompts_total\x18\x02 \x01(\x03\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.distill.v1.Usage\x12\x0f\n\x07retries\x18\x04 \x01(\x03\x12\x14\n\x0crate_limited\x18\x05 \x01(\x03\"\x8a\x01\n\x0fGenerateSummary\x12+\n\ncandidates\x18\x01 \x01(\x0b\x32\x17.distill.v1.ArtifactRef\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.distill.v1.Usage\x12\x0f\n\x07prompts\x18\x03 \x01(\x03\x12\x17\n\x0f\x63\x61ndidate_count\x18\x04 \x01(\x03\"\xaa\x01\n\x10GenerateResponse\x12\x30\n\x08progress\x18\x01 \x01(\x0b\x32\x1c.distill.v1.GenerateProgressH\x00\x12+\n\x05group\x18\x02 \x01(\x0b\x32\x1a.distill.v1.CandidateGroupH\x00\x12.\n\x07summary\x18\x03 \x01(\x0b\x32\x1b.distill.v1.GenerateSummaryH\x00\x42\x07\n\x05\x65vent2[\n\x10GeneratorService\x12G\n\x08Generate\x12\x1b.distill.v1.GenerateRequest\x1a\x1c.distill.v1.GenerateResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64istill/v1/generator.proto\x12\ndistill.v1\x1a\x17\x64istill/v1/common.proto\"4\n\rInlinePrompts\x12#\n\x07prompts\x18\x01 \x03(\x0b\x32\x12.distill.v1.Prompt\"\xd0\x02\n\x0fGenerateRequest\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x17.distill.v1.ArtifactRefH\x00\x12,\n\x07prompts\x18\x02 \x01(\x0b\x32\x19.distill.v1.InlinePromptsH\x00\x12&\n\x07teacher\x18\x03 \x01(\x0b\x32\x15.distill.v1.ModelSpec\x12\x11\n\tn_samples\x18\x04 \x01(\x05\x12\x15\n\rsystem_prompt\x18\x05 \x01(\t\x12&\n\x06limits\x18\x06 \x01(\x0b\x32\x16.distill.v1.RateLimits\x12\x0e\n\x06job_id\x18\x07 \x01(\t\x12\x0f\n\x07project\x18\x08 \x01(\t\x12.\n\tcommittee\x18\t \x03(\x0b\x32\x1b.distill.v1.CommitteeMember\x12\x0e\n\x06run_id\x18\n \x01(\tB\x08\n\x06source\"\x88\x01\n\x10GenerateProgress\x12\x14\n\x0cprompts_done\x18\x01 \x01(\x03\x12\x15\n\rprompts_total\x18\x02 \x01(\x03\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.distill.v1.Usage\x12\x0f\n\x07retries\x18\x04 \x01(\x03\x12\x14\n\x0crate_limited\x18\x05 \x01(\x03\"\x8a\x01\n\x0fGenerateSummary\x12+\n\ncandidates\x18\x01 \x01(\x0b\x32\x17.distill.v1.ArtifactRef\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.distill.v1.Usage\x12\x0f\n\x07prompts\x18\x03 \x01(\x03\x12\x17\n\x0f\x63\x61ndidate_count\x18\x04 \x01(\x03\"\xaa\x01\n\x10GenerateResponse\x12\x30\n\x08progress\x18\x01 \x01(\x0b\x32\x1c.distill.v1.GenerateProgressH\x00\x12+\n\x05group\x18\x02 \x01(\x0b\x32\x1a.distill.v1.CandidateGroupH\x00\x12.\n\x07summary\x18\x03 \x01(\x0b\x32\x1b.distill.v1.GenerateSummaryH\x00\x42\x07\n\x05\x65vent2[\n\x10GeneratorService\x12G\n\x08Generate\x12\x1b.distill.v1.GenerateRequest\x1a\x1c.distill.v1.GenerateResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INLINEPROMPTS']._serialized_start=67
   _globals['_INLINEPROMPTS']._serialized_end=119
   _globals['_GENERATEREQUEST']._serialized_start=122
-  _globals['_GENERATEREQUEST']._serialized_end=442
-  _globals['_GENERATEPROGRESS']._serialized_start=445
-  _globals['_GENERATEPROGRESS']._serialized_end=581
-  _globals['_GENERATESUMMARY']._serialized_start=584
-  _globals['_GENERATESUMMARY']._serialized_end=722
-  _globals['_GENERATERESPONSE']._serialized_start=725
-  _globals['_GENERATERESPONSE']._serialized_end=895
-  _globals['_GENERATORSERVICE']._serialized_start=897
-  _globals['_GENERATORSERVICE']._serialized_end=988
+  _globals['_GENERATEREQUEST']._serialized_end=458
+  _globals['_GENERATEPROGRESS']._serialized_start=461
+  _globals['_GENERATEPROGRESS']._serialized_end=597
+  _globals['_GENERATESUMMARY']._serialized_start=600
+  _globals['_GENERATESUMMARY']._serialized_end=738
+  _globals['_GENERATERESPONSE']._serialized_start=741
+  _globals['_GENERATERESPONSE']._serialized_end=911
+  _globals['_GENERATORSERVICE']._serialized_start=913
+  _globals['_GENERATORSERVICE']._serialized_end=1004
 # @@protoc_insertion_point(module_scope)

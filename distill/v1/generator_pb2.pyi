@@ -14,7 +14,7 @@ class InlinePrompts(_message.Message):
     def __init__(self, prompts: _Optional[_Iterable[_Union[_common_pb2.Prompt, _Mapping]]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("dataset", "prompts", "teacher", "n_samples", "system_prompt", "limits", "job_id", "project", "committee")
+    __slots__ = ("dataset", "prompts", "teacher", "n_samples", "system_prompt", "limits", "job_id", "project", "committee", "run_id")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     TEACHER_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class GenerateRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     COMMITTEE_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
     dataset: _common_pb2.ArtifactRef
     prompts: InlinePrompts
     teacher: _common_pb2.ModelSpec
@@ -33,7 +34,8 @@ class GenerateRequest(_message.Message):
     job_id: str
     project: str
     committee: _containers.RepeatedCompositeFieldContainer[_common_pb2.CommitteeMember]
-    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., prompts: _Optional[_Union[InlinePrompts, _Mapping]] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., n_samples: _Optional[int] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[_common_pb2.RateLimits, _Mapping]] = ..., job_id: _Optional[str] = ..., project: _Optional[str] = ..., committee: _Optional[_Iterable[_Union[_common_pb2.CommitteeMember, _Mapping]]] = ...) -> None: ...
+    run_id: str
+    def __init__(self, dataset: _Optional[_Union[_common_pb2.ArtifactRef, _Mapping]] = ..., prompts: _Optional[_Union[InlinePrompts, _Mapping]] = ..., teacher: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., n_samples: _Optional[int] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[_common_pb2.RateLimits, _Mapping]] = ..., job_id: _Optional[str] = ..., project: _Optional[str] = ..., committee: _Optional[_Iterable[_Union[_common_pb2.CommitteeMember, _Mapping]]] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class GenerateProgress(_message.Message):
     __slots__ = ("prompts_done", "prompts_total", "usage", "retries", "rate_limited")

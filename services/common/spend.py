@@ -33,11 +33,6 @@ class Spend:
         return cls(usage.requests, usage.cached_requests, usage.input_tokens,
                    usage.output_tokens, usage.cost_usd)
 
-    @classmethod
-    def of_group(cls, group: common_pb2.CandidateGroup) -> Spend:
-        """What a candidate group's teacher calls paid (each candidate carries its share)."""
-        return cls.total(cls.of(c.usage) for c in group.candidates)
-
     def to_proto(self) -> common_pb2.Usage:
         return common_pb2.Usage(requests=self.requests, cached_requests=self.cached_requests,
                                 input_tokens=self.input_tokens, output_tokens=self.output_tokens,

@@ -46,6 +46,12 @@ class CachedSample:
     latency_seconds: float
     model: str = ""
     created_at: float = 0.0
+    # Who paid (an entry written before these fields has the defaults): the generator run and
+    # prompt the call was made for, and whether this sample carries the call's request (the
+    # 1st sample of an `n` call does).
+    run_id: str = ""
+    prompt_id: str = ""
+    requests: int = 0
 
 
 def cache_key(
@@ -188,7 +194,9 @@ class TeacherCache:
             return None
         try:
             fields = json.loads(data)
-            sample = CachedSample(**{k: fields[k] for k in CachedSample.__dataclass_fields__})
+            # A field it lacks takes its default; a required one it lacks makes it malformed.
+            sample = CachedSample(**{k: fields[k] for k in CachedSample.__dataclass_fields__
+                                     if k in fields})
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("teacher cache entry malformed; ignoring it", extra={"error": repr(exc)})
             return None

@@ -186,10 +186,10 @@ class JobRunner:
             else:
                 self.lifecycle.update(job)
 
-        # Each prompt's group comes here once (the stage stream may be run again): its first
-        # delivery carries what its calls paid.
-        async def on_generated(group: common_pb2.CandidateGroup) -> None:
-            self.lifecycle.charge(job, teacher=Spend.of_group(group))
+        # Each prompt's group comes here once (the stage stream may be run again), with what
+        # its calls cost the job.
+        async def on_generated(group: common_pb2.CandidateGroup, spend: Spend) -> None:
+            self.lifecycle.charge(job, teacher=spend)
 
         async def on_judged(group: judge_pb2.JudgedGroup) -> None:
             self.lifecycle.charge(job, judge=Spend.of(group.usage))

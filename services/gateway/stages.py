@@ -36,6 +36,7 @@ from services.common.channels import PLAINTEXT, ChannelSecurity
 from services.common.completions import Emit, completions
 from services.common.interceptors import REQUEST_ID_KEY
 from services.common.spend import Spend
+from services.gateway.generator_runs import GeneratorRuns
 from services.gateway.trainer_pool import ReplicaBusy, ReplicaLost, TrainerPool
 
 log = logging.getLogger("distill.gateway.stages")
@@ -235,18 +236,19 @@ async def generate_and_judge(
     generate: generator_pb2.GenerateRequest,
     judge_config: judge_pb2.JudgeConfig,
     on_generate: Callable[[generator_pb2.GenerateProgress], Awaitable[None]],
-    on_generated: Callable[[common_pb2.CandidateGroup], Awaitable[None]],
+    on_generated: Callable[[common_pb2.CandidateGroup, Spend], Awaitable[None]],
     on_judged: Callable[[judge_pb2.JudgedGroup], Awaitable[None]],
 ) -> CurationResult:
     """Pipes the generator's candidate groups straight into the judge as they arrive; both
-    run again if either stream is lost. `on_generated` and `on_judged` see each prompt's group
+    run again if either stream is lost. `on_generated` sees each prompt's group once, with
+    what its teacher calls cost the job (`generator_runs.py`); `on_judged` each judged group
     once, its first delivery (what its calls paid); `on_generate` sees progress."""
-    generated, judged = FirstDeliveries(), FirstDeliveries()
+    runs, judged = GeneratorRuns(), FirstDeliveries()
     judge_spend = Spend()
 
     async def group(event: common_pb2.CandidateGroup) -> None:
-        if generated.first(event.prompt.id):
-            await on_generated(event)
+        if (spend := runs.first(event)) is not None:
+            await on_generated(event, spend)
 
     async def judged_group(event: judge_pb2.JudgedGroup) -> None:
         nonlocal judge_spend
@@ -255,7 +257,7 @@ async def generate_and_judge(
             await on_judged(event)
 
     result = await again_if_lost(clients, "generator and judge", lambda: _generate_and_judge(
-        clients, generate, judge_config, on_generate, group, judged_group))
+        clients, runs.next_run(generate), judge_config, on_generate, group, judged_group))
     result.statistics.usage.CopyFrom(judge_spend.to_proto())
     return result
 
@@ -326,23 +328,27 @@ async def generate(clients: StageClients, request: generator_pb2.GenerateRequest
                    on_progress: Callable[[generator_pb2.GenerateProgress], Awaitable[None]]
                    ) -> tuple[list[common_pb2.CandidateGroup], Spend]:
     """All candidate groups of one generation, in the order they finished, and what their
-    calls paid (run again if its stream is lost: each group counted at its first delivery)."""
-    delivered = FirstDeliveries()
+    calls cost the job (run again if its stream is lost: `generator_runs.py`)."""
+    runs = GeneratorRuns()
     groups: list[common_pb2.CandidateGroup] = []
+    spend = Spend()
 
     async def handle(event: generator_pb2.GenerateResponse) -> None:
+        nonlocal spend
         if event.HasField("group"):
-            if delivered.first(event.group.prompt.id):
+            if (paid := runs.first(event.group)) is not None:
                 groups.append(event.group)
+                spend += paid
         else:
             await on_progress(event.progress)
 
     async def once() -> generator_pb2.GenerateSummary:
+        run = runs.next_run(request)
         return await _until_final(clients, "generator", lambda: clients.generator.Generate(
-            request, metadata=clients.metadata), "summary", handle)
+            run, metadata=clients.metadata), "summary", handle)
 
     await again_if_lost(clients, "generator", once)
-    return groups, Spend.total(Spend.of_group(g) for g in groups)
+    return groups, spend
 
 
 async def judge(clients: StageClients, config: judge_pb2.JudgeConfig,

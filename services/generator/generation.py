@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from services.common.providers import (
     Sample,
     SamplingParams,
 )
-from services.common.specs import generate
+from services.common.specs import generate, names
 from services.common.specs.layout import JobKeys
 from services.common.specs.members import Member, WithCommittee
 from services.common.storage import ArtifactStore
@@ -47,6 +46,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GenerationPlan(WithCommittee):
     job_id: str
+    run_id: str  # names the run's cache-key manifest and the calls it pays for
     prompts: Sequence[common_pb2.Prompt]
     committee: tuple[Member, ...]  # one member for a request with a single teacher
     system_prompt: str
@@ -86,7 +86,8 @@ def plan(
         prompts = datasets.validate_prompts(request.prompts.prompts, what="prompts.prompts")
     else:
         raise errors.InvalidArgument("source: set dataset (an ArtifactRef) or prompts")
-    return GenerationPlan(spec.job_id, prompts, spec.committee, spec.system_prompt, spec.limits)
+    return GenerationPlan(spec.job_id, names.job_id(request.run_id, "run_id", optional=True),
+                          prompts, spec.committee, spec.system_prompt, spec.limits)
 
 
 def local_artifact_model(spec: common_pb2.ModelSpec, store: ArtifactStore,
@@ -154,7 +155,7 @@ class Generation:
         groups = completions(enumerate(self.plan.prompts), self._group_at,
                              limit=2 * self.plan.limits.max_concurrency)
         # The lines go to disk as groups finish, stored in dataset order at the end.
-        manifest = JobKeys(self.plan.job_id).cache_manifest(uuid.uuid4().hex)
+        manifest = JobKeys(self.plan.job_id).cache_manifest(self.plan.run_id)
         try:
             with LineSpool() as spool:
                 async with contextlib.aclosing(groups):
@@ -190,7 +191,8 @@ class Generation:
         messages = prompt_messages(prompt, self.plan.system_prompt)
         # Every member at once; each asks its own teacher (and cache) for its own indices.
         answers = await asyncio.gather(*(
-            client.samples(messages, range(member.n_samples), params)
+            client.samples(messages, range(member.n_samples), params,
+                           run_id=self.plan.run_id, prompt_id=prompt.id)
             for member, client, params in zip(self.plan.committee, self.clients, self.params,
                                               strict=True)))
         group = common_pb2.CandidateGroup(prompt=prompt)
@@ -248,7 +250,13 @@ def _add_candidate(group: common_pb2.CandidateGroup, prompt_id: str, member: Mem
         ),
         cached=sample.cached,
         latency_seconds=sample.latency_seconds,
-        original_cost_usd=sample.original_cost_usd,
+        original_cost_usd=sample.paid.cost_usd,
+        paid=common_pb2.PaidCall(run_id=sample.paid.run_id, prompt_id=sample.paid.prompt_id,
+                                 usage=common_pb2.Usage(
+                                     requests=sample.paid.requests,
+                                     input_tokens=sample.paid.input_tokens,
+                                     output_tokens=sample.paid.output_tokens,
+                                     cost_usd=sample.paid.cost_usd)),
     )
 
 

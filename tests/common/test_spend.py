@@ -32,11 +32,3 @@ def test_round_trips_through_the_wire_usage():
                              cost_usd=0.003)
     assert Spend.of(usage).to_proto() == usage
 
-
-def test_a_groups_spend_is_the_sum_of_its_candidates():
-    group = common_pb2.CandidateGroup(candidates=[
-        common_pb2.Candidate(usage=common_pb2.Usage(requests=1, input_tokens=8, cost_usd=0.5)),
-        common_pb2.Candidate(usage=common_pb2.Usage(cached_requests=1, requests=1)),
-    ])
-    assert Spend.of_group(group) == Spend(requests=2, cached_requests=1, input_tokens=8,
-                                          cost_usd=0.5)

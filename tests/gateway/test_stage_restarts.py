@@ -106,6 +106,53 @@ async def test_a_generator_restarted_mid_stream_is_waited_for_and_run_again():
             await server.stop()
 
 
+class PaysForMoreThanItDelivers(generator_pb2_grpc.GeneratorServiceServicer):
+    """Its first run pays for p1 and p2 (0.5 and 0.2 USD) and delivers p1 only: p2 is on the
+    way when the stream breaks. Later runs answer both from the cache, naming the first run."""
+
+    def __init__(self):
+        self.runs: list[str] = []
+        self.delivered = asyncio.Event()
+
+    async def Generate(self, request, context):  # noqa: N802
+        self.runs.append(request.run_id)
+        first = self.runs[0]
+        for prompt_id, cost in (("p1", 0.5), ("p2", 0.2)):
+            paid = common_pb2.PaidCall(run_id=first, prompt_id=prompt_id,
+                                       usage=common_pb2.Usage(requests=1, cost_usd=cost))
+            cached = len(self.runs) > 1
+            usage = common_pb2.Usage(requests=1, cached_requests=1) if cached else paid.usage
+            yield generator_pb2.GenerateResponse(group=common_pb2.CandidateGroup(
+                prompt=common_pb2.Prompt(id=prompt_id), candidates=[common_pb2.Candidate(
+                    prompt_id=prompt_id, usage=usage, cached=cached, paid=paid)]))
+            if not cached:
+                self.delivered.set()
+                await asyncio.sleep(60)  # p2 is paid for; the stream breaks before it leaves
+        yield generator_pb2.GenerateResponse(summary=generator_pb2.GenerateSummary())
+
+
+async def test_a_call_paid_by_a_broken_run_whose_group_never_came_is_charged_once():
+    with held_port() as port:
+        generator = PaysForMoreThanItDelivers()
+        server = await _serve(generator, port)
+        clients = _clients(port, connect_seconds=120)
+        try:
+            running = asyncio.create_task(stages.generate(
+                clients, generator_pb2.GenerateRequest(job_id="j"), _no_progress))
+            await asyncio.wait_for(generator.delivered.wait(), 120)
+            await server.stop()  # the stream breaks in transport
+            server = await _serve(generator, port)
+            groups, spend = await asyncio.wait_for(running, 120)
+            assert [g.prompt.id for g in groups] == ["p1", "p2"]
+            assert len(set(generator.runs)) == 2 and all(generator.runs)
+            # p1 at its first delivery, p2 at its first (cached) delivery: each call once.
+            assert spend.cost_usd == pytest.approx(0.7)
+            assert (spend.requests, spend.cached_requests) == (2, 0)
+        finally:
+            await clients.close()
+            await server.stop()
+
+
 async def test_a_judge_stream_run_again_reports_each_group_once_with_what_it_paid():
     with held_port() as port:
         # p1 is judged (paid) before the restart; run again, the judge sends p1 again from its

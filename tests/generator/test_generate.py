@@ -133,7 +133,7 @@ async def test_candidates_are_spooled_to_disk_and_stored_in_dataset_order(genera
 
 
 async def test_rerun_makes_zero_provider_calls(generator, fake):
-    first = await run(generator, request(fake, job_id="job-a"))
+    first = await run(generator, request(fake, job_id="job-a", run_id="run-a"))
     calls = fake.stats()["received"]
     again = await run(generator, request(fake, job_id="job-b"))
     assert fake.stats()["received"] == calls
@@ -152,6 +152,28 @@ async def test_rerun_makes_zero_provider_calls(generator, fake):
     paid = per_candidate(first, lambda c: c.usage.cost_usd)
     assert per_candidate(first, lambda c: c.original_cost_usd) == paid and min(paid.values()) > 0
     assert per_candidate(again, lambda c: c.original_cost_usd) == paid
+    # ...and names the run that paid, and the prompt it paid for (the gateway charges a call
+    # whose group an earlier run of its own never delivered: services/gateway/generator_runs.py)
+    usage = per_candidate(first, lambda c: c.usage)
+    assert per_candidate(first, lambda c: c.paid.usage) == usage
+    assert per_candidate(again, lambda c: c.paid.usage) == usage
+    assert per_candidate(again, lambda c: (c.paid.run_id, c.paid.prompt_id)) == {
+        (prompt, index): ("run-a", prompt) for prompt, index in paid}
+
+
+async def test_a_cache_entry_written_before_the_payer_fields_is_still_a_hit(generator, fake):
+    await run(generator, request(fake, count=1, n=1, job_id="job-a"))
+    (key,) = [k for k in generator.store.list(PREFIX) if k.endswith(".json")]
+    entry = json.loads(generator.store.get_bytes(key))
+    for field in ("run_id", "prompt_id", "requests"):
+        del entry[field]
+    generator.store.put_bytes(key, json.dumps(entry).encode())
+    calls = fake.stats()["received"]
+    (group,) = [e.group for e in await run(generator, request(fake, count=1, n=1))
+                if e.WhichOneof("event") == "group"]
+    assert fake.stats()["received"] == calls
+    (candidate,) = group.candidates
+    assert candidate.cached and candidate.paid.run_id == "" and candidate.paid.usage.cost_usd > 0
 
 
 async def test_dataset_on_s3_with_cache_and_artifact_in_s3(generator_factory, fake, s3_server):

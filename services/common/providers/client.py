@@ -58,8 +58,21 @@ class Sample:
     requests: int
     cached: bool
     latency_seconds: float
-    # What the call cost when it was made (cost_usd is 0 for a cached sample).
-    original_cost_usd: float
+    # The call as it was made (a cached sample's costs 0 now; this is what it cost then).
+    paid: Paid
+
+
+@dataclass(frozen=True)
+class Paid:
+    """The provider call a sample came from: the generator run and prompt it was made for
+    (empty when unknown) and this sample's share of what it cost."""
+
+    run_id: str
+    prompt_id: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
 
 
 @dataclass(frozen=True)
@@ -153,11 +166,13 @@ class ModelClient:
     # --- samples, cached ----------------------------------------------------------------------
 
     async def samples(
-        self, messages: Sequence[Message], indices: Sequence[int], params: SamplingParams
+        self, messages: Sequence[Message], indices: Sequence[int], params: SamplingParams,
+        *, run_id: str = "", prompt_id: str = "",
     ) -> list[Sample]:
         """One sample per index, each from the cache when it holds one, else from the
         provider (several per call with `n` where the provider honours it). Every sample a call
-        returns is cached before this returns, so an interrupted run repeats no finished call."""
+        returns is cached before this returns, so an interrupted run repeats no finished call;
+        the entry names who paid for it (`run_id`, `prompt_id`: a generator's run)."""
         messages = tuple(messages)
         wire = [m.as_dict() for m in messages]
         base = CompletionRequest(
@@ -171,7 +186,9 @@ class ModelClient:
                 if hit is not None:
                     # Nothing is paid again; latency and cost are the original call's.
                     found[i] = Sample(i, hit.text, hit.finish_reason, 0, 0, 0.0, 1, True,
-                                      hit.latency_seconds, hit.cost_usd)
+                                      hit.latency_seconds, Paid(
+                                          hit.run_id, hit.prompt_id, hit.requests,
+                                          hit.input_tokens, hit.output_tokens, hit.cost_usd))
                     self.stats.cached_requests += 1
         missing = [i for i in indices if i not in found]
         while missing:
@@ -180,7 +197,7 @@ class ModelClient:
             else:
                 batches = [[i] for i in missing]
             results = await gather_or_cancel(
-                *(self._call_for(base, batch, keys) for batch in batches)
+                *(self._call_for(base, batch, keys, run_id, prompt_id) for batch in batches)
             )
             for got in results:
                 found.update((s.index, s) for s in got)
@@ -188,7 +205,8 @@ class ModelClient:
         return [found[i] for i in indices]
 
     async def _call_for(
-        self, base: CompletionRequest, batch: list[int], keys: dict[int, str]
+        self, base: CompletionRequest, batch: list[int], keys: dict[int, str], run_id: str,
+        prompt_id: str,
     ) -> list[Sample]:
         request = CompletionRequest(
             base.messages, base.temperature, base.max_tokens, base.top_p, n=len(batch)
@@ -202,15 +220,18 @@ class ModelClient:
             in_tokens = _share(completion.input_tokens, count, position)
             out_tokens = _share(completion.output_tokens, count, position)
             cost = self.price.cost_usd(in_tokens, out_tokens)
+            requests = 1 if position == 0 else 0
             samples.append(Sample(
                 index, choice.text, choice.finish_reason, in_tokens, out_tokens, cost,
-                1 if position == 0 else 0, False, latency, cost,
+                requests, False, latency,
+                Paid(run_id, prompt_id, requests, in_tokens, out_tokens, cost),
             ))
         if self.cache is not None:
             await asyncio.gather(*(
                 self.cache.put(keys[s.index], CachedSample(
                     s.text, s.finish_reason, s.input_tokens, s.output_tokens, s.cost_usd,
-                    latency, completion.model,
+                    latency, completion.model, run_id=run_id, prompt_id=prompt_id,
+                    requests=s.requests,
                 ))
                 for s in samples
             ))
