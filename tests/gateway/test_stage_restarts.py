@@ -82,28 +82,35 @@ async def _no_progress(progress) -> None:
     pass
 
 
-async def test_a_generator_restarted_mid_stream_is_waited_for_and_run_again():
+async def _generate_across_a_restart(first, second):
+    """stages.generate against `first`, whose server is stopped once it delivered a group (the
+    stream breaks in transport) and, after a while down, replaced by `second` on the same port:
+    the groups and spend stages.generate returns."""
     with held_port() as port:
-        # p1 is paid before the restart; run again, p1 comes from the cache (free) and p2 is paid.
-        first = Generator([("p1", 0.5)], hang=True)
-        second = Generator([("p1", 0.0), ("p2", 0.2)])
         server = await _serve(first, port)
         clients = _clients(port, connect_seconds=120)
         try:
             running = asyncio.create_task(stages.generate(
                 clients, generator_pb2.GenerateRequest(job_id="j"), _no_progress))
             await asyncio.wait_for(first.delivered.wait(), 120)
-            await server.stop()  # the stream breaks in transport
+            await server.stop()
             await asyncio.sleep(0.5)  # down for a while: the retry waits for it
             server = await _serve(second, port)
-            groups, spend = await asyncio.wait_for(running, 120)
-            assert [g.prompt.id for g in groups] == ["p1", "p2"]
-            assert (first.calls, second.calls) == (1, 1)
-            # What the lost attempt paid for stays counted, once: p1 at its first delivery.
-            assert spend.cost_usd == pytest.approx(0.7) and spend.requests == 2
+            return await asyncio.wait_for(running, 120)
         finally:
             await clients.close()
             await server.stop()
+
+
+async def test_a_generator_restarted_mid_stream_is_waited_for_and_run_again():
+    # p1 is paid before the restart; run again, p1 comes from the cache (free) and p2 is paid.
+    first = Generator([("p1", 0.5)], hang=True)
+    second = Generator([("p1", 0.0), ("p2", 0.2)])
+    groups, spend = await _generate_across_a_restart(first, second)
+    assert [g.prompt.id for g in groups] == ["p1", "p2"]
+    assert (first.calls, second.calls) == (1, 1)
+    # What the lost attempt paid for stays counted, once: p1 at its first delivery.
+    assert spend.cost_usd == pytest.approx(0.7) and spend.requests == 2
 
 
 class PaysForMoreThanItDelivers(generator_pb2_grpc.GeneratorServiceServicer):
@@ -132,25 +139,13 @@ class PaysForMoreThanItDelivers(generator_pb2_grpc.GeneratorServiceServicer):
 
 
 async def test_a_call_paid_by_a_broken_run_whose_group_never_came_is_charged_once():
-    with held_port() as port:
-        generator = PaysForMoreThanItDelivers()
-        server = await _serve(generator, port)
-        clients = _clients(port, connect_seconds=120)
-        try:
-            running = asyncio.create_task(stages.generate(
-                clients, generator_pb2.GenerateRequest(job_id="j"), _no_progress))
-            await asyncio.wait_for(generator.delivered.wait(), 120)
-            await server.stop()  # the stream breaks in transport
-            server = await _serve(generator, port)
-            groups, spend = await asyncio.wait_for(running, 120)
-            assert [g.prompt.id for g in groups] == ["p1", "p2"]
-            assert len(set(generator.runs)) == 2 and all(generator.runs)
-            # p1 at its first delivery, p2 at its first (cached) delivery: each call once.
-            assert spend.cost_usd == pytest.approx(0.7)
-            assert (spend.requests, spend.cached_requests) == (2, 0)
-        finally:
-            await clients.close()
-            await server.stop()
+    generator = PaysForMoreThanItDelivers()
+    groups, spend = await _generate_across_a_restart(generator, generator)
+    assert [g.prompt.id for g in groups] == ["p1", "p2"]
+    assert len(set(generator.runs)) == 2 and all(generator.runs)
+    # p1 at its first delivery, p2 at its first (cached) delivery: each call once.
+    assert spend.cost_usd == pytest.approx(0.7)
+    assert (spend.requests, spend.cached_requests) == (2, 0)
 
 
 async def test_a_judge_stream_run_again_reports_each_group_once_with_what_it_paid():
