@@ -175,8 +175,9 @@ def ours_config(model_dir: Path, args, bond: bool, backend: str, curated_uri: st
     )
 
 
-def predicted_peak_gb(model_dir: Path, args, bond: bool, backend: str) -> float:
-    """The memory model's peak for this case's job, as the trainer's preflight computes it."""
+def predicted_peak(model_dir: Path, args, bond: bool, backend: str):
+    """The memory model's peak (PeakMemory) for this case's job, as the trainer's preflight
+    computes it."""
     from services.common.train_memory import model_shape, training_job
     from services.common.training_memory import peak_memory
     from services.trainer.settings import TrainerSettings
@@ -184,7 +185,7 @@ def predicted_peak_gb(model_dir: Path, args, bond: bool, backend: str) -> float:
     device = "cuda" if backend == "unsloth" or cuda_available() else "cpu"
     job = training_job(ours_config(model_dir, args, bond, backend), backend, device,
                        load_in_4bit=TrainerSettings().unsloth_load_in_4bit)
-    return peak_memory(model_shape(model_dir), job).total_gb
+    return peak_memory(model_shape(model_dir), job)
 
 
 def cuda_available() -> bool:
@@ -331,7 +332,7 @@ def run_case(args) -> dict:
     if args.case.startswith(("ours", "unsloth")):
         backend = "unsloth" if args.case.startswith("unsloth") else "trl"
         times = run_ours(model_dir, data, args, bond, backend)
-        predicted = predicted_peak_gb(model_dir, args, bond, backend)
+        predicted = predicted_peak(model_dir, args, bond, backend)
     else:
         times = run_trl(model_dir, data, args, dpo=bond,
                         dropout=not args.case.endswith("nodropout"))
@@ -342,9 +343,17 @@ def run_case(args) -> dict:
                "tokens_per_second": round(tokens / seconds, 1),
                "tokens_per_step": round(tokens, 1), "peak_memory_gb": round(measured, 3),
                "step_seconds": [round(t, 4) for t in times]}
+    if cuda_available():  # what the caching allocator held: the preflight's headroom question
+        import torch
+
+        figures["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 1e9, 3)
     if predicted is not None:
-        figures["predicted_peak_gb"] = predicted
-        figures["predicted_over_measured"] = round(predicted / measured, 3)
+        figures["predicted_peak_gb"] = predicted.total_gb
+        figures["predicted_over_measured"] = round(predicted.total_gb / measured, 3)
+        # The parts, so a measured peak can be checked against each term of the model.
+        figures["predicted_parts_gb"] = {
+            name: round(getattr(predicted, name) / 1e9, 3)
+            for name in ("weights", "lora", "activations", "loss", "overhead")}
     return figures
 
 
