@@ -7,7 +7,7 @@
 #   benchmarks/gpu_check.sh run       # THERE, in one device call (< 10 min), e.g.
 #       run(command="bash benchmarks/gpu_check.sh run", carry=[".whl", ".gpu"], timeout_s=580)
 #   benchmarks/gpu_check.sh fanout    # THERE, only the generator fan-out benchmark (~1 min)
-#   benchmarks/gpu_check.sh memory    # THERE, only issue 25's memory checks (~4 min)
+#   benchmarks/gpu_check.sh memory    # THERE, only issue 25's memory checks (~4.5 min)
 #
 # `run` starts with the generator fan-out benchmark (issue #3's figure (a), CPU-bound at 64 calls
 # in flight): on 16 cores, with the generator's default 4 call processes and with none, it shows
@@ -97,20 +97,19 @@ print('auto backend ->', r('auto'))" 2>&1 | tail -1
   memory
 }
 
-# Issue 25, figure (c) on the GPU, and (a) beside it: three configurations (SmolLM2-135M's
+# Issue 25, figure (c) on the GPU, with (a) and (b) beside it: three configurations (SmolLM2-135M's
 # architecture, batch 8 x 512 tokens; the vocabulary-heavy Llama, Llama-3.2-1B's 128,256 x 2048
 # head with 2 blocks, batch 4 x 512; the ~0.5B Llama, batch 4 x 512), each with our BOND and SFT
-# steps and TRL's DPOTrainer. torch.cuda.max_memory_allocated per case against the memory model's
-# prediction (predicted_over_measured, with the model's parts), and BOND's peak against DPO's.
-# SmolLM2 again at batch 2 separates the per-token terms from the fixed ones. ~4 min on an H200.
+# steps and TRL's DPOTrainer. Per case: torch.cuda.max_memory_allocated against the memory model's
+# tensors, the device's peak (context + peak reservation) against its total, and the model's
+# parts; BOND's peak and step time against DPO's. ~4.5 min on an H200.
 memory() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
   local m
-  for m in "smollm2-random 8 ours-bond,ours-sft,trl-dpo" "llama-vocab 4 ours-bond,ours-sft,trl-dpo" \
-           "llama-0.5b 4 ours-bond,ours-sft,trl-dpo" "smollm2-random 2 ours-bond,ours-sft"; do
+  for m in "smollm2-random 8 10" "llama-vocab 4 20" "llama-0.5b 4 10"; do
     set -- $m
     timeout 150 python3 benchmarks/trainer_step.py --model "$1" --tokenizer .gpu/smollm2 \
-      --batch-size "$2" --seq-len 512 --steps 4 --warmup 2 --cases "$3" \
+      --batch-size "$2" --seq-len 512 --steps "$3" --warmup 3 --cases ours-bond,ours-sft,trl-dpo \
       --name "trainer_memory_gpu_${1}_b$2" 2>&1 | tee "$out/memory_${1}_b$2.txt" \
       | grep -E "^RESULT|s/step|Error"
   done

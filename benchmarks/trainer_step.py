@@ -28,8 +28,10 @@ optimizer), the first `--warmup` steps excluded; the figure is the median. token
 non-padding tokens of the sequences a step trains on (chosen for SFT; chosen and rejected for
 BOND/DPO) and is the same count for our case and TRL's. Peak memory: the process's peak RSS on
 CPU, torch.cuda.max_memory_allocated on GPU; for our cases also the peak the memory model
-(services.common.training_memory) predicts for the job, and predicted / measured. Ends with
-`RESULT {json}`.
+(services.common.training_memory) predicts for the job, and predicted / measured: its total
+against RSS on CPU, its tensors (the total less the runtime overhead) against
+max_memory_allocated on GPU, and there also its total against the device's peak (CUDA context
+plus the allocator's peak reservation). Ends with `RESULT {json}`.
 """
 
 from __future__ import annotations
@@ -343,17 +345,27 @@ def run_case(args) -> dict:
                "tokens_per_second": round(tokens / seconds, 1),
                "tokens_per_step": round(tokens, 1), "peak_memory_gb": round(measured, 3),
                "step_seconds": [round(t, 4) for t in times]}
-    if cuda_available():  # what the caching allocator held: the preflight's headroom question
-        import torch
-
-        figures["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 1e9, 3)
     if predicted is not None:
         figures["predicted_peak_gb"] = predicted.total_gb
-        figures["predicted_over_measured"] = round(predicted.total_gb / measured, 3)
-        # The parts, so a measured peak can be checked against each term of the model.
-        figures["predicted_parts_gb"] = {
+        figures["predicted_parts_gb"] = {  # so each term can be checked against the measurement
             name: round(getattr(predicted, name) / 1e9, 3)
             for name in ("weights", "lora", "activations", "loss", "overhead")}
+    if cuda_available():
+        # max_memory_allocated counts tensors only: the model's tensors part is its prediction.
+        # The device's own peak (context + the allocator's peak reservation) is what the model's
+        # total, with its overhead, must cover.
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        context = (total - free) - torch.cuda.memory_reserved()
+        figures["device_peak_gb"] = round((context + torch.cuda.max_memory_reserved()) / 1e9, 3)
+        if predicted is not None:
+            figures["predicted_tensors_gb"] = predicted.tensors_gb
+            figures["predicted_over_measured"] = round(predicted.tensors_gb / measured, 3)
+            figures["predicted_total_over_device_peak"] = round(
+                predicted.total_gb / figures["device_peak_gb"], 3)
+    elif predicted is not None:  # RSS holds the libraries too: the total is the prediction
+        figures["predicted_over_measured"] = round(predicted.total_gb / measured, 3)
     return figures
 
 

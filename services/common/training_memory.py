@@ -18,6 +18,10 @@ the batch). Counted, in bytes:
     overhead     the runtime: on CPU the process's resident libraries (torch, transformers,
                  tokenizer), on CUDA the context and allocator slack
 
+The first four are the tensors: on CUDA, what torch.cuda.max_memory_allocated counts (the context
+and the caching allocator's unused blocks are outside it). The total, with the overhead, is what
+the node must have.
+
 Sequences are the batch's prompts times 2 when the preference term runs (a chosen and a
 rejected answer each); positions (the tokens the loss sees) are counted as the whole sequences,
 an upper bound. The reference pass runs under no_grad: it keeps nothing.
@@ -85,6 +89,10 @@ class PeakMemory:
     activations: float
     loss: float
     overhead: float
+
+    @property
+    def tensors_gb(self) -> float:
+        return round((self.weights + self.lora + self.activations + self.loss) / GB, 2)
 
     @property
     def total_gb(self) -> float:
