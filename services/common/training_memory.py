@@ -44,7 +44,10 @@ ACTIVATION_HIDDEN, ACTIVATION_INTERMEDIATE = 18, 5
 # keeps about CHUNK_BUFFERS such [positions x vocabulary] buffers.
 CHUNK_ELEMENTS = 1 << 23
 CHUNK_BUFFERS, FULL_LOGIT_BUFFERS = 5, 6
-OVERHEAD_GB: dict[str, float] = {"cpu": 0.45, "cuda": 0.5}
+# CUDA: the context, the libraries' kernels and handles, and the caching allocator's unused
+# blocks; measured 0.85-0.96 GB above max_memory_allocated on an H200 (torch 2.11, CUDA 13) for
+# both losses on three students (benchmarks/RESULTS.md, issue 25).
+OVERHEAD_GB: dict[str, float] = {"cpu": 0.45, "cuda": 1.0}
 
 FORMULA = (
     "peak = weights (params x bytes/weight) + LoRA (r x projection sizes x 16 B) + activations "

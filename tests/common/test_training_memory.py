@@ -8,6 +8,7 @@ from services.common.training_memory import (
     CHUNK_BUFFERS,
     CHUNK_ELEMENTS,
     GB,
+    OVERHEAD_GB,
     STUDENT_SHAPES,
     ModelShape,
     TrainingJob,
@@ -39,6 +40,16 @@ def test_precision_and_checkpointing_shrink_weights_and_activations():
     assert ckpt.activations < bf16.activations / 3
     assert peak_memory(LLAMA_1B, replace(JOB, precision="float32", device="cpu")).weights == \
         2 * bf16.weights
+
+
+def test_the_tensors_are_the_total_less_the_runtime_and_the_runtime_is_the_devices():
+    # benchmarks/trainer_step.py sets the tensors against torch.cuda.max_memory_allocated, which
+    # never sees the CUDA context: the overhead must stay out of them and in the total.
+    for device in ("cuda", "cpu"):
+        peak = peak_memory(LLAMA_1B, replace(JOB, device=device))
+        assert peak.overhead == OVERHEAD_GB[device] * GB
+        assert abs(peak.total_gb - peak.tensors_gb - OVERHEAD_GB[device]) <= 0.011
+        assert peak.tensors_gb * GB >= peak.weights + peak.activations
 
 
 def test_the_chunked_loss_does_not_grow_with_the_vocabulary():
