@@ -146,14 +146,16 @@ class Candidate(_message.Message):
     def __init__(self, prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cached: _Optional[bool] = ..., latency_seconds: _Optional[float] = ..., original_cost_usd: _Optional[float] = ..., teacher: _Optional[str] = ..., paid: _Optional[_Union[PaidCall, _Mapping]] = ...) -> None: ...
 
 class PaidCall(_message.Message):
-    __slots__ = ("run_id", "prompt_id", "usage")
+    __slots__ = ("run_id", "prompt_id", "usage", "call")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     prompt_id: str
     usage: Usage
-    def __init__(self, run_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    call: str
+    def __init__(self, run_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., call: _Optional[str] = ...) -> None: ...
 
 class CandidateGroup(_message.Message):
     __slots__ = ("prompt", "candidates")

@@ -25,31 +25,31 @@ _sym_db = _symbol_database.Default()
 from distill.v1 import common_pb2 as distill_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64istill/v1/judge.proto\x12\ndistill.v1\x1a\x17\x64istill/v1/common.proto\"\xb1\x01\n\x0bJudgeConfig\x12$\n\x05judge\x18\x01 \x01(\x0b\x32\x15.distill.v1.JudgeSpec\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x16\n\tmin_score\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmin_margin\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x0f\n\x07project\x18\x06 \x01(\tB\x0c\n\n_min_scoreB\r\n\x0b_min_margin\"q\n\x0cJudgeRequest\x12)\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.distill.v1.JudgeConfigH\x00\x12+\n\x05group\x18\x02 \x01(\x0b\x32\x1a.distill.v1.CandidateGroupH\x00\x42\t\n\x07message\"-\n\x0e\x43riterionScore\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\xc1\x01\n\x0fScoredCandidate\x12\x14\n\x0csample_index\x18\x01 \x01(\x05\x12\x12\n\x05score\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12,\n\x08\x63riteria\x18\x03 \x03(\x0b\x32\x1a.distill.v1.CriterionScore\x12\x11\n\trationale\x18\x04 \x01(\t\x12$\n\x07verdict\x18\x05 \x01(\x0e\x32\x13.distill.v1.Verdict\x12\x13\n\x0bjudge_error\x18\x06 \x01(\tB\x08\n\x06_score\"\x99\x01\n\x0bJudgedGroup\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12/\n\ncandidates\x18\x02 \x03(\x0b\x32\x1b.distill.v1.ScoredCandidate\x12\x0f\n\x07\x64ropped\x18\x03 \x01(\x08\x12\x13\n\x0b\x64rop_reason\x18\x04 \x01(\t\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.distill.v1.Usage\"\xdd\x01\n\x0fJudgeStatistics\x12\x17\n\x0fscore_histogram\x18\x01 \x03(\x03\x12\x15\n\rprompts_total\x18\x02 \x01(\x03\x12\x14\n\x0cprompts_kept\x18\x03 \x01(\x03\x12\x17\n\x0fprompts_dropped\x18\x04 \x01(\x03\x12\x19\n\x11\x63\x61ndidates_scored\x18\x05 \x01(\x03\x12\x14\n\x0cjudge_errors\x18\x06 \x01(\x03\x12\x18\n\x10preference_pairs\x18\x07 \x01(\x03\x12 \n\x05usage\x18\x08 \x01(\x0b\x32\x11.distill.v1.Usage\"i\n\x0cJudgeSummary\x12(\n\x07\x63urated\x18\x01 \x01(\x0b\x32\x17.distill.v1.ArtifactRef\x12/\n\nstatistics\x18\x02 \x01(\x0b\x32\x1b.distill.v1.JudgeStatistics\"o\n\rJudgeResponse\x12(\n\x05group\x18\x01 \x01(\x0b\x32\x17.distill.v1.JudgedGroupH\x00\x12+\n\x07summary\x18\x02 \x01(\x0b\x32\x18.distill.v1.JudgeSummaryH\x00\x42\x07\n\x05\x65vent*e\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x12\n\x0eVERDICT_CHOSEN\x10\x01\x12\x14\n\x10VERDICT_REJECTED\x10\x02\x12\x17\n\x13VERDICT_JUDGE_ERROR\x10\x03\x32P\n\x0cJudgeService\x12@\n\x05Judge\x12\x18.distill.v1.JudgeRequest\x1a\x19.distill.v1.JudgeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64istill/v1/judge.proto\x12\ndistill.v1\x1a\x17\x64istill/v1/common.proto\"\xc1\x01\n\x0bJudgeConfig\x12$\n\x05judge\x18\x01 \x01(\x0b\x32\x15.distill.v1.JudgeSpec\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x16\n\tmin_score\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmin_margin\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x0f\n\x07project\x18\x06 \x01(\t\x12\x0e\n\x06run_id\x18\x07 \x01(\tB\x0c\n\n_min_scoreB\r\n\x0b_min_margin\"q\n\x0cJudgeRequest\x12)\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.distill.v1.JudgeConfigH\x00\x12+\n\x05group\x18\x02 \x01(\x0b\x32\x1a.distill.v1.CandidateGroupH\x00\x42\t\n\x07message\"-\n\x0e\x43riterionScore\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\xc1\x01\n\x0fScoredCandidate\x12\x14\n\x0csample_index\x18\x01 \x01(\x05\x12\x12\n\x05score\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12,\n\x08\x63riteria\x18\x03 \x03(\x0b\x32\x1a.distill.v1.CriterionScore\x12\x11\n\trationale\x18\x04 \x01(\t\x12$\n\x07verdict\x18\x05 \x01(\x0e\x32\x13.distill.v1.Verdict\x12\x13\n\x0bjudge_error\x18\x06 \x01(\tB\x08\n\x06_score\"\xc5\x01\n\x0bJudgedGroup\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12/\n\ncandidates\x18\x02 \x03(\x0b\x32\x1b.distill.v1.ScoredCandidate\x12\x0f\n\x07\x64ropped\x18\x03 \x01(\x08\x12\x13\n\x0b\x64rop_reason\x18\x04 \x01(\t\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.distill.v1.Usage\x12*\n\x0c\x63\x61\x63hed_calls\x18\x06 \x03(\x0b\x32\x14.distill.v1.PaidCall\"\xdd\x01\n\x0fJudgeStatistics\x12\x17\n\x0fscore_histogram\x18\x01 \x03(\x03\x12\x15\n\rprompts_total\x18\x02 \x01(\x03\x12\x14\n\x0cprompts_kept\x18\x03 \x01(\x03\x12\x17\n\x0fprompts_dropped\x18\x04 \x01(\x03\x12\x19\n\x11\x63\x61ndidates_scored\x18\x05 \x01(\x03\x12\x14\n\x0cjudge_errors\x18\x06 \x01(\x03\x12\x18\n\x10preference_pairs\x18\x07 \x01(\x03\x12 \n\x05usage\x18\x08 \x01(\x0b\x32\x11.distill.v1.Usage\"i\n\x0cJudgeSummary\x12(\n\x07\x63urated\x18\x01 \x01(\x0b\x32\x17.distill.v1.ArtifactRef\x12/\n\nstatistics\x18\x02 \x01(\x0b\x32\x1b.distill.v1.JudgeStatistics\"o\n\rJudgeResponse\x12(\n\x05group\x18\x01 \x01(\x0b\x32\x17.distill.v1.JudgedGroupH\x00\x12+\n\x07summary\x18\x02 \x01(\x0b\x32\x18.distill.v1.JudgeSummaryH\x00\x42\x07\n\x05\x65vent*e\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x12\n\x0eVERDICT_CHOSEN\x10\x01\x12\x14\n\x10VERDICT_REJECTED\x10\x02\x12\x17\n\x13VERDICT_JUDGE_ERROR\x10\x03\x32P\n\x0cJudgeService\x12@\n\x05Judge\x12\x18.distill.v1.JudgeRequest\x1a\x19.distill.v1.JudgeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'distill.v1.judge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=1201
-  _globals['_VERDICT']._serialized_end=1302
+  _globals['_VERDICT']._serialized_start=1261
+  _globals['_VERDICT']._serialized_end=1362
   _globals['_JUDGECONFIG']._serialized_start=64
-  _globals['_JUDGECONFIG']._serialized_end=241
-  _globals['_JUDGEREQUEST']._serialized_start=243
-  _globals['_JUDGEREQUEST']._serialized_end=356
-  _globals['_CRITERIONSCORE']._serialized_start=358
-  _globals['_CRITERIONSCORE']._serialized_end=403
-  _globals['_SCOREDCANDIDATE']._serialized_start=406
-  _globals['_SCOREDCANDIDATE']._serialized_end=599
-  _globals['_JUDGEDGROUP']._serialized_start=602
-  _globals['_JUDGEDGROUP']._serialized_end=755
-  _globals['_JUDGESTATISTICS']._serialized_start=758
-  _globals['_JUDGESTATISTICS']._serialized_end=979
-  _globals['_JUDGESUMMARY']._serialized_start=981
-  _globals['_JUDGESUMMARY']._serialized_end=1086
-  _globals['_JUDGERESPONSE']._serialized_start=1088
-  _globals['_JUDGERESPONSE']._serialized_end=1199
-  _globals['_JUDGESERVICE']._serialized_start=1304
-  _globals['_JUDGESERVICE']._serialized_end=1384
+  _globals['_JUDGECONFIG']._serialized_end=257
+  _globals['_JUDGEREQUEST']._serialized_start=259
+  _globals['_JUDGEREQUEST']._serialized_end=372
+  _globals['_CRITERIONSCORE']._serialized_start=374
+  _globals['_CRITERIONSCORE']._serialized_end=419
+  _globals['_SCOREDCANDIDATE']._serialized_start=422
+  _globals['_SCOREDCANDIDATE']._serialized_end=615
+  _globals['_JUDGEDGROUP']._serialized_start=618
+  _globals['_JUDGEDGROUP']._serialized_end=815
+  _globals['_JUDGESTATISTICS']._serialized_start=818
+  _globals['_JUDGESTATISTICS']._serialized_end=1039
+  _globals['_JUDGESUMMARY']._serialized_start=1041
+  _globals['_JUDGESUMMARY']._serialized_end=1146
+  _globals['_JUDGERESPONSE']._serialized_start=1148
+  _globals['_JUDGERESPONSE']._serialized_end=1259
+  _globals['_JUDGESERVICE']._serialized_start=1364
+  _globals['_JUDGESERVICE']._serialized_end=1444
 # @@protoc_insertion_point(module_scope)

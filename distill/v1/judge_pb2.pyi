@@ -20,20 +20,22 @@ VERDICT_REJECTED: Verdict
 VERDICT_JUDGE_ERROR: Verdict
 
 class JudgeConfig(_message.Message):
-    __slots__ = ("judge", "top_k", "min_score", "min_margin", "job_id", "project")
+    __slots__ = ("judge", "top_k", "min_score", "min_margin", "job_id", "project", "run_id")
     JUDGE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     MIN_MARGIN_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
     judge: _common_pb2.JudgeSpec
     top_k: int
     min_score: float
     min_margin: float
     job_id: str
     project: str
-    def __init__(self, judge: _Optional[_Union[_common_pb2.JudgeSpec, _Mapping]] = ..., top_k: _Optional[int] = ..., min_score: _Optional[float] = ..., min_margin: _Optional[float] = ..., job_id: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
+    run_id: str
+    def __init__(self, judge: _Optional[_Union[_common_pb2.JudgeSpec, _Mapping]] = ..., top_k: _Optional[int] = ..., min_score: _Optional[float] = ..., min_margin: _Optional[float] = ..., job_id: _Optional[str] = ..., project: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class JudgeRequest(_message.Message):
     __slots__ = ("config", "group")
@@ -68,18 +70,20 @@ class ScoredCandidate(_message.Message):
     def __init__(self, sample_index: _Optional[int] = ..., score: _Optional[float] = ..., criteria: _Optional[_Iterable[_Union[CriterionScore, _Mapping]]] = ..., rationale: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., judge_error: _Optional[str] = ...) -> None: ...
 
 class JudgedGroup(_message.Message):
-    __slots__ = ("prompt_id", "candidates", "dropped", "drop_reason", "usage")
+    __slots__ = ("prompt_id", "candidates", "dropped", "drop_reason", "usage", "cached_calls")
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     DROP_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    CACHED_CALLS_FIELD_NUMBER: _ClassVar[int]
     prompt_id: str
     candidates: _containers.RepeatedCompositeFieldContainer[ScoredCandidate]
     dropped: bool
     drop_reason: str
     usage: _common_pb2.Usage
-    def __init__(self, prompt_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., dropped: _Optional[bool] = ..., drop_reason: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
+    cached_calls: _containers.RepeatedCompositeFieldContainer[_common_pb2.PaidCall]
+    def __init__(self, prompt_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., dropped: _Optional[bool] = ..., drop_reason: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cached_calls: _Optional[_Iterable[_Union[_common_pb2.PaidCall, _Mapping]]] = ...) -> None: ...
 
 class JudgeStatistics(_message.Message):
     __slots__ = ("score_histogram", "prompts_total", "prompts_kept", "prompts_dropped", "candidates_scored", "judge_errors", "preference_pairs", "usage")

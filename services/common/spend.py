@@ -24,6 +24,11 @@ class Spend:
             return NotImplemented
         return Spend(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
+    def __sub__(self, other: Spend) -> Spend:
+        if not isinstance(other, Spend):
+            return NotImplemented
+        return Spend(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
+
     @classmethod
     def total(cls, spends: Iterable[Spend]) -> Spend:
         return sum(spends, cls())

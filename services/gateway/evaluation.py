@@ -166,10 +166,10 @@ async def evaluate(clients: stages.StageClients, job: gateway_pb2.Job,
     pass_at = _pass_threshold(config)
     judged = 0
 
-    async def on_judged(group: judge_pb2.JudgedGroup) -> None:
+    async def on_judged(group: judge_pb2.JudgedGroup, spend: Spend) -> None:
         nonlocal judged
         judged += 1
-        outcome.judge_spend += Spend.of(group.usage)
+        outcome.judge_spend += spend
         for scored in group.candidates:
             answer = answers[group.prompt_id][MODELS[scored.sample_index]]
             if scored.HasField("score"):

@@ -195,9 +195,9 @@ async def _judged(clients: stages.StageClients, job: gateway_pb2.Job, keys: JobK
         prompt_id=call.id, sample_index=0, text=text)]) for call, text in passed]
     verdicts: dict[str, judge_pb2.JudgedGroup] = {}
 
-    async def on_judged(group: judge_pb2.JudgedGroup) -> None:
+    async def on_judged(group: judge_pb2.JudgedGroup, spend: Spend) -> None:
         verdicts[group.prompt_id] = group
-        charge(NOTHING, Spend.of(group.usage))
+        charge(NOTHING, spend)
 
     await stages.judge(clients, config, groups, on_judged)
     accepted = []

@@ -191,8 +191,8 @@ class JobRunner:
         async def on_generated(group: common_pb2.CandidateGroup, spend: Spend) -> None:
             self.lifecycle.charge(job, teacher=spend)
 
-        async def on_judged(group: judge_pb2.JudgedGroup) -> None:
-            self.lifecycle.charge(job, judge=Spend.of(group.usage))
+        async def on_judged(group: judge_pb2.JudgedGroup, spend: Spend) -> None:
+            self.lifecycle.charge(job, judge=spend)
             self.lifecycle.update(job)
 
         request = generator_pb2.GenerateRequest(

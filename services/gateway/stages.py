@@ -36,7 +36,7 @@ from services.common.channels import PLAINTEXT, ChannelSecurity
 from services.common.completions import Emit, completions
 from services.common.interceptors import REQUEST_ID_KEY
 from services.common.spend import Spend
-from services.gateway.generator_runs import GeneratorRuns
+from services.gateway.stage_runs import GeneratorRuns, JudgeRuns
 from services.gateway.trainer_pool import ReplicaBusy, ReplicaLost, TrainerPool
 
 log = logging.getLogger("distill.gateway.stages")
@@ -208,22 +208,6 @@ async def again_if_lost(clients: StageClients, stage: str, run: Callable[[], Awa
                         extra={"stage": stage, "reason": str(exc), "attempt": attempt})
 
 
-class FirstDeliveries:
-    """Hands each prompt's group on once. A stage stream run again after a loss delivers the
-    groups it had already delivered again, from the stage's cache and free: the first delivery
-    is the one that carries what its calls paid, so counting only it counts each paid call
-    once (job usage, budget)."""
-
-    def __init__(self) -> None:
-        self._seen: set[str] = set()
-
-    def first(self, prompt_id: str) -> bool:
-        if prompt_id in self._seen:
-            return False
-        self._seen.add(prompt_id)
-        return True
-
-
 @dataclass(frozen=True)
 class CurationResult:
     candidates: common_pb2.ArtifactRef
@@ -237,13 +221,13 @@ async def generate_and_judge(
     judge_config: judge_pb2.JudgeConfig,
     on_generate: Callable[[generator_pb2.GenerateProgress], Awaitable[None]],
     on_generated: Callable[[common_pb2.CandidateGroup, Spend], Awaitable[None]],
-    on_judged: Callable[[judge_pb2.JudgedGroup], Awaitable[None]],
+    on_judged: Callable[[judge_pb2.JudgedGroup, Spend], Awaitable[None]],
 ) -> CurationResult:
     """Pipes the generator's candidate groups straight into the judge as they arrive; both
-    run again if either stream is lost. `on_generated` sees each prompt's group once, with
-    what its teacher calls cost the job (`generator_runs.py`); `on_judged` each judged group
-    once, its first delivery (what its calls paid); `on_generate` sees progress."""
-    runs, judged = GeneratorRuns(), FirstDeliveries()
+    run again if either stream is lost. `on_generated` and `on_judged` see each prompt's group
+    once, with what its model calls cost the job (`stage_runs.py`); `on_generate` sees
+    progress."""
+    runs, judge_runs = GeneratorRuns(), JudgeRuns()
     judge_spend = Spend()
 
     async def group(event: common_pb2.CandidateGroup) -> None:
@@ -252,12 +236,13 @@ async def generate_and_judge(
 
     async def judged_group(event: judge_pb2.JudgedGroup) -> None:
         nonlocal judge_spend
-        if judged.first(event.prompt_id):
-            judge_spend += Spend.of(event.usage)
-            await on_judged(event)
+        if (spend := judge_runs.first(event)) is not None:
+            judge_spend += spend
+            await on_judged(event, spend)
 
     result = await again_if_lost(clients, "generator and judge", lambda: _generate_and_judge(
-        clients, runs.next_run(generate), judge_config, on_generate, group, judged_group))
+        clients, runs.next_run(generate), judge_runs.next_run(judge_config), on_generate, group,
+        judged_group))
     result.statistics.usage.CopyFrom(judge_spend.to_proto())
     return result
 
@@ -328,7 +313,7 @@ async def generate(clients: StageClients, request: generator_pb2.GenerateRequest
                    on_progress: Callable[[generator_pb2.GenerateProgress], Awaitable[None]]
                    ) -> tuple[list[common_pb2.CandidateGroup], Spend]:
     """All candidate groups of one generation, in the order they finished, and what their
-    calls cost the job (run again if its stream is lost: `generator_runs.py`)."""
+    calls cost the job (run again if its stream is lost: `stage_runs.py`)."""
     runs = GeneratorRuns()
     groups: list[common_pb2.CandidateGroup] = []
     spend = Spend()
@@ -353,26 +338,26 @@ async def generate(clients: StageClients, request: generator_pb2.GenerateRequest
 
 async def judge(clients: StageClients, config: judge_pb2.JudgeConfig,
                 groups: list[common_pb2.CandidateGroup],
-                on_judged: Callable[[judge_pb2.JudgedGroup], Awaitable[None]]
+                on_judged: Callable[[judge_pb2.JudgedGroup, Spend], Awaitable[None]]
                 ) -> judge_pb2.JudgeSummary:
     """Scores a fixed set of groups in one Judge stream (run again if it is lost). `on_judged`
-    sees each group once: a group judged before a loss comes again from the judge's cache, and
-    its first delivery is the one that carries what its judge calls paid."""
-    delivered = FirstDeliveries()
+    sees each group once, with what its judge calls cost the job (`stage_runs.py`)."""
+    runs = JudgeRuns()
 
-    async def requests():
-        yield judge_pb2.JudgeRequest(config=config)
+    async def requests(run: judge_pb2.JudgeConfig):
+        yield judge_pb2.JudgeRequest(config=run)
         for group in groups:
             yield judge_pb2.JudgeRequest(group=group)
 
     async def first_time(event: judge_pb2.JudgeResponse) -> None:
-        if delivered.first(event.group.prompt_id):
-            await on_judged(event.group)
+        if (spend := runs.first(event.group)) is not None:
+            await on_judged(event.group, spend)
 
     async def once() -> judge_pb2.JudgeSummary:
+        run = runs.next_run(config)
         return await _until_final(
             clients, "judge",
-            lambda: clients.judge.Judge(requests(), metadata=clients.metadata),
+            lambda: clients.judge.Judge(requests(run), metadata=clients.metadata),
             "summary", first_time)
 
     return await again_if_lost(clients, "judge", once)

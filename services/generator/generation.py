@@ -251,12 +251,7 @@ def _add_candidate(group: common_pb2.CandidateGroup, prompt_id: str, member: Mem
         cached=sample.cached,
         latency_seconds=sample.latency_seconds,
         original_cost_usd=sample.paid.cost_usd,
-        paid=common_pb2.PaidCall(run_id=sample.paid.run_id, prompt_id=sample.paid.prompt_id,
-                                 usage=common_pb2.Usage(
-                                     requests=sample.paid.requests,
-                                     input_tokens=sample.paid.input_tokens,
-                                     output_tokens=sample.paid.output_tokens,
-                                     cost_usd=sample.paid.cost_usd)),
+        paid=sample.paid.to_proto(),
     )
 
 

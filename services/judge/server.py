@@ -37,10 +37,12 @@ class JudgeService(judge_pb2_grpc.JudgeServiceServicer):
 
 def project_models(store: ArtifactStore, limits: Limits, retry: RetryPolicy,
                    policy: EndpointPolicy) -> OpenModels:
-    """Opens a project's judge models: their calls are cached in that project's folder."""
-    def open_models(project: str) -> JudgeModels:
+    """Opens a project's judge models for a run: their calls are cached in that project's
+    folder, each entry naming the run that paid for it."""
+    def open_models(project: str, run_id: str) -> JudgeModels:
         return JudgeModels(limits, retry, policy,
-                           cache=TeacherCache(store, teacher_cache_prefix(project)))
+                           cache=TeacherCache(store, teacher_cache_prefix(project)),
+                           run_id=run_id)
     return open_models
 
 

@@ -122,6 +122,7 @@ def _judged(group: common_pb2.CandidateGroup, scores: dict[int, Score],
     out = judge_pb2.JudgedGroup(prompt_id=group.prompt.id, dropped=selection.dropped,
                                 drop_reason=selection.drop_reason)
     out.usage.CopyFrom(Spend.total(s.spend for s in scores.values()).to_proto())
+    out.cached_calls.extend(paid.to_proto() for s in scores.values() for paid in s.cached)
     for candidate in group.candidates:
         score = scores[candidate.sample_index]
         scored = out.candidates.add(sample_index=candidate.sample_index,

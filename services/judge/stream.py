@@ -18,7 +18,7 @@ from services.common.specs.judge import JudgeSpec, judge_spec
 from services.common.storage import ArtifactStore
 from services.judge.session import JudgeSession
 
-OpenModels = Callable[[str], JudgeModels]  # a project's judge models
+OpenModels = Callable[[str, str], JudgeModels]  # a project's judge models, for a run id
 
 
 async def judge_stream(requests: AsyncIterator[judge_pb2.JudgeRequest], store: ArtifactStore,
@@ -30,7 +30,7 @@ async def judge_stream(requests: AsyncIterator[judge_pb2.JudgeRequest], store: A
     if first is None or not first.HasField("config"):
         raise InvalidArgument("the first message must be a config (judge spec, top_k, ...)")
     config = judge_spec(first.config)
-    models = open_models(config.project) if open_models else None
+    models = open_models(config.project, config.run_id) if open_models else None
     judged = _judged(requests, store, config, models, max_concurrent_groups, cancelled)
     try:
         async with contextlib.aclosing(judged):

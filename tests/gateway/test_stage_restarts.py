@@ -13,6 +13,7 @@ from distill.v1 import common_pb2, generator_pb2, generator_pb2_grpc, judge_pb2,
 from services.common import errors
 from services.common.server import Service, start
 from services.common.settings import ServiceSettings
+from services.common.spend import Spend
 from services.gateway import stages
 from tests.fixtures.ports import held_port
 
@@ -67,8 +68,8 @@ class Judge(judge_pb2_grpc.JudgeServiceServicer):
 
 
 async def _serve(servicer, port: int):
-    modules = (judge_pb2, judge_pb2_grpc) if isinstance(servicer, Judge) else \
-        (generator_pb2, generator_pb2_grpc)
+    judge = isinstance(servicer, judge_pb2_grpc.JudgeServiceServicer)
+    modules = (judge_pb2, judge_pb2_grpc) if judge else (generator_pb2, generator_pb2_grpc)
     return await start(ServiceSettings(port=port, metrics_port=0, grace_seconds=0),
                        [Service.of(*modules, servicer)])
 
@@ -148,17 +149,17 @@ async def test_a_call_paid_by_a_broken_run_whose_group_never_came_is_charged_onc
     assert (spend.requests, spend.cached_requests) == (2, 0)
 
 
-async def test_a_judge_stream_run_again_reports_each_group_once_with_what_it_paid():
+async def _judge_across_a_restart(first, second):
+    """stages.judge of p1 and p2 against `first`, whose server is stopped once it delivered a
+    judged group (the stream breaks in transport) and replaced by `second` on the same port: the
+    judged groups and what each charged, in the order on_judged saw them."""
     with held_port() as port:
-        # p1 is judged (paid) before the restart; run again, the judge sends p1 again from its
-        # cache (free), then p2.
-        first, second = Judge({"p1": 0.3}, hang=True), Judge({"p1": 0.0, "p2": 0.1})
         server = await _serve(first, port)
         clients = _clients(9, judge_port=port, connect_seconds=120)
-        seen: list[judge_pb2.JudgedGroup] = []
+        seen: list[tuple[judge_pb2.JudgedGroup, Spend]] = []
 
-        async def on_judged(group: judge_pb2.JudgedGroup) -> None:
-            seen.append(group)
+        async def on_judged(group: judge_pb2.JudgedGroup, spend: Spend) -> None:
+            seen.append((group, spend))
 
         groups = [common_pb2.CandidateGroup(prompt=common_pb2.Prompt(id=p))
                   for p in ("p1", "p2")]
@@ -166,16 +167,63 @@ async def test_a_judge_stream_run_again_reports_each_group_once_with_what_it_pai
             running = asyncio.create_task(
                 stages.judge(clients, judge_pb2.JudgeConfig(), groups, on_judged))
             await asyncio.wait_for(first.delivered.wait(), 120)
-            await server.stop()  # the stream breaks in transport
+            await server.stop()
             server = await _serve(second, port)
             await asyncio.wait_for(running, 120)
-            assert (first.calls, second.calls) == (1, 1)
-            assert [g.prompt_id for g in seen] == ["p1", "p2"]
-            assert sum(g.usage.requests for g in seen) == 2
-            assert sum(g.usage.cost_usd for g in seen) == pytest.approx(0.4)
+            return seen
         finally:
             await clients.close()
             await server.stop()
+
+
+async def test_a_judge_stream_run_again_reports_each_group_once_with_what_it_paid():
+    # p1 is judged (paid) before the restart; run again, the judge sends p1 again from its
+    # cache (free), then p2.
+    first, second = Judge({"p1": 0.3}, hang=True), Judge({"p1": 0.0, "p2": 0.1})
+    seen = await _judge_across_a_restart(first, second)
+    assert (first.calls, second.calls) == (1, 1)
+    assert [g.prompt_id for g, _ in seen] == ["p1", "p2"]
+    assert sum(spend.requests for _, spend in seen) == 2
+    assert sum(spend.cost_usd for _, spend in seen) == pytest.approx(0.4)
+
+
+class JudgesMoreThanItDelivers(judge_pb2_grpc.JudgeServiceServicer):
+    """Its first run pays for judging p1 and p2 (0.3 and 0.1 USD) and delivers p1 only: p2's
+    verdict is on the way when the stream breaks. Later runs answer both from the cache, naming
+    the first run and the prompt each call was made for."""
+
+    def __init__(self):
+        self.runs: list[str] = []
+        self.delivered = asyncio.Event()
+
+    async def Judge(self, request_iterator, context):  # noqa: N802
+        requests = aiter(request_iterator)
+        self.runs.append((await anext(requests)).config.run_id)
+        cached = len(self.runs) > 1
+        for prompt_id, cost in (("p1", 0.3), ("p2", 0.1)):
+            await anext(requests)  # the group
+            paid = common_pb2.PaidCall(run_id=self.runs[0], prompt_id=prompt_id,
+                                       call=f"key-{prompt_id}",
+                                       usage=common_pb2.Usage(requests=1, cost_usd=cost))
+            group = judge_pb2.JudgedGroup(prompt_id=prompt_id, usage=common_pb2.Usage(
+                requests=1, cached_requests=1) if cached else paid.usage)
+            if cached:
+                group.cached_calls.append(paid)
+            yield judge_pb2.JudgeResponse(group=group)
+            if not cached:
+                self.delivered.set()
+                await asyncio.sleep(60)  # p2 is paid for; the stream breaks before it leaves
+        yield judge_pb2.JudgeResponse(summary=judge_pb2.JudgeSummary())
+
+
+async def test_a_judge_call_paid_by_a_broken_run_whose_group_never_came_is_charged_once():
+    judge = JudgesMoreThanItDelivers()
+    seen = await _judge_across_a_restart(judge, judge)
+    assert len(set(judge.runs)) == 2 and all(judge.runs)
+    assert [g.prompt_id for g, _ in seen] == ["p1", "p2"]
+    total = Spend.total(spend for _, spend in seen)
+    assert total.cost_usd == pytest.approx(0.4)
+    assert (total.requests, total.cached_requests) == (2, 0)
 
 
 async def test_a_status_the_stage_sent_is_final():

@@ -153,7 +153,7 @@ async def test_rerun_makes_zero_provider_calls(generator, fake):
     assert per_candidate(first, lambda c: c.original_cost_usd) == paid and min(paid.values()) > 0
     assert per_candidate(again, lambda c: c.original_cost_usd) == paid
     # ...and names the run that paid, and the prompt it paid for (the gateway charges a call
-    # whose group an earlier run of its own never delivered: services/gateway/generator_runs.py)
+    # whose group an earlier run of its own never delivered: services/gateway/stage_runs.py)
     usage = per_candidate(first, lambda c: c.usage)
     assert per_candidate(first, lambda c: c.paid.usage) == usage
     assert per_candidate(again, lambda c: c.paid.usage) == usage

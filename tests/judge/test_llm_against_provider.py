@@ -37,13 +37,14 @@ def setup(tmp_path, monkeypatch):
             yield addr, fake
 
 
-def run(address, fake, groups, max_parse_retries=2, project=""):
+def run(address, fake, groups, max_parse_retries=2, project="", run_id=""):
     model = common_pb2.ModelSpec(provider=common_pb2.PROVIDER_OPENAI, model="gpt-4o-mini",
                                  base_url=fake.openai_base_url, api_key_env=KEY_ENV)
     spec = common_pb2.JudgeSpec(llm=common_pb2.LlmJudge(model=model,
                                                         max_parse_retries=max_parse_retries))
     requests = [judge_pb2.JudgeRequest(config=judge_pb2.JudgeConfig(judge=spec, top_k=1,
-                                                                     project=project)),
+                                                                     project=project,
+                                                                     run_id=run_id)),
                 *(judge_pb2.JudgeRequest(group=g) for g in groups)]
     with grpc.insecure_channel(address) as channel:
         return list(judge_pb2_grpc.JudgeServiceStub(channel).Judge(iter(requests), timeout=60))
@@ -78,6 +79,31 @@ def test_a_projects_cached_verdicts_are_never_served_to_another(setup):
     assert fake.stats()["completed"] == 4  # beta paid for its own
     run(address, fake, groups)  # no project: the default one's, not alpha's or beta's
     assert fake.stats()["completed"] == 6
+
+
+def test_a_cached_verdict_names_the_run_and_prompt_that_paid_for_it(setup):
+    """What lets the gateway charge a verdict an earlier run of its own paid for but never
+    delivered (services/gateway/stage_runs.py): the cache entry names its payer."""
+    address, fake = setup
+    fake.configure(replies=[GOOD])
+    first = run(address, fake, [group(0, ["a", "b"], "a")], run_id="run-a")[0].group
+    assert not first.cached_calls and first.usage.cost_usd > 0
+    # A duplicate of line-0 under another id asks the same questions: run-a's entries answer it.
+    duplicate = group(0, ["a", "b"], "a")
+    duplicate.prompt.id = "line-0-again"
+    again = run(address, fake, [group(0, ["a", "b"], "a"), duplicate], run_id="run-b")
+    assert fake.stats()["completed"] == 2  # no new calls
+    for judged in (r.group for r in again if r.HasField("group")):
+        assert (judged.usage.requests, judged.usage.cached_requests) == (2, 2)
+        assert judged.usage.cost_usd == 0
+        assert [(c.run_id, c.prompt_id) for c in judged.cached_calls] == [("run-a", "line-0")] * 2
+        assert len({c.call for c in judged.cached_calls}) == 2  # one key per candidate
+        assert sum(c.usage.cost_usd for c in judged.cached_calls) == pytest.approx(
+            first.usage.cost_usd)
+    with pytest.raises(grpc.RpcError) as raised:
+        run(address, fake, [group(0, ["a"], "a")], run_id="../run")
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "config.run_id" in raised.value.details()
 
 
 def test_a_project_name_that_is_not_one_is_refused(setup):

@@ -72,10 +72,12 @@ class ScriptedModel:
         self.replies = list(replies)
         self.calls: list[list[dict]] = []
         self.attempts: list[int] = []
+        self.prompt_ids: list[str] = []
 
-    async def __call__(self, messages, attempt):
+    async def __call__(self, messages, attempt, prompt_id):
         self.calls.append(messages)
         self.attempts.append(attempt)
+        self.prompt_ids.append(prompt_id)
         return Reply(self.replies.pop(0), input_tokens=100, output_tokens=20, cost_usd=0.001)
 
 

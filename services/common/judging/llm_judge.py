@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from distill.v1.common_pb2 import Prompt
 from services.common.judging.scores import Score
+from services.common.providers import Paid
 from services.common.specs.judge import DEFAULT_CRITERIA, MAX_SCORE, Criterion
 from services.common.spend import Spend
 
@@ -30,11 +31,14 @@ class Reply:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    # Served from the cache: the call that paid for it then (this reply costs nothing now).
+    cached: Paid | None = None
 
 
-# (messages, attempt) → reply; the provider layer (shared with the generator) supplies it. The
-# attempt number keeps a re-ask distinct from the first ask in the call cache.
-Complete = Callable[[list[dict[str, str]], int], Awaitable[Reply]]
+# (messages, attempt, prompt id) → reply; the provider layer (shared with the generator)
+# supplies it. The attempt number keeps a re-ask distinct from the first ask in the call cache;
+# the prompt id is recorded as the payer of a call that is made.
+Complete = Callable[[list[dict[str, str]], int, str], Awaitable[Reply]]
 
 
 def neutralise(text: str) -> str:
@@ -108,11 +112,15 @@ class LlmJudge:
     async def score(self, prompt: Prompt, text: str) -> Score:
         messages = build_messages(prompt, text, self.criteria, self.rubric_text)
         spend = Spend()
+        cached: list[Paid] = []
         problem = ""
         for attempt in range(self.max_parse_retries + 1):
-            reply = await self.complete(messages, attempt)
-            spend += Spend(requests=1, input_tokens=reply.input_tokens,
-                           output_tokens=reply.output_tokens, cost_usd=reply.cost_usd)
+            reply = await self.complete(messages, attempt, prompt.id)
+            spend += Spend(requests=1, cached_requests=int(reply.cached is not None),
+                           input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
+                           cost_usd=reply.cost_usd)
+            if reply.cached is not None:
+                cached.append(reply.cached)
             try:
                 scores, rationale = parse_reply(reply.text, self.criteria)
             except ParseError as exc:
@@ -124,6 +132,6 @@ class LlmJudge:
                 continue
             total = sum(c.weight for c in self.criteria)
             overall = sum(c.weight * scores[c.name] for c in self.criteria) / total
-            return Score(overall, scores, rationale[:500], spend=spend)
+            return Score(overall, scores, rationale[:500], spend=spend, cached=tuple(cached))
         return Score.failed(f"judge reply did not parse after {spend.requests} tries: "
-                            f"{problem}", spend)
+                            f"{problem}", spend, tuple(cached))

@@ -28,11 +28,13 @@ class JudgeModels:
     judge); `aclose()` when done with them."""
 
     def __init__(self, limits: Limits, retry: RetryPolicy, policy: EndpointPolicy, *,
-                 cache: TeacherCache | None = None, fatal_stops_all: bool = True) -> None:
+                 cache: TeacherCache | None = None, fatal_stops_all: bool = True,
+                 run_id: str = "") -> None:
         self.limits = limits
         self.retry = retry
         self.policy = policy
         self.cache = cache
+        self.run_id = run_id  # the Judge run that pays for the calls made (cache entries)
         self.fatal_stops_all = fatal_stops_all
         self.clients: list[ModelClient] = []
 
@@ -45,10 +47,12 @@ class JudgeModels:
         self.clients.append(client)
         params = SamplingParams(config.temperature, config.max_tokens, config.top_p)
 
-        async def complete(messages: list[dict[str, str]], attempt: int) -> Reply:
+        async def complete(messages: list[dict[str, str]], attempt: int, prompt_id: str) -> Reply:
             wire = [Message(m["role"], m["content"]) for m in messages]
-            (sample,) = await client.samples(wire, [attempt], params)
-            return Reply(sample.text, sample.input_tokens, sample.output_tokens, sample.cost_usd)
+            (sample,) = await client.samples(wire, [attempt], params, run_id=self.run_id,
+                                             prompt_id=prompt_id)
+            return Reply(sample.text, sample.input_tokens, sample.output_tokens, sample.cost_usd,
+                         sample.paid if sample.cached else None)
 
         return complete
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.common.providers import Paid
 from services.common.specs.judge import MAX_SCORE
 from services.common.spend import NOTHING, Spend
 
@@ -17,10 +18,12 @@ class Score:
     rationale: str = ""
     error: str = ""
     spend: Spend = NOTHING  # what the judge's model calls for this score cost
+    # Those of its calls answered from the cache: who paid for each, and what it cost then.
+    cached: tuple[Paid, ...] = ()
 
     @classmethod
-    def failed(cls, error: str, spend: Spend = NOTHING) -> Score:
-        return cls(None, error=error, spend=spend)
+    def failed(cls, error: str, spend: Spend = NOTHING, cached: tuple[Paid, ...] = ()) -> Score:
+        return cls(None, error=error, spend=spend, cached=cached)
 
     @property
     def ok(self) -> bool:

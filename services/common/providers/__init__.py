@@ -21,7 +21,7 @@ from services.common.providers.base import (
     ModelProvider,
     RetryableProviderError,
 )
-from services.common.providers.client import CallStats, ModelClient, Sample, SamplingParams
+from services.common.providers.client import CallStats, ModelClient, Paid, Sample, SamplingParams
 from services.common.providers.endpoints import EndpointPolicy, authorize
 from services.common.providers.limits import Limits, RateLimiter
 from services.common.providers.retry import RetryPolicy
@@ -44,6 +44,7 @@ __all__ = [
     "ModelClient",
     "ModelConfig",
     "ModelProvider",
+    "Paid",
     "RateLimiter",
     "RetryPolicy",
     "RetryableProviderError",

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from distill.v1 import common_pb2
 from services.common import errors
 from services.common.models import Price
 from services.common.providers.base import (
@@ -24,6 +25,7 @@ from services.common.providers.base import (
 )
 from services.common.providers.limits import RateLimiter
 from services.common.providers.retry import RetryPolicy
+from services.common.spend import Spend
 from services.common.teacher_cache import CachedSample, TeacherCache, cache_key
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class Paid:
-    """The provider call a sample came from: the generator run and prompt it was made for
-    (empty when unknown) and this sample's share of what it cost."""
+    """The provider call a sample came from: the run (a generator's or a judge's) and prompt it
+    was made for (empty when unknown), this sample's share of what it cost, and its cache key."""
 
     run_id: str
     prompt_id: str
@@ -73,6 +75,13 @@ class Paid:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    call: str = ""
+
+    def to_proto(self) -> common_pb2.PaidCall:
+        return common_pb2.PaidCall(
+            run_id=self.run_id, prompt_id=self.prompt_id, call=self.call,
+            usage=Spend(self.requests, 0, self.input_tokens, self.output_tokens,
+                        self.cost_usd).to_proto())
 
 
 @dataclass(frozen=True)
@@ -172,7 +181,8 @@ class ModelClient:
         """One sample per index, each from the cache when it holds one, else from the
         provider (several per call with `n` where the provider honours it). Every sample a call
         returns is cached before this returns, so an interrupted run repeats no finished call;
-        the entry names who paid for it (`run_id`, `prompt_id`: a generator's run)."""
+        the entry names who paid for it (`run_id`, `prompt_id`: a generator's or a judge's
+        run)."""
         messages = tuple(messages)
         wire = [m.as_dict() for m in messages]
         base = CompletionRequest(
@@ -188,7 +198,8 @@ class ModelClient:
                     found[i] = Sample(i, hit.text, hit.finish_reason, 0, 0, 0.0, 1, True,
                                       hit.latency_seconds, Paid(
                                           hit.run_id, hit.prompt_id, hit.requests,
-                                          hit.input_tokens, hit.output_tokens, hit.cost_usd))
+                                          hit.input_tokens, hit.output_tokens, hit.cost_usd,
+                                          keys[i]))
                     self.stats.cached_requests += 1
         missing = [i for i in indices if i not in found]
         while missing:
@@ -224,7 +235,7 @@ class ModelClient:
             samples.append(Sample(
                 index, choice.text, choice.finish_reason, in_tokens, out_tokens, cost,
                 requests, False, latency,
-                Paid(run_id, prompt_id, requests, in_tokens, out_tokens, cost),
+                Paid(run_id, prompt_id, requests, in_tokens, out_tokens, cost, keys[index]),
             ))
         if self.cache is not None:
             await asyncio.gather(*(

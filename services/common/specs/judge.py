@@ -127,11 +127,12 @@ class JudgeSpec:
     min_margin: float
     job_id: str
     project: str
+    run_id: str  # this Judge run's: its calls' cache entries name it as their payer
 
 
 def judge_spec(config: judge_pb2.JudgeConfig, field: str = "config") -> JudgeSpec:
     """Checks every field of `config`; InvalidArgument names `field`.sub-field. An unset job_id
-    gets a fresh one (a judge run outside a gateway job)."""
+    gets a fresh one (a judge run outside a gateway job), as does an unset run_id."""
     top_k = config.top_k or DEFAULT_TOP_K
     if not 1 <= top_k <= MAX_TOP_K:
         raise InvalidArgument(f"{field}.top_k: must be in [1, {MAX_TOP_K}] (0 means "
@@ -142,7 +143,8 @@ def judge_spec(config: judge_pb2.JudgeConfig, field: str = "config") -> JudgeSpe
                          low=0.0, high=MAX_SCORE)
     return JudgeSpec(judge_kind(config.judge, f"{field}.judge"), top_k, min_score, margin,
                      names.job_id(config.job_id, f"{field}.job_id", optional=True),
-                     project_name(config.project or DEFAULT_PROJECT, f"{field}.project"))
+                     project_name(config.project or DEFAULT_PROJECT, f"{field}.project"),
+                     names.job_id(config.run_id, f"{field}.run_id", optional=True))
 
 
 def judge_kind(spec: common_pb2.JudgeSpec, field: str = "judge") -> JudgeKind:

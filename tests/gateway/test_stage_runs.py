@@ -1,8 +1,9 @@
-"""What a generation's groups cost the job across generator runs (a lost stream run again)."""
+"""What a generation's and a judging's groups cost the job across runs (a lost stream run
+again)."""
 
-from distill.v1 import common_pb2, generator_pb2
+from distill.v1 import common_pb2, generator_pb2, judge_pb2
 from services.common.spend import Spend
-from services.gateway.generator_runs import GeneratorRuns
+from services.gateway.stage_runs import ONE_CACHED_CALL, GeneratorRuns, JudgeRuns
 
 CALL = common_pb2.Usage(requests=1, input_tokens=10, output_tokens=2, cost_usd=0.5)
 HIT = common_pb2.Usage(requests=1, cached_requests=1)
@@ -77,3 +78,42 @@ def test_charges_go_per_sample():
     delivered = group("p1", hit("p1", one, "p1", 0), fresh("p1", two, 1),
                       hit("p1", "other-job", "p1", 2))
     assert runs.first(delivered) == PAID + PAID + FREE
+
+
+def judged(prompt: str, fresh_calls: int, *cached: tuple[str, str, str]) -> judge_pb2.JudgedGroup:
+    """A judged group: `fresh_calls` paid now, and cached calls as (paying run, prompt, key)."""
+    usage = Spend.total([PAID] * fresh_calls + [ONE_CACHED_CALL] * len(cached))
+    return judge_pb2.JudgedGroup(prompt_id=prompt, usage=usage.to_proto(), cached_calls=[
+        common_pb2.PaidCall(run_id=run, prompt_id=paid_for, call=key, usage=CALL)
+        for run, paid_for, key in cached])
+
+
+def test_each_judge_run_gets_its_own_id_and_keeps_the_config():
+    runs = JudgeRuns()
+    config = judge_pb2.JudgeConfig(job_id="j1", top_k=3)
+    first, second = runs.next_run(config), runs.next_run(config)
+    assert first.run_id and second.run_id and first.run_id != second.run_id
+    assert (first.job_id, first.top_k) == ("j1", 3) and not config.run_id
+
+
+def test_a_judge_call_an_earlier_run_paid_whose_group_never_came_is_charged_once():
+    runs = JudgeRuns()
+    one = runs.next_run(judge_pb2.JudgeConfig()).run_id
+    assert runs.first(judged("p1", 2)) == PAID + PAID
+    runs.next_run(judge_pb2.JudgeConfig())
+    # Run one judged p2 (two calls: a candidate and its re-ask) and broke before delivering it;
+    # p3 duplicates p2's candidate and reads the first of those entries.
+    late = judged("p2", 1, (one, "p2", "k-a"), (one, "p2", "k-b"))
+    assert runs.first(late) == PAID + PAID + PAID
+    assert runs.first(judged("p3", 0, (one, "p2", "k-a"))) == ONE_CACHED_CALL
+    assert runs.first(late) is None  # delivered again: nothing more
+
+
+def test_judge_calls_other_runs_paid_or_whose_group_came_are_free():
+    runs = JudgeRuns()
+    one = runs.next_run(judge_pb2.JudgeConfig()).run_id
+    assert runs.first(judged("p1", 1)) == PAID
+    current = runs.next_run(judge_pb2.JudgeConfig()).run_id
+    assert runs.first(judged("p2", 0, (one, "p1", "k"))) == ONE_CACHED_CALL  # p1's came
+    assert runs.first(judged("p3", 0, ("other-job", "p3", "k"))) == ONE_CACHED_CALL
+    assert runs.first(judged("p4", 0, (current, "p9", "k"))) == ONE_CACHED_CALL
