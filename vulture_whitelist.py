@@ -75,3 +75,7 @@ _.pids  # services/common/providers/call_processes.py
 _.pauses  # services/common/providers/limits.py
 sequence_logps  # services/trainer/bond_loss.py
 bond_loss
+
+# Read by benchmarks/ (outside vulture's paths): the memory model's figure that
+# torch.cuda.max_memory_allocated measures (benchmarks/trainer_step.py).
+_.tensors_gb  # services/common/training_memory.py
