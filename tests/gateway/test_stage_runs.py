@@ -1,6 +1,8 @@
 """What a generation's and a judging's groups cost the job across runs (a lost stream run
 again)."""
 
+import pytest
+
 from distill.v1 import common_pb2, generator_pb2, judge_pb2
 from services.common.spend import Spend
 from services.gateway.stage_runs import ONE_CACHED_CALL, GeneratorRuns, JudgeRuns
@@ -27,12 +29,14 @@ def group(prompt: str, *candidates: common_pb2.Candidate) -> common_pb2.Candidat
     return common_pb2.CandidateGroup(prompt=common_pb2.Prompt(id=prompt), candidates=candidates)
 
 
-def test_each_run_gets_its_own_id_and_keeps_the_request():
-    runs = GeneratorRuns()
-    request = generator_pb2.GenerateRequest(job_id="j1", n_samples=2)
-    first, second = runs.next_run(request), runs.next_run(request)
+@pytest.mark.parametrize("runs, request_", [
+    (GeneratorRuns(), generator_pb2.GenerateRequest(job_id="j1", n_samples=2)),
+    (JudgeRuns(), judge_pb2.JudgeConfig(job_id="j1", top_k=3))])
+def test_each_run_gets_its_own_id_and_keeps_the_request(runs, request_):
+    first, second = runs.next_run(request_), runs.next_run(request_)
     assert first.run_id and second.run_id and first.run_id != second.run_id
-    assert (first.job_id, first.n_samples) == ("j1", 2) and not request.run_id
+    first.run_id = second.run_id = ""
+    assert first == second == request_ and not request_.run_id
 
 
 def test_a_group_delivered_again_costs_nothing_more():
@@ -86,14 +90,6 @@ def judged(prompt: str, fresh_calls: int, *cached: tuple[str, str, str]) -> judg
     return judge_pb2.JudgedGroup(prompt_id=prompt, usage=usage.to_proto(), cached_calls=[
         common_pb2.PaidCall(run_id=run, prompt_id=paid_for, call=key, usage=CALL)
         for run, paid_for, key in cached])
-
-
-def test_each_judge_run_gets_its_own_id_and_keeps_the_config():
-    runs = JudgeRuns()
-    config = judge_pb2.JudgeConfig(job_id="j1", top_k=3)
-    first, second = runs.next_run(config), runs.next_run(config)
-    assert first.run_id and second.run_id and first.run_id != second.run_id
-    assert (first.job_id, first.top_k) == ("j1", 3) and not config.run_id
 
 
 def test_a_judge_call_an_earlier_run_paid_whose_group_never_came_is_charged_once():
