@@ -14,7 +14,7 @@ is not charged again here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from typing import TypeVar
 
 from distill.v1 import common_pb2, generator_pb2, judge_pb2
@@ -26,9 +26,8 @@ log = logging.getLogger("distill.gateway.stage_runs")
 # What a judged group's usage counts for each of its cached calls.
 ONE_CACHED_CALL = Spend(requests=1, cached_requests=1)
 
-# A cached answer: what its group counts for it, the call that paid for it, and what names that
-# call among its prompt's.
-Cached = tuple[Spend, common_pb2.PaidCall, Hashable]
+# A cached answer: what its group counts for it, and the call that paid for it.
+Cached = tuple[Spend, common_pb2.PaidCall]
 R = TypeVar("R", generator_pb2.GenerateRequest, judge_pb2.JudgeConfig)
 
 
@@ -36,7 +35,7 @@ class StageRuns:
     def __init__(self) -> None:
         self._runs: list[str] = []
         self._delivered: set[str] = set()  # prompt ids whose group came (and was charged)
-        self._late: set[tuple[str, str, Hashable]] = set()  # (run, prompt, call) charged late
+        self._late: set[tuple[str, str, str]] = set()  # (run, prompt, cache key) charged late
 
     def next_run(self, request: R) -> R:
         """`request` (a GenerateRequest or a JudgeConfig) for a new run, with its own run id."""
@@ -53,8 +52,8 @@ class StageRuns:
         if prompt_id in self._delivered:
             return None
         earlier = self._runs[:-1]
-        for counted, paid, name in cached:
-            call = (paid.run_id, paid.prompt_id, name)
+        for counted, paid in cached:
+            call = (paid.run_id, paid.prompt_id, paid.call)
             if paid.run_id in earlier and paid.prompt_id not in self._delivered \
                     and call not in self._late:
                 self._late.add(call)
@@ -71,11 +70,11 @@ class GeneratorRuns(StageRuns):
         """What the group's delivery charges the job; None when it came before."""
         return self.charge(
             group.prompt.id, Spend.total(Spend.of(c.usage) for c in group.candidates),
-            ((Spend.of(c.usage), c.paid, c.sample_index) for c in group.candidates if c.cached))
+            ((Spend.of(c.usage), c.paid) for c in group.candidates if c.cached))
 
 
 class JudgeRuns(StageRuns):
     def first(self, group: judge_pb2.JudgedGroup) -> Spend | None:
         """What the judged group's delivery charges the job; None when it came before."""
         return self.charge(group.prompt_id, Spend.of(group.usage),
-                          ((ONE_CACHED_CALL, paid, paid.call) for paid in group.cached_calls))
+                          ((ONE_CACHED_CALL, paid) for paid in group.cached_calls))

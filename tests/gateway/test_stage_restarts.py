@@ -126,7 +126,7 @@ class PaysForMoreThanItDelivers(generator_pb2_grpc.GeneratorServiceServicer):
         self.runs.append(request.run_id)
         first = self.runs[0]
         for prompt_id, cost in (("p1", 0.5), ("p2", 0.2)):
-            paid = common_pb2.PaidCall(run_id=first, prompt_id=prompt_id,
+            paid = common_pb2.PaidCall(run_id=first, prompt_id=prompt_id, call=f"key-{prompt_id}",
                                        usage=common_pb2.Usage(requests=1, cost_usd=cost))
             cached = len(self.runs) > 1
             usage = common_pb2.Usage(requests=1, cached_requests=1) if cached else paid.usage

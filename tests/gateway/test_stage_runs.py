@@ -16,13 +16,13 @@ FREE = Spend.of(HIT)
 def fresh(prompt: str, run: str, index: int = 0) -> common_pb2.Candidate:
     return common_pb2.Candidate(prompt_id=prompt, sample_index=index, usage=CALL,
                                 paid=common_pb2.PaidCall(run_id=run, prompt_id=prompt,
-                                                         usage=CALL))
+                                                         call=f"{prompt}-{index}", usage=CALL))
 
 
 def hit(prompt: str, paid_by_run: str, paid_for: str, index: int = 0) -> common_pb2.Candidate:
     return common_pb2.Candidate(prompt_id=prompt, sample_index=index, usage=HIT, cached=True,
                                 paid=common_pb2.PaidCall(run_id=paid_by_run, prompt_id=paid_for,
-                                                         usage=CALL))
+                                                         call=f"{paid_for}-{index}", usage=CALL))
 
 
 def group(prompt: str, *candidates: common_pb2.Candidate) -> common_pb2.CandidateGroup:

@@ -159,6 +159,10 @@ async def test_rerun_makes_zero_provider_calls(generator, fake):
     assert per_candidate(again, lambda c: c.paid.usage) == usage
     assert per_candidate(again, lambda c: (c.paid.run_id, c.paid.prompt_id)) == {
         (prompt, index): ("run-a", prompt) for prompt, index in paid}
+    # ...and which call: its cache key, one per sample, the same on the rerun
+    calls = per_candidate(first, lambda c: c.paid.call)
+    assert all(calls.values()) and len(set(calls.values())) == len(calls)
+    assert per_candidate(again, lambda c: c.paid.call) == calls
 
 
 async def test_a_cache_entry_written_before_the_payer_fields_is_still_a_hit(generator, fake):
