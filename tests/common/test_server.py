@@ -111,10 +111,13 @@ def _assert_reflection_resolves_every_symbol(address: str, service_name: str) ->
 def test_port_from_environment(tmp_path):
     log_path = tmp_path / "judge.log"
     # The named port stays held here (gRPC binds it too, with SO_REUSEPORT): no race for it.
+    # Its default metrics port (port + 1000) is not held and may be anyone's in the ephemeral
+    # range, so metrics take a free port.
     with held_port() as port, open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.judge"], cwd=REPO, stdout=log,
-            stderr=subprocess.STDOUT, env={**os.environ, "DISTILL_JUDGE_PORT": str(port)},
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "DISTILL_JUDGE_PORT": str(port), "DISTILL_METRICS_PORT": "0"},
         )
         service = ServiceProcess("judge", proc, f"127.0.0.1:{port}", log_path)
         try:
