@@ -8,6 +8,7 @@
 #       run(command="bash benchmarks/gpu_check.sh run", carry=[".whl", ".gpu"], timeout_s=580)
 #   benchmarks/gpu_check.sh fanout    # THERE, only the generator fan-out benchmark (~1 min)
 #   benchmarks/gpu_check.sh memory    # THERE, only issue 25's memory checks (~4.5 min)
+#   benchmarks/gpu_check.sh chunks    # THERE, issue 25's step time against the head's chunk (~3 min)
 #
 # `run` starts with the generator fan-out benchmark (issue #3's figure (a), CPU-bound at 64 calls
 # in flight): on 16 cores, with the generator's default 4 call processes and with none, it shows
@@ -115,10 +116,27 @@ memory() {
   done
 }
 
+# Issue 25, figure (b) on the GPU: BOND / DPO step time was 1.16-1.18 on the vocabulary-heavy
+# Llama (0.98-1.04 elsewhere). Our LM head runs CHUNK_ELEMENTS (2^23) logits at a time, 64
+# positions of a 128,256 vocabulary, where TRL's Triton kernel fuses the head. The same case with
+# chunks 4x and 16x larger shows whether the chunk's size is the cost, and what memory a larger
+# default would add (predicted and measured, in each RESULT line).
+chunks() {
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+  local n
+  for n in 8388608 33554432 134217728; do
+    timeout 150 python3 benchmarks/trainer_step.py --model llama-vocab --tokenizer .gpu/smollm2 \
+      --batch-size 4 --seq-len 512 --steps 20 --warmup 3 --cases ours-bond,trl-dpo \
+      --chunk-elements "$n" --name "trainer_chunks_gpu_llama-vocab_c$n" 2>&1 \
+      | tee "$out/chunks_$n.txt" | grep -E "^RESULT|s/step|Error"
+  done
+}
+
 case "${1:-}" in
   prepare) prepare ;;
   run) use_wheels && run ;;
   fanout) use_wheels && fanout ;;
   memory) use_wheels && memory ;;
-  *) echo "usage: $0 prepare|run|fanout|memory" >&2; exit 2 ;;
+  chunks) use_wheels && chunks ;;
+  *) echo "usage: $0 prepare|run|fanout|memory|chunks" >&2; exit 2 ;;
 esac

@@ -32,6 +32,10 @@ CPU, torch.cuda.max_memory_allocated on GPU; for our cases also the peak the mem
 against RSS on CPU, its tensors (the total less the runtime overhead) against
 max_memory_allocated on GPU, and there also its total against the device's peak (CUDA context
 plus the allocator's peak reservation). Ends with `RESULT {json}`.
+
+`--chunk-elements N` runs our cases with N logits per chunk of the LM head instead of
+CHUNK_ELEMENTS (services.common.training_memory), in the loss and in the memory model alike: the
+experiment behind issue 25's step time on a GPU (`benchmarks/gpu_check.sh chunks`).
 """
 
 from __future__ import annotations
@@ -326,8 +330,19 @@ def run_trl(model_dir: Path, data: list[dict], args, dpo: bool, dropout: bool = 
     return intervals(ends, args.warmup)
 
 
+def use_chunk_elements(n: int) -> None:
+    """Our loss reads the module constant at each call and the memory model at each prediction;
+    this case's process is the only one it changes."""
+    from services.common import training_memory
+    from services.trainer import bond_loss
+
+    bond_loss.CHUNK_ELEMENTS = training_memory.CHUNK_ELEMENTS = n
+
+
 def run_case(args) -> dict:
     model_dir = Path(args.model_dir)
+    if args.chunk_elements:
+        use_chunk_elements(args.chunk_elements)
     data = rows(args.batch_size * (args.warmup + args.steps), args.seq_len)
     bond = "bond" in args.case or "dpo" in args.case
     predicted = None
@@ -384,6 +399,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--cases", default="ours-sft,trl-sft,ours-bond,trl-dpo")
     parser.add_argument("--name", default="trainer_step")
+    parser.add_argument("--chunk-elements", type=int, default=0,
+                        help="logits per chunk of our LM head (default: CHUNK_ELEMENTS)")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -396,11 +413,13 @@ def main() -> None:
         model_dir = prepare_model(args.model, Path(work), args.tokenizer)
         figures: dict = {"model": args.model, "batch_size": args.batch_size,
                          "seq_len": args.seq_len, "timed_steps": args.steps,
-                         "warmup_steps": args.warmup, "lora": LORA}
+                         "warmup_steps": args.warmup, "lora": LORA,
+                         "chunk_elements": args.chunk_elements or None}
         for case in args.cases.split(","):
             cmd = [sys.executable, __file__, "--case", case, "--model-dir", str(model_dir),
                    "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-                   "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                   "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--chunk-elements", str(args.chunk_elements)]
             started = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
                                   env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
