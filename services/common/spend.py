@@ -3,7 +3,8 @@ stage → per job). The wire form is `distill.v1.Usage`; `Spend.of` and `to_prot
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 
 from distill.v1 import common_pb2
@@ -20,14 +21,15 @@ class Spend:
     cost_usd: float = 0.0
 
     def __add__(self, other: Spend) -> Spend:
-        if not isinstance(other, Spend):
-            return NotImplemented
-        return Spend(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+        return self._fieldwise(other, operator.add)
 
     def __sub__(self, other: Spend) -> Spend:
+        return self._fieldwise(other, operator.sub)
+
+    def _fieldwise(self, other: Spend, op: Callable[[float, float], float]) -> Spend:
         if not isinstance(other, Spend):
             return NotImplemented
-        return Spend(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
+        return Spend(*(op(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)))
 
     @classmethod
     def total(cls, spends: Iterable[Spend]) -> Spend:

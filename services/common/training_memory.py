@@ -94,13 +94,16 @@ class PeakMemory:
     overhead: float
 
     @property
+    def _tensors(self) -> float:
+        return self.weights + self.lora + self.activations + self.loss
+
+    @property
     def tensors_gb(self) -> float:
-        return round((self.weights + self.lora + self.activations + self.loss) / GB, 2)
+        return round(self._tensors / GB, 2)
 
     @property
     def total_gb(self) -> float:
-        return round((self.weights + self.lora + self.activations + self.loss + self.overhead)
-                     / GB, 2)
+        return round((self._tensors + self.overhead) / GB, 2)
 
     def parts(self) -> str:
         return ", ".join(f"{name} {getattr(self, name) / GB:.2f}" for name in

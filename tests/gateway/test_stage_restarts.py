@@ -114,6 +114,15 @@ async def test_a_generator_restarted_mid_stream_is_waited_for_and_run_again():
     assert spend.cost_usd == pytest.approx(0.7) and spend.requests == 2
 
 
+def _one_call(run_id: str, prompt_id: str, cost: float, cached: bool
+              ) -> tuple[common_pb2.PaidCall, common_pb2.Usage]:
+    """A prompt's one model call, paid for by `run_id`, and what its answer counts: the call's
+    usage when it is made, one cached request when the cache answers it."""
+    paid = common_pb2.PaidCall(run_id=run_id, prompt_id=prompt_id, call=f"key-{prompt_id}",
+                               usage=common_pb2.Usage(requests=1, cost_usd=cost))
+    return paid, common_pb2.Usage(requests=1, cached_requests=1) if cached else paid.usage
+
+
 class PaysForMoreThanItDelivers(generator_pb2_grpc.GeneratorServiceServicer):
     """Its first run pays for p1 and p2 (0.5 and 0.2 USD) and delivers p1 only: p2 is on the
     way when the stream breaks. Later runs answer both from the cache, naming the first run."""
@@ -125,11 +134,9 @@ class PaysForMoreThanItDelivers(generator_pb2_grpc.GeneratorServiceServicer):
     async def Generate(self, request, context):  # noqa: N802
         self.runs.append(request.run_id)
         first = self.runs[0]
+        cached = len(self.runs) > 1
         for prompt_id, cost in (("p1", 0.5), ("p2", 0.2)):
-            paid = common_pb2.PaidCall(run_id=first, prompt_id=prompt_id, call=f"key-{prompt_id}",
-                                       usage=common_pb2.Usage(requests=1, cost_usd=cost))
-            cached = len(self.runs) > 1
-            usage = common_pb2.Usage(requests=1, cached_requests=1) if cached else paid.usage
+            paid, usage = _one_call(first, prompt_id, cost, cached)
             yield generator_pb2.GenerateResponse(group=common_pb2.CandidateGroup(
                 prompt=common_pb2.Prompt(id=prompt_id), candidates=[common_pb2.Candidate(
                     prompt_id=prompt_id, usage=usage, cached=cached, paid=paid)]))
@@ -202,11 +209,8 @@ class JudgesMoreThanItDelivers(judge_pb2_grpc.JudgeServiceServicer):
         cached = len(self.runs) > 1
         for prompt_id, cost in (("p1", 0.3), ("p2", 0.1)):
             await anext(requests)  # the group
-            paid = common_pb2.PaidCall(run_id=self.runs[0], prompt_id=prompt_id,
-                                       call=f"key-{prompt_id}",
-                                       usage=common_pb2.Usage(requests=1, cost_usd=cost))
-            group = judge_pb2.JudgedGroup(prompt_id=prompt_id, usage=common_pb2.Usage(
-                requests=1, cached_requests=1) if cached else paid.usage)
+            paid, usage = _one_call(self.runs[0], prompt_id, cost, cached)
+            group = judge_pb2.JudgedGroup(prompt_id=prompt_id, usage=usage)
             if cached:
                 group.cached_calls.append(paid)
             yield judge_pb2.JudgeResponse(group=group)
