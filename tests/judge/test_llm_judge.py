@@ -99,6 +99,7 @@ async def test_unparseable_reply_is_retried_then_recorded_as_error():
     score = await LlmJudge(model, max_parse_retries=2).score(_prompt(), "positive")
     assert score.value is None and "did not parse after 3 tries" in score.error
     assert score.spend.requests == 3 and model.attempts == [0, 1, 2]
+    assert model.prompt_ids == ["p1"] * 3  # each ask, re-asks too, is paid for by its prompt
     assert "That reply was invalid" in model.calls[1][-1]["content"]
 
 
